@@ -1,0 +1,225 @@
+//! The history of a run: every client operation with its invocation and completion in
+//! virtual time and its outcome, every fault the nemesis injected, and the final state
+//! read off the devices' working copies after the cluster was healed.
+//!
+//! A history is plain data. The checkers are pure functions of it, so a history recorded
+//! elsewhere (for example from the real daemon) can be checked with `stormcell-sim check`.
+//! The JSON form is documented in `reports/README.md`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Refs of one working copy: ref name to commit id.
+pub type Refs = BTreeMap<String, String>;
+
+/// A complete, self-contained record of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// Scenario name (informational).
+    pub scenario: String,
+    /// Seed of the run (informational).
+    pub seed: u64,
+    /// Protocol profile: `stormcell` or `phabricator`.
+    pub profile: String,
+    /// Every device of the cluster.
+    pub devices: Vec<String>,
+    /// Every repository with how it started.
+    pub repositories: Vec<RepositoryStart>,
+    /// Client operations, in order of invocation.
+    pub ops: Vec<Operation>,
+    /// Faults, in order of time.
+    pub faults: Vec<FaultEvent>,
+    /// What the run expected the cluster to end as (from the scenario and profile).
+    pub expect: FinalExpectation,
+    /// The state of every device's working copies after the final phase.
+    pub final_state: FinalState,
+}
+
+/// How a repository started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryStart {
+    /// Repository name.
+    pub name: String,
+    /// Refs every device held at time zero (root commits, parentless).
+    pub initial_refs: Refs,
+    /// Whether version rows existed at time zero. `false` with more than one active
+    /// device means the repository starts frozen as an ambiguous leader.
+    pub has_rows: bool,
+}
+
+/// Which part of the run an operation belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The workload, while faults may strike.
+    Workload,
+    /// The probes after every fault was healed: one push and one read per device and
+    /// repository.
+    Final,
+}
+
+/// One client operation against one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Unique, increasing in invocation order.
+    pub id: u64,
+    /// The workload client that issued it.
+    pub client: String,
+    /// The device it was sent to.
+    pub device: String,
+    /// The repository.
+    pub repo: String,
+    /// Workload or final probe.
+    pub phase: Phase,
+    /// Virtual milliseconds since the start of the run.
+    pub invoked_ms: u64,
+    /// Virtual milliseconds at which the client saw the outcome (or gave up).
+    pub completed_ms: u64,
+    /// What was asked.
+    pub kind: OpKind,
+    /// What came back.
+    pub outcome: Outcome,
+}
+
+/// What an operation asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum OpKind {
+    /// A push: compare-and-swap of each ref from `old` to `new` (no force). `new` is a
+    /// commit whose parent is `old` (or a root commit when `old` is absent).
+    Push {
+        /// The ref updates, applied all or nothing.
+        updates: Vec<RefUpdate>,
+    },
+    /// A read of every ref (list refs and fetch).
+    Read,
+}
+
+/// One ref update of a push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefUpdate {
+    /// Full ref name, such as `refs/heads/main`.
+    pub name: String,
+    /// The value the pusher expects; `None` creates the ref.
+    pub old: Option<String>,
+    /// The new commit; its parent is `old`.
+    pub new: String,
+}
+
+/// What came back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The operation succeeded. Reads carry the refs they saw.
+    Ok {
+        /// The refs a read returned; `None` for pushes.
+        refs: Option<Refs>,
+        /// A read the server marked as possibly stale (exempt from the stale-read check,
+        /// but counted).
+        #[serde(default)]
+        possibly_stale: bool,
+    },
+    /// The operation definitely did not take effect.
+    Refused {
+        /// Machine-readable cause.
+        error: ErrorKind,
+        /// The message the client saw.
+        message: String,
+    },
+    /// The client does not know whether the operation took effect (timeout, connection
+    /// lost after the request was sent, or the server said the write may not have been
+    /// recorded).
+    Unknown {
+        /// Why the outcome is unknown.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Whether the operation was acknowledged as successful.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Ok { .. })
+    }
+}
+
+/// The cause of a refusal, as the client can tell it from the error it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Frozen for writes: some row has `writing = true`.
+    WriteInterruption,
+    /// This device is behind and no leader could be fetched from.
+    LeaderLost,
+    /// No rows and several active devices.
+    AmbiguousLeader,
+    /// The device is not bound to the repository's service.
+    NotBound,
+    /// A lock wait ran past its budget.
+    LockTimeout,
+    /// The push's compare-and-swap failed: a ref was not at `old`.
+    Rejected,
+    /// The cluster database could not be reached.
+    DatabaseUnavailable,
+    /// The repository is in read-only maintenance.
+    Maintenance,
+    /// The server is in read-only mode.
+    ReadOnly,
+    /// The device could not be reached at all (nothing was sent).
+    Unreachable,
+    /// Anything else the server reported.
+    Other,
+}
+
+/// A fault the nemesis injected or healed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultEvent {
+    /// Virtual milliseconds since the start of the run.
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: FaultKind,
+    /// The hosts involved (one for strikes, two for link faults).
+    pub hosts: Vec<String>,
+    /// A readable detail, such as the write step a strike hit.
+    pub detail: String,
+}
+
+/// Kinds of fault events. Every fault that starts has a matching end event
+/// (`Strike`/`Restart`, `Partition`/`Repair`, `Hold`/`Release`) unless the run ended first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// A device was struck by lightning (crashed, unsynced writes lost).
+    Strike,
+    /// A struck device was restarted.
+    Restart,
+    /// The link between two hosts was cut.
+    Partition,
+    /// A cut link was repaired.
+    Repair,
+    /// Messages on a link are held back (slow link).
+    Hold,
+    /// Held messages are released.
+    Release,
+}
+
+/// What the run expects the cluster to look like at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FinalExpectation {
+    /// Every final push and read succeeds and all active devices hold the same refs.
+    Converged,
+    /// Every final read succeeds; every final push is refused as a write interruption.
+    WriteFrozen,
+    /// Every final read and push is refused as an ambiguous leader.
+    Ambiguous,
+}
+
+/// The state read off the devices after the final phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalState {
+    /// Devices whose binding is active at the end.
+    pub active_devices: Vec<String>,
+    /// Device name to repository name to its refs.
+    pub refs: BTreeMap<String, BTreeMap<String, Refs>>,
+}
