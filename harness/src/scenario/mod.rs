@@ -1,0 +1,533 @@
+//! Scenarios as data: a topology, a workload, the faults that may strike and what must hold
+//! at the end, read from TOML and validated.
+//!
+//! Built-in scenarios live in `scenarios/*.toml` at the top of the repository and are
+//! compiled into the binary, so `stormcell-sim` works from any directory; a user may also
+//! load a scenario file by path. Anything a scenario leaves as a [`Range`] is drawn from the
+//! run's seed, and every type serializes so that a run report can print what was drawn from.
+//!
+//! The file format is the serde form of the types below (snake_case keys, kebab-case enum
+//! values); unknown keys are errors. Every error names the file, the line when it is known,
+//! and the field.
+
+mod locate;
+mod range;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::Path;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+pub use self::range::Range;
+use crate::history::FinalExpectation;
+
+/// One scenario: what cluster to build, how clients use it, which faults may strike, and
+/// what the cluster must look like once everything is healed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Scenario {
+    /// Short name, `[a-z0-9-]+`; a built-in's name is its file stem.
+    pub name: String,
+    /// One line saying what the scenario exercises.
+    pub description: String,
+    /// Where it was read from: `scenarios/NAME.toml` for a built-in, else the user's path.
+    pub source: String,
+    /// The cluster.
+    pub topology: Topology,
+    /// The clients.
+    pub workload: Workload,
+    /// The faults.
+    pub faults: Faults,
+    /// The final state each profile must reach.
+    pub expect: Expect,
+}
+
+/// The cluster a run builds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Repository devices; each bound within `1..=9`.
+    pub devices: Range<u32>,
+    /// Repositories, each hosted on every device; each bound within `1..=16`.
+    pub repositories: Range<u32>,
+    /// The version rows that exist at time zero.
+    #[serde(default)]
+    pub initial_rows: InitialRows,
+    /// One-way latency of every simulated link, drawn per link.
+    #[serde(default = "default_link_latency_ms")]
+    pub link_latency_ms: Range<u64>,
+}
+
+/// The version rows a repository starts with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitialRows {
+    /// Every device has a row at version 0, so every device is a leader.
+    #[default]
+    AllLeaders,
+    /// No rows at all: with more than one active device the repository starts frozen as an
+    /// ambiguous leader.
+    None,
+}
+
+/// The workload clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    /// Concurrent clients, `1..=32`.
+    pub clients: u32,
+    /// Virtual seconds the workload runs, `1..=3600`.
+    pub duration_s: u64,
+    /// Branches per repository that pushes update, `1..=16`.
+    pub branches: u32,
+    /// Refs one push updates; at least 1 and at most `branches`.
+    pub refs_per_push: Range<u32>,
+    /// Relative weight of pushes among operations.
+    pub push_weight: u32,
+    /// Relative weight of reads among operations; the two weights may not both be 0.
+    pub read_weight: u32,
+    /// A client's pause between operations.
+    pub think_ms: Range<u64>,
+    /// How long a client waits for an outcome before recording it as unknown; at least 1.
+    pub client_timeout_s: u64,
+    /// Virtual seconds between healing every fault and the final probes.
+    pub settle_s: u64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            clients: 3,
+            duration_s: 60,
+            branches: 3,
+            refs_per_push: Range::exactly(1),
+            push_weight: 1,
+            read_weight: 1,
+            think_ms: Range::new(50, 1000),
+            client_timeout_s: 30,
+            settle_s: 30,
+        }
+    }
+}
+
+/// The faults that may strike during the workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Which of the configured kinds a run uses.
+    pub mix: FaultMix,
+    /// Virtual seconds into the run during which faults may start; `max` must be below
+    /// `workload.duration_s` (checked only when some fault kind is configured).
+    pub window_s: Range<u64>,
+    /// Lightning strikes: crash a random device, restart it later.
+    pub strikes: Option<Strikes>,
+    /// Strikes at a chosen point of a push.
+    pub write_strikes: Option<WriteStrikes>,
+    /// Network partitions between groups of hosts.
+    pub partitions: Option<Partitions>,
+    /// Cuts of a device's link to the database.
+    pub db_link_drops: Option<DbLinkDrops>,
+    /// Links whose messages are held back for a while.
+    pub slow_links: Option<SlowLinks>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            mix: FaultMix::All,
+            window_s: Range::new(5, 40),
+            strikes: None,
+            write_strikes: None,
+            partitions: None,
+            db_link_drops: None,
+            slow_links: None,
+        }
+    }
+}
+
+impl Faults {
+    /// Names of the configured fault kinds, as spelled in TOML, in a fixed order.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let configured = [
+            ("strikes", self.strikes.is_some()),
+            ("write_strikes", self.write_strikes.is_some()),
+            ("partitions", self.partitions.is_some()),
+            ("db_link_drops", self.db_link_drops.is_some()),
+            ("slow_links", self.slow_links.is_some()),
+        ];
+        configured
+            .into_iter()
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect()
+    }
+
+    /// The fault kinds one run uses, with the mix applied: for [`FaultMix::Seeded`] each
+    /// configured kind is kept with probability 1/2 (one draw per configured kind, in the
+    /// order of [`Faults::kinds`]); for [`FaultMix::All`] nothing is drawn. The result's mix is
+    /// `All`, since every kind left in it is to be used.
+    pub fn apply_mix<R: Rng + ?Sized>(&self, rng: &mut R) -> Faults {
+        fn keep<T: Clone, R: Rng + ?Sized>(kind: &Option<T>, rng: &mut R) -> Option<T> {
+            kind.as_ref().filter(|_| rng.random_bool(0.5)).cloned()
+        }
+        match self.mix {
+            FaultMix::All => self.clone(),
+            FaultMix::Seeded => Faults {
+                mix: FaultMix::All,
+                window_s: self.window_s,
+                strikes: keep(&self.strikes, rng),
+                write_strikes: keep(&self.write_strikes, rng),
+                partitions: keep(&self.partitions, rng),
+                db_link_drops: keep(&self.db_link_drops, rng),
+                slow_links: keep(&self.slow_links, rng),
+            },
+        }
+    }
+}
+
+/// Which of the configured fault kinds a run uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultMix {
+    /// Every configured kind.
+    #[default]
+    All,
+    /// Each configured kind with probability 1/2, drawn from the seed (swarm testing: runs
+    /// without some kinds reach states that the others would keep interrupting).
+    Seeded,
+}
+
+/// Lightning strikes: crash a random device, restart it after `down_s`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Strikes {
+    /// How many strikes.
+    pub count: Range<u32>,
+    /// Seconds a struck device stays down.
+    pub down_s: Range<u64>,
+}
+
+/// Strikes at a chosen point of a push on the device serving it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteStrikes {
+    /// How many strikes.
+    pub count: Range<u32>,
+    /// The points a strike may hit, one drawn per strike; not empty, no repeats.
+    pub points: Vec<WritePoint>,
+    /// Seconds a struck device stays down.
+    pub down_s: Range<u64>,
+    /// Whether the device comes back after `down_s`; if not, it stays down for the rest of
+    /// the run.
+    #[serde(default = "yes")]
+    pub restart: bool,
+}
+
+/// A point of the write path (PROTOCOL.md 4.2) where a write strike may hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WritePoint {
+    /// The row says `writing = true`; nothing received yet.
+    AfterWritingSet,
+    /// The push is durable in the working copy; the version is not bumped.
+    AfterRefsWritten,
+    /// The version is bumped and `writing` cleared; the lock is still held.
+    AfterVersionBump,
+    /// The client has its acknowledgement; other devices have not pulled yet.
+    AfterAck,
+}
+
+impl fmt::Display for WritePoint {
+    /// The TOML spelling, such as `after-writing-set`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WritePoint::AfterWritingSet => "after-writing-set",
+            WritePoint::AfterRefsWritten => "after-refs-written",
+            WritePoint::AfterVersionBump => "after-version-bump",
+            WritePoint::AfterAck => "after-ack",
+        })
+    }
+}
+
+/// Partitions: the hosts split into groups that cannot reach each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partitions {
+    /// How many partitions.
+    pub count: Range<u32>,
+    /// Seconds until a partition heals.
+    pub duration_s: Range<u64>,
+    /// Whether the database host may land in a group; if not, only devices are split.
+    #[serde(default = "yes")]
+    pub include_database: bool,
+}
+
+/// Cuts of one device's link to the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbLinkDrops {
+    /// How many drops.
+    pub count: Range<u32>,
+    /// Seconds until the link comes back.
+    pub duration_s: Range<u64>,
+    /// Whether to cut the link of a device in the middle of a push (else of any device).
+    #[serde(default = "yes")]
+    pub during_push: bool,
+}
+
+/// Slow links: messages on a link are held, then released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowLinks {
+    /// How many slow periods.
+    pub count: Range<u32>,
+    /// Milliseconds messages are held.
+    pub hold_ms: Range<u64>,
+}
+
+/// The final state each protocol profile must reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Under the `stormcell` profile.
+    #[serde(default = "converged")]
+    pub stormcell: FinalExpectation,
+    /// Under the `phabricator` profile.
+    #[serde(default = "converged")]
+    pub phabricator: FinalExpectation,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Expect {
+            stormcell: FinalExpectation::Converged,
+            phabricator: FinalExpectation::Converged,
+        }
+    }
+}
+
+fn default_link_latency_ms() -> Range<u64> {
+    Range::new(1, 5)
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn converged() -> FinalExpectation {
+    FinalExpectation::Converged
+}
+
+/// The file as written: a [`Scenario`] without its `source`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    topology: Topology,
+    #[serde(default)]
+    workload: Workload,
+    #[serde(default)]
+    faults: Faults,
+    #[serde(default)]
+    expect: Expect,
+}
+
+impl Scenario {
+    /// One line for listings: name, description, size, fault kinds and expectations.
+    pub fn summary(&self) -> String {
+        let kinds = self.faults.kinds();
+        let faults = match (kinds.is_empty(), self.faults.mix) {
+            (true, _) => "none".to_owned(),
+            (false, FaultMix::All) => kinds.join(", "),
+            (false, FaultMix::Seeded) => format!("seeded mix of {}", kinds.join(", ")),
+        };
+        format!(
+            "{}: {} (devices {}, repositories {}, {} s; faults: {}; expect stormcell {}, phabricator {})",
+            self.name,
+            self.description,
+            self.topology.devices,
+            self.topology.repositories,
+            self.workload.duration_s,
+            faults,
+            expectation_name(self.expect.stormcell),
+            expectation_name(self.expect.phabricator),
+        )
+    }
+}
+
+/// The TOML spelling of an expectation.
+fn expectation_name(expectation: FinalExpectation) -> &'static str {
+    match expectation {
+        FinalExpectation::Converged => "converged",
+        FinalExpectation::WriteFrozen => "write-frozen",
+        FinalExpectation::Ambiguous => "ambiguous",
+    }
+}
+
+/// Why a scenario could not be read. `Display` is the message a user sees:
+/// `scenarios/x.toml:12: field `faults.strikes.count`: min (5) is greater than max (2)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ScenarioError {
+    /// The file (or built-in name) the error is about.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted path of the field, when known, such as `faults.strikes.count`.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The built-in scenarios: name and text, sorted by name.
+const BUILTINS: &[(&str, &str)] = &[
+    (
+        "ambiguous-leader",
+        include_str!("../../../scenarios/ambiguous-leader.toml"),
+    ),
+    (
+        "db-link-drop",
+        include_str!("../../../scenarios/db-link-drop.toml"),
+    ),
+    (
+        "lightning",
+        include_str!("../../../scenarios/lightning.toml"),
+    ),
+    (
+        "loss-of-leaders",
+        include_str!("../../../scenarios/loss-of-leaders.toml"),
+    ),
+    (
+        "partition",
+        include_str!("../../../scenarios/partition.toml"),
+    ),
+    ("steady", include_str!("../../../scenarios/steady.toml")),
+    ("swarm", include_str!("../../../scenarios/swarm.toml")),
+    (
+        "write-interruption",
+        include_str!("../../../scenarios/write-interruption.toml"),
+    ),
+];
+
+fn builtin_source(name: &str) -> String {
+    format!("scenarios/{name}.toml")
+}
+
+/// Every built-in scenario, sorted by name.
+///
+/// # Panics
+/// Never in practice: the unit test `every_builtin_is_valid` parses each of them.
+pub fn builtin() -> Vec<Scenario> {
+    BUILTINS
+        .iter()
+        .map(|(name, text)| {
+            parse(&builtin_source(name), text).unwrap_or_else(|e| panic!("built-in scenario: {e}"))
+        })
+        .collect()
+}
+
+/// The built-in scenario called `name`; an unknown name is an error listing the known ones.
+pub fn builtin_named(name: &str) -> Result<Scenario, ScenarioError> {
+    match BUILTINS.iter().find(|(known, _)| *known == name) {
+        Some((_, text)) => parse(&builtin_source(name), text),
+        None => Err(ScenarioError {
+            file: name.to_owned(),
+            line: None,
+            field: None,
+            message: format!(
+                "no built-in scenario of that name; built-in scenarios: {}",
+                BUILTINS
+                    .iter()
+                    .map(|(known, _)| *known)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// Reads and validates the scenario file at `path`; its `source` is the path as given.
+pub fn load_file(path: &Path) -> Result<Scenario, ScenarioError> {
+    let source = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&source, &text),
+        Err(e) => Err(ScenarioError {
+            file: source,
+            line: None,
+            field: None,
+            message: format!("cannot read the file: {e}"),
+        }),
+    }
+}
+
+/// Parses and validates the scenario `text`; `source_name` names it in errors and becomes
+/// the scenario's `source`.
+pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let locator = locate::Locator::new(text);
+    let error = |line: Option<usize>, field: Option<String>, message: String| ScenarioError {
+        file: source_name.to_owned(),
+        line,
+        field,
+        message,
+    };
+    let file: ScenarioFile = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|span| span.start);
+        let mut field = offset.and_then(|at| locator.as_ref()?.path_at(at));
+        // A missing field is reported at its table: name the field itself.
+        if let Some(missing) = missing_field(e.message()) {
+            field = Some(match field {
+                Some(table) => format!("{table}.{missing}"),
+                None => missing.to_owned(),
+            });
+        }
+        let line = offset.map(|at| locate::line_of(text, at));
+        // toml's messages may span lines ("invalid table header\nexpected ..."); keep one.
+        let message = e.message().trim().replace('\n', "; ");
+        error(line, field, message)
+    })?;
+    let scenario = Scenario {
+        name: file.name,
+        description: file.description,
+        source: source_name.to_owned(),
+        topology: file.topology,
+        workload: file.workload,
+        faults: file.faults,
+        expect: file.expect,
+    };
+    validate::check(&scenario).map_err(|invalid| {
+        let offset = locator
+            .as_ref()
+            .and_then(|locator| locator.offset_of(&invalid.field));
+        error(
+            offset.map(|at| locate::line_of(text, at)),
+            Some(invalid.field),
+            invalid.message,
+        )
+    })?;
+    Ok(scenario)
+}
+
+/// The field named by serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")?
+        .split('`')
+        .next()
+}

@@ -1,0 +1,152 @@
+//! The rules a scenario must satisfy beyond its TOML types.
+//!
+//! Checks run in file order and stop at the first failure, whose field path the caller turns
+//! into a line of the file.
+
+use std::fmt::Display;
+
+use super::{Range, Scenario};
+
+/// A broken rule: the dotted field path and what is wrong with it.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+type Checked = Result<(), Invalid>;
+
+fn invalid(field: &str, message: impl Into<String>) -> Checked {
+    Err(Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    })
+}
+
+/// Checks every rule of `scenario`.
+pub(super) fn check(scenario: &Scenario) -> Checked {
+    let name = &scenario.name;
+    if name.is_empty() {
+        return invalid("name", "must not be empty");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return invalid(
+            "name",
+            format!("`{name}` may use only lowercase letters, digits and `-`"),
+        );
+    }
+    // Listings print one line per scenario.
+    if scenario.description.contains('\n') {
+        return invalid("description", "must be a single line");
+    }
+
+    let topology = &scenario.topology;
+    within("topology.devices", &topology.devices, 1, 9)?;
+    within("topology.repositories", &topology.repositories, 1, 16)?;
+    ordered("topology.link_latency_ms", &topology.link_latency_ms)?;
+
+    let workload = &scenario.workload;
+    within("workload.clients", &Range::exactly(workload.clients), 1, 32)?;
+    within(
+        "workload.duration_s",
+        &Range::exactly(workload.duration_s),
+        1,
+        3600,
+    )?;
+    within("workload.branches", &Range::exactly(workload.branches), 1, 16)?;
+    let refs_per_push = &workload.refs_per_push;
+    within("workload.refs_per_push", refs_per_push, 1, u32::MAX)?;
+    if refs_per_push.max > workload.branches {
+        return invalid(
+            "workload.refs_per_push",
+            format!(
+                "max ({}) is greater than workload.branches ({})",
+                refs_per_push.max, workload.branches
+            ),
+        );
+    }
+    if workload.push_weight == 0 && workload.read_weight == 0 {
+        return invalid(
+            "workload.push_weight",
+            "push_weight and read_weight are both 0; at least one must be positive",
+        );
+    }
+    ordered("workload.think_ms", &workload.think_ms)?;
+    if workload.client_timeout_s == 0 {
+        return invalid("workload.client_timeout_s", "must be at least 1");
+    }
+
+    let faults = &scenario.faults;
+    ordered("faults.window_s", &faults.window_s)?;
+    // A scenario without faults never uses the window, so a short fault-free workload need
+    // not spell one out.
+    if !faults.kinds().is_empty() && faults.window_s.max >= workload.duration_s {
+        return invalid(
+            "faults.window_s",
+            format!(
+                "max ({}) must be less than workload.duration_s ({}) so that faults start while clients run",
+                faults.window_s.max, workload.duration_s
+            ),
+        );
+    }
+    if let Some(strikes) = &faults.strikes {
+        ordered("faults.strikes.count", &strikes.count)?;
+        ordered("faults.strikes.down_s", &strikes.down_s)?;
+    }
+    if let Some(write_strikes) = &faults.write_strikes {
+        ordered("faults.write_strikes.count", &write_strikes.count)?;
+        let points = &write_strikes.points;
+        if points.is_empty() {
+            return invalid("faults.write_strikes.points", "must name at least one point");
+        }
+        // A repeat would silently weight the draw; say so instead.
+        for (i, point) in points.iter().enumerate() {
+            if points[..i].contains(point) {
+                return invalid(
+                    "faults.write_strikes.points",
+                    format!("`{point}` is listed twice"),
+                );
+            }
+        }
+        ordered("faults.write_strikes.down_s", &write_strikes.down_s)?;
+    }
+    if let Some(partitions) = &faults.partitions {
+        ordered("faults.partitions.count", &partitions.count)?;
+        ordered("faults.partitions.duration_s", &partitions.duration_s)?;
+    }
+    if let Some(drops) = &faults.db_link_drops {
+        ordered("faults.db_link_drops.count", &drops.count)?;
+        ordered("faults.db_link_drops.duration_s", &drops.duration_s)?;
+    }
+    if let Some(slow) = &faults.slow_links {
+        ordered("faults.slow_links.count", &slow.count)?;
+        ordered("faults.slow_links.hold_ms", &slow.hold_ms)?;
+    }
+    Ok(())
+}
+
+/// `min <= max`.
+fn ordered<T: PartialOrd + Display>(field: &str, range: &Range<T>) -> Checked {
+    if range.min > range.max {
+        return invalid(
+            field,
+            format!("min ({}) is greater than max ({})", range.min, range.max),
+        );
+    }
+    Ok(())
+}
+
+/// `min <= max` and both within `lo..=hi`.
+fn within<T: PartialOrd + Display>(field: &str, range: &Range<T>, lo: T, hi: T) -> Checked {
+    ordered(field, range)?;
+    if range.min < lo || range.max > hi {
+        return invalid(
+            field,
+            format!("{range} is outside the allowed {lo}..={hi}"),
+        );
+    }
+    Ok(())
+}

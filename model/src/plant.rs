@@ -1,0 +1,107 @@
+//! Planted bugs: deliberate protocol mutations the simulator switches on to prove that its
+//! checkers catch them. They exist only with the `plant` feature, which the daemon never
+//! enables; without it [`Plants::has`] is a constant `false` the compiler removes.
+
+use serde::{Deserialize, Serialize};
+
+/// One deliberate protocol mutation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bug {
+    /// Reads are served without the read sync of 4.1.
+    SkipReadSync,
+    /// The push is acknowledged before step 6 records the new version.
+    AckBeforeVersionBump,
+    /// The write lock is released before `writing` is cleared.
+    ReleaseLockBeforeClearWriting,
+    /// Step 2 of 4.2 ignores rows with `writing = true`.
+    IgnoreWritingFlag,
+    /// The working copy is not made durable before the write counts.
+    SkipFsync,
+}
+
+impl Bug {
+    /// Every planted bug, in a stable order.
+    pub const ALL: [Bug; 5] = [
+        Bug::SkipReadSync,
+        Bug::AckBeforeVersionBump,
+        Bug::ReleaseLockBeforeClearWriting,
+        Bug::IgnoreWritingFlag,
+        Bug::SkipFsync,
+    ];
+
+    /// The bug's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::SkipReadSync => "skip-read-sync",
+            Bug::AckBeforeVersionBump => "ack-before-version-bump",
+            Bug::ReleaseLockBeforeClearWriting => "release-lock-before-clear-writing",
+            Bug::IgnoreWritingFlag => "ignore-writing-flag",
+            Bug::SkipFsync => "skip-fsync",
+        }
+    }
+
+    /// What the mutation does, for help text.
+    pub fn description(self) -> &'static str {
+        match self {
+            Bug::SkipReadSync => "serve reads without synchronizing from a leader first",
+            Bug::AckBeforeVersionBump => "acknowledge a push before its version is recorded",
+            Bug::ReleaseLockBeforeClearWriting => {
+                "release the write lock before clearing the writing flag"
+            }
+            Bug::IgnoreWritingFlag => "accept writes while another write is interrupted",
+            Bug::SkipFsync => "count a write as durable without syncing it to disk",
+        }
+    }
+}
+
+impl std::fmt::Display for Bug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Bug {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Bug::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+            format!("unknown planted bug `{s}` (known: {})", names.join(", "))
+        })
+    }
+}
+
+/// The set of planted bugs switched on for one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Plants {
+    #[cfg(feature = "plant")]
+    bug: Option<Bug>,
+}
+
+impl Plants {
+    /// No planted bug.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// One planted bug switched on.
+    #[cfg(feature = "plant")]
+    pub fn with(bug: Option<Bug>) -> Self {
+        Plants { bug }
+    }
+
+    /// Whether a bug is switched on.
+    #[inline]
+    pub fn has(&self, bug: Bug) -> bool {
+        #[cfg(feature = "plant")]
+        {
+            self.bug == Some(bug)
+        }
+        #[cfg(not(feature = "plant"))]
+        {
+            let _ = bug;
+            false
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Time, randomness, failpoints and events: the parts of the world that are not I/O.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeviceId, RepoId};
+
+/// Wall-clock time for timestamps in rows and messages. Waiting always uses `tokio::time`,
+/// which the simulator makes virtual.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// A source of randomness (seeded in the simulator).
+pub trait Random: Send + Sync {
+    /// A uniformly random number in `0..n` (`n > 0`; returns 0 for `n == 0`).
+    fn below(&self, n: u64) -> u64;
+}
+
+/// Shuffles a slice with the given random source (Fisher-Yates).
+pub fn shuffle<T>(rng: &dyn Random, items: &mut [T]) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// Named points of the write path at which the simulator can strike a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WritePoint {
+    /// Step 4 done: `writing` is set.
+    AfterWritingSet,
+    /// Step 5 under way: refs written, not yet synced.
+    AfterRefsWritten,
+    /// Step 6 done: the version is bumped, the client not yet acknowledged.
+    AfterVersionBump,
+    /// The client was acknowledged; peers not yet notified.
+    AfterAck,
+}
+
+impl WritePoint {
+    /// Every point, in write order.
+    pub const ALL: [WritePoint; 4] = [
+        WritePoint::AfterWritingSet,
+        WritePoint::AfterRefsWritten,
+        WritePoint::AfterVersionBump,
+        WritePoint::AfterAck,
+    ];
+
+    /// The point's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WritePoint::AfterWritingSet => "after-writing-set",
+            WritePoint::AfterRefsWritten => "after-refs-written",
+            WritePoint::AfterVersionBump => "after-version-bump",
+            WritePoint::AfterAck => "after-ack",
+        }
+    }
+}
+
+/// Hooks on the write path. The daemon's do nothing unless a test arms them; the
+/// simulator's may never return (the device is struck there).
+#[async_trait]
+pub trait Failpoints: Send + Sync {
+    /// Called when a write on `repo` reaches `point`.
+    async fn hit(&self, point: WritePoint, repo: &RepoId);
+}
+
+/// Failpoints that do nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoFailpoints;
+
+#[async_trait]
+impl Failpoints for NoFailpoints {
+    async fn hit(&self, _point: WritePoint, _repo: &RepoId) {}
+}
+
+/// Things the protocol did that an operator (or a trace) wants to know about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A lock was taken after `waited_ms`.
+    LockAcquired {
+        /// The lock.
+        lock: String,
+        /// How long it took.
+        waited_ms: u64,
+    },
+    /// A lock was released.
+    LockReleased {
+        /// The lock.
+        lock: String,
+    },
+    /// A lock was left held on an error path (phabricator profile).
+    LockLeaked {
+        /// The lock.
+        lock: String,
+    },
+    /// This device fetched from a leader.
+    Synced {
+        /// The repository.
+        repo: RepoId,
+        /// The leader.
+        from: DeviceId,
+        /// The version reached.
+        version: u64,
+    },
+    /// A fetch from a leader failed.
+    SyncFailed {
+        /// The repository.
+        repo: RepoId,
+        /// The leader.
+        from: DeviceId,
+        /// Why.
+        reason: String,
+    },
+    /// A write was recorded.
+    WriteRecorded {
+        /// The repository.
+        repo: RepoId,
+        /// The new version.
+        version: u64,
+        /// Whether refs changed.
+        changed: bool,
+    },
+    /// A write could not be recorded and the repository stays frozen for writes.
+    WriteNotRecorded {
+        /// The repository.
+        repo: RepoId,
+        /// Why.
+        reason: String,
+    },
+    /// **[stormcell]** Fenced recovery resolved a write interruption.
+    Recovered {
+        /// The repository.
+        repo: RepoId,
+        /// The interrupted device.
+        device: DeviceId,
+        /// `cleared` (nothing was written) or `adopted` (the write became a new version).
+        how: String,
+    },
+    /// A request was refused by a freeze.
+    Frozen {
+        /// The repository.
+        repo: RepoId,
+        /// The refusal.
+        message: String,
+    },
+    /// Free text.
+    Note {
+        /// The text.
+        text: String,
+    },
+}
+
+/// Receives events. The daemon logs them; the simulator adds them to the trace.
+pub trait Events: Send + Sync {
+    /// Records one event.
+    fn emit(&self, event: Event);
+}

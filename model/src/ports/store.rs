@@ -1,0 +1,78 @@
+//! The working-copy port: one working copy per repository on a device, whose writes become
+//! durable only at their sync points.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::ids::{Digest, Oid, RepoId, Version};
+use crate::rows::RefUpdate;
+
+/// What a client pushes: the ref updates and the objects they need, in the store's own
+/// encoding (a Git pack for the daemon).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushPayload {
+    /// The pushing user.
+    pub user: String,
+    /// Compare-and-swap updates, applied all or nothing.
+    pub updates: Vec<RefUpdate>,
+    /// Objects, opaque to the protocol.
+    pub pack: Vec<u8>,
+}
+
+/// The result of receiving a push into a working copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushApplied {
+    /// Whether every update applied (a push applies all or nothing).
+    pub accepted: bool,
+    /// Why not, for the client.
+    pub reason: Option<String>,
+}
+
+/// Everything a working copy holds, for a peer to mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// All refs.
+    pub refs: BTreeMap<String, Oid>,
+    /// Objects, opaque to the protocol.
+    pub objects: Vec<u8>,
+}
+
+impl Snapshot {
+    /// The digest of the snapshot's refs.
+    pub fn digest(&self) -> Digest {
+        Digest::of(self.refs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
+/// The working copies of one device.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The refs of a working copy as a read would see them.
+    async fn refs(&self, repo: &RepoId) -> Result<BTreeMap<String, Oid>, StoreError>;
+    /// The digest of the working copy's refs.
+    async fn digest(&self, repo: &RepoId) -> Result<Digest, StoreError> {
+        let refs = self.refs(repo).await?;
+        Ok(Digest::of(refs.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+    }
+    /// Receives a push: checks every update's `old` against the current value and, when
+    /// all match, writes the objects and moves the refs. Not durable until [`Store::sync`].
+    async fn apply_push(
+        &self,
+        repo: &RepoId,
+        push: &PushPayload,
+    ) -> Result<PushApplied, StoreError>;
+    /// Makes everything written to the working copy durable (objects, refs, directories).
+    async fn sync(&self, repo: &RepoId) -> Result<(), StoreError>;
+    /// Everything the working copy holds.
+    async fn export(&self, repo: &RepoId) -> Result<Snapshot, StoreError>;
+    /// Mirrors a peer's snapshot (`+refs/*:refs/*` with prune). Not durable until
+    /// [`Store::sync`].
+    async fn import(&self, repo: &RepoId, snapshot: &Snapshot) -> Result<(), StoreError>;
+    /// The device's durable local version of a repository (kept beside the working copy).
+    async fn local_version(&self, repo: &RepoId) -> Result<Option<Version>, StoreError>;
+    /// Durably records the device's local version of a repository.
+    async fn set_local_version(&self, repo: &RepoId, version: Version) -> Result<(), StoreError>;
+}

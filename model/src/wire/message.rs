@@ -1,0 +1,118 @@
+//! The messages of the node service: client requests (reads and pushes), and peer
+//! requests (version queries, fetches, notifications, recovery probes).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::ids::{Digest, LockOwner, Oid, RepoId, Version};
+use crate::ports::store::{PushPayload, Snapshot};
+
+/// A request: the first and only frame a caller sends on a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// A client read: read sync, then every ref.
+    Read {
+        /// The repository.
+        repo: RepoId,
+        /// Send progress lines before the answer.
+        progress: bool,
+    },
+    /// A client push.
+    Push {
+        /// The repository.
+        repo: RepoId,
+        /// The ref updates and objects.
+        payload: PushPayload,
+        /// Send progress lines before the answer.
+        progress: bool,
+    },
+    /// A peer asks for this device's durable local version.
+    PeerVersion {
+        /// The repository.
+        repo: RepoId,
+    },
+    /// A peer fetches everything this device holds of a repository.
+    PeerFetch {
+        /// The repository.
+        repo: RepoId,
+    },
+    /// A peer announces a new version, so this device pulls at once.
+    Notify {
+        /// The repository.
+        repo: RepoId,
+        /// The new version.
+        version: Version,
+    },
+    /// **[stormcell]** Fenced recovery asks whether an interrupted write is still running
+    /// here; if not, the write's token is fenced off for good and the digest returned.
+    RecoverProbe {
+        /// The repository.
+        repo: RepoId,
+        /// The interrupted writer's token.
+        owner: LockOwner,
+    },
+}
+
+/// What a recovery probe found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum ProbeResult {
+    /// The write is still running on the device: it is not interrupted, just slow.
+    InProgress,
+    /// No such write runs; it can never resume. The working copy's current digest.
+    Idle {
+        /// The digest.
+        digest: Digest,
+    },
+}
+
+/// A response frame. A request gets any number of `Progress` frames, then exactly one
+/// other frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Response {
+    /// A progress line (`# ...`, PROTOCOL.md section 11).
+    Progress {
+        /// The line.
+        line: String,
+    },
+    /// The refs a read saw.
+    ReadOk {
+        /// Every ref.
+        refs: BTreeMap<String, Oid>,
+        /// **[stormcell]** Freshness could not be proven (read-only mode).
+        possibly_stale: bool,
+    },
+    /// The push was recorded.
+    PushOk {
+        /// The version the repository is at.
+        version: Version,
+    },
+    /// A device's durable local version.
+    Version {
+        /// The version, if the device has one.
+        version: Option<Version>,
+    },
+    /// A snapshot for a peer.
+    Snapshot {
+        /// Everything the working copy holds.
+        snapshot: Snapshot,
+    },
+    /// A notification was taken.
+    Notified,
+    /// A recovery probe's answer.
+    Probe {
+        /// What was found.
+        result: ProbeResult,
+    },
+    /// The request failed.
+    Error {
+        /// The cause.
+        code: ErrorCode,
+        /// The message the client sees.
+        message: String,
+    },
+}
