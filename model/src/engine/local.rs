@@ -1,0 +1,70 @@
+//! Writes running on this device, so fenced recovery can tell an interrupted write from
+//! a slow one (**[stormcell]**, PROTOCOL.md section 6).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
+
+use crate::ids::{LockOwner, RepoId};
+
+/// The writes in progress on this device, and a per-repository guard that keeps peers
+/// from copying a working copy while refs are being moved.
+#[derive(Default)]
+pub struct LocalWrites {
+    running: Arc<Mutex<BTreeSet<(RepoId, LockOwner)>>>,
+    guards: Mutex<std::collections::BTreeMap<RepoId, Arc<RwLock<()>>>>,
+}
+
+impl LocalWrites {
+    /// Records that a write with this token is running until the returned marker drops.
+    pub fn start(&self, repo: &RepoId, owner: &LockOwner) -> RunningWrite {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((repo.clone(), owner.clone()));
+        RunningWrite { running: Arc::clone(&self.running), key: (repo.clone(), owner.clone()) }
+    }
+
+    /// Whether a write with this token is running here.
+    pub fn is_running(&self, repo: &RepoId, owner: &LockOwner) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(repo.clone(), owner.clone()))
+    }
+
+    fn guard(&self, repo: &RepoId) -> Arc<RwLock<()>> {
+        self.guards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(repo.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Exclusive access to a working copy while its refs move.
+    pub async fn exclusive(&self, repo: &RepoId) -> OwnedRwLockWriteGuard<()> {
+        self.guard(repo).write_owned().await
+    }
+
+    /// Shared access to a working copy for copying it out.
+    pub async fn shared(&self, repo: &RepoId) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.guard(repo).read_owned().await
+    }
+}
+
+/// Marks a write as running while it lives.
+pub struct RunningWrite {
+    running: Arc<Mutex<BTreeSet<(RepoId, LockOwner)>>>,
+    key: (RepoId, LockOwner),
+}
+
+impl Drop for RunningWrite {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}

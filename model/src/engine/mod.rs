@@ -1,0 +1,150 @@
+//! The cluster engine: what one device does to serve reads and writes consistently
+//! (PROTOCOL.md sections 2 to 6). One engine runs per device, over that device's ports.
+
+mod locks;
+mod local;
+mod read_sync;
+mod recovery;
+mod write_sync;
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::config::ProtocolConfig;
+use crate::error::ClusterError;
+use crate::ids::{DeviceId, RepoId};
+use crate::plant::Plants;
+use crate::ports::{Clock, ClusterDb, DbSession, Event, Events, Failpoints, Network, Random, Store};
+
+pub use local::LocalWrites;
+pub use read_sync::{ReadReceipt, SyncOutcome};
+pub use write_sync::PushReceipt;
+
+/// The ports one device's engine works through.
+#[derive(Clone)]
+pub struct Ports {
+    /// The cluster database.
+    pub db: Arc<dyn ClusterDb>,
+    /// This device's working copies.
+    pub store: Arc<dyn Store>,
+    /// The network, for peers.
+    pub net: Arc<dyn Network>,
+    /// Wall-clock timestamps.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness.
+    pub rng: Arc<dyn Random>,
+    /// Write-path hooks.
+    pub failpoints: Arc<dyn Failpoints>,
+    /// Where events go.
+    pub events: Arc<dyn Events>,
+}
+
+/// Progress lines for the client of one request (PROTOCOL.md section 11).
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Option<mpsc::UnboundedSender<String>>);
+
+impl Progress {
+    /// A sink that drops every line.
+    pub fn none() -> Self {
+        Progress(None)
+    }
+
+    /// A sink forwarding lines to a channel, and its receiving end.
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Progress(Some(tx)), rx)
+    }
+
+    /// Tells the client one line; `# ` is added.
+    pub fn say(&self, line: impl AsRef<str>) {
+        if let Some(tx) = &self.0 {
+            // A client that went away does not stop the operation.
+            let _ = tx.send(format!("# {}", line.as_ref()));
+        }
+    }
+}
+
+/// One device's protocol engine.
+pub struct Engine {
+    device: DeviceId,
+    config: ProtocolConfig,
+    plants: Plants,
+    ports: Ports,
+    local: LocalWrites,
+    /// Sessions kept open on purpose on error paths under the phabricator profile, which
+    /// leaked their locks until the process exited.
+    leaked: Mutex<Vec<Box<dyn DbSession>>>,
+    pull_trigger: mpsc::UnboundedSender<RepoId>,
+}
+
+impl Engine {
+    /// Builds the engine of `device`. The receiver gets the repositories peers asked this
+    /// device to pull at once; the background replication loop consumes it.
+    pub fn new(
+        device: DeviceId,
+        config: ProtocolConfig,
+        plants: Plants,
+        ports: Ports,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<RepoId>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let engine = Engine {
+            device,
+            config,
+            plants,
+            ports,
+            local: LocalWrites::default(),
+            leaked: Mutex::new(Vec::new()),
+            pull_trigger: tx,
+        };
+        (Arc::new(engine), rx)
+    }
+
+    /// This device.
+    pub fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
+    /// The protocol configuration.
+    pub fn config(&self) -> &ProtocolConfig {
+        &self.config
+    }
+
+    /// The ports.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// The planted bugs switched on (simulator only).
+    pub fn plants(&self) -> Plants {
+        self.plants
+    }
+
+    /// Asks the background replication to pull `repo` at once.
+    pub fn trigger_pull(&self, repo: RepoId) {
+        // The loop is gone only when the node is shutting down.
+        let _ = self.pull_trigger.send(repo);
+    }
+
+    fn emit(&self, event: Event) {
+        self.ports.events.emit(event);
+    }
+
+    pub(crate) async fn connect(&self) -> Result<Box<dyn DbSession>, ClusterError> {
+        Ok(self.ports.db.connect().await?)
+    }
+
+    /// Ends a session whose request failed: under the phabricator profile it stays open, so
+    /// its locks leak until the process exits, as in the seed design.
+    pub(crate) fn end_failed_session(&self, session: Box<dyn DbSession>, what: &str) {
+        if self.config.profile.is_stormcell() {
+            drop(session);
+            return;
+        }
+        self.emit(Event::LockLeaked { lock: what.to_owned() });
+        self.leaked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(session);
+    }
+}

@@ -1,0 +1,328 @@
+//! Write sync (PROTOCOL.md section 4.2): a push under the cluster write lock, with the
+//! `writing` row as the durable stand-in for the lock, and step 6's conditional update.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{Engine, Progress};
+use crate::error::ClusterError;
+use crate::ids::{Digest, LockOwner, RepoId, Version};
+use crate::leaders::writing_rows;
+use crate::peer;
+use crate::plant::Bug;
+use crate::ports::{DbSession, Event, FinishWrite, LockName, PushApplied, PushPayload, WritePoint};
+use crate::rows::{NewPushEvent, PushKind, WriteProps};
+use crate::wire::Request;
+
+/// What a recorded push returns to the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReceipt {
+    /// The repository's version after the push.
+    pub version: Version,
+    /// Whether the push changed refs (a rejected push changes none).
+    pub applied: PushApplied,
+}
+
+/// Everything step 6 needs to record a write.
+struct Recording {
+    repo: RepoId,
+    owner: LockOwner,
+    old_version: Version,
+    event: NewPushEvent,
+    digest: Digest,
+}
+
+impl Engine {
+    /// A client push, end to end. Returns only once the write is recorded (or refused).
+    pub async fn push(
+        self: &Arc<Self>,
+        repo: &RepoId,
+        payload: &PushPayload,
+        progress: &Progress,
+    ) -> Result<PushReceipt, ClusterError> {
+        progress.say(format!("Acquiring write lock for repository \"{repo}\"..."));
+        let mut session = self.connect().await?;
+        let write = LockName::Write(repo.clone());
+        if let Err(e) = self.acquire(session.as_mut(), &write, self.config.timing.lock_budget, progress).await {
+            self.refused(repo, &e);
+            return Err(e);
+        }
+        let prepared = self.prepare_write(session.as_mut(), repo, progress).await;
+        let old_version = match prepared {
+            Ok(v) => v,
+            Err(e) => {
+                self.refused(repo, &e);
+                if self.config.profile.is_stormcell() {
+                    self.release(session.as_mut(), &write).await;
+                    drop(session);
+                } else {
+                    self.end_failed_session(session, &write.to_string());
+                }
+                return Err(e);
+            }
+        };
+        self.write_locked(session, repo, payload, progress, old_version).await
+    }
+
+    /// Steps 2 and 3: refuse (or, **[stormcell]**, recover) an interrupted write, then
+    /// sync this device. Returns this device's version.
+    async fn prepare_write(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        progress: &Progress,
+    ) -> Result<Version, ClusterError> {
+        let topology = self.bound_topology(session, repo).await?;
+        if let Some(message) = topology.repositories.get(repo).and_then(|r| r.maintenance.clone()) {
+            return Err(ClusterError::Maintenance(message));
+        }
+        if !self.plants.has(Bug::IgnoreWritingFlag) {
+            let rows = session.rows(repo).await?;
+            for row in writing_rows(&rows) {
+                if self.config.profile.is_stormcell() {
+                    self.recover(session, &topology, row).await?;
+                } else {
+                    return Err(self.interruption(row));
+                }
+            }
+        }
+        let synced = self.read_sync(session, repo, progress, self.config.profile.is_stormcell()).await?;
+        Ok(synced.version)
+    }
+
+    /// Steps 4 to 7, with the write lock (and, **[stormcell]**, the read lock) held.
+    async fn write_locked(
+        self: &Arc<Self>,
+        mut session: Box<dyn DbSession>,
+        repo: &RepoId,
+        payload: &PushPayload,
+        progress: &Progress,
+        old_version: Version,
+    ) -> Result<PushReceipt, ClusterError> {
+        let owner = LockOwner::new(format!("{}-{:016x}", self.device, self.ports.rng.below(u64::MAX)));
+        let started_ms = self.ports.clock.now_ms();
+        let pre_digest = self.ports.store.digest(repo).await?;
+        let props = WriteProps {
+            user: payload.user.clone(),
+            device: self.device.clone(),
+            since_ms: started_ms,
+            pre_digest: self.config.profile.is_stormcell().then_some(pre_digest),
+        };
+        // Registered before the row says `writing`, so a recovery probe that sees the row
+        // also sees the write running.
+        let running = self.local.start(repo, &owner);
+        if let Err(e) = session.begin_write(repo, &self.device, &props, &owner).await {
+            // The row may or may not say `writing` now; the session's end releases the
+            // locks either way, and a later writer recovers or refuses.
+            drop(running);
+            return Err(e.into());
+        }
+        self.ports.failpoints.hit(WritePoint::AfterWritingSet, repo).await;
+
+        progress.say(format!("Ready to receive on cluster host \"{}\".", self.device));
+        let applied = {
+            let _guard = self.local.exclusive(repo).await;
+            let applied = self.ports.store.apply_push(repo, payload).await?;
+            self.ports.failpoints.hit(WritePoint::AfterRefsWritten, repo).await;
+            if !self.plants.has(Bug::SkipFsync) {
+                self.ports.store.sync(repo).await?;
+            }
+            applied
+        };
+        let digest = self.ports.store.digest(repo).await?;
+        let recording = Recording {
+            repo: repo.clone(),
+            owner,
+            old_version,
+            event: NewPushEvent {
+                repo: repo.clone(),
+                device: self.device.clone(),
+                user: payload.user.clone(),
+                started_ms,
+                updates: payload.updates.clone(),
+                accepted: applied.accepted,
+                kind: PushKind::Push,
+            },
+            digest,
+        };
+
+        if self.plants.has(Bug::AckBeforeVersionBump) {
+            // The client hears "ok" now; the version is recorded a moment later.
+            let engine = Arc::clone(self);
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let _running = running;
+                let _ = engine.finish(session, recording, &progress).await;
+            });
+            return Ok(PushReceipt { version: old_version, applied });
+        }
+        let version = self.finish(session, recording, progress).await;
+        drop(running);
+        let version = version?;
+        if !applied.accepted {
+            let reason = applied.reason.clone().unwrap_or_else(|| "a ref moved".to_owned());
+            return Err(ClusterError::Rejected(reason));
+        }
+        Ok(PushReceipt { version, applied })
+    }
+
+    /// Steps 6 and 7: record the new version, clear `writing`, release the locks.
+    async fn finish(
+        &self,
+        mut session: Box<dyn DbSession>,
+        rec: Recording,
+        progress: &Progress,
+    ) -> Result<Version, ClusterError> {
+        let write = LockName::Write(rec.repo.clone());
+        let read = LockName::Read(rec.repo.clone(), self.device.clone());
+        if self.plants.has(Bug::ReleaseLockBeforeClearWriting) {
+            self.release(session.as_mut(), &read).await;
+            self.release(session.as_mut(), &write).await;
+        }
+        let recorded = self.record_write(Some(session), &rec, progress).await;
+        let (version, session) = match recorded {
+            Ok(v) => v,
+            Err(e) => {
+                self.emit(Event::WriteNotRecorded { repo: rec.repo.clone(), reason: e.to_string() });
+                return Err(e);
+            }
+        };
+        self.ports.store.set_local_version(&rec.repo, version).await?;
+        self.emit(Event::WriteRecorded {
+            repo: rec.repo.clone(),
+            version,
+            changed: rec.event.accepted,
+        });
+        self.ports.failpoints.hit(WritePoint::AfterVersionBump, &rec.repo).await;
+        if let Some(mut session) = session {
+            if self.config.profile.is_stormcell() {
+                self.release(session.as_mut(), &read).await;
+            }
+            self.release(session.as_mut(), &write).await;
+        }
+        progress.say("Released cluster write lock.");
+        Ok(version)
+    }
+
+    /// Step 6 proper, retried on connection errors for the release window. Returns the new
+    /// version and the session, if the original one survived (it holds the locks).
+    async fn record_write(
+        &self,
+        mut session: Option<Box<dyn DbSession>>,
+        rec: &Recording,
+        progress: &Progress,
+    ) -> Result<(Version, Option<Box<dyn DbSession>>), ClusterError> {
+        let deadline = Instant::now() + self.config.timing.release_window;
+        let stormcell = self.config.profile.is_stormcell();
+        let mut event_id: Option<u64> = None;
+        let mut original = true;
+        let mut warned = false;
+        loop {
+            let attempt = async {
+                let mut s = match session.take() {
+                    Some(s) => s,
+                    None => self.ports.db.connect().await?,
+                };
+                let result = async {
+                    // [stormcell] a push that changed nothing keeps the version.
+                    let new_version = if stormcell && !rec.event.accepted {
+                        rec.old_version
+                    } else {
+                        let id = match event_id {
+                            Some(id) => id,
+                            None => s.record_push(&rec.event).await?,
+                        };
+                        event_id = Some(id);
+                        id
+                    };
+                    let finish = FinishWrite {
+                        repo: rec.repo.clone(),
+                        device: self.device.clone(),
+                        old_version: rec.old_version,
+                        owner: rec.owner.clone(),
+                        new_version,
+                        digest: stormcell.then_some(rec.digest),
+                    };
+                    let changed = s.finish_write(&finish).await?;
+                    Ok::<_, crate::error::DbError>((new_version, changed))
+                }
+                .await;
+                result.map(|r| (r, s))
+            }
+            .await;
+            match attempt {
+                Ok(((version, changed), s)) => {
+                    if warned {
+                        progress.say("RECOVERED. Link to primary database was restored.");
+                    }
+                    if stormcell && changed != 1 {
+                        return Err(ClusterError::Fenced { repo: rec.repo.clone() });
+                    }
+                    return Ok((version, original.then_some(s)));
+                }
+                Err(e) if e.is_connection() && Instant::now() < deadline => {
+                    original = false;
+                    if !warned {
+                        warned = true;
+                        progress.say("CRITICAL. Failed to release cluster write lock!");
+                        progress.say(format!(
+                            "The write lock could not be released because the cluster database \
+                             could not be reached ({e}). Retrying for up to {} seconds...",
+                            self.config.timing.release_window.as_secs()
+                        ));
+                    }
+                    tokio::time::sleep(self.config.timing.release_retry).await;
+                }
+                Err(e) => {
+                    progress.say("Giving up: the repository stays frozen for writes.");
+                    return Err(ClusterError::MayNotBeRecorded {
+                        repo: rec.repo.clone(),
+                        device: self.device.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// After the client was acknowledged: the last failpoint, then **[stormcell]** tell the
+    /// other active devices to pull at once.
+    pub async fn after_ack(self: &Arc<Self>, repo: &RepoId, version: Version) {
+        self.ports.failpoints.hit(WritePoint::AfterAck, repo).await;
+        if !self.config.profile.is_stormcell() {
+            return;
+        }
+        let topology = match self.connect().await {
+            Ok(mut s) => s.topology().await,
+            Err(_) => return,
+        };
+        let Ok(topology) = topology else { return };
+        for device in topology.active_devices(repo) {
+            if device == self.device {
+                continue;
+            }
+            let Some(addr) = topology.address_of(&device).map(str::to_owned) else { continue };
+            let engine = Arc::clone(self);
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                let request = Request::Notify { repo, version };
+                let limit = engine.config.timing.peer_request;
+                // A peer that misses the notice catches up on its next scan.
+                let _ = peer::call(engine.ports.net.as_ref(), &device, &addr, &request, limit).await;
+            });
+        }
+    }
+
+    pub(crate) fn interruption(&self, row: &crate::rows::VersionRow) -> ClusterError {
+        let props = row.write_props.as_ref();
+        ClusterError::WriteInterruption {
+            repo: row.repo.clone(),
+            device: row.device.clone(),
+            user: props.map_or_else(|| "unknown".to_owned(), |p| p.user.clone()),
+            since_ms: props.map(|p| self.ports.clock.now_ms().saturating_sub(p.since_ms)),
+        }
+    }
+
+}

@@ -1,0 +1,20 @@
+//! A whole node: the service on its listening address plus background replication.
+
+use std::sync::Arc;
+
+use crate::engine::Engine;
+use crate::{replication, service};
+
+/// Runs a device until its listener fails: the node service on `listen` and the
+/// background replication loop.
+pub async fn run(
+    engine: Arc<Engine>,
+    triggers: tokio::sync::mpsc::UnboundedReceiver<crate::ids::RepoId>,
+    listen: &str,
+) -> std::io::Result<()> {
+    let listener = engine.ports().net.listen(listen).await?;
+    let background = tokio::spawn(replication::run(Arc::clone(&engine), triggers));
+    let served = service::serve(engine, listener).await;
+    background.abort();
+    served
+}
