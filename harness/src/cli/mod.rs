@@ -1,0 +1,299 @@
+//! The command line of `stormcell-sim`.
+
+mod campaign;
+mod summary;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use stormcell_harness::checker;
+use stormcell_harness::history::History;
+use stormcell_harness::runner::{self, RunSpec};
+use stormcell_harness::scenario::{self, Scenario};
+use stormcell_model::config::Profile;
+use stormcell_model::plant::Bug;
+
+/// Exit code: every run passed.
+pub const EXIT_PASS: i32 = 0;
+/// Exit code: some run failed a check.
+pub const EXIT_FAIL: i32 = 1;
+/// Exit code: bad input; nothing was run.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "stormcell-sim", version, about = "Deterministic simulation and chaos testing of a stormcell cluster", long_about = "Runs the stormcell protocol as a whole simulated cluster, strikes it with faults drawn from a seed, checks every run (no acknowledged push lost, no stale read, no invented state, correct freezes, convergence) and replays any seed exactly.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the built-in scenarios.
+    List,
+    /// Run seeds × scenarios and print a summary (exit 1 if any run failed).
+    Run(RunArgs),
+    /// Run one seed again and print its verdict and trace hash.
+    Replay(ReplayArgs),
+    /// Run each seed twice and compare trace hashes (exit 1 on a mismatch).
+    Determinism(DeterminismArgs),
+    /// Run the checkers on a history file (JSON; see reports/README.md).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Protocol profile.
+    #[arg(long, default_value = "stormcell", value_parser = parse_profile)]
+    profile: Profile,
+    /// Switch on a planted bug (the checkers must catch it).
+    #[arg(long, value_parser = parse_bug)]
+    plant: Option<Bug>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Built-in scenarios to run (all when none is named and no file is given).
+    scenarios: Vec<String>,
+    /// Scenario files to run as well.
+    #[arg(long = "scenario-file", value_name = "PATH")]
+    scenario_files: Vec<PathBuf>,
+    /// How many seeds per scenario.
+    #[arg(long, default_value_t = 20)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    #[command(flatten)]
+    common: Common,
+    /// Parallel runs (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Write one JSON per failing run and a summary JSON here.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// The scenario (a built-in name or a path to a scenario file).
+    scenario: String,
+    /// The seed.
+    #[arg(long)]
+    seed: u64,
+    #[command(flatten)]
+    common: Common,
+    /// Print the timeline of the run.
+    #[arg(long)]
+    trace: bool,
+}
+
+#[derive(Debug, Args)]
+struct DeterminismArgs {
+    /// Built-in scenarios (all when none is named).
+    scenarios: Vec<String>,
+    /// How many seeds per scenario.
+    #[arg(long, default_value_t = 10)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    #[command(flatten)]
+    common: Common,
+    /// Parallel runs (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The history file.
+    history: PathBuf,
+}
+
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    s.parse()
+}
+
+fn parse_bug(s: &str) -> Result<Bug, String> {
+    s.parse()
+}
+
+/// Parses arguments, runs the command and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_PASS };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::List => list(),
+        Command::Run(args) => run(args),
+        Command::Replay(args) => replay(args),
+        Command::Determinism(args) => determinism(args),
+        Command::Check(args) => check(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn list() -> anyhow::Result<i32> {
+    let all = scenario::builtin();
+    let width = all.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in all {
+        println!("{:<width$}  {}", s.name, s.description);
+    }
+    Ok(EXIT_PASS)
+}
+
+/// Resolves scenario names and files; any error means nothing runs.
+fn resolve(names: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<Scenario>> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(load_named_or_file(n)?);
+    }
+    for f in files {
+        out.push(scenario::load_file(f)?);
+    }
+    if names.is_empty() && files.is_empty() {
+        out = scenario::builtin();
+    }
+    Ok(out)
+}
+
+fn load_named_or_file(name: &str) -> anyhow::Result<Scenario> {
+    let path = std::path::Path::new(name);
+    if name.ends_with(".toml") || path.exists() && path.is_file() {
+        return Ok(scenario::load_file(path)?);
+    }
+    Ok(scenario::builtin_named(name)?)
+}
+
+fn jobs(j: Option<usize>) -> usize {
+    j.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let scenarios = resolve(&args.scenarios, &args.scenario_files)?;
+    if args.seeds == 0 {
+        anyhow::bail!("--seeds must be at least 1");
+    }
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create report directory {}: {e}", dir.display()))?;
+    }
+    let specs: Vec<RunSpec> = scenarios
+        .iter()
+        .flat_map(|s| {
+            (args.from..args.from + args.seeds).map(move |seed| RunSpec {
+                scenario: s.clone(),
+                seed,
+                profile: args.common.profile,
+                plant: args.common.plant,
+                keep_trace: false,
+            })
+        })
+        .collect();
+    let outcome = campaign::run_all(&specs, jobs(args.jobs));
+    let table = summary::Summary::of(&scenarios, &outcome);
+    println!("{}", table.render());
+    let mut failed = 0;
+    for r in outcome.results.iter().filter(|r| !r.passed()) {
+        failed += 1;
+        if failed <= 20 {
+            println!("FAILED {} seed {}: {}", r.scenario, r.seed, summary::first_violation(r));
+            println!("  replay: {}", r.replay_command());
+        }
+    }
+    if failed > 20 {
+        println!("... and {} more failing runs", failed - 20);
+    }
+    if let Some(dir) = &args.report {
+        summary::write_reports(dir, &table, &outcome)?;
+        println!("reports written to {}", dir.display());
+    }
+    Ok(if failed == 0 { EXIT_PASS } else { EXIT_FAIL })
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
+    let scenario = load_named_or_file(&args.scenario)?;
+    let spec = RunSpec { scenario, seed: args.seed, profile: args.common.profile, plant: args.common.plant, keep_trace: args.trace };
+    let result = runner::run(&spec);
+    if args.trace {
+        for e in result.trace.iter().flatten() {
+            println!("{e}");
+        }
+        println!();
+    }
+    print_verdict(&result);
+    Ok(if result.passed() { EXIT_PASS } else { EXIT_FAIL })
+}
+
+fn print_verdict(r: &runner::RunResult) {
+    println!("scenario {} seed {} profile {}{}", r.scenario, r.seed, r.profile, r.plant.map(|b| format!(" plant {b}")).unwrap_or_default());
+    println!("final state: {}", r.final_outcome.name());
+    for v in &r.verdicts {
+        let status = if v.passed() { "pass" } else { "FAIL" };
+        println!("  [{status}] {}{}", v.checker, if v.notes.is_empty() { String::new() } else { format!(" ({})", v.notes.join("; ")) });
+        for violation in v.violations.iter().take(10) {
+            println!("      {violation}");
+        }
+        if v.violations.len() > 10 {
+            println!("      ... {} more", v.violations.len() - 10);
+        }
+    }
+    if let Some(e) = &r.sim_error {
+        println!("  [FAIL] simulation error: {e}");
+    }
+    if !r.passed() {
+        println!("drawn options: {}", serde_json::to_string(&r.drawn).unwrap_or_default());
+    }
+    println!("verdict: {}", if r.passed() { "PASS" } else { "FAIL" });
+    println!("trace hash: {:016x}", r.trace_hash);
+}
+
+fn determinism(args: DeterminismArgs) -> anyhow::Result<i32> {
+    let scenarios = resolve(&args.scenarios, &[])?;
+    let specs: Vec<RunSpec> = scenarios
+        .iter()
+        .flat_map(|s| {
+            (args.from..args.from + args.seeds).map(move |seed| RunSpec {
+                scenario: s.clone(),
+                seed,
+                profile: args.common.profile,
+                plant: args.common.plant,
+                keep_trace: true,
+            })
+        })
+        .collect();
+    let mismatches = campaign::determinism(&specs, jobs(args.jobs));
+    let total = specs.len();
+    for m in &mismatches {
+        println!("MISMATCH {} seed {}: {}", m.scenario, m.seed, m.detail);
+    }
+    println!("{total} seeds run twice, {} mismatches", mismatches.len());
+    Ok(if mismatches.is_empty() { EXIT_PASS } else { EXIT_FAIL })
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(&args.history).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.history.display()))?;
+    let history: History = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}:{}:{}: not a history: {e}", args.history.display(), e.line(), e.column()))?;
+    let verdicts = checker::check_all(&history);
+    let mut ok = true;
+    for v in &verdicts {
+        ok &= v.passed();
+        println!("[{}] {}", if v.passed() { "pass" } else { "FAIL" }, v.checker);
+        for violation in &v.violations {
+            println!("    {violation}");
+        }
+    }
+    println!("{} operations checked: {}", history.ops.len(), if ok { "PASS" } else { "FAIL" });
+    Ok(if ok { EXIT_PASS } else { EXIT_FAIL })
+}

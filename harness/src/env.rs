@@ -1,0 +1,153 @@
+//! Simulated time, randomness, events and failpoints for the model's ports, and the board
+//! through which a failpoint asks the nemesis to strike.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use stormcell_model::ids::RepoId;
+use stormcell_model::ports::{Clock, Event, Events, Failpoints, Random, WritePoint};
+
+use crate::trace::{sim_now_ms, Trace};
+
+/// Wall-clock time: a fixed epoch plus virtual time.
+#[derive(Debug, Clone, Copy)]
+pub struct SimClock {
+    /// Milliseconds since the Unix epoch at virtual time zero.
+    pub epoch_ms: u64,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        self.epoch_ms + sim_now_ms()
+    }
+}
+
+/// A seeded random source.
+#[derive(Debug)]
+pub struct SimRandom(Mutex<ChaCha8Rng>);
+
+impl SimRandom {
+    /// A source seeded from the run's seed and a stream number (one per host).
+    pub fn new(seed: u64, stream: u64) -> Self {
+        SimRandom(Mutex::new(stream_rng(seed, stream)))
+    }
+}
+
+/// A ChaCha stream derived from the run's seed: independent streams per purpose keep one
+/// part's draws from shifting another's.
+pub fn stream_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+impl Random for SimRandom {
+    fn below(&self, n: u64) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).random_range(0..n)
+    }
+}
+
+/// Protocol events into the trace.
+#[derive(Debug, Clone)]
+pub struct SimEvents {
+    /// The host emitting.
+    pub host: String,
+    /// The trace.
+    pub trace: Trace,
+}
+
+impl Events for SimEvents {
+    fn emit(&self, event: Event) {
+        let text = serde_json::to_string(&event).unwrap_or_else(|e| format!("unprintable event: {e}"));
+        self.trace.record(sim_now_ms(), &self.host, text);
+    }
+}
+
+/// What an armed failpoint does when a write reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArmedAction {
+    /// Strike the device there; restart it after `down` (never, with `None`).
+    Strike {
+        /// Downtime.
+        down: Option<Duration>,
+    },
+    /// Cut the device's link to the database for `duration`, and let the write go on.
+    DropDbLink {
+        /// How long the link stays down.
+        duration: Duration,
+    },
+}
+
+/// A failpoint armed by the nemesis: the next write on any device reaching one of
+/// `points` triggers `action`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arm {
+    /// The points that trigger.
+    pub points: Vec<WritePoint>,
+    /// What happens.
+    pub action: ArmedAction,
+}
+
+/// A failpoint that triggered, waiting for the driver to act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Triggered {
+    /// The device whose write reached the point.
+    pub device: String,
+    /// The point.
+    pub point: WritePoint,
+    /// The repository written.
+    pub repo: RepoId,
+    /// What to do.
+    pub action: ArmedAction,
+}
+
+/// Shared between the devices' failpoints and the driver.
+#[derive(Debug, Default)]
+pub struct Board {
+    /// Armed failpoints, oldest first.
+    pub armed: Vec<Arm>,
+    /// Triggered failpoints not yet acted on.
+    pub triggered: Vec<Triggered>,
+}
+
+/// The simulator's failpoints for one device.
+#[derive(Debug, Clone)]
+pub struct SimFailpoints {
+    /// The device.
+    pub device: String,
+    /// The shared board.
+    pub board: Arc<Mutex<Board>>,
+}
+
+#[async_trait]
+impl Failpoints for SimFailpoints {
+    async fn hit(&self, point: WritePoint, repo: &RepoId) {
+        let action = {
+            let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(i) = board.armed.iter().position(|a| a.points.contains(&point)) else {
+                return;
+            };
+            let arm = board.armed.remove(i);
+            board.triggered.push(Triggered {
+                device: self.device.clone(),
+                point,
+                repo: repo.clone(),
+                action: arm.action,
+            });
+            arm.action
+        };
+        match action {
+            // The driver strikes this host at the end of the current step; nothing more
+            // happens here before that.
+            ArmedAction::Strike { .. } => std::future::pending::<()>().await,
+            // Give the driver a step to cut the link before the write goes on.
+            ArmedAction::DropDbLink { .. } => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

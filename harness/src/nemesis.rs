@@ -1,0 +1,183 @@
+//! The nemesis: the fault schedule of a run, drawn from the seed within what the scenario
+//! allows (lightning strikes, strikes at chosen points of a write, partitions, database
+//! link drops during a push, slow links).
+
+use std::time::Duration;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use stormcell_model::ports::WritePoint;
+
+use crate::env::{Arm, ArmedAction};
+use crate::scenario::{self, Faults};
+
+/// The host name of the cluster database.
+pub const DB_HOST: &str = "db";
+
+/// One thing the nemesis does at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Crash a device.
+    Strike {
+        /// The device.
+        device: String,
+        /// When it comes back.
+        down_ms: u64,
+    },
+    /// Arm a failpoint: the next write reaching one of its points triggers it.
+    #[serde(skip)]
+    Arm(Arm),
+    /// Cut the links between every host of `a` and every host of `b`.
+    Partition {
+        /// One side.
+        a: Vec<String>,
+        /// The other side.
+        b: Vec<String>,
+        /// When the links are repaired.
+        duration_ms: u64,
+    },
+    /// Hold messages between two hosts.
+    Hold {
+        /// One host.
+        a: String,
+        /// The other.
+        b: String,
+        /// When held messages are released.
+        duration_ms: u64,
+    },
+}
+
+/// A scheduled action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Planned {
+    /// Virtual milliseconds since the start.
+    pub at_ms: u64,
+    /// What happens.
+    pub action: Action,
+    /// A readable description, for reports.
+    pub label: String,
+}
+
+/// Maps the scenario's spelling of a write point to the model's.
+pub fn write_point(p: scenario::WritePoint) -> WritePoint {
+    match p {
+        scenario::WritePoint::AfterWritingSet => WritePoint::AfterWritingSet,
+        scenario::WritePoint::AfterRefsWritten => WritePoint::AfterRefsWritten,
+        scenario::WritePoint::AfterVersionBump => WritePoint::AfterVersionBump,
+        scenario::WritePoint::AfterAck => WritePoint::AfterAck,
+    }
+}
+
+fn secs(s: u64) -> u64 {
+    s.saturating_mul(1000)
+}
+
+/// Draws the schedule. `faults` has the mix applied already.
+pub fn plan(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng) -> Vec<Planned> {
+    let mut out = Vec::new();
+    let mut start = |rng: &mut ChaCha8Rng| secs(faults.window_s.draw(rng)) + rng.random_range(0..1000);
+    let pick = |rng: &mut ChaCha8Rng, hosts: &[String]| hosts[rng.random_range(0..hosts.len())].clone();
+
+    if let Some(s) = &faults.strikes {
+        for _ in 0..s.count.draw(rng) {
+            let at_ms = start(rng);
+            let device = pick(rng, devices);
+            let down_ms = secs(s.down_s.draw(rng));
+            out.push(Planned {
+                at_ms,
+                label: format!("strike {device} for {:.1}s", down_ms as f64 / 1000.0),
+                action: Action::Strike { device, down_ms },
+            });
+        }
+    }
+    if let Some(w) = &faults.write_strikes {
+        for _ in 0..w.count.draw(rng) {
+            let at_ms = start(rng);
+            let point = write_point(w.points[rng.random_range(0..w.points.len())]);
+            let down_ms = secs(w.down_s.draw(rng));
+            let down = w.restart.then_some(Duration::from_millis(down_ms));
+            out.push(Planned {
+                at_ms,
+                label: format!("arm strike at {} (down {})", point.name(), down.map_or("for good".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()))),
+                action: Action::Arm(Arm { points: vec![point], action: ArmedAction::Strike { down } }),
+            });
+        }
+    }
+    if let Some(p) = &faults.partitions {
+        let mut hosts: Vec<String> = devices.to_vec();
+        if p.include_database {
+            hosts.push(DB_HOST.to_owned());
+        }
+        for _ in 0..p.count.draw(rng) {
+            let at_ms = start(rng);
+            let duration_ms = secs(p.duration_s.draw(rng));
+            if hosts.len() < 2 {
+                continue;
+            }
+            // Two groups, neither empty.
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            for h in &hosts {
+                if rng.random_bool(0.5) { a.push(h.clone()) } else { b.push(h.clone()) }
+            }
+            if a.is_empty() {
+                a.push(b.remove(rng.random_range(0..b.len())));
+            } else if b.is_empty() {
+                b.push(a.remove(rng.random_range(0..a.len())));
+            }
+            out.push(Planned {
+                at_ms,
+                label: format!("partition {{{}}} from {{{}}} for {:.1}s", a.join(","), b.join(","), duration_ms as f64 / 1000.0),
+                action: Action::Partition { a, b, duration_ms },
+            });
+        }
+    }
+    if let Some(d) = &faults.db_link_drops {
+        for _ in 0..d.count.draw(rng) {
+            let at_ms = start(rng);
+            let duration_ms = secs(d.duration_s.draw(rng));
+            if d.during_push {
+                let point = if rng.random_bool(0.5) { WritePoint::AfterWritingSet } else { WritePoint::AfterRefsWritten };
+                out.push(Planned {
+                    at_ms,
+                    label: format!("arm database link drop at {} for {:.1}s", point.name(), duration_ms as f64 / 1000.0),
+                    action: Action::Arm(Arm {
+                        points: vec![point],
+                        action: ArmedAction::DropDbLink { duration: Duration::from_millis(duration_ms) },
+                    }),
+                });
+            } else {
+                let device = pick(rng, devices);
+                out.push(Planned {
+                    at_ms,
+                    label: format!("cut {device} from the database for {:.1}s", duration_ms as f64 / 1000.0),
+                    action: Action::Partition { a: vec![device], b: vec![DB_HOST.to_owned()], duration_ms },
+                });
+            }
+        }
+    }
+    if let Some(s) = &faults.slow_links {
+        let mut hosts: Vec<String> = devices.to_vec();
+        hosts.push(DB_HOST.to_owned());
+        for _ in 0..s.count.draw(rng) {
+            let at_ms = start(rng);
+            let duration_ms = s.hold_ms.draw(rng);
+            if hosts.len() < 2 {
+                continue;
+            }
+            let a = pick(rng, &hosts);
+            let others: Vec<String> = hosts.iter().filter(|h| **h != a).cloned().collect();
+            let b = pick(rng, &others);
+            out.push(Planned {
+                at_ms,
+                label: format!("slow link {a}<->{b} for {:.1}s", duration_ms as f64 / 1000.0),
+                action: Action::Hold { a, b, duration_ms },
+            });
+        }
+    }
+    // Stable: ties keep the order drawn.
+    out.sort_by_key(|p| p.at_ms);
+    out
+}

@@ -1,0 +1,619 @@
+//! One run: a scenario and a seed become a turmoil simulation of the whole cluster; the
+//! driver steps it, applies the nemesis's schedule, heals everything, lets the final
+//! probes run, and hands the history to the checkers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Serialize;
+use stormcell_model::config::{Profile, ProtocolConfig};
+use stormcell_model::engine::{Engine, Ports};
+use stormcell_model::ids::{DeviceId, Digest, RepoId, ServiceId};
+use stormcell_model::plant::{Bug, Plants};
+use stormcell_model::rows::{Binding, Device, Repository, Service, Topology, VersionRow};
+
+use crate::checker::{self, Verdict};
+use crate::db;
+use crate::env::{ArmedAction, Board, SimClock, SimEvents, SimFailpoints, SimRandom, stream_rng};
+use crate::history::{FaultEvent, FaultKind, FinalExpectation, FinalState, History, Outcome, Phase, RepositoryStart, Refs};
+use crate::nemesis::{self, Action, Planned, DB_HOST};
+use crate::net::SimNet;
+use crate::scenario::{InitialRows, Scenario};
+use crate::store::{Commit, SimStore};
+use crate::trace::{Trace, TraceEntry};
+use crate::workload::{Client, ClientSetup, Recorder, DEVICE_PORT};
+
+/// Virtual time per simulation step. Protocol timeouts are whole seconds and network
+/// latencies a few milliseconds, so 5 ms keeps message order meaningful while a minute of
+/// virtual time costs only 12,000 steps.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// The port the database host listens on.
+pub const DB_PORT: u16 = 5432;
+
+/// Random streams, one per purpose, so adding draws in one place shifts nothing else.
+mod streams {
+    pub const TOPOLOGY: u64 = 1;
+    pub const NEMESIS: u64 = 2;
+    pub const CRASH: u64 = 3;
+    pub const CLIENTS: u64 = 100;
+    pub const DEVICES: u64 = 1000;
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The seed.
+    pub seed: u64,
+    /// The protocol profile.
+    pub profile: Profile,
+    /// A planted bug, if any.
+    pub plant: Option<Bug>,
+    /// Keep every trace entry (for `--trace` and determinism checks).
+    pub keep_trace: bool,
+}
+
+/// Everything a seed drew, printed in full when it fails.
+#[derive(Debug, Clone, Serialize)]
+pub struct Drawn {
+    /// Devices.
+    pub devices: Vec<String>,
+    /// Repositories.
+    pub repositories: Vec<String>,
+    /// Message latency bounds, milliseconds.
+    pub latency_ms: (u64, u64),
+    /// The fault kinds used.
+    pub fault_kinds: Vec<&'static str>,
+    /// The fault schedule.
+    pub schedule: Vec<Planned>,
+}
+
+/// How the cluster ended, as seen by the final probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FinalOutcome {
+    /// Every final push and read succeeded.
+    Converged,
+    /// Reads succeeded; pushes were refused as write interruptions.
+    WriteFrozen,
+    /// Everything was refused as an ambiguous leader.
+    Ambiguous,
+    /// Anything else.
+    Broken,
+}
+
+impl FinalOutcome {
+    /// A short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            FinalOutcome::Converged => "converged",
+            FinalOutcome::WriteFrozen => "write-frozen",
+            FinalOutcome::Ambiguous => "ambiguous",
+            FinalOutcome::Broken => "broken",
+        }
+    }
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Profile.
+    pub profile: Profile,
+    /// Planted bug.
+    pub plant: Option<Bug>,
+    /// What the seed drew.
+    pub drawn: Drawn,
+    /// The checkers' verdicts.
+    pub verdicts: Vec<Verdict>,
+    /// How the cluster ended.
+    pub final_outcome: FinalOutcome,
+    /// The history.
+    pub history: History,
+    /// The trace hash.
+    pub trace_hash: u64,
+    /// The trace, when kept.
+    #[serde(skip)]
+    pub trace: Option<Vec<TraceEntry>>,
+    /// Virtual milliseconds simulated.
+    pub virtual_ms: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Refusals seen by clients, by kind.
+    pub freezes: BTreeMap<String, u64>,
+    /// Set when the simulation itself failed (a host's software returned an error).
+    pub sim_error: Option<String>,
+}
+
+impl RunResult {
+    /// Whether every checker passed and the simulation ran to the end.
+    pub fn passed(&self) -> bool {
+        self.sim_error.is_none() && self.verdicts.iter().all(Verdict::passed)
+    }
+
+    /// The exact command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut cmd = format!("stormcell-sim replay {} --seed {}", self.scenario, self.seed);
+        if self.profile != Profile::Stormcell {
+            cmd.push_str(&format!(" --profile {}", self.profile));
+        }
+        if let Some(bug) = self.plant {
+            cmd.push_str(&format!(" --plant {bug}"));
+        }
+        cmd
+    }
+}
+
+fn device_name(i: u32) -> String {
+    format!("repo{:03}", i + 1)
+}
+
+/// The cluster's starting state.
+struct Setup {
+    devices: Vec<String>,
+    repos: Vec<RepoId>,
+    branches: Vec<String>,
+    starts: Vec<RepositoryStart>,
+    topology: Topology,
+    rows: Vec<VersionRow>,
+}
+
+fn setup(scenario: &Scenario, rng: &mut rand_chacha::ChaCha8Rng) -> Setup {
+    let n_devices = scenario.topology.devices.draw(rng);
+    let n_repos = scenario.topology.repositories.draw(rng);
+    let devices: Vec<String> = (0..n_devices).map(device_name).collect();
+    let repos: Vec<RepoId> = (0..n_repos).map(|i| RepoId::new(format!("R{}", i + 1))).collect();
+    let branches: Vec<String> = (0..scenario.workload.branches).map(|i| format!("refs/heads/b{i}")).collect();
+    let service = ServiceId::from("svc");
+    let mut topology = Topology::default();
+    topology.services.insert(service.clone(), Service { id: service.clone(), closed: false });
+    for d in &devices {
+        let id = DeviceId::new(d.clone());
+        topology.devices.insert(id.clone(), Device { id: id.clone(), address: format!("{d}:{DEVICE_PORT}") });
+        topology.bindings.push(Binding { service: service.clone(), device: id, writable: true, disabled: false });
+    }
+    let mut starts = Vec::new();
+    let mut rows = Vec::new();
+    for repo in &repos {
+        topology.repositories.insert(repo.clone(), Repository { id: repo.clone(), service: Some(service.clone()), maintenance: None });
+        let root = format!("root-{repo}");
+        let refs: Refs = branches.iter().map(|b| (b.clone(), root.clone())).collect();
+        let has_rows = scenario.topology.initial_rows == InitialRows::AllLeaders;
+        if has_rows {
+            let digest = Digest::of(refs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            for d in &devices {
+                rows.push(VersionRow {
+                    repo: repo.clone(),
+                    device: DeviceId::new(d.clone()),
+                    version: 0,
+                    writing: false,
+                    write_props: None,
+                    lock_owner: None,
+                    digest: Some(digest),
+                });
+            }
+        }
+        starts.push(RepositoryStart { name: repo.to_string(), initial_refs: refs, has_rows });
+    }
+    Setup { devices, repos, branches, starts, topology, rows }
+}
+
+/// Runs one seed of one scenario.
+pub fn run(spec: &RunSpec) -> RunResult {
+    let scenario = &spec.scenario;
+    let seed = spec.seed;
+    let mut topo_rng = stream_rng(seed, streams::TOPOLOGY);
+    let setup = setup(scenario, &mut topo_rng);
+    let latency = (
+        scenario.topology.link_latency_ms.min,
+        scenario.topology.link_latency_ms.draw(&mut topo_rng),
+    );
+    let mut nemesis_rng = stream_rng(seed, streams::NEMESIS);
+    let faults = scenario.faults.apply_mix(&mut nemesis_rng);
+    let schedule = nemesis::plan(&faults, &setup.devices, &mut nemesis_rng);
+    let drawn = Drawn {
+        devices: setup.devices.clone(),
+        repositories: setup.repos.iter().map(ToString::to_string).collect(),
+        latency_ms: latency,
+        fault_kinds: faults.kinds(),
+        schedule: schedule.clone(),
+    };
+
+    let workload_ms = scenario.workload.duration_s * 1000;
+    let final_start_ms = workload_ms + scenario.workload.settle_s * 1000;
+    let client_timeout = Duration::from_secs(scenario.workload.client_timeout_s);
+    // Generous: the final probes may wait out lock budgets on a frozen cluster.
+    let limit = Duration::from_millis(final_start_ms) + client_timeout * 8 * (setup.devices.len() as u32 * setup.repos.len() as u32 + 4);
+
+    let trace = Trace::new(spec.keep_trace);
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(limit)
+        .tick_duration(TICK)
+        .rng_seed(seed)
+        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_750_000_000))
+        .min_message_latency(Duration::from_millis(latency.0))
+        .max_message_latency(Duration::from_millis(latency.1.max(latency.0)))
+        .build();
+
+    // The database host.
+    let db_state = db::DbHostState::shared(db::Tables::with(setup.topology.clone(), setup.rows.clone()));
+    {
+        let db_state = db_state.clone();
+        sim.host(DB_HOST, move || {
+            let db_state = db_state.clone();
+            async move {
+                db::serve(db_state, DB_PORT).await;
+                Ok(())
+            }
+        });
+    }
+
+    // The devices.
+    let board = Arc::new(Mutex::new(Board::default()));
+    let config = ProtocolConfig { profile: spec.profile, ..ProtocolConfig::default() };
+    let plants = Plants::with(spec.plant);
+    let mut stores: BTreeMap<String, SimStore> = BTreeMap::new();
+    for (i, name) in setup.devices.iter().enumerate() {
+        let store = SimStore::new();
+        for (repo, start) in setup.repos.iter().zip(&setup.starts) {
+            let root = format!("root-{repo}");
+            store.seed_repo(repo.as_str(), start.initial_refs.clone(), vec![Commit { id: root, parent: None }]);
+        }
+        stores.insert(name.clone(), store.clone());
+        let name = name.clone();
+        let board = Arc::clone(&board);
+        let config = config.clone();
+        let trace = trace.clone();
+        let rng_stream = streams::DEVICES + i as u64;
+        sim.host(name.clone(), move || {
+            let ports = Ports {
+                db: Arc::new(db::SimDb::new(format!("{DB_HOST}:{DB_PORT}"))),
+                store: Arc::new(store.clone()),
+                net: Arc::new(SimNet::new()),
+                clock: Arc::new(SimClock { epoch_ms: 1_750_000_000_000 }),
+                rng: Arc::new(SimRandom::new(seed, rng_stream)),
+                failpoints: Arc::new(SimFailpoints { device: name.clone(), board: Arc::clone(&board) }),
+                events: Arc::new(SimEvents { host: name.clone(), trace: trace.clone() }),
+            };
+            let (engine, triggers) = Engine::new(DeviceId::new(name.clone()), config.clone(), plants, ports);
+            let listen = format!("{name}:{DEVICE_PORT}");
+            async move {
+                stormcell_model::node::run(engine, triggers, &listen).await?;
+                Ok(())
+            }
+        });
+    }
+
+    // The workload clients and the final prober.
+    let recorder = Recorder::default();
+    let initial: BTreeMap<RepoId, Refs> =
+        setup.repos.iter().cloned().zip(setup.starts.iter().map(|s| s.initial_refs.clone())).collect();
+    let device_ids: Vec<DeviceId> = setup.devices.iter().cloned().map(DeviceId::new).collect();
+    let client_setup = |name: String| ClientSetup {
+        name,
+        devices: device_ids.clone(),
+        repos: setup.repos.clone(),
+        branches: setup.branches.clone(),
+        recorder: recorder.clone(),
+        trace: trace.clone(),
+        timeout: client_timeout,
+    };
+    let w = &scenario.workload;
+    for c in 0..w.clients {
+        let client = Client::new(client_setup(format!("client{}", c + 1)), stream_rng(seed, streams::CLIENTS + u64::from(c)), initial.clone());
+        let (pw, rw) = (w.push_weight, w.read_weight);
+        let think = (w.think_ms.min, w.think_ms.max);
+        let rpp = (w.refs_per_push.min, w.refs_per_push.max);
+        sim.client(format!("client{}", c + 1), async move {
+            client.run(workload_ms, pw, rw, think, rpp).await;
+            Ok(())
+        });
+    }
+    {
+        let mut prober = Client::new(client_setup("prober".to_owned()), stream_rng(seed, streams::CLIENTS + 99), initial.clone());
+        let devices = device_ids.clone();
+        let repos = setup.repos.clone();
+        sim.client("prober", async move {
+            tokio::time::sleep(Duration::from_millis(final_start_ms)).await;
+            for repo in &repos {
+                for device in &devices {
+                    prober.read(repo, Phase::Final, Some(device)).await;
+                    prober.push(repo, 1, Phase::Final, Some(device)).await;
+                }
+            }
+            for repo in &repos {
+                for device in &devices {
+                    prober.read(repo, Phase::Final, Some(device)).await;
+                }
+            }
+            Ok(())
+        });
+    }
+
+    // Drive.
+    let mut crash_rng = stream_rng(seed, streams::CRASH);
+    let mut driver = Driver {
+        trace: trace.clone(),
+        faults: Vec::new(),
+        down_until: BTreeMap::new(),
+        partitioned: BTreeSet::new(),
+        held: BTreeSet::new(),
+        timers: Vec::new(),
+    };
+    let mut pending: std::collections::VecDeque<Planned> = schedule.into_iter().collect();
+    let mut healed = false;
+    let mut sim_error = None;
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                sim_error = Some(e.to_string());
+                break;
+            }
+        }
+        let now = sim.elapsed().as_millis() as u64;
+        if !healed {
+            while pending.front().is_some_and(|p| p.at_ms <= now) {
+                if let Some(p) = pending.pop_front() {
+                    driver.apply(&mut sim, &board, &stores, &mut crash_rng, now, p);
+                }
+            }
+            let triggered: Vec<_> = std::mem::take(&mut board.lock().unwrap_or_else(|e| e.into_inner()).triggered);
+            for t in triggered {
+                driver.triggered(&mut sim, &stores, &mut crash_rng, now, t);
+            }
+            driver.run_timers(&mut sim, now);
+            if now >= workload_ms {
+                healed = true;
+                board.lock().unwrap_or_else(|e| e.into_inner()).armed.clear();
+                // A write stopped at a failpoint is struck even now, so it cannot resume.
+                let triggered: Vec<_> = std::mem::take(&mut board.lock().unwrap_or_else(|e| e.into_inner()).triggered);
+                for t in triggered {
+                    driver.triggered(&mut sim, &stores, &mut crash_rng, now, t);
+                }
+                driver.heal(&mut sim, now);
+            }
+        }
+    }
+    let virtual_ms = sim.elapsed().as_millis() as u64;
+    drop(sim);
+
+    // Collect.
+    let expect = match spec.profile {
+        Profile::Stormcell => scenario.expect.stormcell,
+        Profile::Phabricator => scenario.expect.phabricator,
+    };
+    let final_state = FinalState {
+        active_devices: setup.devices.clone(),
+        refs: stores.iter().map(|(d, s)| (d.clone(), s.snapshot_refs())).collect(),
+    };
+    let ops = recorder.operations();
+    let final_outcome = classify(&ops);
+    let mut freezes: BTreeMap<String, u64> = BTreeMap::new();
+    for op in &ops {
+        if let Outcome::Refused { error, .. } = &op.outcome {
+            let name = serde_json::to_string(error).unwrap_or_default().trim_matches('"').to_owned();
+            *freezes.entry(name).or_default() += 1;
+        }
+    }
+    let mut fault_counts: BTreeMap<String, u64> = BTreeMap::new();
+    for f in &driver.faults {
+        if matches!(f.kind, FaultKind::Strike | FaultKind::Partition | FaultKind::Hold) {
+            let key = if f.detail.starts_with("database link") { "db-link-drop".to_owned() } else { serde_json::to_string(&f.kind).unwrap_or_default().trim_matches('"').to_owned() };
+            *fault_counts.entry(key).or_default() += 1;
+        }
+    }
+    let history = History {
+        scenario: scenario.name.clone(),
+        seed,
+        profile: spec.profile.name().to_owned(),
+        devices: setup.devices.clone(),
+        repositories: setup.starts.clone(),
+        ops,
+        faults: driver.faults.clone(),
+        expect,
+        final_state,
+    };
+    let verdicts = checker::check_all(&history);
+    trace.record(virtual_ms, "harness", format!("final outcome {}", final_outcome.name()));
+    RunResult {
+        scenario: scenario.name.clone(),
+        seed,
+        profile: spec.profile,
+        plant: spec.plant,
+        drawn,
+        verdicts,
+        final_outcome,
+        history,
+        trace_hash: trace.hash(),
+        trace: trace.entries(),
+        virtual_ms,
+        faults: fault_counts,
+        freezes,
+        sim_error,
+    }
+}
+
+/// How the final probes went.
+fn classify(ops: &[crate::history::Operation]) -> FinalOutcome {
+    use crate::history::{ErrorKind, OpKind};
+    let finals: Vec<_> = ops.iter().filter(|o| o.phase == Phase::Final).collect();
+    if finals.is_empty() {
+        return FinalOutcome::Broken;
+    }
+    let refused = |o: &&crate::history::Operation, k: ErrorKind| matches!(&o.outcome, Outcome::Refused { error, .. } if *error == k);
+    if finals.iter().all(|o| o.outcome.is_ok()) {
+        return FinalOutcome::Converged;
+    }
+    if finals.iter().all(|o| refused(o, ErrorKind::AmbiguousLeader)) {
+        return FinalOutcome::Ambiguous;
+    }
+    let reads_ok = finals.iter().filter(|o| matches!(o.kind, OpKind::Read)).all(|o| o.outcome.is_ok());
+    let pushes_frozen = finals
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Push { .. }))
+        .all(|o| refused(o, ErrorKind::WriteInterruption));
+    if reads_ok && pushes_frozen {
+        return FinalOutcome::WriteFrozen;
+    }
+    FinalOutcome::Broken
+}
+
+/// A fault's end, scheduled.
+#[derive(Debug, Clone)]
+enum Timer {
+    Restart(String),
+    Repair(String, String),
+    Release(String, String),
+}
+
+/// Applies the schedule to the simulation and records what it did.
+struct Driver {
+    trace: Trace,
+    faults: Vec<FaultEvent>,
+    down_until: BTreeMap<String, u64>,
+    partitioned: BTreeSet<(String, String)>,
+    held: BTreeSet<(String, String)>,
+    timers: Vec<(u64, Timer)>,
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b { (a.to_owned(), b.to_owned()) } else { (b.to_owned(), a.to_owned()) }
+}
+
+impl Driver {
+    fn event(&mut self, now: u64, kind: FaultKind, hosts: Vec<String>, detail: String) {
+        self.trace.record(now, "nemesis", format!("{} {} {}", serde_json::to_string(&kind).unwrap_or_default().trim_matches('"'), hosts.join(","), detail));
+        self.faults.push(FaultEvent { at_ms: now, kind, hosts, detail });
+    }
+
+    fn strike(&mut self, sim: &mut turmoil::Sim<'_>, stores: &BTreeMap<String, SimStore>, rng: &mut rand_chacha::ChaCha8Rng, now: u64, device: &str, down_ms: Option<u64>, detail: String) {
+        sim.crash(device);
+        let report = stores.get(device).map(|s| s.crash(rng));
+        let detail = match report {
+            Some(r) => format!("{detail}; {r}"),
+            None => detail,
+        };
+        self.event(now, FaultKind::Strike, vec![device.to_owned()], detail);
+        let until = down_ms.map_or(u64::MAX, |d| now + d);
+        let entry = self.down_until.entry(device.to_owned()).or_insert(0);
+        *entry = (*entry).max(until);
+        if until != u64::MAX {
+            self.timers.push((until, Timer::Restart(device.to_owned())));
+        }
+    }
+
+    fn cut(&mut self, sim: &mut turmoil::Sim<'_>, now: u64, a: &str, b: &str, until: u64, detail: &str) {
+        let p = pair(a, b);
+        if self.partitioned.insert(p.clone()) {
+            sim.partition(a, b);
+            self.event(now, FaultKind::Partition, vec![p.0.clone(), p.1.clone()], detail.to_owned());
+        }
+        self.timers.push((until, Timer::Repair(p.0, p.1)));
+    }
+
+    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, board: &Arc<Mutex<Board>>, stores: &BTreeMap<String, SimStore>, rng: &mut rand_chacha::ChaCha8Rng, now: u64, p: Planned) {
+        match p.action {
+            Action::Strike { device, down_ms } => self.strike(sim, stores, rng, now, &device, Some(down_ms), "lightning".to_owned()),
+            Action::Arm(arm) => {
+                self.trace.record(now, "nemesis", p.label.clone());
+                board.lock().unwrap_or_else(|e| e.into_inner()).armed.push(arm);
+            }
+            Action::Partition { a, b, duration_ms } => {
+                for x in &a {
+                    for y in &b {
+                        self.cut(sim, now, x, y, now + duration_ms, "partition");
+                    }
+                }
+            }
+            Action::Hold { a, b, duration_ms } => {
+                let p = pair(&a, &b);
+                if self.held.insert(p.clone()) {
+                    sim.hold(a.as_str(), b.as_str());
+                    self.event(now, FaultKind::Hold, vec![p.0.clone(), p.1.clone()], "slow link".to_owned());
+                }
+                self.timers.push((now + duration_ms, Timer::Release(p.0, p.1)));
+            }
+        }
+    }
+
+    fn triggered(&mut self, sim: &mut turmoil::Sim<'_>, stores: &BTreeMap<String, SimStore>, rng: &mut rand_chacha::ChaCha8Rng, now: u64, t: crate::env::Triggered) {
+        match t.action {
+            ArmedAction::Strike { down } => {
+                let detail = format!("write strike at {} on {}", t.point.name(), t.repo);
+                self.strike(sim, stores, rng, now, &t.device, down.map(|d| d.as_millis() as u64), detail);
+            }
+            ArmedAction::DropDbLink { duration } => {
+                let detail = format!("database link drop at {} on {}", t.point.name(), t.repo);
+                self.cut(sim, now, &t.device, DB_HOST, now + duration.as_millis() as u64, &detail);
+            }
+        }
+    }
+
+    fn run_timers(&mut self, sim: &mut turmoil::Sim<'_>, now: u64) {
+        let due: Vec<Timer> = {
+            let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.timers).into_iter().partition(|(t, _)| *t <= now);
+            self.timers = rest;
+            due.into_iter().map(|(_, t)| t).collect()
+        };
+        for t in due {
+            self.end(sim, now, t, false);
+        }
+    }
+
+    fn end(&mut self, sim: &mut turmoil::Sim<'_>, now: u64, t: Timer, force: bool) {
+        match t {
+            Timer::Restart(d) => {
+                let until = self.down_until.get(&d).copied().unwrap_or(0);
+                if force || until <= now {
+                    if self.down_until.remove(&d).is_some() {
+                        sim.bounce(d.as_str());
+                        self.event(now, FaultKind::Restart, vec![d], String::new());
+                    }
+                }
+            }
+            Timer::Repair(a, b) => {
+                // A link cut twice stays cut until its last timer.
+                let later = self.timers.iter().any(|(_, t)| matches!(t, Timer::Repair(x, y) if *x == a && *y == b));
+                if (force || !later) && self.partitioned.remove(&(a.clone(), b.clone())) {
+                    sim.repair(a.as_str(), b.as_str());
+                    self.event(now, FaultKind::Repair, vec![a, b], String::new());
+                }
+            }
+            Timer::Release(a, b) => {
+                let later = self.timers.iter().any(|(_, t)| matches!(t, Timer::Release(x, y) if *x == a && *y == b));
+                if (force || !later) && self.held.remove(&(a.clone(), b.clone())) {
+                    sim.release(a.as_str(), b.as_str());
+                    self.event(now, FaultKind::Release, vec![a, b], String::new());
+                }
+            }
+        }
+    }
+
+    /// Ends every fault: the workload is over and the cluster gets its chance to recover.
+    fn heal(&mut self, sim: &mut turmoil::Sim<'_>, now: u64) {
+        self.timers.clear();
+        let downs: Vec<String> = self.down_until.keys().cloned().collect();
+        for d in downs {
+            self.end(sim, now, Timer::Restart(d), true);
+        }
+        let cuts: Vec<(String, String)> = self.partitioned.iter().cloned().collect();
+        for (a, b) in cuts {
+            self.end(sim, now, Timer::Repair(a, b), true);
+        }
+        let holds: Vec<(String, String)> = self.held.iter().cloned().collect();
+        for (a, b) in holds {
+            self.end(sim, now, Timer::Release(a, b), true);
+        }
+        self.trace.record(now, "nemesis", "healed: every device up, every link repaired");
+    }
+}
+
