@@ -1,6 +1,16 @@
 //! The stormcell simulator: the protocol of `stormcell-model` run as a whole cluster inside
 //! one deterministic turmoil simulation, struck by faults drawn from a seed, and checked.
 
+pub mod campaign;
 pub mod checker;
+pub mod db;
+pub mod env;
 pub mod history;
+pub mod nemesis;
+pub mod report;
+pub mod net;
+pub mod runner;
 pub mod scenario;
+pub mod store;
+pub mod trace;
+pub mod workload;

@@ -241,6 +241,16 @@ impl Context {
     }
 }
 
+/// The last moment the history mentions: when the final state was (at the latest) read.
+pub(crate) fn end_of_run(history: &History) -> u64 {
+    let ops = history
+        .ops
+        .iter()
+        .map(|op| op.completed_ms.max(op.invoked_ms));
+    let faults = history.faults.iter().map(|f| f.at_ms);
+    ops.chain(faults).max().unwrap_or(0)
+}
+
 /// Formats virtual milliseconds as seconds with three decimals: `12345` is `"12.345s"`.
 pub fn secs(ms: u64) -> String {
     format!("{}.{:03}s", ms / 1000, ms % 1000)
@@ -370,7 +380,13 @@ mod tests {
     #[test]
     fn a_clean_history_passes_every_checker() {
         let mut b = HistoryBuilder::new();
-        let p = b.push("R1", 100, 200, &[("refs/heads/main", Some("c0"), "c1")], ok());
+        let p = b.push(
+            "R1",
+            100,
+            200,
+            &[("refs/heads/main", Some("c0"), "c1")],
+            ok(),
+        );
         b.read("R2", 300, 400, ok_refs(&[("refs/heads/main", "c1")]));
         b.final_probes(1_000, &[("refs/heads/main", "c1")]);
         b.final_refs_all(&[("refs/heads/main", "c1")]);
@@ -384,12 +400,40 @@ mod tests {
     }
 
     #[test]
+    fn thousands_of_ops_on_one_ref() {
+        // Histories of a few thousand operations must stay cheap: the sweeps keep one
+        // high-water mark per ref instead of comparing every pair.
+        let mut b = HistoryBuilder::new();
+        let main = "refs/heads/main";
+        let mut head = "c0".to_owned();
+        for i in 1..=3_000u64 {
+            let next = format!("c{i}");
+            let t = i * 100;
+            b.push("R1", t, t + 10, &[(main, Some(&head), &next)], ok());
+            b.read("R2", t + 20, t + 30, ok_refs(&[(main, &next)]));
+            head = next;
+        }
+        b.final_probes(1_000_000, &[(main, &head)]);
+        b.final_refs_all(&[(main, &head)]);
+        for verdict in check_all(&b.build()) {
+            assert!(verdict.passed(), "{verdict}");
+        }
+    }
+
+    #[test]
     fn malformed_history_does_not_panic() {
         let mut b = HistoryBuilder::new();
         // A push whose new commit names itself as parent, reads of an unknown repository,
         // an Ok read without refs, times running backwards, unmatched fault ends.
         b.push("R1", 500, 100, &[("refs/heads/main", Some("x"), "x")], ok());
-        b.op_on("nowhere", "R9", 10, 5, crate::history::OpKind::Read, ok_refs(&[]));
+        b.op_on(
+            "nowhere",
+            "R9",
+            10,
+            5,
+            crate::history::OpKind::Read,
+            ok_refs(&[]),
+        );
         b.op_on(
             "repo1",
             "R1",

@@ -1,12 +1,10 @@
 //! The command line of `stormcell-sim`.
 
-mod campaign;
-mod summary;
-
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use stormcell_harness::checker;
+use stormcell_harness::report as summary;
+use stormcell_harness::{campaign, checker};
 use stormcell_harness::history::History;
 use stormcell_harness::runner::{self, RunSpec};
 use stormcell_harness::scenario::{self, Scenario};

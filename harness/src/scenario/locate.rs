@@ -1,9 +1,13 @@
-//! Where things are in a scenario file: a tree of every key with its byte span, so that
-//! errors can name the line and the field path.
+//! Where things are in a scenario file, so that errors can name the line and the field.
 //!
-//! toml's typed deserializer reports a span but not the key path (it keeps the path privately
-//! and drops it once a span is known), and validation after deserializing knows the path but
-//! not the span. Parsing the text a second time into this tree answers both questions.
+//! toml's typed deserializer reports the byte span of an error but not the key path (it
+//! keeps the path privately and drops it once a span is known), and validation after
+//! deserializing knows the path but not the span. Parsing the text a second time into a list
+//! of every key with its dotted path and position answers both questions.
+//!
+//! Only keys and array elements carry positions: toml has no span for a table that exists
+//! only through a longer header (`faults` in `[faults.strikes]`), so asking for the span of
+//! every value would fail on ordinary files.
 
 use std::fmt;
 
@@ -11,90 +15,112 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-/// The keys of a TOML document with their spans.
+/// Every key (and array element) of a TOML document with its dotted path and byte offset.
 #[derive(Debug)]
 pub(super) struct Locator {
-    root: Node,
-}
-
-#[derive(Debug)]
-enum Node {
-    Table(Vec<(Spanned<String>, Spanned<Node>)>),
-    Array(Vec<Spanned<Node>>),
-    Leaf,
+    /// `(offset, path)`, sorted by offset; array elements are spelled `points[1]`.
+    places: Vec<(usize, String)>,
 }
 
 impl Locator {
-    /// The tree of `text`, or `None` when it is not valid TOML (the typed parse reports why).
+    /// The keys of `text`, or `None` when it is not valid TOML (the typed parse says why).
     pub(super) fn new(text: &str) -> Option<Locator> {
-        toml::from_str(text).ok().map(|root| Locator { root })
+        let root: Node = toml::from_str(text).ok()?;
+        let mut places = Vec::new();
+        root.flatten("", &mut places);
+        places.sort();
+        Some(Locator { places })
     }
 
     /// Byte offset of the key at the dotted `path`, or of its nearest ancestor that the file
     /// spells out (a field left at its default has no place of its own).
     pub(super) fn offset_of(&self, path: &str) -> Option<usize> {
-        let mut node = &self.root;
-        let mut found = None;
-        for part in path.split('.') {
-            let Node::Table(entries) = node else { break };
-            let Some((key, value)) = entries.iter().find(|(key, _)| key.get_ref() == part) else {
-                break;
-            };
-            found = Some(key.span().start);
-            node = value.get_ref();
+        let mut path = path;
+        loop {
+            if let Some((offset, _)) = self.places.iter().find(|(_, p)| p == path) {
+                return Some(*offset);
+            }
+            path = &path[..path.rfind('.')?];
         }
-        found
     }
 
-    /// The dotted path of the innermost key whose key or value covers byte `offset`, with
-    /// array elements as `[i]`.
-    pub(super) fn path_at(&self, offset: usize) -> Option<String> {
-        let mut path = String::new();
-        search(&self.root, offset, &mut path).then_some(path)
+    /// The path of the innermost key or array element that the error at byte `offset` of
+    /// `text` is about: the last one that starts at or before it, or for an error reported at
+    /// a `[table]` header, the table the header names.
+    pub(super) fn path_at(&self, text: &str, offset: usize) -> Option<String> {
+        let limit = header_end(text, offset).unwrap_or(offset);
+        self.last_before(limit)
+    }
+
+    /// The path of the table whose span starts at `offset` (serde reports a missing field at
+    /// its table), or `None` for the top level.
+    pub(super) fn table_at(&self, text: &str, offset: usize) -> Option<String> {
+        if let Some(end) = header_end(text, offset) {
+            self.last_before(end)
+        } else if text[offset.min(text.len())..].starts_with('{') {
+            self.last_before(offset)
+        } else {
+            // The top-level table's span starts at its first key (or is empty).
+            None
+        }
+    }
+
+    fn last_before(&self, limit: usize) -> Option<String> {
+        self.places
+            .iter()
+            .take_while(|(start, _)| *start <= limit)
+            .last()
+            .map(|(_, path)| path.clone())
     }
 }
 
-/// Appends to `path` the innermost key under `node` that covers `offset`; false if none does.
-///
-/// Children are searched whether or not their parent's span covers `offset`: a `[table]`
-/// header's span does not cover the keys written below it.
-fn search(node: &Node, offset: usize, path: &mut String) -> bool {
-    let covers = |span: std::ops::Range<usize>| span.contains(&offset) || span.start == offset;
-    let len = path.len();
-    match node {
-        Node::Table(entries) => {
-            for (key, value) in entries {
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key.get_ref());
-                if search(value.get_ref(), offset, path)
-                    || covers(key.span())
-                    || covers(value.span())
-                {
-                    return true;
-                }
-                path.truncate(len);
-            }
-        }
-        Node::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                path.push_str(&format!("[{i}]"));
-                if search(item.get_ref(), offset, path) || covers(item.span()) {
-                    return true;
-                }
-                path.truncate(len);
-            }
-        }
-        Node::Leaf => {}
-    }
-    false
+/// When `offset` is the `[` of a table header, the end of the header's line: the header's
+/// keys come after the `[`, and the last of them names the table.
+fn header_end(text: &str, offset: usize) -> Option<usize> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let at_header = text[line_start..offset].trim().is_empty() && text[offset..].starts_with('[');
+    at_header.then(|| text[offset..].find('\n').map_or(text.len(), |i| offset + i))
 }
 
 /// 1-based line of byte `offset` in `text`.
 pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// A TOML value reduced to its structure and the spans of its keys and array elements.
+#[derive(Debug)]
+enum Node {
+    Table(Vec<(Spanned<String>, Node)>),
+    Array(Vec<Spanned<Node>>),
+    Leaf,
+}
+
+impl Node {
+    fn flatten(&self, path: &str, places: &mut Vec<(usize, String)>) {
+        match self {
+            Node::Table(entries) => {
+                for (key, value) in entries {
+                    let child = if path.is_empty() {
+                        key.get_ref().clone()
+                    } else {
+                        format!("{path}.{}", key.get_ref())
+                    };
+                    value.flatten(&child, places);
+                    places.push((key.span().start, child));
+                }
+            }
+            Node::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let child = format!("{path}[{i}]");
+                    item.get_ref().flatten(&child, places);
+                    places.push((item.span().start, child));
+                }
+            }
+            Node::Leaf => {}
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Node {

@@ -488,16 +488,23 @@ pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
         message,
     };
     let file: ScenarioFile = toml::from_str(text).map_err(|e| {
-        let offset = e.span().map(|span| span.start);
-        let mut field = offset.and_then(|at| locator.as_ref()?.path_at(at));
-        // A missing field is reported at its table: name the field itself.
-        if let Some(missing) = missing_field(e.message()) {
-            field = Some(match field {
-                Some(table) => format!("{table}.{missing}"),
-                None => missing.to_owned(),
-            });
-        }
-        let line = offset.map(|at| locate::line_of(text, at));
+        let span = e.span().filter(|span| !span.is_empty());
+        let mut line = span.as_ref().map(|span| locate::line_of(text, span.start));
+        let at = |find: &dyn Fn(&locate::Locator, usize) -> Option<String>| {
+            Some(find(locator.as_ref()?, span.as_ref()?.start)).flatten()
+        };
+        let field = match missing_field(e.message()) {
+            // serde reports a missing field at its table: name the field itself.
+            Some(missing) => match at(&|l, offset| l.table_at(text, offset)) {
+                Some(table) => Some(format!("{table}.{missing}")),
+                None => {
+                    // The top-level table starts at its first key, a misleading line.
+                    line = None;
+                    Some(missing.to_owned())
+                }
+            },
+            None => at(&|l, offset| l.path_at(text, offset)),
+        };
         // toml's messages may span lines ("invalid table header\nexpected ..."); keep one.
         let message = e.message().trim().replace('\n', "; ");
         error(line, field, message)

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
-use stormcell_harness::runner::RunResult;
-use stormcell_harness::scenario::Scenario;
+use crate::runner::RunResult;
+use crate::scenario::Scenario;
 
-use super::campaign::Outcome;
+use crate::campaign::Outcome;
 
 /// One row of the summary table.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use stormcell_harness::runner::{self, RunResult, RunSpec};
+use crate::runner::{self, RunResult, RunSpec};
 
 /// The results of a campaign, in the order of the specs.
 pub struct Outcome {

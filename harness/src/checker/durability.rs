@@ -1,0 +1,199 @@
+//! Checker 1, durability: no acknowledged push is lost.
+//!
+//! For every push with outcome Ok and each of its ref updates `(name, new)`, every device
+//! active at the end must hold `name` at `new` or a descendant of it. Only a run expected to
+//! converge is judged: when the run ends frozen (write interruption, ambiguous leader) the
+//! devices may legitimately disagree until a person acts, so the checker says it skipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{expectation_name, secs, seen_ref, CheckerId, Context, Verdict, Violation};
+use crate::history::{FinalExpectation, History, OpKind};
+
+/// Runs the durability checker.
+pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
+    let mut verdict = Verdict::new(CheckerId::Durability);
+    if history.expect != FinalExpectation::Converged {
+        verdict.notes.push(format!(
+            "skipped: final expectation is {}",
+            expectation_name(history.expect)
+        ));
+        return verdict;
+    }
+    // Deduplicated, in the order the history lists them.
+    let mut listed: BTreeSet<&str> = BTreeSet::new();
+    let active: Vec<&str> = history
+        .final_state
+        .active_devices
+        .iter()
+        .map(String::as_str)
+        .filter(|d| listed.insert(d))
+        .collect();
+    if active.is_empty() {
+        verdict
+            .notes
+            .push("no active devices at the end: nothing to hold the pushes".to_owned());
+    }
+
+    let mut pushes = 0usize;
+    let mut updates_checked = 0usize;
+    // A device without any refs for a repository is reported once, not once per update.
+    let mut missing_repo: BTreeSet<(&str, &str)> = BTreeSet::new();
+    // Ancestry of each final ref value, walked once: early pushes on a long-lived ref would
+    // otherwise each walk the whole chain again.
+    let mut ancestry: BTreeMap<(&str, &str, &str), BTreeSet<&str>> = BTreeMap::new();
+    for op in &history.ops {
+        let OpKind::Push { updates } = &op.kind else {
+            continue;
+        };
+        if !op.outcome.is_ok() {
+            continue;
+        }
+        pushes += 1;
+        let graph = ctx.graph(&op.repo);
+        for update in updates {
+            updates_checked += 1;
+            for &device in &active {
+                let held = history
+                    .final_state
+                    .refs
+                    .get(device)
+                    .and_then(|repos| repos.get(&op.repo));
+                let Some(refs) = held else {
+                    if missing_repo.insert((device, op.repo.as_str())) {
+                        verdict.violations.push(Violation {
+                            checker: CheckerId::Durability,
+                            op: Some(op.id),
+                            device: Some(device.to_owned()),
+                            repo: Some(op.repo.clone()),
+                            at_ms: op.completed_ms,
+                            expected: format!(
+                                "{} at {} or a descendant (push op {} acknowledged at {})",
+                                update.name,
+                                update.new,
+                                op.id,
+                                secs(op.completed_ms)
+                            ),
+                            seen: format!("no refs of {} recorded on {device}", op.repo),
+                            explanation: format!(
+                                "active device {device} has no final state for {} at all, so \
+                                 push op {} (and any later one) is not held there",
+                                op.repo, op.id
+                            ),
+                        });
+                    }
+                    continue;
+                };
+                let holds = refs.get(&update.name).is_some_and(|commit| {
+                    ancestry
+                        .entry((device, op.repo.as_str(), update.name.as_str()))
+                        .or_insert_with(|| graph.ancestry(commit))
+                        .contains(update.new.as_str())
+                });
+                if holds {
+                    continue;
+                }
+                let seen = seen_ref(refs, &update.name);
+                verdict.violations.push(Violation {
+                    checker: CheckerId::Durability,
+                    op: Some(op.id),
+                    device: Some(device.to_owned()),
+                    repo: Some(op.repo.clone()),
+                    at_ms: op.completed_ms,
+                    expected: format!(
+                        "{} at {} or a descendant (push op {} acknowledged at {})",
+                        update.name,
+                        update.new,
+                        op.id,
+                        secs(op.completed_ms)
+                    ),
+                    seen: seen.clone(),
+                    explanation: format!(
+                        "push op {} to {} was acknowledged at {} but active device {device} \
+                         ends with {} at {seen}, which does not contain {}: the acknowledged \
+                         push was lost",
+                        op.id,
+                        op.device,
+                        secs(op.completed_ms),
+                        update.name,
+                        update.new
+                    ),
+                });
+            }
+        }
+    }
+    verdict.notes.push(format!(
+        "checked {pushes} acknowledged pushes ({updates_checked} ref updates) against the \
+         final refs of {} active devices",
+        active.len()
+    ));
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+
+    const MAIN: &str = "refs/heads/main";
+
+    #[test]
+    fn acknowledged_push_held_everywhere_passes() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        b.push("R2", 300, 400, &[(MAIN, Some("c1"), "c2")], ok());
+        // A descendant of the acknowledged commit is as good as the commit itself.
+        b.push("R2", 500, 600, &[(MAIN, Some("c2"), "c3")], unknown());
+        b.final_refs_all(&[(MAIN, "c3")]);
+        let v = check(&b.build(), &Context::new(&b.build()));
+        assert!(v.passed(), "{v}");
+        assert!(
+            v.notes[0].contains("2 acknowledged pushes"),
+            "{:?}",
+            v.notes
+        );
+    }
+
+    #[test]
+    fn lost_acknowledged_push_is_a_violation() {
+        let mut b = HistoryBuilder::new();
+        let lost = b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        b.final_refs("R1", &[(MAIN, "c1")]);
+        b.final_refs("R2", &[(MAIN, "c0")]);
+        let h = b.build();
+        let v = check(&h, &Context::new(&h));
+        assert_eq!(v.violations.len(), 1, "{v}");
+        let violation = &v.violations[0];
+        assert_eq!(violation.checker, CheckerId::Durability);
+        assert_eq!(violation.op, Some(lost));
+        assert_eq!(violation.device.as_deref(), Some("R2"));
+        assert_eq!(violation.seen, "c0");
+        assert!(violation.explanation.contains(MAIN));
+        assert!(violation.to_string().contains("at 0.200s"), "{violation}");
+    }
+
+    #[test]
+    fn missing_ref_and_missing_repo_are_violations() {
+        let mut b = HistoryBuilder::new();
+        let p = b.push("R1", 100, 200, &[("refs/heads/b1", None, "b1-1")], ok());
+        b.final_refs("R1", &[(MAIN, "c0")]);
+        b.drop_final_state("R2");
+        let h = b.build();
+        let v = check(&h, &Context::new(&h));
+        assert_eq!(v.violations.len(), 2, "{v}");
+        assert!(v.violations.iter().all(|x| x.op == Some(p)));
+        assert_eq!(v.violations[0].seen, "no refs/heads/b1");
+        assert!(v.violations[1].seen.contains("no refs of repo1"));
+    }
+
+    #[test]
+    fn skipped_unless_converged_expected() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        b.expect(FinalExpectation::WriteFrozen);
+        let h = b.build();
+        let v = check(&h, &Context::new(&h));
+        assert!(v.passed());
+        assert_eq!(v.notes, ["skipped: final expectation is write-frozen"]);
+    }
+}

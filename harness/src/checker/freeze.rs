@@ -1,0 +1,470 @@
+//! Checker 4, freezes: a repository is frozen exactly when the protocol says, and frozen
+//! for the right operations (`PROTOCOL.md` section 6).
+//!
+//! - (a) Reads go on during a write freeze: a read is never refused as a write interruption.
+//! - (b) Ambiguous leader: a repository that started without version rows on a cluster of
+//!   several devices is frozen for everything. Every operation on it must be refused as an
+//!   ambiguous leader (an unknown outcome proves nothing, and refusals that happen before
+//!   the server looks at the rows, such as an unreachable device or a lock timeout, are
+//!   tolerated); an Ok, or a refusal only a repository with rows can produce (write
+//!   interruption, leader lost, rejected), is a violation. Conversely an ambiguous-leader
+//!   refusal on any other repository is unjustified.
+//! - (c) Leader lost needs a cause: some fault active while the operation ran, or ended less
+//!   than 30 s before it was invoked (devices take a while to catch up after a heal).
+//! - (d) A write interruption needs a cause: a fault before the push was invoked, or an
+//!   earlier push on the same repository whose outcome is unknown or that was refused for a
+//!   reason other than a rejected compare-and-swap (either may have left `writing` set).
+//!
+//! Other refusals are not judged here; the notes count refusals by kind.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{describe_outcome, error_name, op_kind_name, secs, CheckerId, Verdict, Violation};
+use crate::history::{ErrorKind, FaultKind, History, OpKind, Operation, Outcome};
+
+/// How long after a fault ends a leader-lost refusal is still blamed on it.
+pub const LEADER_LOST_GRACE_MS: u64 = 30_000;
+
+/// Runs the freeze checker.
+pub(crate) fn check(history: &History) -> Verdict {
+    let mut verdict = Verdict::new(CheckerId::Freeze);
+    let (faults, fault_notes) = fault_intervals(history);
+    verdict.notes.extend(fault_notes);
+    let first_fault_ms = history.faults.iter().map(|f| f.at_ms).min();
+
+    let ambiguous: BTreeSet<&str> = if history.devices.len() > 1 {
+        history
+            .repositories
+            .iter()
+            .filter(|r| !r.has_rows)
+            .map(|r| r.name.as_str())
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    // Per repository, the earliest push (by invocation) that may have left `writing` set.
+    let mut suspect: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for op in &history.ops {
+        let may_leave_writing = match &op.outcome {
+            Outcome::Unknown { .. } => true,
+            Outcome::Refused { error, .. } => *error != ErrorKind::Rejected,
+            Outcome::Ok { .. } => false,
+        };
+        if matches!(op.kind, OpKind::Push { .. }) && may_leave_writing {
+            let key = (op.invoked_ms, op.id);
+            suspect
+                .entry(op.repo.as_str())
+                .and_modify(|k| *k = (*k).min(key))
+                .or_insert(key);
+        }
+    }
+
+    let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ambiguous_ops = 0usize;
+    let mut tolerated = 0usize;
+    for op in &history.ops {
+        if let Outcome::Refused { error, .. } = &op.outcome {
+            *refusals.entry(error_name(*error)).or_default() += 1;
+        }
+        let refusal = match &op.outcome {
+            Outcome::Refused { error, .. } => Some(*error),
+            _ => None,
+        };
+        let is_read = matches!(op.kind, OpKind::Read);
+
+        // (a)
+        if is_read && refusal == Some(ErrorKind::WriteInterruption) {
+            verdict.violations.push(violation(
+                op,
+                op.completed_ms,
+                "the read served (reads go on during a write freeze)".to_owned(),
+                describe_outcome(&op.outcome),
+                format!(
+                    "read op {} on {} was refused as a write interruption at {}, but a write \
+                     freeze stops only writes",
+                    op.id,
+                    op.device,
+                    secs(op.completed_ms)
+                ),
+            ));
+            continue;
+        }
+
+        // (b)
+        if ambiguous.contains(op.repo.as_str()) {
+            ambiguous_ops += 1;
+            let wrong = match refusal {
+                None => op.outcome.is_ok(),
+                Some(kind) => matches!(
+                    kind,
+                    ErrorKind::WriteInterruption | ErrorKind::LeaderLost | ErrorKind::Rejected
+                ),
+            };
+            if refusal.is_some() && refusal != Some(ErrorKind::AmbiguousLeader) && !wrong {
+                tolerated += 1;
+            }
+            if wrong {
+                verdict.violations.push(violation(
+                    op,
+                    op.completed_ms,
+                    "refused as ambiguous-leader".to_owned(),
+                    describe_outcome(&op.outcome),
+                    format!(
+                        "{} op {} on {}: {} started without version rows on a cluster of {} \
+                         devices, so it should be frozen as ambiguous leader",
+                        op_kind_name(op),
+                        op.id,
+                        op.device,
+                        op.repo,
+                        history.devices.len()
+                    ),
+                ));
+            }
+            continue;
+        }
+
+        match refusal {
+            Some(ErrorKind::AmbiguousLeader) => {
+                let why = if !history.repositories.iter().any(|r| r.name == op.repo) {
+                    format!("{} is not among the history's repositories", op.repo)
+                } else if history.devices.len() <= 1 {
+                    "the cluster has a single device, which simply takes the lead".to_owned()
+                } else {
+                    format!("{} started with version rows", op.repo)
+                };
+                verdict.violations.push(violation(
+                    op,
+                    op.completed_ms,
+                    "no ambiguous-leader refusal".to_owned(),
+                    describe_outcome(&op.outcome),
+                    format!(
+                        "{} op {} on {} was refused as ambiguous leader at {}, but {why}",
+                        op_kind_name(op),
+                        op.id,
+                        op.device,
+                        secs(op.completed_ms)
+                    ),
+                ));
+            }
+            // (c)
+            Some(ErrorKind::LeaderLost) => {
+                let justified = faults.iter().any(|f| {
+                    f.start_ms <= op.completed_ms
+                        && f.end_ms.is_none_or(|end| {
+                            end.saturating_add(LEADER_LOST_GRACE_MS) > op.invoked_ms
+                        })
+                });
+                if !justified {
+                    verdict.violations.push(violation(
+                        op,
+                        op.completed_ms,
+                        format!(
+                            "a fault active during {}..{} or ended less than {}s before",
+                            secs(op.invoked_ms),
+                            secs(op.completed_ms),
+                            LEADER_LOST_GRACE_MS / 1000
+                        ),
+                        describe_outcome(&op.outcome),
+                        format!(
+                            "{} op {} on {} was refused as leader lost at {}, but no fault \
+                             was active then or shortly before: leaders should be fetchable",
+                            op_kind_name(op),
+                            op.id,
+                            op.device,
+                            secs(op.completed_ms)
+                        ),
+                    ));
+                }
+            }
+            // (d)
+            Some(ErrorKind::WriteInterruption) => {
+                let after_fault = first_fault_ms.is_some_and(|t| t < op.invoked_ms);
+                let after_suspect = suspect
+                    .get(op.repo.as_str())
+                    .is_some_and(|&key| key < (op.invoked_ms, op.id));
+                if !after_fault && !after_suspect {
+                    verdict.violations.push(violation(
+                        op,
+                        op.completed_ms,
+                        "a fault, or an earlier push of unknown outcome or refused for a reason \
+                         other than rejected, before the push"
+                            .to_owned(),
+                        describe_outcome(&op.outcome),
+                        format!(
+                            "push op {} on {} was refused as a write interruption at {}, but \
+                             nothing before it could have left {} frozen for writes",
+                            op.id,
+                            op.device,
+                            secs(op.completed_ms),
+                            op.repo
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let counts: Vec<String> = refusals.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    verdict.notes.push(if counts.is_empty() {
+        "refusals by kind: none".to_owned()
+    } else {
+        format!("refusals by kind: {}", counts.join(", "))
+    });
+    if !ambiguous.is_empty() {
+        let names: Vec<&str> = ambiguous.iter().copied().collect();
+        verdict.notes.push(format!(
+            "ambiguous-leader repositories: {} ({ambiguous_ops} ops, {tolerated} refused \
+             before the rows are looked at)",
+            names.join(", ")
+        ));
+    }
+    verdict
+}
+
+fn violation(
+    op: &Operation,
+    at_ms: u64,
+    expected: String,
+    seen: String,
+    explanation: String,
+) -> Violation {
+    Violation {
+        checker: CheckerId::Freeze,
+        op: Some(op.id),
+        device: Some(op.device.clone()),
+        repo: Some(op.repo.clone()),
+        at_ms,
+        expected,
+        seen,
+        explanation,
+    }
+}
+
+/// When a fault was in force: from its start event to its matching end (`None`: never
+/// healed before the run ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultInterval {
+    /// The start event's time.
+    pub start_ms: u64,
+    /// The matching end event's time, if any.
+    pub end_ms: Option<u64>,
+}
+
+/// Pairs every fault start with its end: `Strike`/`Restart` of the same host,
+/// `Partition`/`Repair` and `Hold`/`Release` of the same unordered pair of hosts. An end
+/// closes the oldest open start of its kind and hosts. Also returns notes about ends that
+/// match nothing.
+pub fn fault_intervals(history: &History) -> (Vec<FaultInterval>, Vec<String>) {
+    let mut events: Vec<&crate::history::FaultEvent> = history.faults.iter().collect();
+    // Stable: events at the same time keep the history's order.
+    events.sort_by_key(|f| f.at_ms);
+    let mut intervals: Vec<FaultInterval> = Vec::new();
+    let mut open: BTreeMap<(u8, Vec<&str>), Vec<usize>> = BTreeMap::new();
+    let mut unmatched = 0usize;
+    for event in events {
+        let (family, starts) = match event.kind {
+            FaultKind::Strike => (0, true),
+            FaultKind::Restart => (0, false),
+            FaultKind::Partition => (1, true),
+            FaultKind::Repair => (1, false),
+            FaultKind::Hold => (2, true),
+            FaultKind::Release => (2, false),
+        };
+        let mut hosts: Vec<&str> = event.hosts.iter().map(String::as_str).collect();
+        hosts.sort_unstable();
+        let key = (family, hosts);
+        if starts {
+            open.entry(key).or_default().push(intervals.len());
+            intervals.push(FaultInterval {
+                start_ms: event.at_ms,
+                end_ms: None,
+            });
+        } else {
+            let started = open.get_mut(&key).and_then(|queue| {
+                if queue.is_empty() {
+                    None
+                } else {
+                    Some(queue.remove(0))
+                }
+            });
+            match started.and_then(|i| intervals.get_mut(i)) {
+                Some(interval) => interval.end_ms = Some(event.at_ms),
+                None => unmatched += 1,
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    if unmatched > 0 {
+        notes.push(format!(
+            "{unmatched} fault end events match no earlier start (ignored)"
+        ));
+    }
+    (intervals, notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+    use crate::history::Phase;
+
+    const MAIN: &str = "refs/heads/main";
+
+    fn run(b: &HistoryBuilder) -> Verdict {
+        check(&b.build())
+    }
+
+    #[test]
+    fn read_refused_with_write_interruption_is_a_violation() {
+        let mut b = HistoryBuilder::new();
+        b.fault(50, FaultKind::Strike, &["R1"]);
+        // A push refused this way after a fault is fine.
+        b.push(
+            "R1",
+            100,
+            200,
+            &[(MAIN, Some("c0"), "c1")],
+            refused(ErrorKind::WriteInterruption),
+        );
+        let read = b.read("R2", 300, 400, refused(ErrorKind::WriteInterruption));
+        let v = run(&b);
+        assert_eq!(v.violations.len(), 1, "{v}");
+        let x = &v.violations[0];
+        assert_eq!(x.checker, CheckerId::Freeze);
+        assert_eq!(x.op, Some(read));
+        assert!(x.explanation.contains("write interruption"));
+        assert!(v
+            .notes
+            .iter()
+            .any(|n| n == "refusals by kind: write-interruption 2"));
+    }
+
+    #[test]
+    fn unjustified_write_interruption_is_a_violation() {
+        let mut b = HistoryBuilder::new();
+        b.push(
+            "R1",
+            100,
+            200,
+            &[(MAIN, Some("c0"), "c1")],
+            refused(ErrorKind::Rejected),
+        );
+        let p = b.push(
+            "R1",
+            300,
+            400,
+            &[(MAIN, Some("c0"), "c1")],
+            refused(ErrorKind::WriteInterruption),
+        );
+        let v = run(&b);
+        assert_eq!(v.violations.len(), 1, "{v}");
+        assert_eq!(v.violations[0].op, Some(p));
+    }
+
+    #[test]
+    fn write_interruption_after_unknown_push_is_justified() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], unknown());
+        b.push(
+            "R2",
+            300,
+            400,
+            &[(MAIN, Some("c0"), "c1")],
+            refused(ErrorKind::WriteInterruption),
+        );
+        assert!(run(&b).passed());
+    }
+
+    #[test]
+    fn leader_lost_during_or_shortly_after_a_fault_is_justified() {
+        let mut b = HistoryBuilder::new();
+        b.fault(1_000, FaultKind::Partition, &["R1", "R2"]);
+        b.fault(2_000, FaultKind::Repair, &["R2", "R1"]);
+        b.read("R1", 1_500, 1_600, refused(ErrorKind::LeaderLost));
+        b.read("R1", 31_000, 31_100, refused(ErrorKind::LeaderLost));
+        // Started before the fault, still running when it struck.
+        b.read("R2", 500, 1_200, refused(ErrorKind::LeaderLost));
+        let v = run(&b);
+        assert!(v.passed(), "{v}");
+    }
+
+    #[test]
+    fn unjustified_leader_lost_is_a_violation() {
+        let mut b = HistoryBuilder::new();
+        b.fault(1_000, FaultKind::Strike, &["R1"]);
+        b.fault(2_000, FaultKind::Restart, &["R1"]);
+        // 30 s after the restart: too late to blame it.
+        let late = b.read("R2", 32_000, 32_100, refused(ErrorKind::LeaderLost));
+        // Before any fault.
+        let early = b.push(
+            "R2",
+            100,
+            900,
+            &[(MAIN, Some("c0"), "c1")],
+            refused(ErrorKind::LeaderLost),
+        );
+        let v = run(&b);
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(ops, [Some(late), Some(early)], "{v}");
+        assert!(v.violations[0].explanation.contains("leader lost"));
+    }
+
+    #[test]
+    fn unhealed_fault_stays_active() {
+        let mut b = HistoryBuilder::new();
+        b.fault(1_000, FaultKind::Hold, &["R1", "db"]);
+        b.fault(1_500, FaultKind::Release, &["R1", "R2"]);
+        b.read("R1", 90_000, 90_100, refused(ErrorKind::LeaderLost));
+        let v = run(&b);
+        assert!(v.passed(), "{v}");
+        assert!(v.notes[0].contains("1 fault end events match no earlier start"));
+    }
+
+    #[test]
+    fn ambiguous_repo_op_succeeding_is_a_violation() {
+        let mut b = HistoryBuilder::new();
+        b.has_rows(false);
+        b.read("R1", 100, 200, refused(ErrorKind::AmbiguousLeader));
+        b.push("R2", 100, 200, &[(MAIN, Some("c0"), "c1")], unknown());
+        b.read("R2", 300, 400, refused(ErrorKind::Unreachable));
+        let bad = b.read("R2", 500, 600, ok_refs(&[(MAIN, "c0")]));
+        let final_push = b.final_op(
+            "R1",
+            1_000,
+            push_kind(&[(MAIN, Some("c0"), "c2")]),
+            refused(ErrorKind::LeaderLost),
+        );
+        let v = run(&b);
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(ops, [Some(bad), Some(final_push)], "{v}");
+        assert!(v.violations[0]
+            .explanation
+            .contains("should be frozen as ambiguous leader"));
+        assert!(v.violations[0].explanation.contains("repo1"));
+        assert_eq!(b.build().ops[4].phase, Phase::Final);
+    }
+
+    #[test]
+    fn ambiguous_leader_on_a_repo_with_rows_is_a_violation() {
+        let mut b = HistoryBuilder::new();
+        let op = b.read("R1", 100, 200, refused(ErrorKind::AmbiguousLeader));
+        let v = run(&b);
+        assert_eq!(v.violations.len(), 1, "{v}");
+        assert_eq!(v.violations[0].op, Some(op));
+        assert!(v.violations[0]
+            .explanation
+            .contains("started with version rows"));
+    }
+
+    #[test]
+    fn single_device_repo_without_rows_is_not_ambiguous() {
+        let mut b = HistoryBuilder::new();
+        b.has_rows(false);
+        let mut h = b.build();
+        h.devices.truncate(1);
+        h.ops.clear();
+        let v = check(&h);
+        assert!(v.passed(), "{v}");
+    }
+}

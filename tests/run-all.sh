@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. Installs what is missing first (when run as root on a
+# Debian-like system); prints what it needs otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+install_packages() {
+    if [ "$(id -u)" = 0 ] && need apt-get; then
+        echo "installing: $*"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        echo "missing: $* (install them, or run this script as root)" >&2
+        exit 1
+    fi
+}
+
+need cargo || { echo "missing: a Rust toolchain (cargo); see https://rustup.rs" >&2; exit 1; }
+need git || install_packages git
+
+echo "== format"
+cargo fmt --all -- --check
+echo "== lints"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== tests"
+cargo test --workspace
