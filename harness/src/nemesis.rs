@@ -77,7 +77,7 @@ fn secs(s: u64) -> u64 {
 /// Draws the schedule. `faults` has the mix applied already.
 pub fn plan(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng) -> Vec<Planned> {
     let mut out = Vec::new();
-    let mut start = |rng: &mut ChaCha8Rng| secs(faults.window_s.draw(rng)) + rng.random_range(0..1000);
+    let start = |rng: &mut ChaCha8Rng| secs(faults.window_s.draw(rng)) + rng.random_range(0..1000);
     let pick = |rng: &mut ChaCha8Rng, hosts: &[String]| hosts[rng.random_range(0..hosts.len())].clone();
 
     if let Some(s) = &faults.strikes {

@@ -67,10 +67,16 @@ pub fn bind_addr(addr: &str) -> io::Result<SocketAddr> {
         return Ok(SocketAddr::new(unspecified_like(sa.ip()), sa.port()));
     }
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("invalid address {addr:?}"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid address {addr:?}"),
+        )
     })?;
     let port: u16 = port.parse().map_err(|_| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("invalid port in {addr:?}"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid port in {addr:?}"),
+        )
     })?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let ip = match host.parse::<IpAddr>() {
@@ -144,9 +150,18 @@ mod tests {
     #[test]
     fn bind_addr_maps_the_host_away() {
         let any4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-        assert_eq!(bind_addr("repo001:7000").unwrap(), SocketAddr::new(any4, 7000));
-        assert_eq!(bind_addr("0.0.0.0:5432").unwrap(), SocketAddr::new(any4, 5432));
-        assert_eq!(bind_addr("192.168.0.3:1").unwrap(), SocketAddr::new(any4, 1));
+        assert_eq!(
+            bind_addr("repo001:7000").unwrap(),
+            SocketAddr::new(any4, 7000)
+        );
+        assert_eq!(
+            bind_addr("0.0.0.0:5432").unwrap(),
+            SocketAddr::new(any4, 5432)
+        );
+        assert_eq!(
+            bind_addr("192.168.0.3:1").unwrap(),
+            SocketAddr::new(any4, 1)
+        );
         let any6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
         assert_eq!(bind_addr("[fe80::1]:9").unwrap(), SocketAddr::new(any6, 9));
         assert!(bind_addr("repo001").is_err());

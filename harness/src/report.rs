@@ -146,9 +146,9 @@ pub fn write_reports(dir: &Path, summary: &Summary, outcome: &Outcome) -> anyhow
         replay: String,
         final_outcome: &'a str,
         trace_hash: String,
-        verdicts: &'a [stormcell_harness::checker::Verdict],
-        drawn: &'a stormcell_harness::runner::Drawn,
-        history: &'a stormcell_harness::history::History,
+        verdicts: &'a [crate::checker::Verdict],
+        drawn: &'a crate::runner::Drawn,
+        history: &'a crate::history::History,
     }
     #[derive(Serialize)]
     struct SummaryReport<'a> {

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use serde::Serialize;
 use stormcell_model::config::{Profile, ProtocolConfig};
 use stormcell_model::engine::{Engine, Ports};
@@ -17,7 +16,7 @@ use stormcell_model::rows::{Binding, Device, Repository, Service, Topology, Vers
 use crate::checker::{self, Verdict};
 use crate::db;
 use crate::env::{ArmedAction, Board, SimClock, SimEvents, SimFailpoints, SimRandom, stream_rng};
-use crate::history::{FaultEvent, FaultKind, FinalExpectation, FinalState, History, Outcome, Phase, RepositoryStart, Refs};
+use crate::history::{FaultEvent, FaultKind, FinalState, History, Outcome, Phase, RepositoryStart, Refs};
 use crate::nemesis::{self, Action, Planned, DB_HOST};
 use crate::net::SimNet;
 use crate::scenario::{InitialRows, Scenario};
@@ -249,7 +248,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         sim.host(DB_HOST, move || {
             let db_state = db_state.clone();
             async move {
-                db::serve(db_state, DB_PORT).await;
+                db::serve(db_state, DB_PORT).await?;
                 Ok(())
             }
         });

@@ -171,6 +171,28 @@ pub struct CrashReport {
     pub repos: BTreeMap<String, RepoCrash>,
 }
 
+impl std::fmt::Display for CrashReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.repos.is_empty() {
+            return f.write_str("nothing unsynced");
+        }
+        let mut first = true;
+        for (repo, rc) in &self.repos {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(
+                f,
+                "{repo}: kept {} of {} unsynced writes",
+                rc.kept,
+                rc.kept + rc.lost
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl CrashReport {
     /// Whether the crash lost anything.
     pub fn lost_anything(&self) -> bool {
@@ -195,17 +217,17 @@ impl SimStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets a repository's durable state at time zero: exactly these refs and objects,
-    /// nothing pending, no local version.
-    pub fn seed_repo(&self, repo: &RepoId, refs: &BTreeMap<String, Oid>, commits: &[Commit]) {
+    /// Sets a repository's durable state at time zero: exactly these refs (name to commit
+    /// id) and objects, nothing pending, no local version.
+    pub fn seed_repo(&self, repo: &str, refs: BTreeMap<String, String>, commits: Vec<Commit>) {
         let mut st = self.lock();
         let durable = Durable {
-            refs: refs.clone(),
-            objects: commits.iter().map(|c| (c.id.clone(), c.clone())).collect(),
+            refs: refs.into_iter().map(|(k, v)| (k, Oid(v))).collect(),
+            objects: commits.into_iter().map(|c| (c.id.clone(), c)).collect(),
             local_version: None,
         };
         st.repos.insert(
-            repo.clone(),
+            RepoId::new(repo),
             RepoState {
                 durable,
                 pending: Vec::new(),
@@ -287,7 +309,11 @@ fn show(oid: Option<&Oid>) -> &str {
 impl Store for SimStore {
     async fn refs(&self, repo: &RepoId) -> Result<BTreeMap<String, Oid>, StoreError> {
         let st = self.lock();
-        Ok(st.repos.get(repo).map(RepoState::visible_refs).unwrap_or_default())
+        Ok(st
+            .repos
+            .get(repo)
+            .map(RepoState::visible_refs)
+            .unwrap_or_default())
     }
 
     async fn apply_push(
@@ -336,7 +362,9 @@ impl Store for SimStore {
                 continue;
             }
             match &u.new {
-                Some(new) => state.pending.push(PendingOp::SetRef(u.name.clone(), new.clone())),
+                Some(new) => state
+                    .pending
+                    .push(PendingOp::SetRef(u.name.clone(), new.clone())),
                 None => state.pending.push(PendingOp::DeleteRef(u.name.clone())),
             }
         }
@@ -394,7 +422,9 @@ impl Store for SimStore {
         for name in names {
             match (refs.get(name), snapshot.refs.get(name)) {
                 (Some(old), Some(new)) if old == new => {}
-                (_, Some(new)) => state.pending.push(PendingOp::SetRef(name.clone(), new.clone())),
+                (_, Some(new)) => state
+                    .pending
+                    .push(PendingOp::SetRef(name.clone(), new.clone())),
                 (Some(_), None) => state.pending.push(PendingOp::DeleteRef(name.clone())),
                 (None, None) => {}
             }
@@ -403,12 +433,20 @@ impl Store for SimStore {
     }
 
     async fn local_version(&self, repo: &RepoId) -> Result<Option<Version>, StoreError> {
-        Ok(self.lock().repos.get(repo).and_then(|s| s.durable.local_version))
+        Ok(self
+            .lock()
+            .repos
+            .get(repo)
+            .and_then(|s| s.durable.local_version))
     }
 
     async fn set_local_version(&self, repo: &RepoId, version: Version) -> Result<(), StoreError> {
         let mut st = self.lock();
-        st.repos.entry(repo.clone()).or_default().durable.local_version = Some(version);
+        st.repos
+            .entry(repo.clone())
+            .or_default()
+            .durable
+            .local_version = Some(version);
         Ok(())
     }
 }
@@ -432,6 +470,13 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), oid(v))).collect()
     }
 
+    fn plain(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     fn update(name: &str, old: Option<&str>, new: Option<&str>) -> RefUpdate {
         RefUpdate {
             name: name.to_owned(),
@@ -451,9 +496,9 @@ mod tests {
     fn seeded() -> SimStore {
         let s = SimStore::new();
         s.seed_repo(
-            &repo(),
-            &refs(&[("refs/heads/main", "c0"), ("refs/heads/dev", "c0")]),
-            &[Commit::new("c0", None)],
+            "R1",
+            plain(&[("refs/heads/main", "c0"), ("refs/heads/dev", "c0")]),
+            vec![Commit::new("c0", None)],
         );
         s
     }
@@ -600,7 +645,10 @@ mod tests {
                     _ => ("c1", "c1"),
                 };
                 assert_eq!(
-                    (got["refs/heads/main"].as_str(), got["refs/heads/dev"].as_str()),
+                    (
+                        got["refs/heads/main"].as_str(),
+                        got["refs/heads/dev"].as_str()
+                    ),
                     expected
                 );
                 assert_eq!(report.lost_anything(), rc.kept < 3);
@@ -630,12 +678,18 @@ mod tests {
                         prev = Some(id);
                     }
                 }
-                (s.crash(&mut ChaCha8Rng::seed_from_u64(seed)), s.snapshot_refs())
+                (
+                    s.crash(&mut ChaCha8Rng::seed_from_u64(seed)),
+                    s.snapshot_refs(),
+                )
             })
         };
         assert_eq!(run(7), run(7));
         let (report, _) = run(7);
-        assert_eq!(report.repos.keys().collect::<Vec<_>>(), vec!["R1", "R2", "R3"]);
+        assert_eq!(
+            report.repos.keys().collect::<Vec<_>>(),
+            vec!["R1", "R2", "R3"]
+        );
     }
 
     #[test]
@@ -659,10 +713,11 @@ mod tests {
             );
 
             let follower = seeded();
-            follower
-                .seed_repo(&r, &refs(&[("refs/heads/dev", "c0"), ("refs/heads/old", "c0")]), &[
-                    Commit::new("c0", None),
-                ]);
+            follower.seed_repo(
+                "R1",
+                plain(&[("refs/heads/dev", "c0"), ("refs/heads/old", "c0")]),
+                vec![Commit::new("c0", None)],
+            );
             follower.import(&r, &snap).await.unwrap();
             assert_eq!(follower.refs(&r).await.unwrap(), snap.refs);
             assert_eq!(follower.digest(&r).await.unwrap(), snap.digest());

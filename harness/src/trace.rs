@@ -25,12 +25,11 @@ impl std::fmt::Display for TraceEntry {
 
 /// A shared, append-only trace with a running hash. Entries are kept only when asked
 /// for (replay with `--trace`, determinism checks); the hash is always kept.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Trace {
     inner: Arc<Mutex<TraceState>>,
 }
 
-#[derive(Debug)]
 struct TraceState {
     hasher: fnv::FnvHasher,
     count: u64,
@@ -90,4 +89,10 @@ impl Trace {
 /// Virtual milliseconds since the start of the simulation, from inside a host.
 pub fn sim_now_ms() -> u64 {
     turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Trace({} entries, hash {:016x})", self.len(), self.hash())
+    }
 }

@@ -52,15 +52,18 @@ impl Locator {
         self.last_before(limit)
     }
 
-    /// The path of the table whose span starts at `offset` (serde reports a missing field at
-    /// its table), or `None` for the top level.
-    pub(super) fn table_at(&self, text: &str, offset: usize) -> Option<String> {
-        if let Some(end) = header_end(text, offset) {
+    /// The path of the table whose span is `span` (serde reports a missing field at its
+    /// table), or `None` for the top level.
+    pub(super) fn table_at(&self, text: &str, span: std::ops::Range<usize>) -> Option<String> {
+        if span.is_empty() {
+            // Only the top-level table has an empty span: it has no keys of its own.
+            None
+        } else if let Some(end) = header_end(text, span.start) {
             self.last_before(end)
-        } else if text[offset.min(text.len())..].starts_with('{') {
-            self.last_before(offset)
+        } else if text[span.start.min(text.len())..].starts_with('{') {
+            self.last_before(span.start)
         } else {
-            // The top-level table's span starts at its first key (or is empty).
+            // The top-level table's span runs from its first key to its last.
             None
         }
     }
@@ -86,7 +89,11 @@ fn header_end(text: &str, offset: usize) -> Option<usize> {
 /// 1-based line of byte `offset` in `text`.
 pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// A TOML value reduced to its structure and the spans of its keys and array elements.

@@ -488,22 +488,21 @@ pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
         message,
     };
     let file: ScenarioFile = toml::from_str(text).map_err(|e| {
-        let span = e.span().filter(|span| !span.is_empty());
+        let span = e.span();
         let mut line = span.as_ref().map(|span| locate::line_of(text, span.start));
-        let at = |find: &dyn Fn(&locate::Locator, usize) -> Option<String>| {
-            Some(find(locator.as_ref()?, span.as_ref()?.start)).flatten()
-        };
-        let field = match missing_field(e.message()) {
+        let field = match (missing_field(e.message()), &locator, span) {
             // serde reports a missing field at its table: name the field itself.
-            Some(missing) => match at(&|l, offset| l.table_at(text, offset)) {
+            (Some(missing), Some(locator), Some(span)) => match locator.table_at(text, span) {
                 Some(table) => Some(format!("{table}.{missing}")),
                 None => {
-                    // The top-level table starts at its first key, a misleading line.
+                    // The top-level table's span starts at its first key: a misleading line.
                     line = None;
                     Some(missing.to_owned())
                 }
             },
-            None => at(&|l, offset| l.path_at(text, offset)),
+            (Some(missing), _, _) => Some(missing.to_owned()),
+            (None, Some(locator), Some(span)) => locator.path_at(text, span.start),
+            (None, _, _) => None,
         };
         // toml's messages may span lines ("invalid table header\nexpected ..."); keep one.
         let message = e.message().trim().replace('\n', "; ");
@@ -533,8 +532,5 @@ pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
 
 /// The field named by serde's "missing field `x`" message.
 fn missing_field(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("missing field `")?
-        .split('`')
-        .next()
+    message.strip_prefix("missing field `")?.split('`').next()
 }

@@ -39,8 +39,9 @@ impl<T: Copy> Range<T> {
 impl<T: SampleUniform + PartialOrd + Copy> Range<T> {
     /// Draws a value uniformly from `min..=max`.
     ///
-    /// Always makes one draw from `rng`, even when `min == max`, so that changing a range in a
-    /// scenario never shifts the draws that follow it.
+    /// Uses `rng` even when `min == max`, so whether a draw happens never depends on the
+    /// scenario's numbers. (How many words it takes may: rand rejects a biased sample now and
+    /// then, so a changed range can shift later draws from the same generator.)
     ///
     /// # Panics
     /// If `min > max`; [`super::parse`] rejects such ranges.

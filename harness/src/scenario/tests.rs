@@ -32,21 +32,33 @@ fn every_builtin_is_valid_and_named_after_its_file() {
         .collect();
     stems.sort();
     let names: Vec<&str> = BUILTINS.iter().map(|(name, _)| *name).collect();
-    assert_eq!(names, stems, "BUILTINS must list every file in scenarios/, sorted");
+    assert_eq!(
+        names, stems,
+        "BUILTINS must list every file in scenarios/, sorted"
+    );
 
     for (name, text) in BUILTINS {
         let scenario = parse(&builtin_source(name), text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(scenario.name, *name);
         assert_eq!(scenario.source, format!("scenarios/{name}.toml"));
-        assert!(!scenario.description.is_empty(), "{name} has no description");
+        assert!(
+            !scenario.description.is_empty(),
+            "{name} has no description"
+        );
         // The embedded text is the file on disk (include_str! cannot go stale, but a wrong
         // path in BUILTINS could pair a name with another file).
         let on_disk = std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap();
         assert_eq!(*text, on_disk);
-        assert_eq!(load_file(&dir.join(format!("{name}.toml"))).unwrap().name, *name);
+        assert_eq!(
+            load_file(&dir.join(format!("{name}.toml"))).unwrap().name,
+            *name
+        );
     }
     let all = builtin();
-    assert_eq!(all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), names);
+    assert_eq!(
+        all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        names
+    );
 }
 
 #[test]
@@ -69,7 +81,10 @@ fn builtins_say_what_the_issue_asks() {
     let drop = builtin_named("db-link-drop").unwrap();
     assert_eq!(drop.workload.duration_s, 120);
     assert_eq!(drop.workload.settle_s, 60);
-    assert_eq!(drop.faults.db_link_drops.unwrap().duration_s, Range::new(10, 400));
+    assert_eq!(
+        drop.faults.db_link_drops.unwrap().duration_s,
+        Range::new(10, 400)
+    );
 
     let swarm = builtin_named("swarm").unwrap();
     assert_eq!(swarm.faults.mix, FaultMix::Seeded);
@@ -94,7 +109,11 @@ fn defaults_fill_what_a_file_leaves_out() {
 
 #[test]
 fn range_is_a_number_or_a_table() {
-    let s = parse("t.toml", "name = \"t\"\n[topology]\ndevices = { min = 2, max = 4 }\nrepositories = 5\n").unwrap();
+    let s = parse(
+        "t.toml",
+        "name = \"t\"\n[topology]\ndevices = { min = 2, max = 4 }\nrepositories = 5\n",
+    )
+    .unwrap();
     assert_eq!(s.topology.devices, Range::new(2, 4));
     assert_eq!(s.topology.repositories, Range::exactly(5));
     assert_error(
@@ -182,7 +201,9 @@ fn wrong_type_is_named_with_its_line() {
         "invalid type",
     );
     assert_error(
-        &format!("{MINIMAL}[faults.write_strikes]\ncount = 1\npoints = \"after-ack\"\ndown_s = 2\n"),
+        &format!(
+            "{MINIMAL}[faults.write_strikes]\ncount = 1\npoints = \"after-ack\"\ndown_s = 2\n"
+        ),
         7,
         "faults.write_strikes.points",
         "invalid type",
@@ -209,9 +230,17 @@ fn bad_enum_value_is_named_with_its_line() {
 fn missing_field_is_named() {
     let e = error_of(&format!("{MINIMAL}[faults.strikes]\ncount = 1\n"));
     assert_eq!(e.field.as_deref(), Some("faults.strikes.down_s"), "{e}");
+    assert_eq!(e.line, Some(5), "the line of the table header: {e}");
     assert!(e.message.contains("missing field"), "{e}");
-    let e = error_of("name = \"t\"\n");
-    assert_eq!(e.field.as_deref(), Some("topology"), "{e}");
+    // Missing at the top level: the top-level table has no line of its own.
+    let e = error_of("# only a name\nname = \"t\"\n");
+    assert_eq!(
+        (e.line, e.field.as_deref()),
+        (None, Some("topology")),
+        "{e}"
+    );
+    let e = error_of("[topology]\ndevices = 3\nrepositories = 2\n");
+    assert_eq!((e.line, e.field.as_deref()), (None, Some("name")), "{e}");
 }
 
 #[test]
@@ -251,6 +280,12 @@ fn out_of_bounds_values_are_named_with_their_line() {
         "greater than workload.branches (2)",
     );
     assert_error(
+        &format!("{MINIMAL}[workload]\nrefs_per_push = {{ min = 0, max = 1 }}\n"),
+        6,
+        "workload.refs_per_push",
+        "at least 1",
+    );
+    assert_error(
         &format!("{MINIMAL}[workload]\npush_weight = 0\nread_weight = 0\n"),
         6,
         "workload.push_weight",
@@ -284,7 +319,9 @@ fn fault_window_must_end_before_the_workload() {
     );
     // The default window (5..=40) against a short workload: no line of its own, so the
     // error points at the nearest table the file spells out.
-    let e = error_of(&format!("{MINIMAL}[workload]\nduration_s = 30\n[faults.slow_links]\ncount = 1\nhold_ms = 10\n"));
+    let e = error_of(&format!(
+        "{MINIMAL}[workload]\nduration_s = 30\n[faults.slow_links]\ncount = 1\nhold_ms = 10\n"
+    ));
     assert_eq!(e.field.as_deref(), Some("faults.window_s"), "{e}");
     assert_eq!(e.line, Some(7), "{e}");
     // Without faults the window is never used.
@@ -293,8 +330,18 @@ fn fault_window_must_end_before_the_workload() {
 
 #[test]
 fn names_must_be_lowercase_words() {
-    assert_error("name = \"Big One\"\n[topology]\ndevices = 3\nrepositories = 2\n", 1, "name", "lowercase");
-    assert_error("name = \"\"\n[topology]\ndevices = 3\nrepositories = 2\n", 1, "name", "empty");
+    assert_error(
+        "name = \"Big One\"\n[topology]\ndevices = 3\nrepositories = 2\n",
+        1,
+        "name",
+        "lowercase",
+    );
+    assert_error(
+        "name = \"\"\n[topology]\ndevices = 3\nrepositories = 2\n",
+        1,
+        "name",
+        "empty",
+    );
 }
 
 #[test]
@@ -303,6 +350,8 @@ fn syntax_errors_give_the_line() {
     assert_eq!(e.line, Some(5), "{e}");
     assert_eq!(e.field, None);
     assert!(!e.message.contains('\n'), "{e}");
+    let e = error_of("name = \"t\"\nname = \"u\"\n");
+    assert_eq!(e.line, Some(2), "{e}");
 }
 
 #[test]
@@ -319,7 +368,11 @@ fn unknown_builtin_lists_the_known_ones() {
 fn missing_file_is_an_error_naming_it() {
     let e = load_file(Path::new("/nonexistent/x.toml")).unwrap_err();
     assert_eq!(e.file, "/nonexistent/x.toml");
-    assert!(e.to_string().starts_with("/nonexistent/x.toml: cannot read the file"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/x.toml: cannot read the file"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -351,5 +404,8 @@ fn summary_is_one_line() {
         assert!(summary.starts_with(&scenario.name));
         assert!(!summary.contains('\n'));
     }
-    assert!(builtin_named("swarm").unwrap().summary().contains("seeded mix of strikes"));
+    assert!(builtin_named("swarm")
+        .unwrap()
+        .summary()
+        .contains("seeded mix of strikes"));
 }

@@ -56,9 +56,17 @@ pub(super) fn check(scenario: &Scenario) -> Checked {
         1,
         3600,
     )?;
-    within("workload.branches", &Range::exactly(workload.branches), 1, 16)?;
+    within(
+        "workload.branches",
+        &Range::exactly(workload.branches),
+        1,
+        16,
+    )?;
     let refs_per_push = &workload.refs_per_push;
-    within("workload.refs_per_push", refs_per_push, 1, u32::MAX)?;
+    ordered("workload.refs_per_push", refs_per_push)?;
+    if refs_per_push.min == 0 {
+        return invalid("workload.refs_per_push", "min must be at least 1");
+    }
     if refs_per_push.max > workload.branches {
         return invalid(
             "workload.refs_per_push",
@@ -100,7 +108,10 @@ pub(super) fn check(scenario: &Scenario) -> Checked {
         ordered("faults.write_strikes.count", &write_strikes.count)?;
         let points = &write_strikes.points;
         if points.is_empty() {
-            return invalid("faults.write_strikes.points", "must name at least one point");
+            return invalid(
+                "faults.write_strikes.points",
+                "must name at least one point",
+            );
         }
         // A repeat would silently weight the draw; say so instead.
         for (i, point) in points.iter().enumerate() {
@@ -143,10 +154,7 @@ fn ordered<T: PartialOrd + Display>(field: &str, range: &Range<T>) -> Checked {
 fn within<T: PartialOrd + Display>(field: &str, range: &Range<T>, lo: T, hi: T) -> Checked {
     ordered(field, range)?;
     if range.min < lo || range.max > hi {
-        return invalid(
-            field,
-            format!("{range} is outside the allowed {lo}..={hi}"),
-        );
+        return invalid(field, format!("{range} is outside the allowed {lo}..={hi}"));
     }
     Ok(())
 }

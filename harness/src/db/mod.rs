@@ -1,0 +1,20 @@
+//! The simulated SQL host (ARCHITECTURE.md, "Database model"): the cluster database's
+//! tables as pure data ([`tables`]), its wire messages ([`wire`]), the host's software
+//! ([`server`]) and the client behind the `ClusterDb` port ([`client`]).
+//!
+//! Committed requests are durable: the tables live in a [`DbHostState`] the harness creates
+//! outside the host's software, so they survive a crash of that software; sessions and their
+//! locks do not.
+
+pub mod client;
+pub mod server;
+pub mod tables;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::{DbClientConfig, SimDb, SimDbSession};
+pub use server::{lock_state, serve, serve_with, DbHostState, DbServerConfig};
+pub use tables::{SessionId, Tables, SYNC_EVENTS_KEPT};
+pub use wire::{execute, DbRequest, DbResponse};

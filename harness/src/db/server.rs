@@ -1,0 +1,219 @@
+//! The simulated SQL host's software: accepts sessions over turmoil TCP and runs their
+//! requests against the shared [`Tables`].
+//!
+//! Session rules (the crux of the database model): a session's locks are released when
+//! the client sends `Close`, or when the session has been silent for the session timeout.
+//! An EOF or a broken connection without `Close` does **not** end the session early: a
+//! crashed turmoil host's sockets send a FIN as they drop, which must not look like a
+//! graceful close, because a real database only notices a client struck by lightning when
+//! its session times out.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use stormcell_model::wire::frame::{read_frame, write_frame};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::tables::{SessionId, Tables};
+use super::wire::{execute, DbRequest};
+
+/// The database host's durable state. The harness creates it outside the host's software
+/// so that it survives a crash and restart of that software, as committed data survives a
+/// database restart.
+#[derive(Debug, Clone, Default)]
+pub struct DbHostState {
+    /// The tables (and the locks, which a restart of the software clears).
+    pub tables: Tables,
+    /// The next session id; kept across restarts so ids in traces stay unique.
+    next_session: SessionId,
+    /// Sessions that ended by timeout (silent clients), for traces and tests.
+    pub expired_sessions: u64,
+}
+
+impl DbHostState {
+    /// A host holding these tables.
+    pub fn new(tables: Tables) -> Self {
+        Self {
+            tables,
+            next_session: 1,
+            expired_sessions: 0,
+        }
+    }
+
+    /// The state wrapped for sharing between the harness and the host's software.
+    pub fn shared(tables: Tables) -> Arc<Mutex<DbHostState>> {
+        Arc::new(Mutex::new(Self::new(tables)))
+    }
+
+    fn new_session(&mut self) -> SessionId {
+        let id = self.next_session.max(1);
+        self.next_session = id + 1;
+        id
+    }
+}
+
+/// Locks the host state, ignoring poisoning (a panicked task must not wedge the database).
+pub fn lock_state(state: &Mutex<DbHostState>) -> MutexGuard<'_, DbHostState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The server's timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbServerConfig {
+    /// A session without any request for this long ends, releasing its locks.
+    pub session_timeout: Duration,
+    /// How often silent sessions are looked for.
+    pub reap_interval: Duration,
+}
+
+impl Default for DbServerConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout: Duration::from_secs(30),
+            reap_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A live session as the server tracks it.
+struct Session {
+    last_seen: Instant,
+    /// Dropping this tells the connection's task to hang up (the session expired).
+    _kill: oneshot::Sender<()>,
+}
+
+type Sessions = Arc<Mutex<BTreeMap<SessionId, Session>>>;
+
+fn lock_sessions(
+    s: &Mutex<BTreeMap<SessionId, Session>>,
+) -> MutexGuard<'_, BTreeMap<SessionId, Session>> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Aborts a task when dropped, so the reaper does not outlive the server.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves the database on `port` with the default timing. Run it as a turmoil host's
+/// software; it returns only on a listener error.
+pub async fn serve(state: Arc<Mutex<DbHostState>>, port: u16) -> io::Result<()> {
+    serve_with(state, port, DbServerConfig::default()).await
+}
+
+/// Serves the database on `port` with the given timing.
+pub async fn serve_with(
+    state: Arc<Mutex<DbHostState>>,
+    port: u16,
+    config: DbServerConfig,
+) -> io::Result<()> {
+    // This software just (re)started: no session of a previous run survives, so neither
+    // do their locks.
+    let released = lock_state(&state).tables.release_all_locks();
+    if !released.is_empty() {
+        tracing::debug!(locks = released.len(), "database restart released locks");
+    }
+    let listener = crate::net::listen(&format!("0.0.0.0:{port}")).await?;
+    let sessions: Sessions = Arc::new(Mutex::new(BTreeMap::new()));
+    let _reaper = AbortOnDrop(tokio::spawn(reap(state.clone(), sessions.clone(), config)));
+
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let id = lock_state(&state).new_session();
+        let (kill_tx, kill_rx) = oneshot::channel();
+        lock_sessions(&sessions).insert(
+            id,
+            Session {
+                last_seen: Instant::now(),
+                _kill: kill_tx,
+            },
+        );
+        tracing::trace!(session = id, peer = %crate::net::peer_name(peer), "db session opened");
+        tokio::spawn(run_session(
+            stream,
+            id,
+            state.clone(),
+            sessions.clone(),
+            kill_rx,
+        ));
+    }
+}
+
+/// Ends sessions that have been silent for the session timeout.
+async fn reap(state: Arc<Mutex<DbHostState>>, sessions: Sessions, config: DbServerConfig) {
+    let mut interval = tokio::time::interval(config.reap_interval);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now = Instant::now();
+        let mut sessions = lock_sessions(&sessions);
+        let expired: Vec<SessionId> = sessions
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.last_seen) >= config.session_timeout)
+            .map(|(&id, _)| id)
+            .collect();
+        if expired.is_empty() {
+            continue;
+        }
+        let mut st = lock_state(&state);
+        for id in expired {
+            // Removing the entry drops its kill switch: the connection (if any) hangs up.
+            sessions.remove(&id);
+            let locks = st.tables.release_session(id);
+            st.expired_sessions += 1;
+            tracing::debug!(session = id, locks = locks.len(), "db session timed out");
+        }
+    }
+}
+
+/// Serves one connection: one session.
+async fn run_session(
+    mut stream: turmoil::net::TcpStream,
+    id: SessionId,
+    state: Arc<Mutex<DbHostState>>,
+    sessions: Sessions,
+    mut kill: oneshot::Receiver<()>,
+) {
+    loop {
+        let req: DbRequest = tokio::select! {
+            biased;
+            // The session expired: hang up, like a database terminating a backend.
+            _ = &mut kill => return,
+            frame = read_frame(&mut stream) => match frame {
+                Ok(req) => req,
+                // EOF, reset or garbage without `Close`: the client may be dead; its
+                // session (and locks) stay until the session timeout.
+                Err(e) => {
+                    tracing::trace!(session = id, error = %e, "db connection ended without close");
+                    return;
+                }
+            },
+        };
+        let resp = {
+            let mut live = lock_sessions(&sessions);
+            let Some(session) = live.get_mut(&id) else {
+                return;
+            };
+            session.last_seen = Instant::now();
+            let mut st = lock_state(&state);
+            let resp = execute(&mut st.tables, id, &req);
+            if req == DbRequest::Close {
+                live.remove(&id);
+                tracing::trace!(session = id, "db session closed");
+                return;
+            }
+            resp
+        };
+        if write_frame(&mut stream, &resp).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The simulated database's wire messages: one request per
+//! [`DbSession`](stormcell_model::ports::DbSession) method plus `Ping` and `Close`, sent as
+//! frames of [`stormcell_model::wire::frame`].
+
+use serde::{Deserialize, Serialize};
+use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, Version};
+use stormcell_model::ports::{FinishWrite, LockName};
+use stormcell_model::rows::{NewPushEvent, NewSyncEvent, Topology, VersionRow, WriteProps};
+
+use super::tables::{SessionId, Tables};
+
+/// A request from a client session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum DbRequest {
+    /// `try_lock`.
+    TryLock {
+        /// The lock.
+        lock: LockName,
+    },
+    /// `unlock`.
+    Unlock {
+        /// The lock.
+        lock: LockName,
+    },
+    /// `topology`.
+    Topology,
+    /// `rows`.
+    Rows {
+        /// The repository.
+        repo: RepoId,
+    },
+    /// `out_of_sync`.
+    OutOfSync {
+        /// The device.
+        device: DeviceId,
+    },
+    /// `begin_write`.
+    BeginWrite {
+        /// The repository.
+        repo: RepoId,
+        /// The writing device.
+        device: DeviceId,
+        /// Who is writing.
+        props: WriteProps,
+        /// The writer's token.
+        owner: LockOwner,
+    },
+    /// `finish_write`.
+    FinishWrite {
+        /// The conditional update.
+        finish: FinishWrite,
+    },
+    /// `set_version`.
+    SetVersion {
+        /// The repository.
+        repo: RepoId,
+        /// The device.
+        device: DeviceId,
+        /// The version.
+        version: Version,
+        /// The digest.
+        digest: Option<Digest>,
+    },
+    /// `insert_initial`.
+    InsertInitial {
+        /// The repository.
+        repo: RepoId,
+        /// The device.
+        device: DeviceId,
+        /// The digest.
+        digest: Option<Digest>,
+    },
+    /// `record_push`.
+    RecordPush {
+        /// The event.
+        event: NewPushEvent,
+    },
+    /// `newest_push_id`.
+    NewestPushId {
+        /// The repository.
+        repo: RepoId,
+    },
+    /// `record_sync`.
+    RecordSync {
+        /// The event.
+        event: NewSyncEvent,
+    },
+    /// `ping`, and the client's keepalive.
+    Ping,
+    /// The client ends the session: its locks are released at once. Not answered.
+    Close,
+}
+
+impl DbRequest {
+    /// The request's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DbRequest::TryLock { .. } => "try_lock",
+            DbRequest::Unlock { .. } => "unlock",
+            DbRequest::Topology => "topology",
+            DbRequest::Rows { .. } => "rows",
+            DbRequest::OutOfSync { .. } => "out_of_sync",
+            DbRequest::BeginWrite { .. } => "begin_write",
+            DbRequest::FinishWrite { .. } => "finish_write",
+            DbRequest::SetVersion { .. } => "set_version",
+            DbRequest::InsertInitial { .. } => "insert_initial",
+            DbRequest::RecordPush { .. } => "record_push",
+            DbRequest::NewestPushId { .. } => "newest_push_id",
+            DbRequest::RecordSync { .. } => "record_sync",
+            DbRequest::Ping => "ping",
+            DbRequest::Close => "close",
+        }
+    }
+}
+
+/// The server's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", content = "value", rename_all = "kebab-case")]
+pub enum DbResponse {
+    /// The request succeeded with nothing to return.
+    Done,
+    /// `try_lock`: whether the lock was taken.
+    Locked(bool),
+    /// `topology`.
+    Topology(Topology),
+    /// `rows`.
+    Rows(Vec<VersionRow>),
+    /// `out_of_sync`.
+    Repos(Vec<RepoId>),
+    /// `finish_write`: rows changed.
+    Changed(u64),
+    /// `insert_initial`: whether it inserted.
+    Inserted(bool),
+    /// `record_push`: the new id.
+    PushId(u64),
+    /// `newest_push_id`.
+    NewestPushId(Option<u64>),
+    /// `ping`.
+    Pong,
+    /// The database refused the request (a query error).
+    Error(String),
+}
+
+/// Runs one request of `session` against the tables. `Close` releases the session's locks;
+/// `Ping` only answers.
+pub fn execute(tables: &mut Tables, session: SessionId, req: &DbRequest) -> DbResponse {
+    match req {
+        DbRequest::TryLock { lock } => DbResponse::Locked(tables.try_lock(session, lock)),
+        DbRequest::Unlock { lock } => {
+            tables.unlock(session, lock);
+            DbResponse::Done
+        }
+        DbRequest::Topology => DbResponse::Topology(tables.topology().clone()),
+        DbRequest::Rows { repo } => DbResponse::Rows(tables.rows(repo)),
+        DbRequest::OutOfSync { device } => DbResponse::Repos(tables.out_of_sync(device)),
+        DbRequest::BeginWrite {
+            repo,
+            device,
+            props,
+            owner,
+        } => {
+            tables.begin_write(repo, device, props, owner);
+            DbResponse::Done
+        }
+        DbRequest::FinishWrite { finish } => DbResponse::Changed(tables.finish_write(finish)),
+        DbRequest::SetVersion {
+            repo,
+            device,
+            version,
+            digest,
+        } => {
+            tables.set_version(repo, device, *version, *digest);
+            DbResponse::Done
+        }
+        DbRequest::InsertInitial {
+            repo,
+            device,
+            digest,
+        } => DbResponse::Inserted(tables.insert_initial(repo, device, *digest)),
+        DbRequest::RecordPush { event } => DbResponse::PushId(tables.record_push(event)),
+        DbRequest::NewestPushId { repo } => DbResponse::NewestPushId(tables.newest_push_id(repo)),
+        DbRequest::RecordSync { event } => {
+            tables.record_sync(event);
+            DbResponse::Done
+        }
+        DbRequest::Ping => DbResponse::Pong,
+        DbRequest::Close => {
+            tables.release_session(session);
+            DbResponse::Done
+        }
+    }
+}
