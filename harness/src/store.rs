@@ -690,6 +690,9 @@ mod tests {
             report.repos.keys().collect::<Vec<_>>(),
             vec!["R1", "R2", "R3"]
         );
+        let text = report.to_string();
+        assert!(text.starts_with("R1: kept ") && text.contains(" of 10 unsynced writes, R2: "));
+        assert_eq!(CrashReport::default().to_string(), "nothing unsynced");
     }
 
     #[test]
