@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use crate::runner::{self, RunResult, RunSpec};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// The results of a campaign, in the order of the specs.
 pub struct Outcome {
@@ -25,9 +25,11 @@ fn progress(len: usize, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len as u64);
-    let style = ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} runs, {elapsed} elapsed, eta {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "{spinner} {msg} [{bar:40}] {pos}/{len} runs, {elapsed} elapsed, eta {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(what.to_owned());
     bar
@@ -44,7 +46,8 @@ pub fn run_all(specs: &[RunSpec], jobs: usize) -> Outcome {
     let total = stopwatch();
     let bar = progress(specs.len(), "simulating");
     let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<(RunResult, Duration)>>> = specs.iter().map(|_| Mutex::new(None)).collect();
+    let slots: Vec<Mutex<Option<(RunResult, Duration)>>> =
+        specs.iter().map(|_| Mutex::new(None)).collect();
     let failed = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(specs.len().max(1)) {
@@ -72,7 +75,11 @@ pub fn run_all(specs: &[RunSpec], jobs: usize) -> Outcome {
             wall.push(w);
         }
     }
-    Outcome { results, wall, total_wall: total.elapsed() }
+    Outcome {
+        results,
+        wall,
+        total_wall: total.elapsed(),
+    }
 }
 
 /// A seed whose two runs differed.
@@ -101,7 +108,11 @@ pub fn determinism(specs: &[RunSpec], jobs: usize) -> Vec<Mismatch> {
             Some(i) => format!("trace hashes {:016x} and {:016x} differ first at event {i}:\n    first run:  {}\n    second run: {}", a.trace_hash, b.trace_hash, ta[i], tb[i]),
             None => format!("trace hashes {:016x} and {:016x} differ: one trace is a prefix of the other ({} vs {} events)", a.trace_hash, b.trace_hash, ta.len(), tb.len()),
         };
-        out.push(Mismatch { scenario: a.scenario.clone(), seed: a.seed, detail });
+        out.push(Mismatch {
+            scenario: a.scenario.clone(),
+            seed: a.seed,
+            detail,
+        });
     }
     out
 }

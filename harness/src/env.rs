@@ -49,7 +49,10 @@ impl Random for SimRandom {
         if n == 0 {
             return 0;
         }
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).random_range(0..n)
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random_range(0..n)
     }
 }
 
@@ -64,7 +67,8 @@ pub struct SimEvents {
 
 impl Events for SimEvents {
     fn emit(&self, event: Event) {
-        let text = serde_json::to_string(&event).unwrap_or_else(|e| format!("unprintable event: {e}"));
+        let text =
+            serde_json::to_string(&event).unwrap_or_else(|e| format!("unprintable event: {e}"));
         self.trace.record(sim_now_ms(), &self.host, text);
     }
 }

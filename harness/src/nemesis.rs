@@ -78,7 +78,8 @@ fn secs(s: u64) -> u64 {
 pub fn plan(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng) -> Vec<Planned> {
     let mut out = Vec::new();
     let start = |rng: &mut ChaCha8Rng| secs(faults.window_s.draw(rng)) + rng.random_range(0..1000);
-    let pick = |rng: &mut ChaCha8Rng, hosts: &[String]| hosts[rng.random_range(0..hosts.len())].clone();
+    let pick =
+        |rng: &mut ChaCha8Rng, hosts: &[String]| hosts[rng.random_range(0..hosts.len())].clone();
 
     if let Some(s) = &faults.strikes {
         for _ in 0..s.count.draw(rng) {
@@ -100,8 +101,18 @@ pub fn plan(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng) -> Vec<Pl
             let down = w.restart.then_some(Duration::from_millis(down_ms));
             out.push(Planned {
                 at_ms,
-                label: format!("arm strike at {} (down {})", point.name(), down.map_or("for good".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()))),
-                action: Action::Arm(Arm { points: vec![point], action: ArmedAction::Strike { down } }),
+                label: format!(
+                    "arm strike at {} (down {})",
+                    point.name(),
+                    down.map_or("for good".to_owned(), |d| format!(
+                        "{:.1}s",
+                        d.as_secs_f64()
+                    ))
+                ),
+                action: Action::Arm(Arm {
+                    points: vec![point],
+                    action: ArmedAction::Strike { down },
+                }),
             });
         }
     }
@@ -120,7 +131,11 @@ pub fn plan(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng) -> Vec<Pl
             let mut a = Vec::new();
             let mut b = Vec::new();
             for h in &hosts {
-                if rng.random_bool(0.5) { a.push(h.clone()) } else { b.push(h.clone()) }
+                if rng.random_bool(0.5) {
+                    a.push(h.clone())
+                } else {
+                    b.push(h.clone())
+                }
             }
             if a.is_empty() {
                 a.push(b.remove(rng.random_range(0..b.len())));
@@ -129,7 +144,12 @@ pub fn plan(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng) -> Vec<Pl
             }
             out.push(Planned {
                 at_ms,
-                label: format!("partition {{{}}} from {{{}}} for {:.1}s", a.join(","), b.join(","), duration_ms as f64 / 1000.0),
+                label: format!(
+                    "partition {{{}}} from {{{}}} for {:.1}s",
+                    a.join(","),
+                    b.join(","),
+                    duration_ms as f64 / 1000.0
+                ),
                 action: Action::Partition { a, b, duration_ms },
             });
         }
@@ -139,21 +159,38 @@ pub fn plan(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng) -> Vec<Pl
             let at_ms = start(rng);
             let duration_ms = secs(d.duration_s.draw(rng));
             if d.during_push {
-                let point = if rng.random_bool(0.5) { WritePoint::AfterWritingSet } else { WritePoint::AfterRefsWritten };
+                let point = if rng.random_bool(0.5) {
+                    WritePoint::AfterWritingSet
+                } else {
+                    WritePoint::AfterRefsWritten
+                };
                 out.push(Planned {
                     at_ms,
-                    label: format!("arm database link drop at {} for {:.1}s", point.name(), duration_ms as f64 / 1000.0),
+                    label: format!(
+                        "arm database link drop at {} for {:.1}s",
+                        point.name(),
+                        duration_ms as f64 / 1000.0
+                    ),
                     action: Action::Arm(Arm {
                         points: vec![point],
-                        action: ArmedAction::DropDbLink { duration: Duration::from_millis(duration_ms) },
+                        action: ArmedAction::DropDbLink {
+                            duration: Duration::from_millis(duration_ms),
+                        },
                     }),
                 });
             } else {
                 let device = pick(rng, devices);
                 out.push(Planned {
                     at_ms,
-                    label: format!("cut {device} from the database for {:.1}s", duration_ms as f64 / 1000.0),
-                    action: Action::Partition { a: vec![device], b: vec![DB_HOST.to_owned()], duration_ms },
+                    label: format!(
+                        "cut {device} from the database for {:.1}s",
+                        duration_ms as f64 / 1000.0
+                    ),
+                    action: Action::Partition {
+                        a: vec![device],
+                        b: vec![DB_HOST.to_owned()],
+                        duration_ms,
+                    },
                 });
             }
         }
@@ -172,7 +209,10 @@ pub fn plan(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng) -> Vec<Pl
             let b = pick(rng, &others);
             out.push(Planned {
                 at_ms,
-                label: format!("slow link {a}<->{b} for {:.1}s", duration_ms as f64 / 1000.0),
+                label: format!(
+                    "slow link {a}<->{b} for {:.1}s",
+                    duration_ms as f64 / 1000.0
+                ),
                 action: Action::Hold { a, b, duration_ms },
             });
         }

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
 use crate::runner::RunResult;
 use crate::scenario::Scenario;
+use serde::Serialize;
 
 use crate::campaign::Outcome;
 
@@ -46,7 +46,10 @@ fn join_counts(m: &BTreeMap<String, u64>) -> String {
     if m.is_empty() {
         return "-".to_owned();
     }
-    m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Summary {
@@ -66,9 +69,18 @@ impl Summary {
                     freezes: BTreeMap::new(),
                     endings: BTreeMap::new(),
                 };
-                for (r, w) in outcome.results.iter().zip(&outcome.wall).filter(|(r, _)| r.scenario == s.name) {
+                for (r, w) in outcome
+                    .results
+                    .iter()
+                    .zip(&outcome.wall)
+                    .filter(|(r, _)| r.scenario == s.name)
+                {
                     row.seeds += 1;
-                    if r.passed() { row.passed += 1 } else { row.failed += 1 }
+                    if r.passed() {
+                        row.passed += 1
+                    } else {
+                        row.failed += 1
+                    }
                     row.virtual_s += r.virtual_ms as f64 / 1000.0;
                     row.wall_s += w.as_secs_f64();
                     for (k, v) in &r.faults {
@@ -77,12 +89,17 @@ impl Summary {
                     for (k, v) in &r.freezes {
                         *row.freezes.entry(k.clone()).or_default() += v;
                     }
-                    *row.endings.entry(r.final_outcome.name().to_owned()).or_default() += 1;
+                    *row.endings
+                        .entry(r.final_outcome.name().to_owned())
+                        .or_default() += 1;
                 }
                 row
             })
             .collect();
-        Summary { rows, total_wall_s: outcome.total_wall.as_secs_f64() }
+        Summary {
+            rows,
+            total_wall_s: outcome.total_wall.as_secs_f64(),
+        }
     }
 
     /// The summary as a readable table.
@@ -94,28 +111,78 @@ impl Summary {
     /// which must not depend on the machine).
     pub fn render_with(&self, wall: bool) -> String {
         let mut lines = vec![if wall {
-            format!("{:<20} {:>6} {:>6} {:>6} {:>10} {:>8} {:>9}  {:<40} {:<40} {}", "scenario", "seeds", "passed", "failed", "virtual s", "wall s", "speedup", "faults", "refusals seen", "ended")
+            format!(
+                "{:<20} {:>6} {:>6} {:>6} {:>10} {:>8} {:>9}  {:<40} {:<40} {}",
+                "scenario",
+                "seeds",
+                "passed",
+                "failed",
+                "virtual s",
+                "wall s",
+                "speedup",
+                "faults",
+                "refusals seen",
+                "ended"
+            )
         } else {
-            format!("{:<20} {:>6} {:>6} {:>6} {:>10}  {:<40} {:<40} {}", "scenario", "seeds", "passed", "failed", "virtual s", "faults", "refusals seen", "ended")
+            format!(
+                "{:<20} {:>6} {:>6} {:>6} {:>10}  {:<40} {:<40} {}",
+                "scenario",
+                "seeds",
+                "passed",
+                "failed",
+                "virtual s",
+                "faults",
+                "refusals seen",
+                "ended"
+            )
         }];
         for r in &self.rows {
             if wall {
-                let speedup = if r.wall_s > 0.0 { r.virtual_s / r.wall_s } else { 0.0 };
+                let speedup = if r.wall_s > 0.0 {
+                    r.virtual_s / r.wall_s
+                } else {
+                    0.0
+                };
                 lines.push(format!(
                     "{:<20} {:>6} {:>6} {:>6} {:>10.1} {:>8.2} {:>8.0}x  {:<40} {:<40} {}",
-                    r.scenario, r.seeds, r.passed, r.failed, r.virtual_s, r.wall_s, speedup, join_counts(&r.faults), join_counts(&r.freezes), join_counts(&r.endings)
+                    r.scenario,
+                    r.seeds,
+                    r.passed,
+                    r.failed,
+                    r.virtual_s,
+                    r.wall_s,
+                    speedup,
+                    join_counts(&r.faults),
+                    join_counts(&r.freezes),
+                    join_counts(&r.endings)
                 ));
             } else {
                 lines.push(format!(
                     "{:<20} {:>6} {:>6} {:>6} {:>10.1}  {:<40} {:<40} {}",
-                    r.scenario, r.seeds, r.passed, r.failed, r.virtual_s, join_counts(&r.faults), join_counts(&r.freezes), join_counts(&r.endings)
+                    r.scenario,
+                    r.seeds,
+                    r.passed,
+                    r.failed,
+                    r.virtual_s,
+                    join_counts(&r.faults),
+                    join_counts(&r.freezes),
+                    join_counts(&r.endings)
                 ));
             }
         }
         let seeds: u64 = self.rows.iter().map(|r| r.seeds).sum();
         let failed: u64 = self.rows.iter().map(|r| r.failed).sum();
         if wall {
-            lines.push(format!("{seeds} runs, {failed} failed, {:.1} s wall ({:.1} runs/s)", self.total_wall_s, if self.total_wall_s > 0.0 { seeds as f64 / self.total_wall_s } else { 0.0 }));
+            lines.push(format!(
+                "{seeds} runs, {failed} failed, {:.1} s wall ({:.1} runs/s)",
+                self.total_wall_s,
+                if self.total_wall_s > 0.0 {
+                    seeds as f64 / self.total_wall_s
+                } else {
+                    0.0
+                }
+            ));
         } else {
             lines.push(format!("{seeds} runs, {failed} failed"));
         }
@@ -177,8 +244,15 @@ pub fn write_reports(dir: &Path, summary: &Summary, outcome: &Outcome) -> anyhow
             drawn: &r.drawn,
             history: &r.history,
         };
-        let path = dir.join(format!("{}-seed{}-{}{}.json", r.scenario, r.seed, r.profile, r.plant.map(|b| format!("-{b}")).unwrap_or_default()));
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        let path = dir.join(format!(
+            "{}-seed{}-{}{}.json",
+            r.scenario,
+            r.seed,
+            r.profile,
+            r.plant.map(|b| format!("-{b}")).unwrap_or_default()
+        ));
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     let runs = outcome
         .results
@@ -194,6 +268,10 @@ pub fn write_reports(dir: &Path, summary: &Summary, outcome: &Outcome) -> anyhow
         })
         .collect();
     let path = dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&SummaryReport { summary, runs })?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&SummaryReport { summary, runs })?,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
 }

@@ -19,7 +19,13 @@ pub struct TraceEntry {
 
 impl std::fmt::Display for TraceEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:>10.3}s  {:<10} {}", self.at_ms as f64 / 1000.0, self.host, self.what)
+        write!(
+            f,
+            "{:>10.3}s  {:<10} {}",
+            self.at_ms as f64 / 1000.0,
+            self.host,
+            self.what
+        )
     }
 }
 
@@ -60,14 +66,22 @@ impl Trace {
         state.hasher.write_u8(b'\n');
         state.count += 1;
         if let Some(entries) = state.entries.as_mut() {
-            entries.push(TraceEntry { at_ms, host: host.to_owned(), what });
+            entries.push(TraceEntry {
+                at_ms,
+                host: host.to_owned(),
+                what,
+            });
         }
     }
 
     /// The hash of everything recorded so far.
     pub fn hash(&self) -> u64 {
         use std::hash::Hasher;
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).hasher.finish()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hasher
+            .finish()
     }
 
     /// How many entries were recorded.
@@ -82,7 +96,11 @@ impl Trace {
 
     /// The entries, when kept.
     pub fn entries(&self) -> Option<Vec<TraceEntry>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).entries.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .clone()
     }
 }
 
@@ -93,6 +111,11 @@ pub fn sim_now_ms() -> u64 {
 
 impl std::fmt::Debug for Trace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Trace({} entries, hash {:016x})", self.len(), self.hash())
+        write!(
+            f,
+            "Trace({} entries, hash {:016x})",
+            self.len(),
+            self.hash()
+        )
     }
 }

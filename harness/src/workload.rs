@@ -11,8 +11,8 @@ use rand_chacha::ChaCha8Rng;
 use stormcell_model::error::ErrorCode;
 use stormcell_model::ids::{DeviceId, Oid, RepoId};
 use stormcell_model::ports::{Network, PushPayload};
-use stormcell_model::rows::RefUpdate as ModelRefUpdate;
 use stormcell_model::routing;
+use stormcell_model::rows::RefUpdate as ModelRefUpdate;
 use stormcell_model::wire::{read_frame, write_frame, Request, Response};
 
 use crate::history::{ErrorKind, OpKind, Operation, Outcome, Phase, RefUpdate, Refs};
@@ -90,7 +90,13 @@ enum Reply {
 impl Client {
     /// A client with its own random stream.
     pub fn new(setup: ClientSetup, rng: ChaCha8Rng, initial: BTreeMap<RepoId, Refs>) -> Self {
-        Client { setup, rng, net: SimNet::default(), known: initial, commits: 0 }
+        Client {
+            setup,
+            rng,
+            net: SimNet::default(),
+            known: initial,
+            commits: 0,
+        }
     }
 
     fn device_order(&mut self) -> Vec<DeviceId> {
@@ -107,9 +113,14 @@ impl Client {
             Err(_) => return Reply::Unreachable("connect timed out".to_owned()),
         };
         let exchange = async {
-            write_frame(&mut conn, request).await.map_err(|e| e.to_string())?;
+            write_frame(&mut conn, request)
+                .await
+                .map_err(|e| e.to_string())?;
             loop {
-                match read_frame::<_, Response>(&mut conn).await.map_err(|e| e.to_string())? {
+                match read_frame::<_, Response>(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
                     Response::Progress { .. } => continue,
                     answer => return Ok::<_, String>(answer),
                 }
@@ -122,7 +133,15 @@ impl Client {
         }
     }
 
-    fn record(&self, device: &DeviceId, repo: &RepoId, phase: Phase, invoked_ms: u64, kind: OpKind, outcome: Outcome) -> Operation {
+    fn record(
+        &self,
+        device: &DeviceId,
+        repo: &RepoId,
+        phase: Phase,
+        invoked_ms: u64,
+        kind: OpKind,
+        outcome: Outcome,
+    ) -> Operation {
         let op = Operation {
             id: self.setup.recorder.next_id(),
             client: self.setup.name.clone(),
@@ -137,7 +156,14 @@ impl Client {
         self.setup.trace.record(
             op.completed_ms,
             &self.setup.name,
-            format!("op {} {} {} on {}: {}", op.id, kind_name(&op.kind), op.repo, op.device, outcome_text(&op.outcome)),
+            format!(
+                "op {} {} {} on {}: {}",
+                op.id,
+                kind_name(&op.kind),
+                op.repo,
+                op.device,
+                outcome_text(&op.outcome)
+            ),
         );
         self.setup.recorder.push(op.clone());
         op
@@ -145,29 +171,60 @@ impl Client {
 
     /// Reads `repo`, trying devices in routing order until one answers with something
     /// other than a reason to go elsewhere. Returns the refs seen, if any.
-    pub async fn read(&mut self, repo: &RepoId, phase: Phase, only: Option<&DeviceId>) -> Option<Refs> {
+    pub async fn read(
+        &mut self,
+        repo: &RepoId,
+        phase: Phase,
+        only: Option<&DeviceId>,
+    ) -> Option<Refs> {
         let order = match only {
             Some(d) => vec![d.clone()],
             None => self.device_order(),
         };
         for device in order {
             let invoked = sim_now_ms();
-            let request = Request::Read { repo: repo.clone(), progress: false };
+            let request = Request::Read {
+                repo: repo.clone(),
+                progress: false,
+            };
             let (outcome, retry) = match self.send(&device, &request).await {
-                Reply::Answer(Response::ReadOk { refs, possibly_stale }) => {
+                Reply::Answer(Response::ReadOk {
+                    refs,
+                    possibly_stale,
+                }) => {
                     let refs: Refs = refs.into_iter().map(|(k, v)| (k, v.0)).collect();
-                    (Outcome::Ok { refs: Some(refs), possibly_stale }, false)
+                    (
+                        Outcome::Ok {
+                            refs: Some(refs),
+                            possibly_stale,
+                        },
+                        false,
+                    )
                 }
                 Reply::Answer(Response::Error { code, message }) => {
                     let retry = routing::read_may_retry_elsewhere(Some(code));
                     (refusal(code, message), retry)
                 }
-                Reply::Answer(other) => (Outcome::Unknown { reason: format!("unexpected answer {other:?}") }, true),
-                Reply::Unreachable(reason) => (Outcome::Refused { error: ErrorKind::Unreachable, message: reason }, true),
+                Reply::Answer(other) => (
+                    Outcome::Unknown {
+                        reason: format!("unexpected answer {other:?}"),
+                    },
+                    true,
+                ),
+                Reply::Unreachable(reason) => (
+                    Outcome::Refused {
+                        error: ErrorKind::Unreachable,
+                        message: reason,
+                    },
+                    true,
+                ),
                 Reply::Lost(reason) => (Outcome::Unknown { reason }, true),
             };
             let op = self.record(&device, repo, phase, invoked, OpKind::Read, outcome);
-            if let Outcome::Ok { refs: Some(refs), .. } = &op.outcome {
+            if let Outcome::Ok {
+                refs: Some(refs), ..
+            } = &op.outcome
+            {
                 self.known.insert(repo.clone(), refs.clone());
                 return Some(refs.clone());
             }
@@ -180,7 +237,13 @@ impl Client {
 
     /// Pushes one new commit onto each of `count` random branches of `repo`. Tries the
     /// next device only when nothing was sent to the previous one.
-    pub async fn push(&mut self, repo: &RepoId, count: u32, phase: Phase, only: Option<&DeviceId>) -> Option<Outcome> {
+    pub async fn push(
+        &mut self,
+        repo: &RepoId,
+        count: u32,
+        phase: Phase,
+        only: Option<&DeviceId>,
+    ) -> Option<Outcome> {
         let mut branches = self.setup.branches.clone();
         let mut chosen = Vec::new();
         for _ in 0..count.max(1).min(branches.len() as u32) {
@@ -195,14 +258,21 @@ impl Client {
             self.commits += 1;
             let new = format!("{}-{}", self.setup.name, self.commits);
             let old = known.get(&name).cloned();
-            commits.push(Commit { id: new.clone(), parent: old.clone() });
+            commits.push(Commit {
+                id: new.clone(),
+                parent: old.clone(),
+            });
             updates.push(RefUpdate { name, old, new });
         }
         let payload = PushPayload {
             user: self.setup.name.clone(),
             updates: updates
                 .iter()
-                .map(|u| ModelRefUpdate { name: u.name.clone(), old: u.old.clone().map(Oid), new: Some(Oid(u.new.clone())) })
+                .map(|u| ModelRefUpdate {
+                    name: u.name.clone(),
+                    old: u.old.clone().map(Oid),
+                    new: Some(Oid(u.new.clone())),
+                })
                 .collect(),
             pack: encode_commits(&commits),
         };
@@ -212,15 +282,45 @@ impl Client {
         };
         for device in order {
             let invoked = sim_now_ms();
-            let request = Request::Push { repo: repo.clone(), payload: payload.clone(), progress: false };
+            let request = Request::Push {
+                repo: repo.clone(),
+                payload: payload.clone(),
+                progress: false,
+            };
             let (outcome, retry) = match self.send(&device, &request).await {
-                Reply::Answer(Response::PushOk { .. }) => (Outcome::Ok { refs: None, possibly_stale: false }, false),
+                Reply::Answer(Response::PushOk { .. }) => (
+                    Outcome::Ok {
+                        refs: None,
+                        possibly_stale: false,
+                    },
+                    false,
+                ),
                 Reply::Answer(Response::Error { code, message }) => (refusal(code, message), false),
-                Reply::Answer(other) => (Outcome::Unknown { reason: format!("unexpected answer {other:?}") }, false),
-                Reply::Unreachable(reason) => (Outcome::Refused { error: ErrorKind::Unreachable, message: reason }, true),
+                Reply::Answer(other) => (
+                    Outcome::Unknown {
+                        reason: format!("unexpected answer {other:?}"),
+                    },
+                    false,
+                ),
+                Reply::Unreachable(reason) => (
+                    Outcome::Refused {
+                        error: ErrorKind::Unreachable,
+                        message: reason,
+                    },
+                    true,
+                ),
                 Reply::Lost(reason) => (Outcome::Unknown { reason }, false),
             };
-            let op = self.record(&device, repo, phase, invoked, OpKind::Push { updates: updates.clone() }, outcome);
+            let op = self.record(
+                &device,
+                repo,
+                phase,
+                invoked,
+                OpKind::Push {
+                    updates: updates.clone(),
+                },
+                outcome,
+            );
             if op.outcome.is_ok() {
                 let known = self.known.entry(repo.clone()).or_default();
                 for u in &updates {
@@ -235,7 +335,14 @@ impl Client {
     }
 
     /// The workload loop: random pushes and reads until `until_ms` of virtual time.
-    pub async fn run(mut self, until_ms: u64, push_weight: u32, read_weight: u32, think_ms: (u64, u64), refs_per_push: (u32, u32)) {
+    pub async fn run(
+        mut self,
+        until_ms: u64,
+        push_weight: u32,
+        read_weight: u32,
+        think_ms: (u64, u64),
+        refs_per_push: (u32, u32),
+    ) {
         let mut must_read: Option<RepoId> = None;
         loop {
             let think = self.rng.random_range(think_ms.0..=think_ms.1);
@@ -289,7 +396,14 @@ fn kind_name(kind: &OpKind) -> String {
         OpKind::Push { updates } => {
             let u: Vec<String> = updates
                 .iter()
-                .map(|u| format!("{}:{}->{}", u.name.trim_start_matches("refs/heads/"), u.old.as_deref().unwrap_or("-"), u.new))
+                .map(|u| {
+                    format!(
+                        "{}:{}->{}",
+                        u.name.trim_start_matches("refs/heads/"),
+                        u.old.as_deref().unwrap_or("-"),
+                        u.new
+                    )
+                })
                 .collect();
             format!("push [{}]", u.join(" "))
         }
@@ -298,12 +412,31 @@ fn kind_name(kind: &OpKind) -> String {
 
 fn outcome_text(outcome: &Outcome) -> String {
     match outcome {
-        Outcome::Ok { refs: Some(refs), possibly_stale } => {
-            let r: Vec<String> = refs.iter().map(|(k, v)| format!("{}={v}", k.trim_start_matches("refs/heads/"))).collect();
-            format!("ok{} {}", if *possibly_stale { " (possibly stale)" } else { "" }, r.join(" "))
+        Outcome::Ok {
+            refs: Some(refs),
+            possibly_stale,
+        } => {
+            let r: Vec<String> = refs
+                .iter()
+                .map(|(k, v)| format!("{}={v}", k.trim_start_matches("refs/heads/")))
+                .collect();
+            format!(
+                "ok{} {}",
+                if *possibly_stale {
+                    " (possibly stale)"
+                } else {
+                    ""
+                },
+                r.join(" ")
+            )
         }
         Outcome::Ok { refs: None, .. } => "ok".to_owned(),
-        Outcome::Refused { error, .. } => format!("refused ({})", serde_json::to_string(error).unwrap_or_default().trim_matches('"')),
+        Outcome::Refused { error, .. } => format!(
+            "refused ({})",
+            serde_json::to_string(error)
+                .unwrap_or_default()
+                .trim_matches('"')
+        ),
         Outcome::Unknown { reason } => format!("unknown ({reason})"),
     }
 }
@@ -316,6 +449,9 @@ impl stormcell_model::ports::Random for RngAdapter<'_> {
         if n == 0 {
             return 0;
         }
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).random_range(0..n)
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random_range(0..n)
     }
 }

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// Which behaviour the protocol follows where stormcell differs from the design it was
 /// learned from (PROTOCOL.md, "Profiles").
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
     /// Every **[stormcell]** item of PROTOCOL.md.

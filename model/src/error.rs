@@ -150,7 +150,9 @@ pub enum ClusterError {
         devices: Vec<DeviceId>,
     },
     /// Section 4.1 step 4: this device is not bound to the repository's service.
-    #[error("Device \"{device}\" is not an active member of the service of repository \"{repo}\".")]
+    #[error(
+        "Device \"{device}\" is not an active member of the service of repository \"{repo}\"."
+    )]
     NotBound {
         /// The repository.
         repo: RepoId,
@@ -248,17 +250,29 @@ fn join(devices: &[DeviceId]) -> String {
     if devices.is_empty() {
         return "none".to_owned();
     }
-    devices.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+    devices
+        .iter()
+        .map(|d| d.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn since_text(since_ms: Option<u64>) -> String {
-    since_ms.map(|ms| format!(" {}s ago", ms / 1000)).unwrap_or_default()
+    since_ms
+        .map(|ms| format!(" {}s ago", ms / 1000))
+        .unwrap_or_default()
 }
 
 fn reason_text(last_error: &Option<String>) -> String {
-    last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+    last_error
+        .as_ref()
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default()
 }
 
 fn holder_text(holder: &Option<String>) -> String {
-    holder.as_ref().map(|h| format!(" (held by {h})")).unwrap_or_default()
+    holder
+        .as_ref()
+        .map(|h| format!(" (held by {h})"))
+        .unwrap_or_default()
 }

@@ -6,13 +6,13 @@
 //! simulator run this same code over their own implementations of them.
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod ids;
 pub mod leaders;
 pub mod lock_wait;
-pub mod engine;
-pub mod peer;
 pub mod node;
+pub mod peer;
 pub mod plant;
 pub mod ports;
 pub mod replication;

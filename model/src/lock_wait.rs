@@ -32,7 +32,11 @@ impl Default for PollSchedule {
 
 /// How long the next pause may be without running past the budget; `None` once the
 /// budget is spent.
-pub fn pause_within_budget(pause: Duration, waited: Duration, budget: Duration) -> Option<Duration> {
+pub fn pause_within_budget(
+    pause: Duration,
+    waited: Duration,
+    budget: Duration,
+) -> Option<Duration> {
     let left = budget.checked_sub(waited)?;
     if left.is_zero() {
         return None;
@@ -64,7 +68,13 @@ mod tests {
         assert_eq!(waited, budget);
         // 1+1+2+2 = 6, then 38 pauses of 3 = 114 -> 120 exactly.
         assert_eq!(tries, 43);
-        assert_eq!(pause_within_budget(Duration::from_secs(3), Duration::from_secs(119), budget), Some(Duration::from_secs(1)));
-        assert_eq!(pause_within_budget(Duration::from_secs(3), budget, budget), None);
+        assert_eq!(
+            pause_within_budget(Duration::from_secs(3), Duration::from_secs(119), budget),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            pause_within_budget(Duration::from_secs(3), budget, budget),
+            None
+        );
     }
 }

@@ -22,13 +22,19 @@ pub async fn call(
             device: device.clone(),
             reason: e.to_string(),
         })?;
-        let io = |e: crate::wire::FrameError| PeerError::Io { device: device.clone(), reason: e.to_string() };
+        let io = |e: crate::wire::FrameError| PeerError::Io {
+            device: device.clone(),
+            reason: e.to_string(),
+        };
         write_frame(&mut conn, request).await.map_err(io)?;
         loop {
             match read_frame::<_, Response>(&mut conn).await.map_err(io)? {
                 Response::Progress { .. } => continue,
                 Response::Error { message, .. } => {
-                    return Err(PeerError::Refused { device: device.clone(), message })
+                    return Err(PeerError::Refused {
+                        device: device.clone(),
+                        message,
+                    })
                 }
                 answer => return Ok(answer),
             }
@@ -36,6 +42,9 @@ pub async fn call(
     };
     match tokio::time::timeout(limit, exchange).await {
         Ok(result) => result,
-        Err(_) => Err(PeerError::Timeout { device: device.clone(), limit }),
+        Err(_) => Err(PeerError::Timeout {
+            device: device.clone(),
+            limit,
+        }),
     }
 }

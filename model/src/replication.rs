@@ -45,11 +45,17 @@ impl Engine {
             return Ok(None);
         }
         let topology = session.topology().await?;
-        if topology.repositories.get(repo).is_some_and(|r| r.maintenance.is_some()) {
+        if topology
+            .repositories
+            .get(repo)
+            .is_some_and(|r| r.maintenance.is_some())
+        {
             self.release(session.as_mut(), &lock).await;
             return Ok(None);
         }
-        let result = self.read_sync(session.as_mut(), repo, &Progress::none(), false).await;
+        let result = self
+            .read_sync(session.as_mut(), repo, &Progress::none(), false)
+            .await;
         match result {
             Ok(outcome) => {
                 self.release(session.as_mut(), &lock).await;
@@ -73,13 +79,18 @@ pub async fn run(engine: Arc<Engine>, mut triggers: mpsc::UnboundedReceiver<Repo
     let timing = engine.config().timing.clone();
     let permits = Arc::new(Semaphore::new(timing.max_pulls.max(1)));
     let running: Arc<Mutex<BTreeSet<RepoId>>> = Arc::default();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(RepoId, Result<Option<Version>, String>)>();
+    let (done_tx, mut done_rx) =
+        mpsc::unbounded_channel::<(RepoId, Result<Option<Version>, String>)>();
     let mut state: BTreeMap<RepoId, PullState> = BTreeMap::new();
     let mut scan = tokio::time::interval(timing.scan_interval);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let start_pull = |repo: RepoId| {
-        if !running.lock().unwrap_or_else(|e| e.into_inner()).insert(repo.clone()) {
+        if !running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repo.clone())
+        {
             return;
         }
         let engine = Arc::clone(&engine);
@@ -91,7 +102,10 @@ pub async fn run(engine: Arc<Engine>, mut triggers: mpsc::UnboundedReceiver<Repo
                 Ok(_permit) => engine.pull(&repo).await.map_err(|e| e.to_string()),
                 Err(_) => Err("replication is shutting down".to_owned()),
             };
-            running.lock().unwrap_or_else(|e| e.into_inner()).remove(&repo);
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&repo);
             let _ = done.send((repo, result));
         });
     };
@@ -166,8 +180,17 @@ mod tests {
         let floor = Duration::from_secs(15);
         let cap = Duration::from_secs(6 * 3600);
         assert_eq!(refresh_interval(Duration::ZERO, 0, floor, cap), floor);
-        assert_eq!(refresh_interval(Duration::from_secs(600), 0, floor, cap), Duration::from_secs(300));
-        assert_eq!(refresh_interval(Duration::from_secs(86_400), 0, floor, cap), cap);
-        assert_eq!(refresh_interval(Duration::ZERO, 3, floor, cap), Duration::from_secs(45));
+        assert_eq!(
+            refresh_interval(Duration::from_secs(600), 0, floor, cap),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            refresh_interval(Duration::from_secs(86_400), 0, floor, cap),
+            cap
+        );
+        assert_eq!(
+            refresh_interval(Duration::ZERO, 3, floor, cap),
+            Duration::from_secs(45)
+        );
     }
 }

@@ -23,7 +23,11 @@ pub fn write_order(rows: &[VersionRow], writable: &[DeviceId], rng: &dyn Random)
     };
     let mut out = Vec::with_capacity(writable.len());
     for group in 0..3 {
-        let mut g: Vec<DeviceId> = writable.iter().filter(|d| rank(d) == group).cloned().collect();
+        let mut g: Vec<DeviceId> = writable
+            .iter()
+            .filter(|d| rank(d) == group)
+            .cloned()
+            .collect();
         shuffle(rng, &mut g);
         out.extend(g);
     }
@@ -66,10 +70,16 @@ mod tests {
     fn writes_prefer_the_writer_then_leaders() {
         let mut rows = vec![row("a", 1), row("b", 2), row("c", 2)];
         rows[0].writing = true;
-        let devs: Vec<DeviceId> = ["a", "b", "c", "d"].iter().map(|d| DeviceId::from(*d)).collect();
+        let devs: Vec<DeviceId> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|d| DeviceId::from(*d))
+            .collect();
         let order = write_order(&rows, &devs, &First);
         assert_eq!(order[0], DeviceId::from("a"));
-        assert!(order[1..3].contains(&DeviceId::from("b")) && order[1..3].contains(&DeviceId::from("c")));
+        assert!(
+            order[1..3].contains(&DeviceId::from("b"))
+                && order[1..3].contains(&DeviceId::from("c"))
+        );
         assert_eq!(order[3], DeviceId::from("d"));
     }
 
@@ -77,7 +87,9 @@ mod tests {
     fn only_non_freeze_failures_move_a_read_elsewhere() {
         assert!(read_may_retry_elsewhere(None));
         assert!(!read_may_retry_elsewhere(Some(ErrorCode::LeaderLost)));
-        assert!(read_may_retry_elsewhere(Some(ErrorCode::DatabaseUnavailable)));
+        assert!(read_may_retry_elsewhere(Some(
+            ErrorCode::DatabaseUnavailable
+        )));
         assert!(!read_may_retry_elsewhere(Some(ErrorCode::AmbiguousLeader)));
         assert!(!read_may_retry_elsewhere(Some(ErrorCode::NotFound)));
     }

@@ -190,7 +190,10 @@ impl Topology {
         let Some(service) = self.repositories.get(repo).and_then(|r| r.service.as_ref()) else {
             return Vec::new();
         };
-        self.bindings.iter().filter(|b| &b.service == service).collect()
+        self.bindings
+            .iter()
+            .filter(|b| &b.service == service)
+            .collect()
     }
 
     /// Devices actively bound to a repository's service, in name order.
@@ -208,7 +211,9 @@ impl Topology {
 
     /// Whether a device is actively bound to the repository's service.
     pub fn is_active(&self, repo: &RepoId, device: &DeviceId) -> bool {
-        self.bindings_of(repo).iter().any(|b| &b.device == device && b.is_active())
+        self.bindings_of(repo)
+            .iter()
+            .any(|b| &b.device == device && b.is_active())
     }
 
     /// Whether a device holds an active, writable binding for the repository.

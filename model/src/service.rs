@@ -22,21 +22,28 @@ pub async fn serve(engine: Arc<Engine>, mut listener: Box<dyn Listener>) -> std:
 }
 
 fn error_response(e: &ClusterError) -> Response {
-    Response::Error { code: e.code(), message: e.to_string() }
+    Response::Error {
+        code: e.code(),
+        message: e.to_string(),
+    }
 }
 
 /// Answers one request.
 async fn handle(engine: Arc<Engine>, mut conn: BoxConn) {
-    let request = match tokio::time::timeout(REQUEST_READ_LIMIT, read_frame::<_, Request>(&mut conn)).await {
-        Ok(Ok(request)) => request,
-        Ok(Err(crate::wire::FrameError::Malformed(reason))) => {
-            let reply = Response::Error { code: ErrorCode::Internal, message: format!("bad request: {reason}") };
-            let _ = write_frame(&mut conn, &reply).await;
-            return;
-        }
-        // The caller went away or sent nothing; nothing to answer.
-        _ => return,
-    };
+    let request =
+        match tokio::time::timeout(REQUEST_READ_LIMIT, read_frame::<_, Request>(&mut conn)).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(crate::wire::FrameError::Malformed(reason))) => {
+                let reply = Response::Error {
+                    code: ErrorCode::Internal,
+                    message: format!("bad request: {reason}"),
+                };
+                let _ = write_frame(&mut conn, &reply).await;
+                return;
+            }
+            // The caller went away or sent nothing; nothing to answer.
+            _ => return,
+        };
     // Write errors below mean the caller went away; the operation itself has finished
     // and recorded whatever it did, so there is nothing more to do.
     match request {
@@ -45,18 +52,27 @@ async fn handle(engine: Arc<Engine>, mut conn: BoxConn) {
             let op = engine.read(&repo, &sink);
             let result = with_progress(&mut conn, op, lines).await;
             let reply = match result {
-                Ok(r) => Response::ReadOk { refs: r.refs, possibly_stale: r.possibly_stale },
+                Ok(r) => Response::ReadOk {
+                    refs: r.refs,
+                    possibly_stale: r.possibly_stale,
+                },
                 Err(e) => error_response(&e),
             };
             let _ = write_frame(&mut conn, &reply).await;
         }
-        Request::Push { repo, payload, progress } => {
+        Request::Push {
+            repo,
+            payload,
+            progress,
+        } => {
             let (sink, lines) = sink(progress);
             let op = engine.push(&repo, &payload, &sink);
             let result = with_progress(&mut conn, op, lines).await;
             match result {
                 Ok(receipt) => {
-                    let reply = Response::PushOk { version: receipt.version };
+                    let reply = Response::PushOk {
+                        version: receipt.version,
+                    };
                     let _ = write_frame(&mut conn, &reply).await;
                     drop(conn);
                     engine.after_ack(&repo, receipt.version).await;
@@ -94,7 +110,12 @@ async fn handle(engine: Arc<Engine>, mut conn: BoxConn) {
     }
 }
 
-fn sink(progress: bool) -> (Progress, Option<tokio::sync::mpsc::UnboundedReceiver<String>>) {
+fn sink(
+    progress: bool,
+) -> (
+    Progress,
+    Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+) {
     if progress {
         let (p, rx) = Progress::channel();
         (p, Some(rx))
@@ -124,7 +145,11 @@ async fn with_progress<T>(
         }
     };
     while let Ok(line) = lines.try_recv() {
-        if client_gone || write_frame(conn, &Response::Progress { line }).await.is_err() {
+        if client_gone
+            || write_frame(conn, &Response::Progress { line })
+                .await
+                .is_err()
+        {
             break;
         }
     }

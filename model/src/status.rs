@@ -53,15 +53,24 @@ pub fn repo_sync(
     // A device with no row is as far behind as it can be.
     let lowest = active
         .iter()
-        .map(|d| active_rows.iter().find(|r| &r.device == d).map_or(0, |r| r.version))
+        .map(|d| {
+            active_rows
+                .iter()
+                .find(|r| &r.device == d)
+                .map_or(0, |r| r.version)
+        })
         .min()
         .unwrap_or(leader);
     let age_ms = leader_pushed_ms.map(|t| now_ms.saturating_sub(t));
     let recent = age_ms.is_none_or(|age| age < window.as_millis() as u64);
     if leaders >= 2 || recent {
-        RepoSync::Partial { lag: leader - lowest }
+        RepoSync::Partial {
+            lag: leader - lowest,
+        }
     } else {
-        RepoSync::Unsynchronized { for_ms: age_ms.unwrap_or(0) }
+        RepoSync::Unsynchronized {
+            for_ms: age_ms.unwrap_or(0),
+        }
     }
 }
 
@@ -178,15 +187,27 @@ mod tests {
         let active = devs(&["a", "b", "c"]);
         assert_eq!(repo_sync(&[], &active, None, 0, W), RepoSync::Ambiguous);
         // Rows only on inactive devices: no active leader.
-        assert_eq!(repo_sync(&[row("z", 4)], &active, None, 0, W), RepoSync::Ambiguous);
+        assert_eq!(
+            repo_sync(&[row("z", 4)], &active, None, 0, W),
+            RepoSync::Ambiguous
+        );
         let all = [row("a", 3), row("b", 3), row("c", 3)];
-        assert_eq!(repo_sync(&all, &active, Some(0), 1_000_000, W), RepoSync::Synchronized);
+        assert_eq!(
+            repo_sync(&all, &active, Some(0), 1_000_000, W),
+            RepoSync::Synchronized
+        );
         // Two leaders: partial whatever the age; lag counts a missing row as version 0.
         let two = [row("a", 3), row("b", 3)];
-        assert_eq!(repo_sync(&two, &active, Some(0), 1_000_000, W), RepoSync::Partial { lag: 3 });
+        assert_eq!(
+            repo_sync(&two, &active, Some(0), 1_000_000, W),
+            RepoSync::Partial { lag: 3 }
+        );
         // One leader, recent push: partial.
         let one = [row("a", 5), row("b", 3), row("c", 4)];
-        assert_eq!(repo_sync(&one, &active, Some(1_000), 200_000, W), RepoSync::Partial { lag: 2 });
+        assert_eq!(
+            repo_sync(&one, &active, Some(1_000), 200_000, W),
+            RepoSync::Partial { lag: 2 }
+        );
         // One leader, old push: unsynchronized for its age.
         assert_eq!(
             repo_sync(&one, &active, Some(1_000), 721_000, W),
@@ -198,7 +219,10 @@ mod tests {
     fn inactive_devices_do_not_count_towards_the_leader() {
         // The inactive device "z" is ahead; among active devices "a" and "b" agree.
         let rows = [row("a", 3), row("b", 3), row("z", 9)];
-        assert_eq!(repo_sync(&rows, &devs(&["a", "b"]), None, 0, W), RepoSync::Synchronized);
+        assert_eq!(
+            repo_sync(&rows, &devs(&["a", "b"]), None, 0, W),
+            RepoSync::Synchronized
+        );
     }
 
     #[test]
@@ -206,13 +230,22 @@ mod tests {
         assert_eq!(service_sync(&[]), ServiceSync::NoRepositories);
         let p = RepoSync::Partial { lag: 2 };
         let u = RepoSync::Unsynchronized { for_ms: 5 };
-        assert_eq!(service_sync(&[RepoSync::Synchronized]), ServiceSync::Synchronized);
+        assert_eq!(
+            service_sync(&[RepoSync::Synchronized]),
+            ServiceSync::Synchronized
+        );
         assert_eq!(
             service_sync(&[p.clone(), RepoSync::Partial { lag: 7 }]),
             ServiceSync::Partial { lag: 7 }
         );
-        assert_eq!(service_sync(&[p.clone(), u.clone()]), ServiceSync::Unsynchronized { for_ms: 5 });
-        assert_eq!(service_sync(&[u, RepoSync::Ambiguous, p]), ServiceSync::AmbiguousLeader);
+        assert_eq!(
+            service_sync(&[p.clone(), u.clone()]),
+            ServiceSync::Unsynchronized { for_ms: 5 }
+        );
+        assert_eq!(
+            service_sync(&[u, RepoSync::Ambiguous, p]),
+            ServiceSync::AmbiguousLeader
+        );
     }
 
     #[test]

@@ -11,9 +11,17 @@
 //!   refusal on any other repository is unjustified.
 //! - (c) Leader lost needs a cause: some fault active while the operation ran, or ended less
 //!   than 30 s before it was invoked (devices take a while to catch up after a heal).
-//! - (d) A write interruption needs a cause: a fault before the push was invoked, or an
-//!   earlier push on the same repository whose outcome is unknown or that was refused for a
-//!   reason other than a rejected compare-and-swap (either may have left `writing` set).
+//! - (d) A write interruption needs a cause. `writing = true` is left behind for another
+//!   writer to see only when a writer's database session died mid-push, which takes a fault
+//!   on the writer's device while its push was running on the server. So a push X refused
+//!   as a write interruption on repository R is justified iff some other push P on R (any
+//!   client, device, outcome or phase) invoked no later than X had its device D hit while
+//!   P could still be running: P's server-side window is `[invoked, completed]` for an Ok
+//!   or refused P and `[invoked, end of history]` for an unknown one (the client gave up,
+//!   the server may not have). D is hit when a strike on D falls inside the window, a
+//!   partition involving D overlaps it, or a hold (slow link) involving D overlaps it and
+//!   lasts at least [`SESSION_EXPIRING_HOLD_MS`] (long enough to expire the database
+//!   session; an unhealed fault lasts to the end of the history).
 //!
 //! Other refusals are not judged here; the notes count refusals by kind.
 
@@ -25,12 +33,16 @@ use crate::history::{ErrorKind, FaultKind, History, OpKind, Operation, Outcome};
 /// How long after a fault ends a leader-lost refusal is still blamed on it.
 pub const LEADER_LOST_GRACE_MS: u64 = 30_000;
 
+/// How long a hold (slow link) on a writer's device must last to expire its database
+/// session, and so possibly leave `writing` set behind it.
+pub const SESSION_EXPIRING_HOLD_MS: u64 = 25_000;
+
 /// Runs the freeze checker.
 pub(crate) fn check(history: &History) -> Verdict {
     let mut verdict = Verdict::new(CheckerId::Freeze);
     let (faults, fault_notes) = fault_intervals(history);
     verdict.notes.extend(fault_notes);
-    let first_fault_ms = history.faults.iter().map(|f| f.at_ms).min();
+    let interrupted = interrupted_pushes(history, &faults);
 
     let ambiguous: BTreeSet<&str> = if history.devices.len() > 1 {
         history
@@ -42,23 +54,6 @@ pub(crate) fn check(history: &History) -> Verdict {
     } else {
         BTreeSet::new()
     };
-    // Per repository, the earliest push (by invocation) that may have left `writing` set.
-    let mut suspect: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for op in &history.ops {
-        let may_leave_writing = match &op.outcome {
-            Outcome::Unknown { .. } => true,
-            Outcome::Refused { error, .. } => *error != ErrorKind::Rejected,
-            Outcome::Ok { .. } => false,
-        };
-        if matches!(op.kind, OpKind::Push { .. }) && may_leave_writing {
-            let key = (op.invoked_ms, op.id);
-            suspect
-                .entry(op.repo.as_str())
-                .and_modify(|k| *k = (*k).min(key))
-                .or_insert(key);
-        }
-    }
-
     let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
     let mut ambiguous_ops = 0usize;
     let mut tolerated = 0usize;
@@ -178,24 +173,36 @@ pub(crate) fn check(history: &History) -> Verdict {
             }
             // (d)
             Some(ErrorKind::WriteInterruption) => {
-                let after_fault = first_fault_ms.is_some_and(|t| t < op.invoked_ms);
-                let after_suspect = suspect
-                    .get(op.repo.as_str())
-                    .is_some_and(|&key| key < (op.invoked_ms, op.id));
-                if !after_fault && !after_suspect {
+                // The two earliest interrupted pushes on the repository: if the first is
+                // this very push, the second may still justify it.
+                let justified = interrupted.get(op.repo.as_str()).is_some_and(|earliest| {
+                    earliest
+                        .iter()
+                        .any(|&(invoked, id)| id != op.id && invoked <= op.invoked_ms)
+                });
+                if !justified {
                     verdict.violations.push(violation(
                         op,
                         op.completed_ms,
-                        "a fault, or an earlier push of unknown outcome or refused for a reason \
-                         other than rejected, before the push"
-                            .to_owned(),
+                        format!(
+                            "a push on {} invoked at or before {} whose device was struck, \
+                             partitioned or held for at least {}s while the push was running",
+                            op.repo,
+                            secs(op.invoked_ms),
+                            SESSION_EXPIRING_HOLD_MS / 1000
+                        ),
                         describe_outcome(&op.outcome),
                         format!(
-                            "push op {} on {} was refused as a write interruption at {}, but \
-                             nothing before it could have left {} frozen for writes",
+                            "push op {} on {} to {} was refused as a write interruption at {}, \
+                             but no push on {} had its device struck or cut off while it was \
+                             running before op {}, so no writer's session can have died \
+                             mid-push and left {} frozen for writes",
                             op.id,
                             op.device,
+                            op.repo,
                             secs(op.completed_ms),
+                            op.repo,
+                            op.id,
                             op.repo
                         ),
                     ));
@@ -241,10 +248,128 @@ fn violation(
     }
 }
 
+/// Per repository, the (at most two) earliest pushes, as `(invoked_ms, id)` in increasing
+/// order, whose device was hit by a fault while the push could be running on the server
+/// (rule (d)). Two, so that a push that is itself interrupted can still be justified by
+/// another one.
+fn interrupted_pushes<'h>(
+    history: &'h History,
+    faults: &[FaultInterval],
+) -> BTreeMap<&'h str, Vec<(u64, u64)>> {
+    let end_of_history = history
+        .ops
+        .iter()
+        .map(|op| op.completed_ms.max(op.invoked_ms))
+        .chain(history.faults.iter().map(|f| f.at_ms))
+        .max()
+        .unwrap_or(0);
+    let index = HostFaults::index(history, faults, end_of_history);
+    let mut earliest: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for op in &history.ops {
+        if !matches!(op.kind, OpKind::Push { .. }) {
+            continue;
+        }
+        let until = match op.outcome {
+            Outcome::Unknown { .. } => end_of_history.max(op.invoked_ms),
+            Outcome::Ok { .. } | Outcome::Refused { .. } => op.completed_ms.max(op.invoked_ms),
+        };
+        let hit = index
+            .get(op.device.as_str())
+            .is_some_and(|h| h.hit_during(op.invoked_ms, until));
+        if hit {
+            let list = earliest.entry(op.repo.as_str()).or_default();
+            list.push((op.invoked_ms, op.id));
+            list.sort_unstable();
+            list.truncate(2);
+        }
+    }
+    earliest
+}
+
+/// The faults that can kill a database session of one host, indexed for window queries.
+#[derive(Debug, Default)]
+struct HostFaults {
+    /// Times of strikes on the host, sorted.
+    strikes: Vec<u64>,
+    /// Partitions and session-expiring holds involving the host, as `(start, end)` sorted
+    /// by start (an unhealed one ends at the end of the history).
+    cuts: Vec<(u64, u64)>,
+    /// `cut_end_max[i]`: the latest end among `cuts[..=i]`.
+    cut_end_max: Vec<u64>,
+}
+
+impl HostFaults {
+    fn index<'a>(
+        history: &'a History,
+        faults: &'a [FaultInterval],
+        end_of_history: u64,
+    ) -> BTreeMap<&'a str, HostFaults> {
+        let mut index: BTreeMap<&str, HostFaults> = BTreeMap::new();
+        for event in &history.faults {
+            if event.kind == FaultKind::Strike {
+                for host in &event.hosts {
+                    index
+                        .entry(host.as_str())
+                        .or_default()
+                        .strikes
+                        .push(event.at_ms);
+                }
+            }
+        }
+        for fault in faults {
+            let end = fault.end_ms.unwrap_or(end_of_history).max(fault.start_ms);
+            let counts = match fault.kind {
+                FaultKind::Partition => true,
+                FaultKind::Hold => end - fault.start_ms >= SESSION_EXPIRING_HOLD_MS,
+                _ => false,
+            };
+            if !counts {
+                continue;
+            }
+            for host in &fault.hosts {
+                index
+                    .entry(host.as_str())
+                    .or_default()
+                    .cuts
+                    .push((fault.start_ms, end));
+            }
+        }
+        for host in index.values_mut() {
+            host.strikes.sort_unstable();
+            host.cuts.sort_unstable();
+            let mut latest = 0;
+            host.cut_end_max = host
+                .cuts
+                .iter()
+                .map(|&(_, end)| {
+                    latest = latest.max(end);
+                    latest
+                })
+                .collect();
+        }
+        index
+    }
+
+    /// Whether a strike falls in `[from, until]` or a cut overlaps it.
+    fn hit_during(&self, from: u64, until: u64) -> bool {
+        let first_strike = self.strikes.partition_point(|&t| t < from);
+        if self.strikes.get(first_strike).is_some_and(|&t| t <= until) {
+            return true;
+        }
+        // Among the cuts that started by `until`, is the latest end at or after `from`?
+        let started = self.cuts.partition_point(|&(start, _)| start <= until);
+        started > 0 && self.cut_end_max[started - 1] >= from
+    }
+}
+
 /// When a fault was in force: from its start event to its matching end (`None`: never
 /// healed before the run ended).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultInterval {
+    /// The start event's kind (`Strike`, `Partition` or `Hold`).
+    pub kind: FaultKind,
+    /// The start event's hosts.
+    pub hosts: Vec<String>,
     /// The start event's time.
     pub start_ms: u64,
     /// The matching end event's time, if any.
@@ -277,6 +402,8 @@ pub fn fault_intervals(history: &History) -> (Vec<FaultInterval>, Vec<String>) {
         if starts {
             open.entry(key).or_default().push(intervals.len());
             intervals.push(FaultInterval {
+                kind: event.kind,
+                hosts: event.hosts.clone(),
                 start_ms: event.at_ms,
                 end_ms: None,
             });
@@ -318,8 +445,9 @@ mod tests {
     #[test]
     fn read_refused_with_write_interruption_is_a_violation() {
         let mut b = HistoryBuilder::new();
+        b.push("R1", 40, 60, &[(MAIN, Some("c0"), "c1")], unknown());
         b.fault(50, FaultKind::Strike, &["R1"]);
-        // A push refused this way after a fault is fine.
+        // A push refused this way after a writer was struck mid-push is fine.
         b.push(
             "R1",
             100,
@@ -340,6 +468,22 @@ mod tests {
             .any(|n| n == "refusals by kind: write-interruption 2"));
     }
 
+    /// Records a push on `device` refused as a write interruption.
+    fn interrupted(b: &mut HistoryBuilder, device: &str, from: u64, to: u64) -> u64 {
+        b.push(
+            device,
+            from,
+            to,
+            &[(MAIN, Some("c0"), "c9")],
+            refused(ErrorKind::WriteInterruption),
+        )
+    }
+
+    /// The ids of the ops the checker blamed.
+    fn blamed(b: &HistoryBuilder) -> Vec<u64> {
+        run(b).violations.iter().filter_map(|x| x.op).collect()
+    }
+
     #[test]
     fn unjustified_write_interruption_is_a_violation() {
         let mut b = HistoryBuilder::new();
@@ -350,30 +494,164 @@ mod tests {
             &[(MAIN, Some("c0"), "c1")],
             refused(ErrorKind::Rejected),
         );
-        let p = b.push(
-            "R1",
-            300,
-            400,
-            &[(MAIN, Some("c0"), "c1")],
-            refused(ErrorKind::WriteInterruption),
-        );
+        let p = interrupted(&mut b, "R1", 300, 400);
         let v = run(&b);
         assert_eq!(v.violations.len(), 1, "{v}");
-        assert_eq!(v.violations[0].op, Some(p));
+        let x = &v.violations[0];
+        assert_eq!(x.op, Some(p));
+        assert_eq!(x.device.as_deref(), Some("R1"));
+        assert_eq!(x.repo.as_deref(), Some("repo1"));
+        assert_eq!(x.at_ms, 400);
+        assert!(
+            x.explanation.contains(&format!(
+                "no push on repo1 had its device struck or cut off while it was running \
+                 before op {p}"
+            )),
+            "{}",
+            x.explanation
+        );
+        assert!(x.explanation.contains(&format!("push op {p} on R1")));
     }
 
     #[test]
-    fn write_interruption_after_unknown_push_is_justified() {
+    fn strike_on_the_device_during_an_ok_push_justifies() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], ok());
+        b.fault(2_000, FaultKind::Strike, &["R1"]);
+        b.fault(9_000, FaultKind::Restart, &["R1"]);
+        interrupted(&mut b, "R2", 5_000, 5_100);
+        // Invoked at the same time as the struck push: still justified.
+        interrupted(&mut b, "R2", 1_000, 1_100);
+        let v = run(&b);
+        assert!(v.passed(), "{v}");
+    }
+
+    #[test]
+    fn strike_after_the_client_gave_up_on_an_unknown_push_justifies() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], unknown());
+        b.fault(60_000, FaultKind::Strike, &["R1"]);
+        interrupted(&mut b, "R2", 5_000, 5_100);
+        let v = run(&b);
+        assert!(v.passed(), "{v}");
+    }
+
+    #[test]
+    fn strike_after_an_ok_push_completed_does_not_justify() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], ok());
+        b.fault(3_500, FaultKind::Strike, &["R1"]);
+        let x = interrupted(&mut b, "R2", 5_000, 5_100);
+        assert_eq!(blamed(&b), [x]);
+    }
+
+    #[test]
+    fn strike_on_another_device_does_not_justify() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], unknown());
+        b.fault(2_000, FaultKind::Strike, &["R2"]);
+        // The refused push's own device is struck while it runs: it cannot justify itself.
+        let x = interrupted(&mut b, "R2", 1_500, 2_500);
+        assert_eq!(blamed(&b), [x]);
+    }
+
+    #[test]
+    fn strike_before_the_push_started_does_not_justify() {
+        let mut b = HistoryBuilder::new();
+        b.fault(500, FaultKind::Strike, &["R1"]);
+        b.fault(800, FaultKind::Restart, &["R1"]);
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], unknown());
+        let x = interrupted(&mut b, "R2", 5_000, 5_100);
+        assert_eq!(blamed(&b), [x]);
+    }
+
+    #[test]
+    fn struck_push_invoked_later_does_not_justify() {
+        let mut b = HistoryBuilder::new();
+        let x = interrupted(&mut b, "R2", 500, 600);
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], ok());
+        b.fault(2_000, FaultKind::Strike, &["R1"]);
+        assert_eq!(blamed(&b), [x]);
+    }
+
+    #[test]
+    fn struck_push_on_another_repo_does_not_justify() {
+        let mut b = HistoryBuilder::new();
+        b.op_on(
+            "repo2",
+            "R1",
+            1_000,
+            3_000,
+            push_kind(&[(MAIN, Some("c0"), "c1")]),
+            ok(),
+        );
+        b.fault(2_000, FaultKind::Strike, &["R1"]);
+        let x = interrupted(&mut b, "R2", 5_000, 5_100);
+        assert_eq!(blamed(&b), [x]);
+    }
+
+    #[test]
+    fn short_hold_during_the_push_does_not_justify() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], unknown());
+        b.fault(1_500, FaultKind::Hold, &["R1", "db"]);
+        b.fault(3_500, FaultKind::Release, &["db", "R1"]);
+        let x = interrupted(&mut b, "R2", 5_000, 5_100);
+        assert_eq!(blamed(&b), [x]);
+    }
+
+    #[test]
+    fn unhealed_hold_shorter_than_the_session_does_not_justify() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], unknown());
+        b.fault(1_500, FaultKind::Hold, &["R1", "db"]);
+        // The history ends 10 s after the hold began.
+        let x = interrupted(&mut b, "R2", 5_000, 11_500);
+        assert_eq!(blamed(&b), [x]);
+    }
+
+    #[test]
+    fn session_expiring_hold_during_the_push_justifies() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], ok());
+        b.fault(1_500, FaultKind::Hold, &["R1", "db"]);
+        b.fault(31_500, FaultKind::Release, &["db", "R1"]);
+        interrupted(&mut b, "R2", 40_000, 40_100);
+        let v = run(&b);
+        assert!(v.passed(), "{v}");
+    }
+
+    #[test]
+    fn partition_overlapping_the_push_justifies() {
+        let mut b = HistoryBuilder::new();
+        // Cut before the push began, repaired while it ran.
+        b.fault(500, FaultKind::Partition, &["db", "R1"]);
+        b.fault(1_200, FaultKind::Repair, &["R1", "db"]);
+        b.push(
+            "R1",
+            1_000,
+            3_000,
+            &[(MAIN, Some("c0"), "c1")],
+            refused(ErrorKind::DatabaseUnavailable),
+        );
+        interrupted(&mut b, "R2", 5_000, 5_100);
+        let v = run(&b);
+        assert!(v.passed(), "{v}");
+    }
+
+    #[test]
+    fn earlier_push_of_unknown_outcome_alone_does_not_justify() {
         let mut b = HistoryBuilder::new();
         b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], unknown());
         b.push(
-            "R2",
-            300,
-            400,
+            "R1",
+            250,
+            280,
             &[(MAIN, Some("c0"), "c1")],
-            refused(ErrorKind::WriteInterruption),
+            refused(ErrorKind::LockTimeout),
         );
-        assert!(run(&b).passed());
+        let x = interrupted(&mut b, "R2", 300, 400);
+        assert_eq!(blamed(&b), [x]);
     }
 
     #[test]

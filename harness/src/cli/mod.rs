@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use stormcell_harness::report as summary;
-use stormcell_harness::{campaign, checker};
 use stormcell_harness::history::History;
+use stormcell_harness::report as summary;
 use stormcell_harness::runner::{self, RunSpec};
 use stormcell_harness::scenario::{self, Scenario};
+use stormcell_harness::{campaign, checker};
 use stormcell_model::config::Profile;
 use stormcell_model::plant::Bug;
 
@@ -19,7 +19,12 @@ pub const EXIT_FAIL: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "stormcell-sim", version, about = "Deterministic simulation and chaos testing of a stormcell cluster", long_about = "Runs the stormcell protocol as a whole simulated cluster, strikes it with faults drawn from a seed, checks every run (no acknowledged push lost, no stale read, no invented state, correct freezes, convergence) and replays any seed exactly.")]
+#[command(
+    name = "stormcell-sim",
+    version,
+    about = "Deterministic simulation and chaos testing of a stormcell cluster",
+    long_about = "Runs the stormcell protocol as a whole simulated cluster, strikes it with faults drawn from a seed, checks every run (no acknowledged push lost, no stale read, no invented state, correct freezes, convergence) and replays any seed exactly."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -122,7 +127,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_PASS };
+            let code = if e.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_PASS
+            };
             let _ = e.print();
             return code;
         }
@@ -176,7 +185,8 @@ fn load_named_or_file(name: &str) -> anyhow::Result<Scenario> {
 }
 
 fn jobs(j: Option<usize>) -> usize {
-    j.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+    j.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
 }
 
 fn run(args: RunArgs) -> anyhow::Result<i32> {
@@ -185,7 +195,9 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         anyhow::bail!("--seeds must be at least 1");
     }
     if let Some(dir) = &args.report {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create report directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::anyhow!("cannot create report directory {}: {e}", dir.display())
+        })?;
     }
     let specs: Vec<RunSpec> = scenarios
         .iter()
@@ -206,7 +218,12 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
     for r in outcome.results.iter().filter(|r| !r.passed()) {
         failed += 1;
         if failed <= 20 {
-            println!("FAILED {} seed {}: {}", r.scenario, r.seed, summary::first_violation(r));
+            println!(
+                "FAILED {} seed {}: {}",
+                r.scenario,
+                r.seed,
+                summary::first_violation(r)
+            );
             println!("  replay: {}", r.replay_command());
         }
     }
@@ -222,7 +239,13 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
     let scenario = load_named_or_file(&args.scenario)?;
-    let spec = RunSpec { scenario, seed: args.seed, profile: args.common.profile, plant: args.common.plant, keep_trace: args.trace };
+    let spec = RunSpec {
+        scenario,
+        seed: args.seed,
+        profile: args.common.profile,
+        plant: args.common.plant,
+        keep_trace: args.trace,
+    };
     let result = runner::run(&spec);
     if args.trace {
         for e in result.trace.iter().flatten() {
@@ -231,15 +254,33 @@ fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
         println!();
     }
     print_verdict(&result);
-    Ok(if result.passed() { EXIT_PASS } else { EXIT_FAIL })
+    Ok(if result.passed() {
+        EXIT_PASS
+    } else {
+        EXIT_FAIL
+    })
 }
 
 fn print_verdict(r: &runner::RunResult) {
-    println!("scenario {} seed {} profile {}{}", r.scenario, r.seed, r.profile, r.plant.map(|b| format!(" plant {b}")).unwrap_or_default());
+    println!(
+        "scenario {} seed {} profile {}{}",
+        r.scenario,
+        r.seed,
+        r.profile,
+        r.plant.map(|b| format!(" plant {b}")).unwrap_or_default()
+    );
     println!("final state: {}", r.final_outcome.name());
     for v in &r.verdicts {
         let status = if v.passed() { "pass" } else { "FAIL" };
-        println!("  [{status}] {}{}", v.checker, if v.notes.is_empty() { String::new() } else { format!(" ({})", v.notes.join("; ")) });
+        println!(
+            "  [{status}] {}{}",
+            v.checker,
+            if v.notes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", v.notes.join("; "))
+            }
+        );
         for violation in v.violations.iter().take(10) {
             println!("      {violation}");
         }
@@ -251,7 +292,10 @@ fn print_verdict(r: &runner::RunResult) {
         println!("  [FAIL] simulation error: {e}");
     }
     if !r.passed() {
-        println!("drawn options: {}", serde_json::to_string(&r.drawn).unwrap_or_default());
+        println!(
+            "drawn options: {}",
+            serde_json::to_string(&r.drawn).unwrap_or_default()
+        );
     }
     println!("verdict: {}", if r.passed() { "PASS" } else { "FAIL" });
     println!("trace hash: {:016x}", r.trace_hash);
@@ -277,21 +321,41 @@ fn determinism(args: DeterminismArgs) -> anyhow::Result<i32> {
         println!("MISMATCH {} seed {}: {}", m.scenario, m.seed, m.detail);
     }
     println!("{total} seeds run twice, {} mismatches", mismatches.len());
-    Ok(if mismatches.is_empty() { EXIT_PASS } else { EXIT_FAIL })
+    Ok(if mismatches.is_empty() {
+        EXIT_PASS
+    } else {
+        EXIT_FAIL
+    })
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<i32> {
-    let text = std::fs::read_to_string(&args.history).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.history.display()))?;
-    let history: History = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}:{}:{}: not a history: {e}", args.history.display(), e.line(), e.column()))?;
+    let text = std::fs::read_to_string(&args.history)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.history.display()))?;
+    let history: History = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: not a history: {e}",
+            args.history.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
     let verdicts = checker::check_all(&history);
     let mut ok = true;
     for v in &verdicts {
         ok &= v.passed();
-        println!("[{}] {}", if v.passed() { "pass" } else { "FAIL" }, v.checker);
+        println!(
+            "[{}] {}",
+            if v.passed() { "pass" } else { "FAIL" },
+            v.checker
+        );
         for violation in &v.violations {
             println!("    {violation}");
         }
     }
-    println!("{} operations checked: {}", history.ops.len(), if ok { "PASS" } else { "FAIL" });
+    println!(
+        "{} operations checked: {}",
+        history.ops.len(),
+        if ok { "PASS" } else { "FAIL" }
+    );
     Ok(if ok { EXIT_PASS } else { EXIT_FAIL })
 }

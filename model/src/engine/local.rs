@@ -23,7 +23,10 @@ impl LocalWrites {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((repo.clone(), owner.clone()));
-        RunningWrite { running: Arc::clone(&self.running), key: (repo.clone(), owner.clone()) }
+        RunningWrite {
+            running: Arc::clone(&self.running),
+            key: (repo.clone(), owner.clone()),
+        }
     }
 
     /// Whether a write with this token is running here.

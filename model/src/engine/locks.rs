@@ -35,7 +35,10 @@ impl Engine {
                     if waited.as_secs() == 0 {
                         progress.say("Acquired write lock immediately.");
                     } else {
-                        progress.say(format!("Acquired write lock after {} second(s).", waited.as_secs()));
+                        progress.say(format!(
+                            "Acquired write lock after {} second(s).",
+                            waited.as_secs()
+                        ));
                     }
                 }
                 return Ok(waited);
@@ -52,7 +55,10 @@ impl Engine {
             if is_write {
                 let rows = session.rows(lock.repo()).await?;
                 if let Some(row) = writing_rows(&rows).first() {
-                    let user = row.write_props.as_ref().map_or("someone", |p| p.user.as_str());
+                    let user = row
+                        .write_props
+                        .as_ref()
+                        .map_or("someone", |p| p.user.as_str());
                     let since = row.write_props.as_ref().map_or(0, |p| p.since_ms);
                     let secs = self.ports.clock.now_ms().saturating_sub(since) / 1000;
                     progress.say(format!(
@@ -69,7 +75,9 @@ impl Engine {
     /// Releases a lock; a failure is only logged, since the session's end releases it too.
     pub(crate) async fn release(&self, session: &mut dyn DbSession, lock: &LockName) {
         match session.unlock(lock).await {
-            Ok(()) => self.emit(Event::LockReleased { lock: lock.to_string() }),
+            Ok(()) => self.emit(Event::LockReleased {
+                lock: lock.to_string(),
+            }),
             Err(e) => self.emit(Event::Note {
                 text: format!("releasing {lock} failed ({e}); it ends with the session"),
             }),

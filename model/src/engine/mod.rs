@@ -1,8 +1,8 @@
 //! The cluster engine: what one device does to serve reads and writes consistently
 //! (PROTOCOL.md sections 2 to 6). One engine runs per device, over that device's ports.
 
-mod locks;
 mod local;
+mod locks;
 mod read_sync;
 mod recovery;
 mod write_sync;
@@ -15,7 +15,9 @@ use crate::config::ProtocolConfig;
 use crate::error::ClusterError;
 use crate::ids::{DeviceId, RepoId};
 use crate::plant::Plants;
-use crate::ports::{Clock, ClusterDb, DbSession, Event, Events, Failpoints, Network, Random, Store};
+use crate::ports::{
+    Clock, ClusterDb, DbSession, Event, Events, Failpoints, Network, Random, Store,
+};
 
 pub use local::LocalWrites;
 pub use read_sync::{ReadReceipt, SyncOutcome};
@@ -141,7 +143,9 @@ impl Engine {
             drop(session);
             return;
         }
-        self.emit(Event::LockLeaked { lock: what.to_owned() });
+        self.emit(Event::LockLeaked {
+            lock: what.to_owned(),
+        });
         self.leaked
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -35,24 +35,40 @@ pub struct ReadReceipt {
 
 impl Engine {
     /// A client read: read sync, then the working copy's refs.
-    pub async fn read(&self, repo: &RepoId, progress: &Progress) -> Result<ReadReceipt, ClusterError> {
+    pub async fn read(
+        &self,
+        repo: &RepoId,
+        progress: &Progress,
+    ) -> Result<ReadReceipt, ClusterError> {
         if !self.plants.has(Bug::SkipReadSync) {
             let mut session = self.connect().await?;
-            match self.read_sync(session.as_mut(), repo, progress, false).await {
+            match self
+                .read_sync(session.as_mut(), repo, progress, false)
+                .await
+            {
                 Ok(_) => drop(session),
                 Err(e) => {
                     self.refused(repo, &e);
-                    self.end_failed_session(session, &LockName::Read(repo.clone(), self.device.clone()).to_string());
+                    self.end_failed_session(
+                        session,
+                        &LockName::Read(repo.clone(), self.device.clone()).to_string(),
+                    );
                     return Err(e);
                 }
             }
         }
         let refs = self.ports.store.refs(repo).await?;
-        Ok(ReadReceipt { refs, possibly_stale: false })
+        Ok(ReadReceipt {
+            refs,
+            possibly_stale: false,
+        })
     }
 
     pub(crate) fn refused(&self, repo: &RepoId, e: &ClusterError) {
-        self.emit(Event::Frozen { repo: repo.clone(), message: e.to_string() });
+        self.emit(Event::Frozen {
+            repo: repo.clone(),
+            message: e.to_string(),
+        });
     }
 
     /// Loads the configuration and checks the repository is clustered and this device is
@@ -71,7 +87,10 @@ impl Engine {
             return Err(ClusterError::NotFound(repo.clone()));
         }
         if !topology.is_active(repo, &self.device) {
-            return Err(ClusterError::NotBound { repo: repo.clone(), device: self.device.clone() });
+            return Err(ClusterError::NotBound {
+                repo: repo.clone(),
+                device: self.device.clone(),
+            });
         }
         Ok(topology)
     }
@@ -87,11 +106,16 @@ impl Engine {
         hold: bool,
     ) -> Result<SyncOutcome, ClusterError> {
         let lock = LockName::Read(repo.clone(), self.device.clone());
-        let waited = self.acquire(session, &lock, self.config.timing.lock_budget, progress).await?;
-        let result = self.read_sync_locked(session, repo, progress, waited.as_millis() as u64).await;
+        let waited = self
+            .acquire(session, &lock, self.config.timing.lock_budget, progress)
+            .await?;
+        let result = self
+            .read_sync_locked(session, repo, progress, waited.as_millis() as u64)
+            .await;
         // Under the phabricator profile a failed sync keeps its lock (the caller leaks the
         // session); otherwise the lock goes as soon as it is not needed.
-        let keep = (hold && result.is_ok()) || (result.is_err() && !self.config.profile.is_stormcell());
+        let keep =
+            (hold && result.is_ok()) || (result.is_err() && !self.config.profile.is_stormcell());
         if !keep {
             self.release(session, &lock).await;
         }
@@ -111,23 +135,40 @@ impl Engine {
         let Some(max) = leaders.max else {
             let active = topology.active_devices(repo);
             if active.len() > 1 {
-                return Err(ClusterError::AmbiguousLeader { repo: repo.clone(), devices: active });
+                return Err(ClusterError::AmbiguousLeader {
+                    repo: repo.clone(),
+                    devices: active,
+                });
             }
             let digest = self.ports.store.digest(repo).await?;
-            session.insert_initial(repo, &self.device, Some(digest)).await?;
+            session
+                .insert_initial(repo, &self.device, Some(digest))
+                .await?;
             self.ports.store.set_local_version(repo, 0).await?;
-            return Ok(SyncOutcome { version: 0, synced_from: None });
+            return Ok(SyncOutcome {
+                version: 0,
+                synced_from: None,
+            });
         };
         if !leaders.needs_sync(&rows, &self.device) {
             progress.say(format!(
                 "Device \"{}\" is already a cluster leader and does not need to be synchronized.",
                 self.device
             ));
-            return Ok(SyncOutcome { version: max, synced_from: None });
+            return Ok(SyncOutcome {
+                version: max,
+                synced_from: None,
+            });
         }
-        let before = rows.iter().find(|r| r.device == self.device).map(|r| r.version);
-        let candidates =
-            leaders.fetchable(&self.device, |d| topology.is_active(repo, d), self.ports.rng.as_ref());
+        let before = rows
+            .iter()
+            .find(|r| r.device == self.device)
+            .map(|r| r.version);
+        let candidates = leaders.fetchable(
+            &self.device,
+            |d| topology.is_active(repo, d),
+            self.ports.rng.as_ref(),
+        );
         let mut last_error = None;
         for leader in &candidates {
             progress.say(format!(
@@ -138,17 +179,44 @@ impl Engine {
             match self.fetch_from(&topology, repo, leader).await {
                 Ok(snapshot) => {
                     let digest = snapshot.digest();
-                    let recorded = if self.config.profile.is_stormcell() { Some(digest) } else { None };
-                    session.set_version(repo, &self.device, max, recorded).await?;
+                    let recorded = if self.config.profile.is_stormcell() {
+                        Some(digest)
+                    } else {
+                        None
+                    };
+                    session
+                        .set_version(repo, &self.device, max, recorded)
+                        .await?;
                     self.ports.store.set_local_version(repo, max).await?;
-                    self.record_sync(session, repo, leader, before, Some(max), waited_ms, SyncResult::Sync).await;
-                    self.emit(Event::Synced { repo: repo.clone(), from: leader.clone(), version: max });
+                    self.record_sync(
+                        session,
+                        repo,
+                        leader,
+                        before,
+                        Some(max),
+                        waited_ms,
+                        SyncResult::Sync,
+                    )
+                    .await;
+                    self.emit(Event::Synced {
+                        repo: repo.clone(),
+                        from: leader.clone(),
+                        version: max,
+                    });
                     let _ = started;
-                    return Ok(SyncOutcome { version: max, synced_from: Some(leader.clone()) });
+                    return Ok(SyncOutcome {
+                        version: max,
+                        synced_from: Some(leader.clone()),
+                    });
                 }
                 Err((reason, result)) => {
-                    self.emit(Event::SyncFailed { repo: repo.clone(), from: leader.clone(), reason: reason.clone() });
-                    self.record_sync(session, repo, leader, before, before, waited_ms, result).await;
+                    self.emit(Event::SyncFailed {
+                        repo: repo.clone(),
+                        from: leader.clone(),
+                        reason: reason.clone(),
+                    });
+                    self.record_sync(session, repo, leader, before, before, waited_ms, result)
+                        .await;
                     last_error = Some(reason);
                 }
             }
@@ -168,11 +236,18 @@ impl Engine {
         repo: &RepoId,
         leader: &DeviceId,
     ) -> Result<Snapshot, (String, SyncResult)> {
-        let addr = topology
-            .address_of(leader)
-            .ok_or_else(|| (format!("device \"{leader}\" has no address"), SyncResult::Error))?;
+        let addr = topology.address_of(leader).ok_or_else(|| {
+            (
+                format!("device \"{leader}\" has no address"),
+                SyncResult::Error,
+            )
+        })?;
         let request = Request::PeerFetch { repo: repo.clone() };
-        let limit = self.config.timing.copy_limit.min(self.config.timing.peer_request * 6);
+        let limit = self
+            .config
+            .timing
+            .copy_limit
+            .min(self.config.timing.peer_request * 6);
         let answer = peer::call(self.ports.net.as_ref(), leader, addr, &request, limit)
             .await
             .map_err(|e| {
@@ -184,11 +259,18 @@ impl Engine {
                 (e.to_string(), kind)
             })?;
         let Response::Snapshot { snapshot } = answer else {
-            return Err((format!("device \"{leader}\" answered a fetch with {answer:?}"), SyncResult::Error));
+            return Err((
+                format!("device \"{leader}\" answered a fetch with {answer:?}"),
+                SyncResult::Error,
+            ));
         };
         let store_err = |e: crate::error::StoreError| (e.to_string(), SyncResult::Error);
         let _guard = self.local.exclusive(repo).await;
-        self.ports.store.import(repo, &snapshot).await.map_err(store_err)?;
+        self.ports
+            .store
+            .import(repo, &snapshot)
+            .await
+            .map_err(store_err)?;
         self.ports.store.sync(repo).await.map_err(store_err)?;
         Ok(snapshot)
     }
@@ -215,7 +297,9 @@ impl Engine {
             result,
         };
         if let Err(e) = session.record_sync(&event).await {
-            self.emit(Event::Note { text: format!("sync event not recorded: {e}") });
+            self.emit(Event::Note {
+                text: format!("sync event not recorded: {e}"),
+            });
         }
     }
 

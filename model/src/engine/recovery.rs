@@ -4,11 +4,11 @@
 
 use super::Engine;
 use crate::error::ClusterError;
+use crate::ids::{LockOwner, RepoId};
 use crate::peer;
 use crate::ports::{DbSession, Event, FinishWrite};
 use crate::rows::{NewPushEvent, PushKind, Topology, VersionRow};
 use crate::wire::{ProbeResult, Request, Response};
-use crate::ids::{LockOwner, RepoId};
 
 impl Engine {
     /// Resolves the interrupted write of `row`, holding the write lock on `session` (so
@@ -31,9 +31,14 @@ impl Engine {
         } else {
             match topology.address_of(&row.device) {
                 Some(addr) => {
-                    let request = Request::RecoverProbe { repo: row.repo.clone(), owner: owner.clone() };
+                    let request = Request::RecoverProbe {
+                        repo: row.repo.clone(),
+                        owner: owner.clone(),
+                    };
                     let limit = self.config.timing.peer_request;
-                    match peer::call(self.ports.net.as_ref(), &row.device, addr, &request, limit).await {
+                    match peer::call(self.ports.net.as_ref(), &row.device, addr, &request, limit)
+                        .await
+                    {
                         Ok(Response::Probe { result }) => Some(result),
                         _ => None,
                     }
@@ -50,7 +55,10 @@ impl Engine {
             let event = NewPushEvent {
                 repo: row.repo.clone(),
                 device: row.device.clone(),
-                user: row.write_props.as_ref().map_or_else(String::new, |p| p.user.clone()),
+                user: row
+                    .write_props
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.user.clone()),
                 started_ms: self.ports.clock.now_ms(),
                 updates: Vec::new(),
                 accepted: true,
@@ -64,17 +72,29 @@ impl Engine {
             old_version: row.version,
             owner,
             new_version,
-            digest: if how == "cleared" { row.digest } else { Some(digest) },
+            digest: if how == "cleared" {
+                row.digest
+            } else {
+                Some(digest)
+            },
         };
         if session.finish_write(&finish).await? != 1 {
             return Err(self.interruption(row));
         }
-        self.emit(Event::Recovered { repo: row.repo.clone(), device: row.device.clone(), how: how.to_owned() });
+        self.emit(Event::Recovered {
+            repo: row.repo.clone(),
+            device: row.device.clone(),
+            how: how.to_owned(),
+        });
         Ok(())
     }
 
     /// Answers a recovery probe about a write on this device.
-    pub async fn probe(&self, repo: &RepoId, owner: &LockOwner) -> Result<ProbeResult, ClusterError> {
+    pub async fn probe(
+        &self,
+        repo: &RepoId,
+        owner: &LockOwner,
+    ) -> Result<ProbeResult, ClusterError> {
         // Holding the working copy exclusively: no ref moves while we look.
         let _guard = self.local.exclusive(repo).await;
         if self.local.is_running(repo, owner) {

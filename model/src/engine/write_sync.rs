@@ -44,7 +44,15 @@ impl Engine {
         progress.say(format!("Acquiring write lock for repository \"{repo}\"..."));
         let mut session = self.connect().await?;
         let write = LockName::Write(repo.clone());
-        if let Err(e) = self.acquire(session.as_mut(), &write, self.config.timing.lock_budget, progress).await {
+        if let Err(e) = self
+            .acquire(
+                session.as_mut(),
+                &write,
+                self.config.timing.lock_budget,
+                progress,
+            )
+            .await
+        {
             self.refused(repo, &e);
             return Err(e);
         }
@@ -62,7 +70,8 @@ impl Engine {
                 return Err(e);
             }
         };
-        self.write_locked(session, repo, payload, progress, old_version).await
+        self.write_locked(session, repo, payload, progress, old_version)
+            .await
     }
 
     /// Steps 2 and 3: refuse (or, **[stormcell]**, recover) an interrupted write, then
@@ -74,7 +83,11 @@ impl Engine {
         progress: &Progress,
     ) -> Result<Version, ClusterError> {
         let topology = self.bound_topology(session, repo).await?;
-        if let Some(message) = topology.repositories.get(repo).and_then(|r| r.maintenance.clone()) {
+        if let Some(message) = topology
+            .repositories
+            .get(repo)
+            .and_then(|r| r.maintenance.clone())
+        {
             return Err(ClusterError::Maintenance(message));
         }
         if !self.plants.has(Bug::IgnoreWritingFlag) {
@@ -87,7 +100,9 @@ impl Engine {
                 }
             }
         }
-        let synced = self.read_sync(session, repo, progress, self.config.profile.is_stormcell()).await?;
+        let synced = self
+            .read_sync(session, repo, progress, self.config.profile.is_stormcell())
+            .await?;
         Ok(synced.version)
     }
 
@@ -100,7 +115,11 @@ impl Engine {
         progress: &Progress,
         old_version: Version,
     ) -> Result<PushReceipt, ClusterError> {
-        let owner = LockOwner::new(format!("{}-{:016x}", self.device, self.ports.rng.below(u64::MAX)));
+        let owner = LockOwner::new(format!(
+            "{}-{:016x}",
+            self.device,
+            self.ports.rng.below(u64::MAX)
+        ));
         let started_ms = self.ports.clock.now_ms();
         let pre_digest = self.ports.store.digest(repo).await?;
         let props = WriteProps {
@@ -112,19 +131,31 @@ impl Engine {
         // Registered before the row says `writing`, so a recovery probe that sees the row
         // also sees the write running.
         let running = self.local.start(repo, &owner);
-        if let Err(e) = session.begin_write(repo, &self.device, &props, &owner).await {
+        if let Err(e) = session
+            .begin_write(repo, &self.device, &props, &owner)
+            .await
+        {
             // The row may or may not say `writing` now; the session's end releases the
             // locks either way, and a later writer recovers or refuses.
             drop(running);
             return Err(e.into());
         }
-        self.ports.failpoints.hit(WritePoint::AfterWritingSet, repo).await;
+        self.ports
+            .failpoints
+            .hit(WritePoint::AfterWritingSet, repo)
+            .await;
 
-        progress.say(format!("Ready to receive on cluster host \"{}\".", self.device));
+        progress.say(format!(
+            "Ready to receive on cluster host \"{}\".",
+            self.device
+        ));
         let applied = {
             let _guard = self.local.exclusive(repo).await;
             let applied = self.ports.store.apply_push(repo, payload).await?;
-            self.ports.failpoints.hit(WritePoint::AfterRefsWritten, repo).await;
+            self.ports
+                .failpoints
+                .hit(WritePoint::AfterRefsWritten, repo)
+                .await;
             if !self.plants.has(Bug::SkipFsync) {
                 self.ports.store.sync(repo).await?;
             }
@@ -156,13 +187,19 @@ impl Engine {
                 let _running = running;
                 let _ = engine.finish(session, recording, &progress).await;
             });
-            return Ok(PushReceipt { version: old_version, applied });
+            return Ok(PushReceipt {
+                version: old_version,
+                applied,
+            });
         }
         let version = self.finish(session, recording, progress).await;
         drop(running);
         let version = version?;
         if !applied.accepted {
-            let reason = applied.reason.clone().unwrap_or_else(|| "a ref moved".to_owned());
+            let reason = applied
+                .reason
+                .clone()
+                .unwrap_or_else(|| "a ref moved".to_owned());
             return Err(ClusterError::Rejected(reason));
         }
         Ok(PushReceipt { version, applied })
@@ -185,17 +222,26 @@ impl Engine {
         let (version, session) = match recorded {
             Ok(v) => v,
             Err(e) => {
-                self.emit(Event::WriteNotRecorded { repo: rec.repo.clone(), reason: e.to_string() });
+                self.emit(Event::WriteNotRecorded {
+                    repo: rec.repo.clone(),
+                    reason: e.to_string(),
+                });
                 return Err(e);
             }
         };
-        self.ports.store.set_local_version(&rec.repo, version).await?;
+        self.ports
+            .store
+            .set_local_version(&rec.repo, version)
+            .await?;
         self.emit(Event::WriteRecorded {
             repo: rec.repo.clone(),
             version,
             changed: rec.event.accepted,
         });
-        self.ports.failpoints.hit(WritePoint::AfterVersionBump, &rec.repo).await;
+        self.ports
+            .failpoints
+            .hit(WritePoint::AfterVersionBump, &rec.repo)
+            .await;
         if let Some(mut session) = session {
             if self.config.profile.is_stormcell() {
                 self.release(session.as_mut(), &read).await;
@@ -258,7 +304,9 @@ impl Engine {
                         progress.say("RECOVERED. Link to primary database was restored.");
                     }
                     if stormcell && changed != 1 {
-                        return Err(ClusterError::Fenced { repo: rec.repo.clone() });
+                        return Err(ClusterError::Fenced {
+                            repo: rec.repo.clone(),
+                        });
                     }
                     return Ok((version, original.then_some(s)));
                 }
@@ -303,14 +351,17 @@ impl Engine {
             if device == self.device {
                 continue;
             }
-            let Some(addr) = topology.address_of(&device).map(str::to_owned) else { continue };
+            let Some(addr) = topology.address_of(&device).map(str::to_owned) else {
+                continue;
+            };
             let engine = Arc::clone(self);
             let repo = repo.clone();
             tokio::spawn(async move {
                 let request = Request::Notify { repo, version };
                 let limit = engine.config.timing.peer_request;
                 // A peer that misses the notice catches up on its next scan.
-                let _ = peer::call(engine.ports.net.as_ref(), &device, &addr, &request, limit).await;
+                let _ =
+                    peer::call(engine.ports.net.as_ref(), &device, &addr, &request, limit).await;
             });
         }
     }
@@ -324,5 +375,4 @@ impl Engine {
             since_ms: props.map(|p| self.ports.clock.now_ms().saturating_sub(p.since_ms)),
         }
     }
-
 }

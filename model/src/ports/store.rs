@@ -55,7 +55,9 @@ pub trait Store: Send + Sync {
     /// The digest of the working copy's refs.
     async fn digest(&self, repo: &RepoId) -> Result<Digest, StoreError> {
         let refs = self.refs(repo).await?;
-        Ok(Digest::of(refs.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+        Ok(Digest::of(
+            refs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ))
     }
     /// Receives a push: checks every update's `old` against the current value and, when
     /// all match, writes the objects and moves the refs. Not durable until [`Store::sync`].

@@ -72,7 +72,9 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_reject_garbage() {
         let (mut a, mut b) = tokio::io::duplex(1024);
-        write_frame(&mut a, &vec!["x".to_owned(), "y".to_owned()]).await.unwrap();
+        write_frame(&mut a, &vec!["x".to_owned(), "y".to_owned()])
+            .await
+            .unwrap();
         let got: Vec<String> = read_frame(&mut b).await.unwrap();
         assert_eq!(got, vec!["x", "y"]);
 
