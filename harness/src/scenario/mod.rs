@@ -403,6 +403,10 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/ambiguous-leader.toml"),
     ),
     (
+        "contention",
+        include_str!("../../../scenarios/contention.toml"),
+    ),
+    (
         "db-link-drop",
         include_str!("../../../scenarios/db-link-drop.toml"),
     ),
