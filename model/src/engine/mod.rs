@@ -136,8 +136,9 @@ impl Engine {
         Ok(self.ports.db.connect().await?)
     }
 
-    /// Ends a session whose request failed: under the phabricator profile it stays open, so
-    /// its locks leak until the process exits, as in the seed design.
+    /// Ends a background pull's session after a failure: under the phabricator profile it
+    /// stays open, so its pull lock leaks until the process exits, as in the seed design
+    /// (background pulls of that repository stop; reads still synchronize on demand).
     pub(crate) fn end_failed_session(&self, session: Box<dyn DbSession>, what: &str) {
         if self.config.profile.is_stormcell() {
             drop(session);

@@ -61,12 +61,7 @@ impl Engine {
             Ok(v) => v,
             Err(e) => {
                 self.refused(repo, &e);
-                if self.config.profile.is_stormcell() {
-                    self.release(session.as_mut(), &write).await;
-                    drop(session);
-                } else {
-                    self.end_failed_session(session, &write.to_string());
-                }
+                self.release(session.as_mut(), &write).await;
                 return Err(e);
             }
         };
