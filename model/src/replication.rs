@@ -25,6 +25,19 @@ struct PullState {
     changed_at: Instant,
 }
 
+impl PullState {
+    /// A repository seen for the first time: due for a refresh at once.
+    fn new(now: Instant) -> Self {
+        PullState {
+            last_trigger_pull: None,
+            next_refresh: now,
+            errors: 0,
+            version: None,
+            changed_at: now,
+        }
+    }
+}
+
 /// The refresh interval of an idle repository: it grows with how long the repository has
 /// been idle, between the floor and the cap; after errors, the floor times the number of
 /// consecutive errors.
@@ -116,13 +129,7 @@ pub async fn run(engine: Arc<Engine>, mut triggers: mpsc::UnboundedReceiver<Repo
             Some(repo) = triggers.recv() => start_pull(repo),
             Some((repo, result)) = done_rx.recv() => {
                 let now = Instant::now();
-                let entry = state.entry(repo.clone()).or_insert_with(|| PullState {
-                    last_trigger_pull: None,
-                    next_refresh: now,
-                    errors: 0,
-                    version: None,
-                    changed_at: now,
-                });
+                let entry = state.entry(repo.clone()).or_insert_with(|| PullState::new(now));
                 match result {
                     Ok(version) => {
                         entry.errors = 0;
@@ -148,13 +155,7 @@ pub async fn run(engine: Arc<Engine>, mut triggers: mpsc::UnboundedReceiver<Repo
                 let out_of_sync = session.out_of_sync(engine.device()).await.unwrap_or_default();
                 drop(session);
                 for repo in topology.repositories_on(engine.device()) {
-                    let entry = state.entry(repo.clone()).or_insert_with(|| PullState {
-                        last_trigger_pull: None,
-                        next_refresh: now,
-                        errors: 0,
-                        version: None,
-                        changed_at: now,
-                    });
+                    let entry = state.entry(repo.clone()).or_insert_with(|| PullState::new(now));
                     let behind = out_of_sync.contains(&repo);
                     let gap_passed = entry
                         .last_trigger_pull

@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use tokio::time::Instant;
-
 use super::{Engine, Progress};
 use crate::error::ClusterError;
 use crate::ids::{DeviceId, Oid, RepoId, Version};
@@ -175,7 +173,6 @@ impl Engine {
                 "Synchronizing this device (\"{}\") from cluster leader (\"{leader}\").",
                 self.device
             ));
-            let started = Instant::now();
             match self.fetch_from(&topology, repo, leader).await {
                 Ok(snapshot) => {
                     let digest = snapshot.digest();
@@ -203,7 +200,6 @@ impl Engine {
                         from: leader.clone(),
                         version: max,
                     });
-                    let _ = started;
                     return Ok(SyncOutcome {
                         version: max,
                         synced_from: Some(leader.clone()),
