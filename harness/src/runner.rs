@@ -402,7 +402,12 @@ pub fn run(spec: &RunSpec) -> RunResult {
             for repo in &repos {
                 for device in &devices {
                     prober.read(repo, Phase::Final, Some(device)).await;
-                    prober.push(repo, 1, Phase::Final, Some(device)).await;
+                    // A ref of its own: a workload push still running on a server
+                    // cannot make the probe's compare-and-swap fail.
+                    let probe_ref = format!("refs/heads/probe-{device}");
+                    prober
+                        .push_refs(repo, vec![probe_ref], Phase::Final, Some(device))
+                        .await;
                 }
             }
             for repo in &repos {

@@ -251,6 +251,19 @@ impl Client {
             chosen.push(branches.remove(i));
         }
         chosen.sort();
+        self.push_refs(repo, chosen, phase, only).await
+    }
+
+    /// Pushes one new commit onto each of the named refs of `repo` (creating a ref this
+    /// client has not seen). Tries the next device only when nothing was sent to the
+    /// previous one.
+    pub async fn push_refs(
+        &mut self,
+        repo: &RepoId,
+        chosen: Vec<String>,
+        phase: Phase,
+        only: Option<&DeviceId>,
+    ) -> Option<Outcome> {
         let known = self.known.get(repo).cloned().unwrap_or_default();
         let mut updates = Vec::new();
         let mut commits = Vec::new();
