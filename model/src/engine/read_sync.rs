@@ -47,10 +47,6 @@ impl Engine {
                 Ok(_) => drop(session),
                 Err(e) => {
                     self.refused(repo, &e);
-                    self.end_failed_session(
-                        session,
-                        &LockName::Read(repo.clone(), self.device.clone()).to_string(),
-                    );
                     return Err(e);
                 }
             }
@@ -110,11 +106,9 @@ impl Engine {
         let result = self
             .read_sync_locked(session, repo, progress, waited.as_millis() as u64)
             .await;
-        // Under the phabricator profile a failed sync keeps its lock (the caller leaks the
-        // session); otherwise the lock goes as soon as it is not needed.
-        let keep =
-            (hold && result.is_ok()) || (result.is_err() && !self.config.profile.is_stormcell());
-        if !keep {
+        // The read lock goes on every failure under both profiles: a leaked read lock would
+        // block every later read on this device, and the seed design stays readable.
+        if !(hold && result.is_ok()) {
             self.release(session, &lock).await;
         }
         result
