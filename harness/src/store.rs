@@ -330,6 +330,7 @@ impl Store for SimStore {
             Ok(PushApplied {
                 accepted: false,
                 reason: Some(reason),
+                report: Vec::new(),
             })
         };
         // Compare-and-swap, all or nothing: check everything before writing anything.
@@ -371,6 +372,7 @@ impl Store for SimStore {
         Ok(PushApplied {
             accepted: true,
             reason: None,
+            report: Vec::new(),
         })
     }
 

@@ -1,5 +1,23 @@
 //! The stormcell node daemon: real implementations of the ports defined in
-//! `stormcell-model` (tokio TCP, Git working copies, PostgreSQL).
+//! `stormcell-model` and the adapters around them.
 //!
-//! Nothing lives here yet: the daemon is built on top of the protocol core and the
-//! database failover. This crate intentionally holds no stand-in implementation.
+//! - [`net`]: the network port over tokio TCP, with a per-device credential handshake;
+//! - [`store`]: the working-copy port over bare Git repositories on disk;
+//! - [`db`]: the cluster database port over PostgreSQL (schema, migrations, advisory locks);
+//! - [`http`]: Git smart HTTP in front of the protocol engine;
+//! - [`env`]: clock, randomness, failpoints and events (logs and metrics);
+//! - [`config`]: the node's TOML configuration;
+//! - [`node`]: assembling and running a device.
+//!
+//! Everything that decides what the cluster does lives in `stormcell-model`; this crate
+//! only connects it to the world.
+
+pub mod config;
+pub mod db;
+pub mod env;
+pub mod http;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod pktline;
+pub mod store;

@@ -29,6 +29,10 @@ pub struct PushApplied {
     pub accepted: bool,
     /// Why not, for the client.
     pub reason: Option<String>,
+    /// The store's own answer for the pushing client, handed back only once the write is
+    /// recorded (for the daemon, receive-pack's status report); empty when it has none.
+    #[serde(default)]
+    pub report: Vec<u8>,
 }
 
 /// Everything a working copy holds, for a peer to mirror.

@@ -1,0 +1,217 @@
+//! The command line: `stormcell node` and the admin commands.
+
+mod admin;
+mod table;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use stormcell_node::config::{LogFormat, NodeConfig};
+
+/// The stormcell node daemon and its admin commands.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stormcell",
+    version,
+    about = "Git repositories on several machines, every one readable and writable, kept consistent through a PostgreSQL cluster database.",
+    long_about = None
+)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a device: the Git HTTP endpoint, the peer service and background replication.
+    Node {
+        /// The node's configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The cluster database: schema and health.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Devices: the hosts running `stormcell node`.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Services: groups of device bindings that host repositories.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Bindings of devices to services.
+    #[command(subcommand)]
+    Binding(BindingCommand),
+    /// Repositories.
+    #[command(subcommand)]
+    Repository(RepositoryCommand),
+}
+
+/// Where the cluster database is, for admin commands.
+#[derive(Debug, Clone, Args)]
+struct DbTarget {
+    /// A libpq-style connection string for the primary.
+    #[arg(long, env = "STORMCELL_DATABASE", conflicts_with = "config")]
+    database: Option<String>,
+    /// Take the database from a node's configuration file instead.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Create or update the schema.
+    Migrate(DbTarget),
+    /// Show each database host: reachable, role, replication delay, schema.
+    Status(DbTarget),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Register a device.
+    Add {
+        /// Its name, such as `repo001`.
+        name: String,
+        /// The peer address other devices connect to (`host:port`, its `listen_peer`).
+        #[arg(long)]
+        address: String,
+        /// Its Git endpoint (its `http_url`).
+        #[arg(long)]
+        http_url: String,
+        /// Its credential (the `credential` of its configuration).
+        #[arg(long, env = "STORMCELL_DEVICE_CREDENTIAL")]
+        credential: String,
+        #[command(flatten)]
+        db: DbTarget,
+    },
+    /// List devices and their bindings.
+    List(DbTarget),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Create a service.
+    Create {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        db: DbTarget,
+    },
+    /// Bind a device to a service (active and writable unless `--read-only`).
+    Bind {
+        /// The service.
+        service: String,
+        /// The device.
+        device: String,
+        /// Bind with "Prevent Writes".
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        db: DbTarget,
+    },
+    /// Sync status of every repository of a service (PROTOCOL.md 8.1).
+    Status {
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        db: DbTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BindingCommand {
+    /// Change a binding's flags.
+    Set {
+        /// The service.
+        service: String,
+        /// The device.
+        device: String,
+        /// Allow (true) or prevent (false) writes.
+        #[arg(long)]
+        writable: Option<bool>,
+        /// Disable (true) or enable (false) the binding.
+        #[arg(long)]
+        disabled: Option<bool>,
+        #[command(flatten)]
+        db: DbTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RepositoryCommand {
+    /// Create a repository, on a service (every active device starts as a leader of the
+    /// empty repository) or unclustered.
+    Create {
+        /// Its name.
+        name: String,
+        /// The service hosting it.
+        #[arg(long)]
+        service: Option<String>,
+        #[command(flatten)]
+        db: DbTarget,
+    },
+    /// List repositories.
+    List(DbTarget),
+    /// Per-device versions of a repository (PROTOCOL.md 8.2).
+    Status {
+        /// The repository.
+        name: String,
+        #[command(flatten)]
+        db: DbTarget,
+    },
+}
+
+impl DbTarget {
+    /// The connection string to use.
+    fn conninfo(&self) -> anyhow::Result<String> {
+        if let Some(d) = &self.database {
+            return Ok(d.clone());
+        }
+        if let Some(path) = &self.config {
+            let config = NodeConfig::load(path)?;
+            return Ok(config.database.primary);
+        }
+        anyhow::bail!("say where the cluster database is: --database CONNINFO, STORMCELL_DATABASE, or --config FILE")
+    }
+
+    /// Replicas named in the configuration file, if one was given.
+    fn replicas(&self) -> anyhow::Result<Vec<String>> {
+        match &self.config {
+            Some(path) => Ok(NodeConfig::load(path)?.database.replicas),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("log level `{level}` is not a valid filter"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Node { config } => {
+            let config = NodeConfig::load(&config)?;
+            init_logs(config.log.format, &config.log.level)?;
+            stormcell_node::node::run(config).await?;
+            Ok(())
+        }
+        other => {
+            init_logs(LogFormat::Text, "warn")?;
+            admin::run(other, json).await
+        }
+    }
+}

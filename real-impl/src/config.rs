@@ -1,0 +1,377 @@
+//! The node's configuration: one TOML file per daemon. Unknown keys are refused, and a bad
+//! value is reported with the name of its field.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use stormcell_model::config::{Profile, ProtocolConfig, Timing};
+use stormcell_model::ports::WritePoint;
+use thiserror::Error;
+
+/// Loading the configuration failed.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema; the message names the field.
+    #[error("invalid configuration in {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the field's name.
+        message: String,
+    },
+}
+
+/// A node's configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This device's name, as registered with `stormcell device add`.
+    pub device: String,
+    /// Where the working copies and local versions live.
+    pub data_dir: PathBuf,
+    /// The peer service's listening address (`host:port`); registered as the device's
+    /// address.
+    pub listen_peer: String,
+    /// The Git smart HTTP listening address (`host:port`).
+    pub listen_http: String,
+    /// The base URL peers use to fetch objects from this device's Git endpoint.
+    pub http_url: String,
+    /// This device's credential, presented to its peers.
+    pub credential: String,
+    /// `stormcell` (default) or `phabricator`.
+    #[serde(default)]
+    pub profile: Profile,
+    /// The cluster database.
+    pub database: DatabaseConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Protocol timings that differ from the defaults.
+    #[serde(default)]
+    pub timing: TimingConfig,
+    /// Users of the Git endpoint.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// A failpoint armed for testing: the write path stops at this point.
+    #[serde(default)]
+    pub failpoint: Option<FailpointConfig>,
+    /// Where the `git` binary is (default: found on `PATH`).
+    #[serde(default = "default_git")]
+    pub git: PathBuf,
+}
+
+fn default_git() -> PathBuf {
+    PathBuf::from("git")
+}
+
+/// The cluster database hosts (PROTOCOL.md section 9.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The primary: a libpq-style connection string (`host=... port=... user=... dbname=...`).
+    pub primary: String,
+    /// Hot-standby replicas, same form; used for status and by the failover code.
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    /// Seconds to wait for a connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_s: u64,
+    /// Seconds a request-serving query may take.
+    #[serde(default = "default_query_timeout")]
+    pub query_timeout_s: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+fn default_query_timeout() -> u64 {
+    30
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `stormcell_node=debug,info`.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_level(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".to_owned()
+}
+
+/// Protocol timings, in seconds; each absent one keeps PROTOCOL.md's default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingConfig {
+    /// Budget for taking the read or write lock of a request.
+    pub lock_budget_s: Option<f64>,
+    /// Budget for the write lock of a thaw.
+    pub thaw_lock_budget_s: Option<f64>,
+    /// Time limit of one peer fetch.
+    pub copy_limit_s: Option<f64>,
+    /// How long recording a write keeps retrying.
+    pub release_window_s: Option<f64>,
+    /// Pause between those retries.
+    pub release_retry_s: Option<f64>,
+    /// Time limit of other peer requests.
+    pub peer_request_s: Option<f64>,
+    /// Minimum gap between out-of-sync pulls of one repository.
+    pub out_of_sync_pull_gap_s: Option<f64>,
+    /// How often background replication scans.
+    pub scan_interval_s: Option<f64>,
+    /// Floor of the idle refresh interval.
+    pub idle_floor_s: Option<f64>,
+    /// Cap of the idle refresh interval.
+    pub idle_cap_s: Option<f64>,
+    /// Background pulls at once.
+    pub max_pulls: Option<usize>,
+}
+
+/// A user of the Git endpoint: a token and the repositories it may read and write
+/// (`"*"` means every repository; write implies read).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user's name, recorded as the pusher.
+    pub name: String,
+    /// The secret, sent as the HTTP basic password or as a bearer token.
+    pub token: String,
+    /// Repositories the user may read.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Repositories the user may write.
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+impl UserConfig {
+    fn allows(list: &[String], repo: &str) -> bool {
+        list.iter().any(|r| r == "*" || r == repo)
+    }
+
+    /// Whether the user may read `repo`.
+    pub fn can_read(&self, repo: &str) -> bool {
+        Self::allows(&self.read, repo) || self.can_write(repo)
+    }
+
+    /// Whether the user may write `repo`.
+    pub fn can_write(&self, repo: &str) -> bool {
+        Self::allows(&self.write, repo)
+    }
+}
+
+/// A failpoint: the write path stops for good when it reaches `point` (the process is
+/// meant to be killed there); `marker` is created when it is reached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailpointConfig {
+    /// `after-writing-set`, `after-refs-written`, `after-version-bump` or `after-ack`.
+    pub point: WritePoint,
+    /// A file created when the point is reached, so a test knows when to strike.
+    #[serde(default)]
+    pub marker: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses and validates configuration text; the error names the offending field.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.device.trim().is_empty() {
+            return Err("field `device`: must not be empty".to_owned());
+        }
+        for (field, addr) in [
+            ("listen_peer", &self.listen_peer),
+            ("listen_http", &self.listen_http),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!(
+                    "field `{field}`: `{addr}` is not an address of the form host:port (an IP address and a port)"
+                ));
+            }
+        }
+        if !(self.http_url.starts_with("http://") || self.http_url.starts_with("https://")) {
+            return Err(format!(
+                "field `http_url`: `{}` must start with http:// or https://",
+                self.http_url
+            ));
+        }
+        if self.credential.len() < 8 {
+            return Err("field `credential`: must be at least 8 characters".to_owned());
+        }
+        for (i, user) in self.users.iter().enumerate() {
+            if user.token.len() < 8 {
+                return Err(format!(
+                    "field `users[{i}].token` (user `{}`): must be at least 8 characters",
+                    user.name
+                ));
+            }
+        }
+        self.timing.to_timing()?;
+        Ok(())
+    }
+
+    /// The protocol configuration this node runs with.
+    pub fn protocol(&self) -> Result<ProtocolConfig, String> {
+        Ok(ProtocolConfig {
+            profile: self.profile,
+            timing: self.timing.to_timing()?,
+        })
+    }
+
+    /// The query timeout.
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_secs(self.database.query_timeout_s)
+    }
+}
+
+impl TimingConfig {
+    /// PROTOCOL.md's defaults with this configuration's overrides.
+    pub fn to_timing(&self) -> Result<Timing, String> {
+        let mut t = Timing::default();
+        let set = |field: &str, value: Option<f64>, target: &mut Duration| {
+            if let Some(v) = value {
+                *target = Duration::try_from_secs_f64(v).map_err(|_| {
+                    format!("field `timing.{field}`: {v} is not a valid number of seconds")
+                })?;
+            }
+            Ok::<(), String>(())
+        };
+        set("lock_budget_s", self.lock_budget_s, &mut t.lock_budget)?;
+        set(
+            "thaw_lock_budget_s",
+            self.thaw_lock_budget_s,
+            &mut t.thaw_lock_budget,
+        )?;
+        set("copy_limit_s", self.copy_limit_s, &mut t.copy_limit)?;
+        set(
+            "release_window_s",
+            self.release_window_s,
+            &mut t.release_window,
+        )?;
+        set("release_retry_s", self.release_retry_s, &mut t.release_retry)?;
+        set("peer_request_s", self.peer_request_s, &mut t.peer_request)?;
+        set(
+            "out_of_sync_pull_gap_s",
+            self.out_of_sync_pull_gap_s,
+            &mut t.out_of_sync_pull_gap,
+        )?;
+        set("scan_interval_s", self.scan_interval_s, &mut t.scan_interval)?;
+        set("idle_floor_s", self.idle_floor_s, &mut t.idle_floor)?;
+        set("idle_cap_s", self.idle_cap_s, &mut t.idle_cap)?;
+        if let Some(n) = self.max_pulls {
+            if n == 0 {
+                return Err("field `timing.max_pulls`: must be at least 1".to_owned());
+            }
+            t.max_pulls = n;
+        }
+        if t.scan_interval.is_zero() {
+            return Err("field `timing.scan_interval_s`: must be above zero".to_owned());
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+device = "repo001"
+data_dir = "/tmp/x"
+listen_peer = "127.0.0.1:7001"
+listen_http = "127.0.0.1:8001"
+http_url = "http://127.0.0.1:8001"
+credential = "0123456789"
+[database]
+primary = "host=127.0.0.1 port=5432 user=postgres dbname=stormcell"
+[[users]]
+name = "alice"
+token = "alice-token"
+write = ["R1"]
+"#;
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let c = NodeConfig::parse(GOOD).expect("valid");
+        assert_eq!(c.profile, Profile::Stormcell);
+        assert!(c.users[0].can_read("R1") && c.users[0].can_write("R1"));
+        assert!(!c.users[0].can_read("R2"));
+        let p = c.protocol().expect("timing");
+        assert_eq!(p.timing, Timing::default());
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let bad_addr = GOOD.replace("127.0.0.1:7001", "nowhere");
+        let e = NodeConfig::parse(&bad_addr).unwrap_err();
+        assert!(e.contains("listen_peer"), "{e}");
+
+        let unknown = format!("{GOOD}\n[log]\nfromat = \"json\"\n");
+        let e = NodeConfig::parse(&unknown).unwrap_err();
+        assert!(e.contains("fromat"), "{e}");
+
+        let bad_profile = GOOD.replace("device = \"repo001\"", "device = \"repo001\"\nprofile = \"raft\"");
+        let e = NodeConfig::parse(&bad_profile).unwrap_err();
+        assert!(e.contains("profile"), "{e}");
+
+        let bad_timing = format!("{GOOD}\n[timing]\nlock_budget_s = -1.0\n");
+        let e = NodeConfig::parse(&bad_timing).unwrap_err();
+        assert!(e.contains("timing.lock_budget_s"), "{e}");
+
+        let bad_point = format!("{GOOD}\n[failpoint]\npoint = \"somewhere\"\n");
+        let e = NodeConfig::parse(&bad_point).unwrap_err();
+        assert!(e.contains("point"), "{e}");
+    }
+}

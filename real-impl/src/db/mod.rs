@@ -1,0 +1,476 @@
+//! The cluster database port over PostgreSQL (PROTOCOL.md sections 1, 2 and 9).
+//!
+//! A session is one dedicated connection; named locks are session-level advisory locks
+//! on it (`pg_try_advisory_lock`), so they end with the session whether it closes, its
+//! process dies or the server notices its link is gone.
+
+pub mod admin;
+pub mod credentials;
+pub mod lock_key;
+pub mod schema;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, ServiceId, Version};
+use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName};
+use stormcell_model::rows::{
+    Binding, Device, NewPushEvent, NewSyncEvent, PushKind, Repository, Service, SyncResult,
+    Topology, VersionRow, WriteProps,
+};
+use tokio_postgres::{Client, Config, NoTls, Row};
+
+pub use stormcell_model::error::DbError;
+
+/// Turns a driver error into the port's error: lost links and shutdowns are connection
+/// errors (the only kind a write's recording retries), everything else a query error.
+pub(crate) fn query_error(e: tokio_postgres::Error) -> DbError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let text = format!("{} (SQLSTATE {code})", db.message());
+        // Class 08 is connection exceptions; 57P01-57P03 are shutdowns and startups.
+        if code.starts_with("08") || code.starts_with("57P") {
+            return DbError::Connection(text);
+        }
+        return DbError::Query(text);
+    }
+    let text = e.to_string();
+    if text.starts_with("error deserializing") || text.starts_with("error serializing") {
+        DbError::Query(text)
+    } else {
+        DbError::Connection(text)
+    }
+}
+
+/// Where the cluster database is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct PgClusterDb {
+    config: Config,
+    connect_timeout: Duration,
+    query_timeout: Duration,
+}
+
+impl PgClusterDb {
+    /// A database reached with a libpq-style connection string. `application` names the
+    /// sessions in `pg_stat_activity`.
+    pub fn new(
+        conninfo: &str,
+        application: &str,
+        connect_timeout: Duration,
+        query_timeout: Duration,
+    ) -> Result<Self, DbError> {
+        let mut config: Config = conninfo
+            .parse()
+            .map_err(|e| DbError::Query(format!("bad connection string: {e}")))?;
+        config
+            .application_name(application)
+            .connect_timeout(connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10));
+        Ok(PgClusterDb {
+            config,
+            connect_timeout,
+            query_timeout,
+        })
+    }
+
+    /// A new dedicated connection.
+    pub async fn client(&self) -> Result<Client, DbError> {
+        let connecting = self.config.connect(NoTls);
+        let (client, connection) = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| {
+                DbError::Connection(format!(
+                    "no connection within {}s",
+                    self.connect_timeout.as_secs()
+                ))
+            })?
+            .map_err(query_error)?;
+        // The connection task ends when the client is dropped, which ends the session and
+        // with it every advisory lock it held.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "database connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// A new session of the port.
+    pub async fn session(&self) -> Result<PgSession, DbError> {
+        Ok(PgSession {
+            client: self.client().await?,
+            held: BTreeSet::new(),
+            query_timeout: self.query_timeout,
+        })
+    }
+}
+
+#[async_trait]
+impl ClusterDb for PgClusterDb {
+    async fn connect(&self) -> Result<Box<dyn DbSession>, DbError> {
+        Ok(Box::new(self.session().await?))
+    }
+}
+
+/// One database session.
+pub struct PgSession {
+    client: Client,
+    /// Locks taken on this session. PostgreSQL's advisory locks nest; the port's do not,
+    /// so a second take of a held lock is answered here.
+    held: BTreeSet<LockName>,
+    query_timeout: Duration,
+}
+
+fn to_i64(v: u64) -> i64 {
+    // Versions and push ids come from a bigserial and never reach 2^63; digests are
+    // stored bit for bit.
+    v as i64
+}
+
+fn version_row(r: &Row) -> Result<VersionRow, DbError> {
+    let props: Option<serde_json::Value> = r.try_get("write_props").map_err(query_error)?;
+    let write_props = props
+        .map(serde_json::from_value::<WriteProps>)
+        .transpose()
+        .map_err(|e| DbError::Query(format!("unreadable write_props: {e}")))?;
+    Ok(VersionRow {
+        repo: RepoId::new(r.try_get::<_, String>("repo").map_err(query_error)?),
+        device: DeviceId::new(r.try_get::<_, String>("device").map_err(query_error)?),
+        version: r.try_get::<_, i64>("version").map_err(query_error)? as u64,
+        writing: r.try_get("writing").map_err(query_error)?,
+        write_props,
+        lock_owner: r
+            .try_get::<_, Option<String>>("lock_owner")
+            .map_err(query_error)?
+            .map(LockOwner::new),
+        digest: r
+            .try_get::<_, Option<i64>>("digest")
+            .map_err(query_error)?
+            .map(|d| Digest(d as u64)),
+    })
+}
+
+fn kind_name(kind: PushKind) -> &'static str {
+    match kind {
+        PushKind::Push => "push",
+        PushKind::Maintenance => "maintenance",
+        PushKind::Recovered => "recovered",
+    }
+}
+
+fn result_name(result: SyncResult) -> &'static str {
+    match result {
+        SyncResult::Sync => "sync",
+        SyncResult::Error => "error",
+        SyncResult::Timeout => "timeout",
+    }
+}
+
+impl PgSession {
+    /// Runs one query within the query time limit; running past it counts as a lost
+    /// link (the session is not reused after that by the engine's callers).
+    async fn timed<T>(
+        &self,
+        query: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, DbError> {
+        match tokio::time::timeout(self.query_timeout, query).await {
+            Ok(r) => r.map_err(query_error),
+            Err(_) => Err(DbError::Connection(format!(
+                "no answer within {}s",
+                self.query_timeout.as_secs()
+            ))),
+        }
+    }
+
+    /// The underlying client, for administrative queries.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Loads the configuration with four queries sent together.
+pub async fn load_topology(client: &Client) -> Result<Topology, tokio_postgres::Error> {
+    let (devices, services, bindings, repos) = tokio::try_join!(
+        client.query("SELECT name, address FROM devices ORDER BY name", &[]),
+        client.query("SELECT name, closed FROM services ORDER BY name", &[]),
+        client.query(
+            "SELECT service, device, writable, disabled FROM bindings ORDER BY service, device",
+            &[]
+        ),
+        client.query(
+            "SELECT name, service, maintenance FROM repositories ORDER BY name",
+            &[]
+        ),
+    )?;
+    let mut t = Topology::default();
+    for r in devices {
+        let id = DeviceId::new(r.try_get::<_, String>(0)?);
+        t.devices.insert(
+            id.clone(),
+            Device {
+                id,
+                address: r.try_get(1)?,
+            },
+        );
+    }
+    for r in services {
+        let id = ServiceId::new(r.try_get::<_, String>(0)?);
+        t.services.insert(
+            id.clone(),
+            Service {
+                id,
+                closed: r.try_get(1)?,
+            },
+        );
+    }
+    for r in bindings {
+        t.bindings.push(Binding {
+            service: ServiceId::new(r.try_get::<_, String>(0)?),
+            device: DeviceId::new(r.try_get::<_, String>(1)?),
+            writable: r.try_get(2)?,
+            disabled: r.try_get(3)?,
+        });
+    }
+    for r in repos {
+        let id = RepoId::new(r.try_get::<_, String>(0)?);
+        t.repositories.insert(
+            id.clone(),
+            Repository {
+                id,
+                service: r.try_get::<_, Option<String>>(1)?.map(ServiceId::new),
+                maintenance: r.try_get(2)?,
+            },
+        );
+    }
+    Ok(t)
+}
+
+const ROW_COLUMNS: &str = "repo, device, version, writing, write_props, lock_owner, digest";
+
+/// Every version row of a repository, in device order.
+pub async fn load_rows(client: &Client, repo: &RepoId) -> Result<Vec<VersionRow>, DbError> {
+    let rows = client
+        .query(
+            &format!("SELECT {ROW_COLUMNS} FROM versions WHERE repo = $1 ORDER BY device"),
+            &[&repo.as_str()],
+        )
+        .await
+        .map_err(query_error)?;
+    rows.iter().map(version_row).collect()
+}
+
+#[async_trait]
+impl DbSession for PgSession {
+    async fn try_lock(&mut self, lock: &LockName) -> Result<bool, DbError> {
+        if self.held.contains(lock) {
+            return Ok(true);
+        }
+        let key = lock_key::lock_key(lock);
+        let row = self
+            .timed(
+                self.client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&key]),
+            )
+            .await?;
+        let got: bool = row.try_get(0).map_err(query_error)?;
+        if got {
+            self.held.insert(lock.clone());
+        }
+        Ok(got)
+    }
+
+    async fn unlock(&mut self, lock: &LockName) -> Result<(), DbError> {
+        if !self.held.remove(lock) {
+            return Ok(());
+        }
+        let key = lock_key::lock_key(lock);
+        self.timed(
+            self.client
+                .query_one("SELECT pg_advisory_unlock($1)", &[&key]),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn topology(&mut self) -> Result<Topology, DbError> {
+        self.timed(load_topology(&self.client)).await
+    }
+
+    async fn rows(&mut self, repo: &RepoId) -> Result<Vec<VersionRow>, DbError> {
+        match tokio::time::timeout(self.query_timeout, load_rows(&self.client, repo)).await {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Connection("no answer in time".to_owned())),
+        }
+    }
+
+    async fn out_of_sync(&mut self, device: &DeviceId) -> Result<Vec<RepoId>, DbError> {
+        // Mirrors the port's definition: repositories actively bound to the device that
+        // have some row, where the device has none or is below the largest version.
+        let rows = self
+            .timed(self.client.query(
+                "SELECT DISTINCT r.name
+                   FROM repositories r
+                   JOIN bindings b ON b.service = r.service AND b.device = $1 AND NOT b.disabled
+                   JOIN (SELECT repo, max(version) AS max FROM versions GROUP BY repo) m
+                     ON m.repo = r.name
+                   LEFT JOIN versions v ON v.repo = r.name AND v.device = $1
+                  WHERE v.version IS NULL OR v.version < m.max
+                  ORDER BY r.name",
+                &[&device.as_str()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<_, String>(0)
+                    .map(RepoId::new)
+                    .map_err(query_error)
+            })
+            .collect()
+    }
+
+    async fn begin_write(
+        &mut self,
+        repo: &RepoId,
+        device: &DeviceId,
+        props: &WriteProps,
+        owner: &LockOwner,
+    ) -> Result<(), DbError> {
+        let props = serde_json::to_value(props).map_err(|e| DbError::Query(e.to_string()))?;
+        self.timed(self.client.execute(
+            "INSERT INTO versions (repo, device, version, writing, write_props, lock_owner)
+             VALUES ($1, $2, 0, true, $3, $4)
+             ON CONFLICT (repo, device) DO UPDATE
+                SET writing = true, write_props = $3, lock_owner = $4",
+            &[&repo.as_str(), &device.as_str(), &props, &owner.as_str()],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_write(&mut self, f: &FinishWrite) -> Result<u64, DbError> {
+        let digest = f.digest.map(|d| d.0 as i64);
+        self.timed(self.client.execute(
+            "UPDATE versions
+                SET version = $5, digest = $6, writing = false, lock_owner = NULL
+              WHERE repo = $1 AND device = $2 AND version = $3 AND writing
+                AND lock_owner = $4",
+            &[
+                &f.repo.as_str(),
+                &f.device.as_str(),
+                &to_i64(f.old_version),
+                &f.owner.as_str(),
+                &to_i64(f.new_version),
+                &digest,
+            ],
+        ))
+        .await
+    }
+
+    async fn set_version(
+        &mut self,
+        repo: &RepoId,
+        device: &DeviceId,
+        version: Version,
+        digest: Option<Digest>,
+    ) -> Result<(), DbError> {
+        let digest = digest.map(|d| d.0 as i64);
+        self.timed(self.client.execute(
+            "INSERT INTO versions (repo, device, version, digest) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (repo, device) DO UPDATE SET version = $3, digest = $4",
+            &[&repo.as_str(), &device.as_str(), &to_i64(version), &digest],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_initial(
+        &mut self,
+        repo: &RepoId,
+        device: &DeviceId,
+        digest: Option<Digest>,
+    ) -> Result<bool, DbError> {
+        let digest = digest.map(|d| d.0 as i64);
+        let key = lock_key::rows_key(repo);
+        let insert = async {
+            let tx = self.client.transaction().await?;
+            // Two devices inserting the first row at once must not both succeed: they
+            // take turns on a per-repository lock held until the transaction ends.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                .await?;
+            let n = tx
+                .execute(
+                    "INSERT INTO versions (repo, device, version, digest)
+                     SELECT $1, $2, 0, $3
+                      WHERE NOT EXISTS (SELECT 1 FROM versions WHERE repo = $1)",
+                    &[&repo.as_str(), &device.as_str(), &digest],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(n == 1)
+        };
+        match tokio::time::timeout(self.query_timeout, insert).await {
+            Ok(r) => r.map_err(query_error),
+            Err(_) => Err(DbError::Connection("no answer in time".to_owned())),
+        }
+    }
+
+    async fn record_push(&mut self, event: &NewPushEvent) -> Result<u64, DbError> {
+        let updates =
+            serde_json::to_value(&event.updates).map_err(|e| DbError::Query(e.to_string()))?;
+        let row = self
+            .timed(self.client.query_one(
+                "INSERT INTO push_events (repo, device, pusher, started_ms, updates, accepted, kind)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[
+                    &event.repo.as_str(),
+                    &event.device.as_str(),
+                    &event.user,
+                    &to_i64(event.started_ms),
+                    &updates,
+                    &event.accepted,
+                    &kind_name(event.kind),
+                ],
+            ))
+            .await?;
+        let id: i64 = row.try_get(0).map_err(query_error)?;
+        Ok(id as u64)
+    }
+
+    async fn newest_push_id(&mut self, repo: &RepoId) -> Result<Option<u64>, DbError> {
+        let row = self
+            .timed(self.client.query_one(
+                "SELECT max(id) FROM push_events WHERE repo = $1",
+                &[&repo.as_str()],
+            ))
+            .await?;
+        let id: Option<i64> = row.try_get(0).map_err(query_error)?;
+        Ok(id.map(|i| i as u64))
+    }
+
+    async fn record_sync(&mut self, e: &NewSyncEvent) -> Result<(), DbError> {
+        self.timed(self.client.execute(
+            "INSERT INTO sync_events
+                (repo, device, from_device, version_before, version_after, waited_ms, result)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &e.repo.as_str(),
+                &e.device.as_str(),
+                &e.from_device.as_str(),
+                &e.version_before.map(to_i64),
+                &e.version_after.map(to_i64),
+                &to_i64(e.waited_ms),
+                &result_name(e.result),
+            ],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn ping(&mut self) -> Result<(), DbError> {
+        self.timed(self.client.query_one("SELECT 1", &[])).await?;
+        Ok(())
+    }
+}

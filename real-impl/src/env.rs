@@ -1,0 +1,104 @@
+//! Clock, randomness, failpoints and events for the daemon: the non-I/O ports.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rand::Rng;
+use stormcell_model::ids::RepoId;
+use stormcell_model::ports::{Clock, Event, Events, Failpoints, Random, WritePoint};
+
+use crate::metrics::Metrics;
+
+/// Wall-clock time from the operating system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        // A clock before 1970 is a broken host; timestamps then read as zero.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// Randomness from the operating system's generator.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsRandom;
+
+impl Random for OsRandom {
+    fn below(&self, n: u64) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        rand::rng().random_range(0..n)
+    }
+}
+
+/// A failpoint armed by configuration: the write path stops for good at `point` (a test
+/// kills the process there), after creating `marker`.
+#[derive(Debug, Clone)]
+pub struct HoldAt {
+    point: Option<WritePoint>,
+    marker: Option<PathBuf>,
+}
+
+impl HoldAt {
+    /// Holds every write at `point`; `None` never holds.
+    pub fn new(point: Option<WritePoint>, marker: Option<PathBuf>) -> Self {
+        HoldAt { point, marker }
+    }
+}
+
+#[async_trait]
+impl Failpoints for HoldAt {
+    async fn hit(&self, point: WritePoint, repo: &RepoId) {
+        if self.point != Some(point) {
+            return;
+        }
+        tracing::warn!(point = point.name(), repo = %repo, "failpoint reached: holding this write");
+        if let Some(marker) = &self.marker {
+            if let Err(e) = tokio::fs::write(marker, point.name()).await {
+                tracing::error!(marker = %marker.display(), error = %e, "failpoint marker not written");
+            }
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sends protocol events to the log and the metrics.
+pub struct LoggedEvents {
+    device: String,
+    metrics: Arc<Metrics>,
+}
+
+impl LoggedEvents {
+    /// Events of `device`, counted in `metrics`.
+    pub fn new(device: &str, metrics: Arc<Metrics>) -> Self {
+        LoggedEvents {
+            device: device.to_owned(),
+            metrics,
+        }
+    }
+}
+
+impl Events for LoggedEvents {
+    fn emit(&self, event: Event) {
+        self.metrics.observe(&event);
+        let json = serde_json::to_string(&event).unwrap_or_else(|_| format!("{event:?}"));
+        match &event {
+            Event::LockAcquired { .. } | Event::LockReleased { .. } => {
+                tracing::debug!(device = %self.device, event = %json, "protocol event");
+            }
+            Event::Frozen { .. }
+            | Event::WriteNotRecorded { .. }
+            | Event::LockLeaked { .. }
+            | Event::SyncFailed { .. } => {
+                tracing::warn!(device = %self.device, event = %json, "protocol event");
+            }
+            _ => tracing::info!(device = %self.device, event = %json, "protocol event"),
+        }
+    }
+}

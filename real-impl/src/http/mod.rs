@@ -1,0 +1,300 @@
+//! Git smart HTTP in front of the protocol engine (ARCHITECTURE.md, "The real daemon").
+//!
+//! - `GET /<repo>.git/info/refs?service=git-upload-pack|git-receive-pack`: the read sync
+//!   of PROTOCOL.md 4.1 runs first, then Git advertises the working copy's refs;
+//! - `POST /<repo>.git/git-upload-pack`: `git upload-pack`, protocol v2 when the client
+//!   asks for it (the `Git-Protocol` header is passed through);
+//! - `POST /<repo>.git/git-receive-pack`: the write path of 4.2 around
+//!   `git receive-pack`; progress lines go to the client's side band while it runs, and
+//!   receive-pack's status report only once the version is recorded;
+//! - `GET /metrics`: Prometheus metrics.
+
+pub mod auth;
+mod receive;
+mod upload;
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use stormcell_model::engine::Engine;
+use stormcell_model::error::{ClusterError, ErrorCode};
+use stormcell_model::ids::RepoId;
+
+use crate::config::UserConfig;
+use crate::db::credentials::PeerCredentials;
+use crate::metrics::{code_name, Metrics};
+use crate::store::git::Git;
+use crate::store::GitStore;
+use auth::{Caller, Denied};
+
+/// The largest request body accepted (a push's pack).
+const MAX_BODY: usize = 4 << 30;
+
+/// What the HTTP front end works with.
+pub struct HttpState {
+    /// This device's engine.
+    pub engine: Arc<Engine>,
+    /// This device's working copies.
+    pub store: Arc<GitStore>,
+    /// How to run Git.
+    pub git: Git,
+    /// Users and their permissions.
+    pub users: Vec<UserConfig>,
+    /// Peer credential checks.
+    pub peers: Arc<PeerCredentials>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router of the Git endpoint.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+/// Which Git service a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    UploadPack,
+    ReceivePack,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::UploadPack => "git-upload-pack",
+            Service::ReceivePack => "git-receive-pack",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "git-upload-pack" => Some(Service::UploadPack),
+            "git-receive-pack" => Some(Service::ReceivePack),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed request path.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Metrics,
+    InfoRefs(String),
+    Rpc(String, Service),
+}
+
+fn route(method: &Method, path: &str, query: Option<&str>) -> Option<(Route, Option<Service>)> {
+    if method == Method::GET && path == "/metrics" {
+        return Some((Route::Metrics, None));
+    }
+    let rest = path.strip_prefix('/')?;
+    let (repo, tail) = rest.split_once(".git/")?;
+    match (method, tail) {
+        (&Method::GET, "info/refs") => {
+            let service = query?
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("service="))
+                .and_then(Service::from_name)?;
+            Some((Route::InfoRefs(repo.to_owned()), Some(service)))
+        }
+        (&Method::POST, svc) => {
+            let service = Service::from_name(svc)?;
+            Some((Route::Rpc(repo.to_owned(), service), Some(service)))
+        }
+        _ => None,
+    }
+}
+
+/// A plain-text answer; Git shows text/plain error bodies to its user as `remote:` lines.
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut body: String = message.into();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// The text a client sees for a refusal: the cause's code, then the message.
+pub fn refusal_text(e: &ClusterError) -> String {
+    format!("stormcell: {}: {e}", code_name(e.code()))
+}
+
+fn refusal(e: &ClusterError) -> Response {
+    let status = match e.code() {
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::NotBound => StatusCode::MISDIRECTED_REQUEST,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    text(status, refusal_text(e))
+}
+
+fn no_cache(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache, max-age=0, must-revalidate"),
+    );
+    headers.insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
+}
+
+/// The `Git-Protocol` header, when it is well formed.
+fn git_protocol(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("Git-Protocol")?.to_str().ok()?;
+    let ok = v.len() < 256
+        && v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '=' | ':' | '.' | '-' | '_'));
+    ok.then(|| v.to_owned())
+}
+
+/// Reads a request body, undoing gzip when the client compressed it.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("cannot read request: {e}")))?;
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip"));
+    if !gzip {
+        return Ok(bytes);
+    }
+    let decoded = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map(|_| out)
+    })
+    .await
+    .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| text(StatusCode::BAD_REQUEST, format!("bad gzip body: {e}")))?;
+    Ok(Bytes::from(decoded))
+}
+
+async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some((route, service)) = route(&parts.method, parts.uri.path(), parts.uri.query())
+    else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "Not found: this server speaks Git's smart HTTP protocol only.",
+        );
+    };
+    if route == Route::Metrics {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            st.metrics.render(),
+        )
+            .into_response();
+    }
+    let caller = match auth::authenticate(&parts.headers, &st.users, &st.peers).await {
+        Ok(c) => c,
+        Err(Denied::BadPeer(device)) => {
+            st.metrics.peer_auth_failed();
+            tracing::warn!(device = %device, "Git request from a peer with a wrong credential refused");
+            return text(StatusCode::FORBIDDEN, "Peer credential refused.");
+        }
+        Err(denied) => {
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                if denied == Denied::Missing {
+                    "Authentication required."
+                } else {
+                    "Authentication failed: unknown user or wrong token."
+                },
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"stormcell\""),
+            );
+            return r;
+        }
+    };
+    let (repo, service) = match (route, service) {
+        (Route::InfoRefs(r), Some(s)) | (Route::Rpc(r, _), Some(s)) => (r, s),
+        _ => return text(StatusCode::NOT_FOUND, "Not found."),
+    };
+    if let Err(e) = crate::store::check_name(&repo) {
+        return text(StatusCode::NOT_FOUND, e.0);
+    }
+    let allowed = match (&caller, service) {
+        (Caller::Peer(_), Service::UploadPack) => true,
+        (Caller::Peer(_), Service::ReceivePack) => false,
+        (Caller::User(u), Service::UploadPack) => u.can_read(&repo),
+        (Caller::User(u), Service::ReceivePack) => u.can_write(&repo),
+    };
+    if !allowed {
+        let what = if service == Service::ReceivePack {
+            "write"
+        } else {
+            "read"
+        };
+        return text(
+            StatusCode::FORBIDDEN,
+            format!("You may not {what} repository \"{repo}\"."),
+        );
+    }
+    let repo = RepoId::new(repo);
+    let protocol = git_protocol(&parts.headers);
+    let is_info_refs = parts.uri.path().ends_with("/info/refs");
+    if is_info_refs {
+        return upload::info_refs(&st, &caller, &repo, service, protocol).await;
+    }
+    let body = match read_body(&parts.headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match (service, caller) {
+        (Service::UploadPack, caller) => upload::upload_pack(&st, &caller, &repo, protocol, body).await,
+        (Service::ReceivePack, Caller::User(user)) => {
+            receive::receive_pack(Arc::clone(&st), repo, user, body).await
+        }
+        (Service::ReceivePack, Caller::Peer(_)) => text(StatusCode::FORBIDDEN, "Peers do not push."),
+    }
+}
+
+/// Serves the Git endpoint on `listener` until it fails.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<HttpState>) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_route_to_services() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(
+            route(&get, "/R1.git/info/refs", Some("service=git-upload-pack")),
+            Some((
+                Route::InfoRefs("R1".into()),
+                Some(Service::UploadPack)
+            ))
+        );
+        assert_eq!(
+            route(&post, "/R1.git/git-receive-pack", None),
+            Some((
+                Route::Rpc("R1".into(), Service::ReceivePack),
+                Some(Service::ReceivePack)
+            ))
+        );
+        assert_eq!(route(&get, "/R1.git/info/refs", None), None);
+        assert_eq!(route(&get, "/R1.git/HEAD", None), None);
+        assert_eq!(route(&get, "/metrics", None), Some((Route::Metrics, None)));
+    }
+}

@@ -1,0 +1,119 @@
+//! `POST git-receive-pack`: a push through the write path of PROTOCOL.md 4.2.
+//!
+//! The request's command list becomes the push's ref updates and the whole request is the
+//! payload the store hands to `git receive-pack`. While the engine works, its progress
+//! lines (section 11) go to the client's side band; receive-pack's status report, which
+//! is what makes the client count the push as done, is sent only after the engine
+//! returns, that is after the new version is recorded and the write lock released.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use stormcell_model::engine::Progress;
+use stormcell_model::ids::{Oid, RepoId};
+use stormcell_model::ports::PushPayload;
+use stormcell_model::rows::RefUpdate;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{no_cache, refusal_text, text, HttpState};
+use crate::config::UserConfig;
+use crate::pktline;
+
+fn oid(hex: &str) -> Option<Oid> {
+    (!hex.bytes().all(|b| b == b'0')).then(|| Oid::new(hex))
+}
+
+/// A progress line on the side band, when the client has one.
+fn progress_packet(line: &str) -> Bytes {
+    let mut out = Vec::new();
+    pktline::sideband(&mut out, 2, format!("{line}\n").as_bytes());
+    Bytes::from(out)
+}
+
+pub(super) async fn receive_pack(
+    st: Arc<HttpState>,
+    repo: RepoId,
+    user: UserConfig,
+    body: Bytes,
+) -> Response {
+    let request = match pktline::parse_push(&body) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let sideband = request.sideband();
+    let payload = PushPayload {
+        user: user.name.clone(),
+        updates: request
+            .commands
+            .iter()
+            .map(|c| RefUpdate {
+                name: c.name.clone(),
+                old: oid(&c.old),
+                new: oid(&c.new),
+            })
+            .collect(),
+        pack: body.to_vec(),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let (progress, mut lines) = Progress::channel();
+        // The push runs to its end even if the client goes away: what it recorded
+        // stands, and sends to a closed channel are simply dropped.
+        let result = {
+            let push = st.engine.push(&repo, &payload, &progress);
+            tokio::pin!(push);
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut push => break result,
+                    Some(line) = lines.recv() => {
+                        if sideband {
+                            let _ = tx.send(Ok(progress_packet(&line))).await;
+                        }
+                    }
+                }
+            }
+        };
+        drop(progress);
+        while let Ok(line) = lines.try_recv() {
+            if sideband {
+                let _ = tx.send(Ok(progress_packet(&line))).await;
+            }
+        }
+        match result {
+            Ok(receipt) => {
+                st.metrics.push_done(None);
+                tracing::info!(repo = %repo, user = %user.name, version = receipt.version, "push recorded");
+                let _ = tx.send(Ok(Bytes::from(receipt.applied.report))).await;
+                // The client has its answer once the body ends; then peers are told.
+                drop(tx);
+                st.engine.after_ack(&repo, receipt.version).await;
+            }
+            Err(e) => {
+                st.metrics.push_done(Some(e.code()));
+                tracing::info!(repo = %repo, user = %user.name, error = %e, "push refused");
+                let message = refusal_text(&e);
+                let report = pktline::refusal_report(&request.commands, &message);
+                let mut out = Vec::new();
+                if sideband {
+                    pktline::sideband(&mut out, 2, format!("{message}\n").as_bytes());
+                    pktline::sideband(&mut out, 1, &report);
+                    pktline::flush(&mut out);
+                } else {
+                    out = report;
+                }
+                let _ = tx.send(Ok(Bytes::from(out))).await;
+            }
+        }
+    });
+    let mut r = (
+        [(header::CONTENT_TYPE, "application/x-git-receive-pack-result")],
+        Body::from_stream(ReceiverStream::new(rx)),
+    )
+        .into_response();
+    no_cache(r.headers_mut());
+    r
+}

@@ -1,0 +1,141 @@
+//! Assembling and running one device: the real ports, the model's engine, node service and
+//! background replication, and the Git HTTP front end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stormcell_model::engine::{Engine, Ports};
+use stormcell_model::ids::DeviceId;
+use stormcell_model::plant::Plants;
+use thiserror::Error;
+
+use crate::config::NodeConfig;
+use crate::db::credentials::PeerCredentials;
+use crate::db::PgClusterDb;
+use crate::env::{HoldAt, LoggedEvents, OsRandom, SystemClock};
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+use crate::net::TcpNetwork;
+use crate::store::git::Git;
+use crate::store::GitStore;
+
+/// Why a node stopped or could not start.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The cluster database settings are unusable.
+    #[error("{0}")]
+    Database(#[from] stormcell_model::error::DbError),
+    /// The data directory is unusable.
+    #[error("{0}")]
+    Store(#[from] stormcell_model::error::StoreError),
+    /// A listener failed.
+    #[error("cannot serve on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the device described by `config` until a listener fails or the process is asked
+/// to stop.
+pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
+    let protocol = config.protocol().map_err(NodeError::Config)?;
+    let metrics = Arc::new(Metrics::new());
+    let db = PgClusterDb::new(
+        &config.database.primary,
+        &format!("stormcell-{}", config.device),
+        Duration::from_secs(config.database.connect_timeout_s),
+        config.query_timeout(),
+    )?;
+    let peers = Arc::new(PeerCredentials::new(db.clone()));
+    let git = Git::new(config.git.clone(), &config.device, &config.credential);
+    let store = Arc::new(GitStore::new(&config.data_dir, git.clone(), &config.http_url)?);
+    let failpoints = match &config.failpoint {
+        Some(f) => HoldAt::new(Some(f.point), f.marker.clone()),
+        None => HoldAt::new(None, None),
+    };
+    let ports = Ports {
+        db: Arc::new(db),
+        store: store.clone(),
+        net: Arc::new(TcpNetwork::new(
+            &config.device,
+            &config.credential,
+            Arc::clone(&peers),
+            Arc::clone(&metrics),
+        )),
+        clock: Arc::new(SystemClock),
+        rng: Arc::new(OsRandom),
+        failpoints: Arc::new(failpoints),
+        events: Arc::new(LoggedEvents::new(&config.device, Arc::clone(&metrics))),
+    };
+    let (engine, triggers) = Engine::new(
+        DeviceId::new(config.device.clone()),
+        protocol,
+        Plants::none(),
+        ports,
+    );
+    let http_listener = tokio::net::TcpListener::bind(&config.listen_http)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: config.listen_http.clone(),
+            source,
+        })?;
+    let state = Arc::new(HttpState {
+        engine: Arc::clone(&engine),
+        store,
+        git,
+        users: config.users.clone(),
+        peers,
+        metrics,
+    });
+    tracing::info!(
+        device = %config.device,
+        peer = %config.listen_peer,
+        http = %config.listen_http,
+        profile = %config.profile,
+        "node started"
+    );
+    let peer_addr = config.listen_peer.clone();
+    tokio::select! {
+        biased;
+        _ = shutdown_signal() => {
+            tracing::info!("stopping on request");
+            Ok(())
+        }
+        served = stormcell_model::node::run(engine, triggers, &peer_addr) => {
+            served.map_err(|source| NodeError::Listen { addr: peer_addr.clone(), source })
+        }
+        served = http::serve(http_listener, state) => {
+            served.map_err(|source| NodeError::Listen { addr: config.listen_http.clone(), source })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    biased;
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,343 @@
+//! The working-copy port over bare Git repositories (ARCHITECTURE.md, "Ports").
+//!
+//! Each repository is a bare repository `<data>/repos/<name>.git`, with the device's
+//! durable local version beside it in `<data>/repos/<name>.version`. Refs and digests are
+//! read with gix; pushes go through `git receive-pack`; mirroring a leader fetches the
+//! objects with Git's own transport from the leader's Git endpoint and then sets every ref
+//! in one transaction. Git is configured to fsync objects and refs; [`Store::sync`] adds
+//! the directories.
+
+pub mod durable;
+pub mod git;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use stormcell_model::error::StoreError;
+use stormcell_model::ids::{Digest, Oid, RepoId, Version};
+use stormcell_model::ports::{PushApplied, PushPayload, Snapshot, Store};
+use tokio::sync::Mutex;
+
+use crate::pktline::{self, RefStatus};
+use git::Git;
+
+/// Settings every working copy gets when it is created. Objects and refs are fsynced by
+/// Git itself; pushed and fetched objects always stay packs, so an object that is present
+/// always comes with everything it needs (a pack appears whole or not at all).
+const REPO_CONFIG: &str = "\
+[core]
+\tfsync = committed,derived-metadata
+\tfsyncMethod = fsync
+\tlogAllRefUpdates = false
+[gc]
+\tauto = 0
+[receive]
+\tunpackLimit = 1
+\tautogc = false
+[fetch]
+\tunpackLimit = 1
+[transfer]
+\tunpackLimit = 1
+";
+
+/// Where a peer finds the objects of a snapshot: the exporting device's Git endpoint.
+/// This is what [`Snapshot::objects`] holds for this store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSource {
+    /// The repository's URL on the exporting device.
+    pub url: String,
+}
+
+/// The working copies of this device.
+pub struct GitStore {
+    root: PathBuf,
+    git: Git,
+    http_url: String,
+    creating: Mutex<()>,
+}
+
+/// Checks that a repository name is safe to use as a file name.
+pub fn check_name(repo: &str) -> Result<(), StoreError> {
+    let ok = !repo.is_empty()
+        && repo.len() <= 100
+        && !repo.starts_with('.')
+        && repo
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError(format!("invalid repository name {repo:?}")))
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("{what} {}: {e}", path.display()))
+}
+
+impl GitStore {
+    /// Working copies under `data_dir/repos`, served to peers from `http_url`.
+    pub fn new(data_dir: &Path, git: Git, http_url: &str) -> Result<Self, StoreError> {
+        let root = data_dir.join("repos");
+        std::fs::create_dir_all(&root).map_err(|e| io_err("cannot create", &root, e))?;
+        Ok(GitStore {
+            root,
+            git,
+            http_url: http_url.trim_end_matches('/').to_owned(),
+            creating: Mutex::new(()),
+        })
+    }
+
+    /// The path of a repository's working copy (which may not exist yet).
+    pub fn path(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
+        check_name(repo.as_str())?;
+        Ok(self.root.join(format!("{repo}.git")))
+    }
+
+    fn version_path(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
+        check_name(repo.as_str())?;
+        Ok(self.root.join(format!("{repo}.version")))
+    }
+
+    /// The working copy's path, creating an empty repository first if there is none.
+    pub async fn ensure(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
+        let path = self.path(repo)?;
+        if path.join("HEAD").exists() {
+            return Ok(path);
+        }
+        let _one_at_a_time = self.creating.lock().await;
+        if path.join("HEAD").exists() {
+            return Ok(path);
+        }
+        // Built aside and renamed into place, so a crash never leaves half a repository.
+        let tmp = self.root.join(format!(".new-{repo}"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io_err("cannot clear", &tmp, e))?;
+        }
+        let mut cmd = self.git.command(&self.root);
+        cmd.args(["init", "--bare", "--quiet"]).arg(&tmp);
+        self.git.run_ok(cmd, b"", "git init").await?;
+        let config = tmp.join("config");
+        let mut text =
+            std::fs::read_to_string(&config).map_err(|e| io_err("cannot read", &config, e))?;
+        text.push_str(REPO_CONFIG);
+        std::fs::write(&config, text).map_err(|e| io_err("cannot write", &config, e))?;
+        let root = self.root.clone();
+        let tmp2 = tmp.clone();
+        let path2 = path.clone();
+        blocking(move || {
+            durable::fsync_tree(&tmp2, true).map_err(|e| io_err("cannot sync", &tmp2, e))?;
+            std::fs::rename(&tmp2, &path2).map_err(|e| io_err("cannot move", &tmp2, e))?;
+            durable::fsync(&root).map_err(|e| io_err("cannot sync", &root, e))
+        })
+        .await?;
+        tracing::info!(repo = %repo, path = %path.display(), "created working copy");
+        Ok(path)
+    }
+
+    async fn read_refs(&self, repo: &RepoId) -> Result<BTreeMap<String, Oid>, StoreError> {
+        let path = self.ensure(repo).await?;
+        blocking(move || read_refs(&path)).await
+    }
+
+    async fn missing_objects(&self, path: &Path, oids: &[&str]) -> Result<Vec<String>, StoreError> {
+        if oids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = self.git.command(path);
+        cmd.args(["cat-file", "--batch-check"]);
+        let input: String = oids.iter().map(|o| format!("{o}\n")).collect();
+        let out = self.git.run_ok(cmd, input.as_bytes(), "git cat-file").await?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(" missing"))
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// Runs blocking file-system work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError(format!("file-system task failed: {e}")))?
+}
+
+/// Every direct ref under `refs/` of the repository at `path`, read with gix.
+fn read_refs(path: &Path) -> Result<BTreeMap<String, Oid>, StoreError> {
+    let err = |e: &dyn std::fmt::Display| io_err("cannot read refs of", path, e);
+    let repo =
+        gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| err(&e))?;
+    let platform = repo.references().map_err(|e| err(&e))?;
+    let mut refs = BTreeMap::new();
+    for r in platform.all().map_err(|e| err(&e))? {
+        let r = r.map_err(|e| err(&e))?;
+        let name = r.name().as_bstr().to_string();
+        if !name.starts_with("refs/") {
+            continue;
+        }
+        // Symbolic refs point at other refs, which are listed themselves.
+        if let Some(id) = r.target().try_id() {
+            refs.insert(name, Oid::new(id.to_string()));
+        }
+    }
+    Ok(refs)
+}
+
+fn digest_of(refs: &BTreeMap<String, Oid>) -> Digest {
+    Digest::of(refs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+#[async_trait]
+impl Store for GitStore {
+    async fn refs(&self, repo: &RepoId) -> Result<BTreeMap<String, Oid>, StoreError> {
+        self.read_refs(repo).await
+    }
+
+    async fn apply_push(
+        &self,
+        repo: &RepoId,
+        push: &PushPayload,
+    ) -> Result<PushApplied, StoreError> {
+        let path = self.ensure(repo).await?;
+        let before = digest_of(&self.read_refs(repo).await?);
+        let request = pktline::parse_push(&push.pack).map_err(|e| StoreError(e.to_string()))?;
+        let mut cmd = self.git.command(&path);
+        cmd.args(["receive-pack", "--stateless-rpc", "."]);
+        let out = self.git.run(cmd, &push.pack).await?;
+        let after = digest_of(&self.read_refs(repo).await?);
+        let (unpack, statuses) = pktline::parse_report(&out.stdout, request.sideband())
+            .map_err(|e| StoreError(format!("receive-pack answered badly: {e}")))?;
+        if !out.success && statuses.is_empty() {
+            return Err(StoreError(format!(
+                "receive-pack failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // Git applies a non-atomic push ref by ref: what counts is whether any ref moved.
+        let accepted = before != after;
+        let reason = (!accepted).then(|| {
+            let mut reasons: Vec<String> = statuses
+                .iter()
+                .filter_map(|s| match s {
+                    RefStatus::Ng(name, why) => Some(format!("{name}: {why}")),
+                    RefStatus::Ok(_) => None,
+                })
+                .collect();
+            if unpack != "ok" && !unpack.is_empty() {
+                reasons.insert(0, format!("unpack failed: {unpack}"));
+            }
+            if reasons.is_empty() {
+                "no ref changed".to_owned()
+            } else {
+                reasons.join("; ")
+            }
+        });
+        Ok(PushApplied {
+            accepted,
+            reason,
+            report: out.stdout,
+        })
+    }
+
+    async fn sync(&self, repo: &RepoId) -> Result<(), StoreError> {
+        let path = self.ensure(repo).await?;
+        blocking(move || {
+            let e = |p: &Path, e: std::io::Error| io_err("cannot sync", p, e);
+            durable::fsync_tree(&path.join("refs"), true).map_err(|x| e(&path, x))?;
+            let packed = path.join("packed-refs");
+            if packed.exists() {
+                durable::fsync(&packed).map_err(|x| e(&packed, x))?;
+            }
+            // Object files were fsynced by Git; their directories were not.
+            durable::fsync_tree(&path.join("objects"), false).map_err(|x| e(&path, x))?;
+            durable::fsync(&path).map_err(|x| e(&path, x))
+        })
+        .await
+    }
+
+    async fn export(&self, repo: &RepoId) -> Result<Snapshot, StoreError> {
+        let refs = self.read_refs(repo).await?;
+        let source = ObjectSource {
+            url: format!("{}/{repo}.git", self.http_url),
+        };
+        let objects = serde_json::to_vec(&source).map_err(|e| StoreError(e.to_string()))?;
+        Ok(Snapshot { refs, objects })
+    }
+
+    async fn import(&self, repo: &RepoId, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let path = self.ensure(repo).await?;
+        let wanted: Vec<&str> = {
+            let mut v: Vec<&str> = snapshot.refs.values().map(|o| o.as_str()).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let missing = self.missing_objects(&path, &wanted).await?;
+        if !missing.is_empty() {
+            let source: ObjectSource = serde_json::from_slice(&snapshot.objects)
+                .map_err(|e| StoreError(format!("snapshot names no object source: {e}")))?;
+            let mut cmd = self.git.peer_command(&path);
+            cmd.args([
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--no-auto-gc",
+                "--stdin",
+            ])
+            .arg(&source.url);
+            let input: String = missing.iter().map(|o| format!("{o}\n")).collect();
+            self.git
+                .run_ok(cmd, input.as_bytes(), "fetching objects from the leader")
+                .await?;
+        }
+        let current = self.read_refs(repo).await?;
+        let mut script = String::new();
+        for (name, oid) in &snapshot.refs {
+            if current.get(name) != Some(oid) {
+                script.push_str(&format!("update {name} {oid}\n"));
+            }
+        }
+        for name in current.keys() {
+            if !snapshot.refs.contains_key(name) {
+                script.push_str(&format!("delete {name}\n"));
+            }
+        }
+        if script.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = self.git.command(&path);
+        cmd.args(["update-ref", "--stdin"]);
+        self.git
+            .run_ok(cmd, script.as_bytes(), "git update-ref")
+            .await?;
+        Ok(())
+    }
+
+    async fn local_version(&self, repo: &RepoId) -> Result<Option<Version>, StoreError> {
+        let path = self.version_path(repo)?;
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text
+                .trim()
+                .parse::<Version>()
+                .map(Some)
+                .map_err(|e| io_err("corrupt version in", &path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("cannot read", &path, e)),
+        }
+    }
+
+    async fn set_local_version(&self, repo: &RepoId, version: Version) -> Result<(), StoreError> {
+        let path = self.version_path(repo)?;
+        blocking(move || {
+            durable::write_atomic(&path, version.to_string().as_bytes())
+                .map_err(|e| io_err("cannot write", &path, e))
+        })
+        .await
+    }
+}
