@@ -300,14 +300,22 @@ impl TimingConfig {
             self.release_window_s,
             &mut t.release_window,
         )?;
-        set("release_retry_s", self.release_retry_s, &mut t.release_retry)?;
+        set(
+            "release_retry_s",
+            self.release_retry_s,
+            &mut t.release_retry,
+        )?;
         set("peer_request_s", self.peer_request_s, &mut t.peer_request)?;
         set(
             "out_of_sync_pull_gap_s",
             self.out_of_sync_pull_gap_s,
             &mut t.out_of_sync_pull_gap,
         )?;
-        set("scan_interval_s", self.scan_interval_s, &mut t.scan_interval)?;
+        set(
+            "scan_interval_s",
+            self.scan_interval_s,
+            &mut t.scan_interval,
+        )?;
         set("idle_floor_s", self.idle_floor_s, &mut t.idle_floor)?;
         set("idle_cap_s", self.idle_cap_s, &mut t.idle_cap)?;
         if let Some(n) = self.max_pulls {
@@ -362,7 +370,10 @@ write = ["R1"]
         let e = NodeConfig::parse(&unknown).unwrap_err();
         assert!(e.contains("fromat"), "{e}");
 
-        let bad_profile = GOOD.replace("device = \"repo001\"", "device = \"repo001\"\nprofile = \"raft\"");
+        let bad_profile = GOOD.replace(
+            "device = \"repo001\"",
+            "device = \"repo001\"\nprofile = \"raft\"",
+        );
         let e = NodeConfig::parse(&bad_profile).unwrap_err();
         assert!(e.contains("profile"), "{e}");
 

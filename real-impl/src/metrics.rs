@@ -48,7 +48,9 @@ pub struct Metrics {
 }
 
 fn wait_buckets() -> Histogram {
-    Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0])
+    Histogram::new([
+        0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,
+    ])
 }
 
 impl Default for Metrics {
@@ -81,7 +83,11 @@ impl Metrics {
             "Requests refused by a freeze or the database, by cause",
             freezes.clone(),
         );
-        registry.register("syncs", "Fetches from cluster leaders, by result", syncs.clone());
+        registry.register(
+            "syncs",
+            "Fetches from cluster leaders, by result",
+            syncs.clone(),
+        );
         registry.register(
             "recoveries",
             "Write interruptions resolved by fenced recovery",
@@ -126,9 +132,7 @@ impl Metrics {
                     .observe(*waited_ms as f64 / 1000.0);
             }
             Event::Synced { .. } => {
-                self.syncs
-                    .get_or_create(&label("ok"))
-                    .inc();
+                self.syncs.get_or_create(&label("ok")).inc();
             }
             Event::SyncFailed { .. } => {
                 self.syncs.get_or_create(&label("error")).inc();
@@ -223,11 +227,17 @@ mod tests {
             waited_ms: 1500,
         });
         let text = m.render();
-        assert!(text.contains("stormcell_pushes_total{result=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("stormcell_pushes_total{result=\"ok\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("stormcell_refusals_total{result=\"write-interruption\"} 1"),
             "{text}"
         );
-        assert!(text.contains("stormcell_lock_wait_seconds_count{lock=\"Write\"} 1"), "{text}");
+        assert!(
+            text.contains("stormcell_lock_wait_seconds_count{lock=\"Write\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -154,10 +154,7 @@ async fn admit(
         return Err(format!("wrong credential for device \"{device}\""));
     }
     let device = device.to_owned();
-    stream
-        .write_all(b"ok\n")
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(b"ok\n").await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     Ok((stream, device))
 }

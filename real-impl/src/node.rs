@@ -54,7 +54,11 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     )?;
     let peers = Arc::new(PeerCredentials::new(db.clone()));
     let git = Git::new(config.git.clone(), &config.device, &config.credential);
-    let store = Arc::new(GitStore::new(&config.data_dir, git.clone(), &config.http_url)?);
+    let store = Arc::new(GitStore::new(
+        &config.data_dir,
+        git.clone(),
+        &config.http_url,
+    )?);
     let failpoints = match &config.failpoint {
         Some(f) => HoldAt::new(Some(f.point), f.marker.clone()),
         None => HoldAt::new(None, None),

@@ -128,13 +128,12 @@ pub fn parse_push(body: &[u8]) -> Result<PushRequest, PktError> {
         }
         let mut parts = text.splitn(3, ' ');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some(old), Some(new), Some(name)) if old.len() >= 40 && new.len() >= 40 => {
-                commands.push(Command {
+            (Some(old), Some(new), Some(name)) if old.len() >= 40 && new.len() >= 40 => commands
+                .push(Command {
                     old: old.to_owned(),
                     new: new.to_owned(),
                     name: name.to_owned(),
-                })
-            }
+                }),
             _ => return Err(PktError(format!("bad command {text:?}"))),
         }
     }

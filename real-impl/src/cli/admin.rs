@@ -2,12 +2,15 @@
 
 use std::time::Duration;
 
+use stormcell_model::ports::Clock;
 use stormcell_model::status::{RepoSync, ServiceSync};
 use stormcell_node::db::{admin, schema, PgClusterDb};
 use stormcell_node::env::SystemClock;
-use stormcell_model::ports::Clock;
 
-use super::{table, BindingCommand, Command, DbCommand, DbTarget, DeviceCommand, RepositoryCommand, ServiceCommand};
+use super::{
+    table, BindingCommand, Command, DbCommand, DbTarget, DeviceCommand, RepositoryCommand,
+    ServiceCommand,
+};
 
 /// Admin connections fail fast (PROTOCOL.md 9.3: no retry, 2 s).
 const ADMIN_CONNECT: Duration = Duration::from_secs(2);
@@ -47,7 +50,10 @@ fn sync_text(s: &RepoSync) -> String {
         RepoSync::Synchronized => "synchronized".to_owned(),
         RepoSync::Partial { lag } => format!("partial (lag {lag})"),
         RepoSync::Unsynchronized { for_ms } => {
-            format!("unsynchronized (has unreplicated changes for {}s)", for_ms / 1000)
+            format!(
+                "unsynchronized (has unreplicated changes for {}s)",
+                for_ms / 1000
+            )
         }
     }
 }
@@ -92,7 +98,8 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             }
             let mut statuses = Vec::new();
             for (role, conninfo) in hosts {
-                let db = PgClusterDb::new(&conninfo, "stormcell-admin", ADMIN_CONNECT, ADMIN_QUERY)?;
+                let db =
+                    PgClusterDb::new(&conninfo, "stormcell-admin", ADMIN_CONNECT, ADMIN_QUERY)?;
                 statuses.push(admin::host_status(&db, &role, &conninfo).await);
             }
             if json {
@@ -105,7 +112,9 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
                         s.role.clone(),
                         s.host.clone(),
                         if s.reachable { "yes" } else { "no" }.to_owned(),
-                        opt(&s.in_recovery.map(|r| if r { "standby" } else { "read/write" })),
+                        opt(&s
+                            .in_recovery
+                            .map(|r| if r { "standby" } else { "read/write" })),
                         match s.replication_delay_s {
                             Some(d) if d > 30.0 => format!("{d:.1}s (slow: data is at risk)"),
                             Some(d) => format!("{d:.1}s"),
@@ -117,7 +126,15 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
                 })
                 .collect();
             table::print(
-                &["ROLE", "HOST", "REACHABLE", "MODE", "DELAY", "MIGRATIONS", "ERROR"],
+                &[
+                    "ROLE",
+                    "HOST",
+                    "REACHABLE",
+                    "MODE",
+                    "DELAY",
+                    "MIGRATIONS",
+                    "ERROR",
+                ],
                 &rows,
             );
             Ok(())
@@ -169,7 +186,10 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
         }) => {
             let c = client(&db).await?;
             admin::bind(&c, &service, &device, !read_only).await?;
-            done(json, format!("bound device \"{device}\" to service \"{service}\""))
+            done(
+                json,
+                format!("bound device \"{device}\" to service \"{service}\""),
+            )
         }
         Command::Service(ServiceCommand::Status { service, db }) => {
             let c = client(&db).await?;
@@ -178,7 +198,11 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             if json {
                 return table::json(&status);
             }
-            println!("service \"{}\": {}", status.service, service_text(&status.status));
+            println!(
+                "service \"{}\": {}",
+                status.service,
+                service_text(&status.status)
+            );
             let rows: Vec<Vec<String>> = status
                 .repositories
                 .iter()
@@ -199,7 +223,10 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             }
             let c = client(&db).await?;
             admin::set_binding(&c, &service, &device, writable, disabled).await?;
-            done(json, format!("updated the binding of \"{device}\" to \"{service}\""))
+            done(
+                json,
+                format!("updated the binding of \"{device}\" to \"{service}\""),
+            )
         }
         Command::Repository(RepositoryCommand::Create { name, service, db }) => {
             let mut c = client(&db).await?;
@@ -239,10 +266,10 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
                     vec![
                         l.device.to_string(),
                         l.version.to_string(),
-                        l.writing_since_ms
-                            .map_or_else(|| "no".to_owned(), |t| {
-                                format!("yes (for {}s)", now.saturating_sub(t) / 1000)
-                            }),
+                        l.writing_since_ms.map_or_else(
+                            || "no".to_owned(),
+                            |t| format!("yes (for {}s)", now.saturating_sub(t) / 1000),
+                        ),
                         opt(&l.last_writer),
                         opt(&l.digest.map(|d| format!("{:016x}", d.0))),
                         opt(&l.matches_leader.map(|m| if m { "yes" } else { "NO" })),
@@ -250,7 +277,14 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
                 })
                 .collect();
             table::print(
-                &["DEVICE", "VERSION", "WRITING", "LAST WRITER", "DIGEST", "MATCHES LEADER"],
+                &[
+                    "DEVICE",
+                    "VERSION",
+                    "WRITING",
+                    "LAST WRITER",
+                    "DIGEST",
+                    "MATCHES LEADER",
+                ],
                 &rows,
             );
             Ok(())

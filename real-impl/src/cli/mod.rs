@@ -191,6 +191,7 @@ fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
         .with_context(|| format!("log level `{level}` is not a valid filter"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

@@ -62,7 +62,9 @@ fn conflict(e: tokio_postgres::Error, what: &str) -> DbError {
         return DbError::Query(format!("{what} already exists"));
     }
     if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
-        return DbError::Query(format!("{what}: it names a device or service that does not exist"));
+        return DbError::Query(format!(
+            "{what}: it names a device or service that does not exist"
+        ));
     }
     query_error(e)
 }
@@ -77,7 +79,12 @@ pub async fn add_device(
 ) -> Result<(), DbError> {
     c.execute(
         "INSERT INTO devices (name, address, http_url, credential_sha256) VALUES ($1, $2, $3, $4)",
-        &[&name, &address, &http_url, &super::credentials::hash(credential)],
+        &[
+            &name,
+            &address,
+            &http_url,
+            &super::credentials::hash(credential),
+        ],
     )
     .await
     .map_err(|e| conflict(e, &format!("device \"{name}\"")))?;

@@ -131,7 +131,10 @@ pub async fn applied(client: &Client) -> Result<Vec<i32>, DbError> {
         return Ok(Vec::new());
     }
     let rows = client
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .await
         .map_err(query_error)?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

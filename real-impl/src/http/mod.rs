@@ -150,8 +150,7 @@ fn no_cache(headers: &mut HeaderMap) {
 fn git_protocol(headers: &HeaderMap) -> Option<String> {
     let v = headers.get("Git-Protocol")?.to_str().ok()?;
     let ok = v.len() < 256
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '=' | ':' | '.' | '-' | '_'));
     ok.then(|| v.to_owned())
 }
@@ -183,8 +182,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
 
 async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let Some((route, service)) = route(&parts.method, parts.uri.path(), parts.uri.query())
-    else {
+    let Some((route, service)) = route(&parts.method, parts.uri.path(), parts.uri.query()) else {
         return text(
             StatusCode::NOT_FOUND,
             "Not found: this server speaks Git's smart HTTP protocol only.",
@@ -258,16 +256,23 @@ async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
         Err(r) => return r,
     };
     match (service, caller) {
-        (Service::UploadPack, caller) => upload::upload_pack(&st, &caller, &repo, protocol, body).await,
+        (Service::UploadPack, caller) => {
+            upload::upload_pack(&st, &caller, &repo, protocol, body).await
+        }
         (Service::ReceivePack, Caller::User(user)) => {
             receive::receive_pack(Arc::clone(&st), repo, user, body).await
         }
-        (Service::ReceivePack, Caller::Peer(_)) => text(StatusCode::FORBIDDEN, "Peers do not push."),
+        (Service::ReceivePack, Caller::Peer(_)) => {
+            text(StatusCode::FORBIDDEN, "Peers do not push.")
+        }
     }
 }
 
 /// Serves the Git endpoint on `listener` until it fails.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<HttpState>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<HttpState>,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state)).await
 }
 
@@ -281,10 +286,7 @@ mod tests {
         let post = Method::POST;
         assert_eq!(
             route(&get, "/R1.git/info/refs", Some("service=git-upload-pack")),
-            Some((
-                Route::InfoRefs("R1".into()),
-                Some(Service::UploadPack)
-            ))
+            Some((Route::InfoRefs("R1".into()), Some(Service::UploadPack)))
         );
         assert_eq!(
             route(&post, "/R1.git/git-receive-pack", None),

@@ -110,7 +110,10 @@ pub(super) async fn receive_pack(
         }
     });
     let mut r = (
-        [(header::CONTENT_TYPE, "application/x-git-receive-pack-result")],
+        [(
+            header::CONTENT_TYPE,
+            "application/x-git-receive-pack-result",
+        )],
         Body::from_stream(ReceiverStream::new(rx)),
     )
         .into_response();

@@ -90,15 +90,14 @@ pub(super) async fn info_refs(
     // Protocol v2 starts with its capability list; v0 with the service announcement.
     let v2 = protocol.as_deref().is_some_and(|p| p.contains("version=2"));
     if !(v2 && service == Service::UploadPack) {
-        pktline::write(&mut body, format!("# service={}\n", service.name()).as_bytes());
+        pktline::write(
+            &mut body,
+            format!("# service={}\n", service.name()).as_bytes(),
+        );
         pktline::flush(&mut body);
     }
     body.extend_from_slice(&out.stdout);
-    let mut r = (
-        [(header::CONTENT_TYPE, content_type(service, true))],
-        body,
-    )
-        .into_response();
+    let mut r = ([(header::CONTENT_TYPE, content_type(service, true))], body).into_response();
     no_cache(r.headers_mut());
     r
 }
@@ -144,7 +143,10 @@ pub(super) async fn upload_pack(
         }
     });
     let mut r = (
-        [(header::CONTENT_TYPE, content_type(Service::UploadPack, false))],
+        [(
+            header::CONTENT_TYPE,
+            content_type(Service::UploadPack, false),
+        )],
         Body::from_stream(ReaderStream::new(stdout)),
     )
         .into_response();

@@ -42,7 +42,10 @@ impl Git {
             ("GIT_CONFIG_KEY_1".to_owned(), "http.extraHeader".to_owned()),
             (
                 "GIT_CONFIG_VALUE_1".to_owned(),
-                format!("{}: {credential}", crate::http::auth::PEER_CREDENTIAL_HEADER),
+                format!(
+                    "{}: {credential}",
+                    crate::http::auth::PEER_CREDENTIAL_HEADER
+                ),
             ),
         ];
         Git {
@@ -109,7 +112,12 @@ impl Git {
     }
 
     /// Runs `cmd` and fails unless it succeeds.
-    pub async fn run_ok(&self, cmd: Command, input: &[u8], what: &str) -> Result<Output, StoreError> {
+    pub async fn run_ok(
+        &self,
+        cmd: Command,
+        input: &[u8],
+        what: &str,
+    ) -> Result<Output, StoreError> {
         let out = self.run(cmd, input).await?;
         if !out.success {
             return Err(StoreError(format!(

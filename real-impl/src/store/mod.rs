@@ -117,7 +117,8 @@ impl GitStore {
             std::fs::remove_dir_all(&tmp).map_err(|e| io_err("cannot clear", &tmp, e))?;
         }
         let mut cmd = self.git.command(&self.root);
-        cmd.args(["init", "--bare", "--quiet"]).arg(&tmp);
+        cmd.args(["init", "--bare", "--quiet", "--initial-branch=main"])
+            .arg(&tmp);
         self.git.run_ok(cmd, b"", "git init").await?;
         let config = tmp.join("config");
         let mut text =
@@ -149,7 +150,10 @@ impl GitStore {
         let mut cmd = self.git.command(path);
         cmd.args(["cat-file", "--batch-check"]);
         let input: String = oids.iter().map(|o| format!("{o}\n")).collect();
-        let out = self.git.run_ok(cmd, input.as_bytes(), "git cat-file").await?;
+        let out = self
+            .git
+            .run_ok(cmd, input.as_bytes(), "git cat-file")
+            .await?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.strip_suffix(" missing"))
@@ -170,8 +174,7 @@ async fn blocking<T: Send + 'static>(
 /// Every direct ref under `refs/` of the repository at `path`, read with gix.
 fn read_refs(path: &Path) -> Result<BTreeMap<String, Oid>, StoreError> {
     let err = |e: &dyn std::fmt::Display| io_err("cannot read refs of", path, e);
-    let repo =
-        gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| err(&e))?;
+    let repo = gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| err(&e))?;
     let platform = repo.references().map_err(|e| err(&e))?;
     let mut refs = BTreeMap::new();
     for r in platform.all().map_err(|e| err(&e))? {

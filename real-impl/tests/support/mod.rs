@@ -1,0 +1,254 @@
+//! What the end-to-end tests share: a PostgreSQL server, a cluster of `stormcell node`
+//! processes on loopback, and a Git client that records every operation in the
+//! simulator's history format so the simulator's checkers can judge the run.
+
+#![allow(dead_code)]
+
+pub mod client;
+pub mod postgres;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use postgres::Postgres;
+
+/// A free TCP port on loopback (the listener is closed again at once).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// The `stormcell` binary under test.
+pub fn stormcell() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_stormcell"))
+}
+
+/// Whether the parts an end-to-end test needs are here; prints why not when they are not.
+pub fn prerequisites(test: &str) -> Option<PathBuf> {
+    let Some(bin) = postgres::find_bin_dir() else {
+        eprintln!(
+            "SKIPPED {test}: PostgreSQL server binaries (initdb, pg_ctl) not found in \
+             /usr/lib/postgresql/*/bin, STORMCELL_PG_BIN or pg_config; `bash tests/run-all.sh` \
+             as root installs them"
+        );
+        return None;
+    };
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("SKIPPED {test}: the git binary is not on PATH");
+        return None;
+    }
+    Some(bin)
+}
+
+/// One device's process and files.
+pub struct Node {
+    /// Its name.
+    pub name: String,
+    /// Its directory (configuration, data, log).
+    pub dir: PathBuf,
+    /// Its Git endpoint.
+    pub http_port: u16,
+    /// Its peer port.
+    pub peer_port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// The repository's URL for `user`.
+    pub fn url(&self, repo: &str) -> String {
+        format!(
+            "http://alice:alice-token-1@127.0.0.1:{}/{repo}.git",
+            self.http_port
+        )
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("node.toml")
+    }
+
+    /// Writes the configuration; `extra` is appended (a failpoint, say).
+    fn write_config(&self, conninfo: &str, extra: &str) {
+        let text = format!(
+            r#"device = "{name}"
+data_dir = "{dir}/data"
+listen_peer = "127.0.0.1:{peer}"
+listen_http = "127.0.0.1:{http}"
+http_url = "http://127.0.0.1:{http}"
+credential = "credential-of-{name}"
+
+[database]
+primary = "{conninfo}"
+
+[log]
+level = "info,stormcell_node=debug"
+
+[timing]
+scan_interval_s = 1
+peer_request_s = 5
+release_window_s = 5
+lock_budget_s = 20
+
+[[users]]
+name = "alice"
+token = "alice-token-1"
+write = ["*"]
+{extra}
+"#,
+            name = self.name,
+            dir = self.dir.display(),
+            peer = self.peer_port,
+            http = self.http_port,
+        );
+        std::fs::write(self.config_path(), text).expect("config written");
+    }
+
+    /// Starts the process and waits until its Git endpoint accepts connections.
+    pub fn start(&mut self, conninfo: &str, extra: &str) {
+        self.write_config(conninfo, extra);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .expect("log file");
+        let child = Command::new(stormcell())
+            .args(["node", "--config"])
+            .arg(self.config_path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("node starts");
+        self.child = Some(child);
+        wait_for_port(self.http_port, &self.dir.join("node.log"));
+        wait_for_port(self.peer_port, &self.dir.join("node.log"));
+    }
+
+    /// `kill -9`: the process dies without a chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The refs of the device's working copy, read off the disk.
+    pub fn disk_refs(&self, repo: &str) -> std::collections::BTreeMap<String, String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.dir.join("data/repos").join(format!("{repo}.git")))
+            .args(["for-each-ref", "--format=%(refname) %(objectname)"])
+            .output()
+            .expect("git runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(r, o)| (r.to_owned(), o.to_owned()))
+            .collect()
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits (with a generous bound, as a liveness guard only) until `port` accepts.
+fn wait_for_port(port: u16, log: &Path) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing listens on port {port}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A PostgreSQL server and three devices on one service, with repository `R1`.
+pub struct Cluster {
+    /// The nodes, `repo001` to `repo003`.
+    pub nodes: Vec<Node>,
+    /// The primary.
+    pub primary: Postgres,
+    /// Everything lives here.
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the database, registers three devices, creates `R1` and starts the nodes.
+    /// `extra(i)` is appended to node `i`'s configuration.
+    pub fn start(pg_bin: &Path, extra: impl Fn(usize) -> String) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let primary = Postgres::start_primary(pg_bin, &dir.path().join("primary"));
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            primary,
+            dir,
+        };
+        cluster.admin(&["db", "migrate"]);
+        cluster.admin(&["service", "create", "S1"]);
+        for i in 1..=3 {
+            let name = format!("repo00{i}");
+            let node = Node {
+                name: name.clone(),
+                dir: cluster.dir.path().join(&name),
+                http_port: free_port(),
+                peer_port: free_port(),
+                child: None,
+            };
+            std::fs::create_dir_all(&node.dir).expect("node dir");
+            cluster.admin(&[
+                "device",
+                "add",
+                &name,
+                "--address",
+                &format!("127.0.0.1:{}", node.peer_port),
+                "--http-url",
+                &format!("http://127.0.0.1:{}", node.http_port),
+                "--credential",
+                &format!("credential-of-{name}"),
+            ]);
+            cluster.admin(&["service", "bind", "S1", &name]);
+            cluster.nodes.push(node);
+        }
+        cluster.admin(&["repository", "create", "R1", "--service", "S1"]);
+        let conninfo = cluster.primary.conninfo();
+        for (i, node) in cluster.nodes.iter_mut().enumerate() {
+            node.start(&conninfo, &extra(i));
+        }
+        cluster
+    }
+
+    /// Runs an admin command against the primary and returns its standard output.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(stormcell())
+            .args(args)
+            .env("STORMCELL_DATABASE", self.primary.conninfo())
+            .output()
+            .expect("stormcell runs");
+        assert!(
+            out.status.success(),
+            "stormcell {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Node `i` (0-based).
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    /// Where a test keeps its client repositories.
+    pub fn client_dir(&self) -> PathBuf {
+        self.dir.path().join("client")
+    }
+}
