@@ -20,6 +20,17 @@ install_packages() {
 need cargo || { echo "missing: a Rust toolchain (cargo); see https://rustup.rs" >&2; exit 1; }
 need git || install_packages git
 
+# The end-to-end tests start their own PostgreSQL server from the system's binaries.
+have_postgres() {
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
+        || { need pg_config && [ -x "$(pg_config --bindir)/initdb" ]; }
+}
+have_postgres || install_packages postgresql
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    echo "missing: the postgres system user (the server refuses to run as root)" >&2
+    exit 1
+fi
+
 echo "== format"
 cargo fmt --all -- --check
 echo "== lints"
