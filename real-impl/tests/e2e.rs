@@ -305,3 +305,36 @@ fn kill_during_a_push_freezes_then_recovers_without_losing_acknowledged_pushes()
     client.final_phase(&nodes, "R1");
     client.check(&history_path("kill_during_a_push"));
 }
+
+#[test]
+fn pushes_are_refused_promptly_while_the_primary_is_down_and_succeed_after_it_returns() {
+    let Some(pg) = prerequisites("primary_down") else {
+        return;
+    };
+    let mut cluster = Cluster::start(&pg, |_| String::new());
+    let mut client = {
+        let nodes: Vec<_> = cluster.nodes.iter().collect();
+        Recorder::new(&cluster.client_dir(), "e2e-primary-down", &nodes, "R1")
+    };
+    let c1 = client.commit(None);
+    let (o, text) = client.push(cluster.node(0), "R1", "refs/heads/main", None, &c1, Phase::Workload);
+    assert!(o.is_ok(), "first push: {text}");
+
+    cluster.primary.stop();
+    client.fault(FaultKind::Strike, "db-primary", "primary stopped");
+    let c2 = client.commit(Some(&c1));
+    let (o, text) = client.push(cluster.node(1), "R1", "refs/heads/main", Some(&c1), &c2, Phase::Workload);
+    assert!(
+        matches!(o, Outcome::Refused { error: ErrorKind::DatabaseUnavailable, .. }),
+        "a push without the primary is refused, naming the database: {o:?} {text}"
+    );
+
+    cluster.primary.start();
+    client.fault(FaultKind::Restart, "db-primary", "primary started");
+    let (o, text) = client.push(cluster.node(1), "R1", "refs/heads/main", Some(&c1), &c2, Phase::Workload);
+    assert!(o.is_ok(), "pushes succeed once the primary is back: {text}");
+
+    let nodes: Vec<_> = cluster.nodes.iter().collect();
+    client.final_phase(&nodes, "R1");
+    client.check(&history_path("primary_down"));
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Benchmark: push and clone a repository with thousands of commits through one stormcell
+# device and through plain `git http-backend`, and the time for a push to reach every
+# device. Prints medians and ratios.
+#
+#   bash real-impl/bench/run.sh [COMMITS] [RUNS]
+#
+# Needs the PostgreSQL server binaries, git and python3; run as root it starts PostgreSQL
+# as the postgres user.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+COMMITS=${1:-3000}
+RUNS=${2:-5}
+HERE=$PWD
+
+PG_BIN=${STORMCELL_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+[ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found" >&2; exit 2; }
+
+cargo build --release -q -p stormcell-node
+S=$HERE/target/release/stormcell
+
+WORK=$(mktemp -d /tmp/stormcell-bench.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    as_pg "$PG_BIN/pg_ctl" stop -m immediate -D "$WORK/pg" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now_ms() { date +%s%3N; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+echo "== PostgreSQL"
+mkdir "$WORK/pg"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK/pg"
+as_pg "$PG_BIN/initdb" -D "$WORK/pg" -A trust -U postgres --no-sync >/dev/null
+PGPORT=$(free_port)
+as_pg "$PG_BIN/pg_ctl" start -w -D "$WORK/pg" -l "$WORK/pg/log" \
+    -o "-p $PGPORT -c listen_addresses=127.0.0.1 -k $WORK/pg" >/dev/null
+"$PG_BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE DATABASE stormcell"
+export STORMCELL_DATABASE="host=127.0.0.1 port=$PGPORT user=postgres dbname=stormcell"
+$S db migrate >/dev/null
+$S service create S1 >/dev/null
+
+echo "== three devices"
+declare -A HTTP
+for i in 1 2 3; do
+    d=repo00$i; P=$(free_port); H=$(free_port); HTTP[$i]=$H
+    mkdir -p "$WORK/$d"
+    $S device add $d --address 127.0.0.1:$P --http-url http://127.0.0.1:$H --credential "bench-credential-$i" >/dev/null
+    $S service bind S1 $d >/dev/null
+    cat > "$WORK/$d/node.toml" <<TOML
+device = "$d"
+data_dir = "$WORK/$d/data"
+listen_peer = "127.0.0.1:$P"
+listen_http = "127.0.0.1:$H"
+http_url = "http://127.0.0.1:$H"
+credential = "bench-credential-$i"
+[database]
+primary = "$STORMCELL_DATABASE"
+[log]
+level = "warn"
+[[users]]
+name = "bench"
+token = "bench-token"
+write = ["*"]
+TOML
+    $S node --config "$WORK/$d/node.toml" 2>"$WORK/$d/log" & PIDS+=($!)
+done
+
+echo "== plain git http-backend"
+mkdir -p "$WORK/plain"
+CGI_PORT=$(free_port)
+python3 "$HERE/real-impl/bench/cgi_server.py" "$CGI_PORT" "$WORK/plain" & PIDS+=($!)
+sleep 1
+
+echo "== a repository with $COMMITS commits"
+SRC=$WORK/src
+git init -q "$SRC"
+python3 - "$COMMITS" <<'PY' | git -C "$SRC" fast-import --quiet
+import sys
+n = int(sys.argv[1])
+for i in range(1, n + 1):
+    body = "".join(f"line {j} of file {i % 50} rev {i}\n" for j in range(40)).encode()
+    print("commit refs/heads/main")
+    print(f"committer bench <bench@example.com> {1700000000 + i} +0000")
+    msg = f"commit {i}".encode()
+    print(f"data {len(msg)}"); sys.stdout.flush(); sys.stdout.buffer.write(msg + b"\n")
+    if i > 1:
+        print("from refs/heads/main^0")
+    print(f"M 644 inline src/file{i % 50}.txt")
+    print(f"data {len(body)}"); sys.stdout.flush(); sys.stdout.buffer.write(body + b"\n")
+    sys.stdout.flush()
+PY
+echo "   $(git -C "$SRC" rev-list --count main) commits, $(du -sh "$SRC/.git" | cut -f1)"
+
+GIT="git -c credential.helper= -c http.postBuffer=524288000"
+SC_URL() { echo "http://bench:bench-token@127.0.0.1:${HTTP[1]}/$1.git"; }
+PL_URL() { echo "http://127.0.0.1:$CGI_PORT/$1.git"; }
+
+: > "$WORK/push_sc"; : > "$WORK/push_pl"; : > "$WORK/clone_sc"; : > "$WORK/clone_pl"; : > "$WORK/spread"
+for r in $(seq 1 "$RUNS"); do
+    $S repository create B$r --service S1 >/dev/null
+    git init -q --bare "$WORK/plain/B$r.git"
+    # Alternate which goes first, so neither always runs on a warmer cache.
+    for target in sc pl; do
+        if [ "$target" = sc ]; then url=$(SC_URL B$r); else url=$(PL_URL B$r); fi
+        t0=$(now_ms); $GIT -C "$SRC" push -q "$url" main 2>/dev/null; t1=$(now_ms)
+        echo $((t1 - t0)) >> "$WORK/push_$target"
+        rm -rf "$WORK/clone"
+        t0=$(now_ms); $GIT clone -q --bare "$url" "$WORK/clone"; t1=$(now_ms)
+        echo $((t1 - t0)) >> "$WORK/clone_$target"
+    done
+    # A new commit pushed to device 1: how long until every device holds it on disk.
+    git -C "$SRC" commit -q --allow-empty -m "spread $r"
+    new=$(git -C "$SRC" rev-parse HEAD)
+    t0=$(now_ms)
+    $GIT -C "$SRC" push -q "$(SC_URL B$r)" main 2>/dev/null
+    for i in 2 3; do
+        until [ "$(git -C "$WORK/repo00$i/data/repos/B$r.git" rev-parse -q --verify main 2>/dev/null)" = "$new" ]; do
+            sleep 0.005
+        done
+    done
+    t1=$(now_ms)
+    echo $((t1 - t0)) >> "$WORK/spread"
+    echo "   run $r: push $(tail -1 "$WORK/push_sc")/$(tail -1 "$WORK/push_pl") ms, clone $(tail -1 "$WORK/clone_sc")/$(tail -1 "$WORK/clone_pl") ms (stormcell/plain), on every device after $(tail -1 "$WORK/spread") ms"
+done
+
+ps=$(median < "$WORK/push_sc"); pp=$(median < "$WORK/push_pl")
+cs=$(median < "$WORK/clone_sc"); cp=$(median < "$WORK/clone_pl")
+sp=$(median < "$WORK/spread")
+echo
+echo "== medians over $RUNS runs, $COMMITS commits"
+printf "%-28s %10s %10s %8s\n" "" "stormcell" "plain" "ratio"
+printf "%-28s %8s ms %8s ms %8.2f\n" "push (whole history)" "$ps" "$pp" "$(awk "BEGIN{print $ps/$pp}")"
+printf "%-28s %8s ms %8s ms %8.2f\n" "clone" "$cs" "$cp" "$(awk "BEGIN{print $cs/$cp}")"
+printf "%-28s %8s ms\n" "push on every device" "$sp"
