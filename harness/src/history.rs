@@ -201,6 +201,12 @@ pub enum FaultKind {
     Hold,
     /// Held messages are released.
     Release,
+    /// An operator promoted a database replica and re-pointed the devices at it.
+    Promote,
+    /// A replica's replication delay spikes.
+    Lag,
+    /// The spike ends.
+    LagEnd,
 }
 
 /// What the run expects the cluster to look like at the end.
@@ -213,6 +219,9 @@ pub enum FinalExpectation {
     WriteFrozen,
     /// Every final read and push is refused as an ambiguous leader.
     Ambiguous,
+    /// The devices stay read-only (the seed design recovers only on restart): every final
+    /// read succeeds and every final push is refused as read-only.
+    ReadOnly,
 }
 
 /// The state read off the devices after the final phase.

@@ -15,7 +15,9 @@ use stormcell_model::rows::{Binding, Device, Repository, Service, Topology, Vers
 
 use crate::checker::{self, Verdict};
 use crate::db;
-use crate::env::{stream_rng, ArmedAction, Board, SimClock, SimEvents, SimFailpoints, SimRandom};
+use crate::env::{
+    stream_rng, ArmedAction, Board, ModeLog, SimClock, SimEvents, SimFailpoints, SimRandom,
+};
 use crate::history::{
     FaultEvent, FaultKind, FinalState, History, Outcome, Phase, Refs, RepositoryStart,
 };
@@ -32,14 +34,14 @@ use crate::workload::{Client, ClientSetup, Recorder, DEVICE_PORT};
 /// compression for `steady`, 10 ms about 800x and 5 ms about 450x.
 pub const TICK: Duration = Duration::from_millis(20);
 
-/// The port the database host listens on.
-pub const DB_PORT: u16 = 5432;
+pub use crate::db::DB_PORT;
 
 /// Random streams, one per purpose, so adding draws in one place shifts nothing else.
 mod streams {
     pub const TOPOLOGY: u64 = 1;
     pub const NEMESIS: u64 = 2;
     pub const CRASH: u64 = 3;
+    pub const DATABASE: u64 = 4;
     pub const CLIENTS: u64 = 100;
     pub const DEVICES: u64 = 1000;
 }
@@ -84,6 +86,8 @@ pub enum FinalOutcome {
     WriteFrozen,
     /// Everything was refused as an ambiguous leader.
     Ambiguous,
+    /// Reads were served and pushes refused as read-only.
+    ReadOnly,
     /// Anything else.
     Broken,
 }
@@ -95,6 +99,7 @@ impl FinalOutcome {
             FinalOutcome::Converged => "converged",
             FinalOutcome::WriteFrozen => "write-frozen",
             FinalOutcome::Ambiguous => "ambiguous",
+            FinalOutcome::ReadOnly => "read-only",
             FinalOutcome::Broken => "broken",
         }
     }
@@ -261,7 +266,10 @@ pub fn run(spec: &RunSpec) -> RunResult {
     );
     let mut nemesis_rng = stream_rng(seed, streams::NEMESIS);
     let faults = scenario.faults.apply_mix(&mut nemesis_rng);
-    let schedule = nemesis::plan(&faults, &setup.devices, &mut nemesis_rng);
+    let replicas: Vec<String> = (0..scenario.database.replicas)
+        .map(db::cluster::replica_name)
+        .collect();
+    let schedule = nemesis::plan(&faults, &setup.devices, &replicas, &mut nemesis_rng);
     let drawn = Drawn {
         devices: setup.devices.clone(),
         repositories: setup.repos.iter().map(ToString::to_string).collect(),
@@ -287,19 +295,14 @@ pub fn run(spec: &RunSpec) -> RunResult {
         .max_message_latency(Duration::from_millis(latency.1.max(latency.0)))
         .build();
 
-    // The database host.
-    let db_state =
-        db::DbHostState::shared(db::Tables::with(setup.topology.clone(), setup.rows.clone()));
-    {
-        let db_state = db_state.clone();
-        sim.host(DB_HOST, move || {
-            let db_state = db_state.clone();
-            async move {
-                db::serve(db_state, DB_PORT).await?;
-                Ok(())
-            }
-        });
-    }
+    // The database hosts.
+    let db_cluster = db::SimDbCluster::build(
+        &mut sim,
+        &scenario.database,
+        db::Tables::with(setup.topology.clone(), setup.rows.clone()),
+        &mut stream_rng(seed, streams::DATABASE),
+    );
+    let modes = ModeLog::default();
 
     // The devices.
     let board = Arc::new(Mutex::new(Board::default()));
@@ -328,9 +331,12 @@ pub fn run(spec: &RunSpec) -> RunResult {
         let config = config.clone();
         let trace = trace.clone();
         let rng_stream = streams::DEVICES + i as u64;
+        let db_hosts = db_cluster.config.clone();
+        let modes = modes.clone();
         sim.host(name.clone(), move || {
             let ports = Ports {
                 db: Arc::new(db::SimDb::new(format!("{DB_HOST}:{DB_PORT}"))),
+                db_hosts: db_hosts.clone(),
                 store: Arc::new(store.clone()),
                 net: Arc::new(SimNet::new()),
                 clock: Arc::new(SimClock {
@@ -344,6 +350,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
                 events: Arc::new(SimEvents {
                     host: name.clone(),
                     trace: trace.clone(),
+                    modes: Some(modes.clone()),
                 }),
             };
             let (engine, triggers) =
@@ -428,6 +435,8 @@ pub fn run(spec: &RunSpec) -> RunResult {
         partitioned: BTreeSet::new(),
         held: BTreeSet::new(),
         timers: Vec::new(),
+        db: db_cluster.clone(),
+        lost: BTreeSet::new(),
     };
     let mut pending: std::collections::VecDeque<Planned> = schedule.into_iter().collect();
     let mut healed = false;
@@ -578,6 +587,13 @@ fn classify(ops: &[crate::history::Operation]) -> FinalOutcome {
     if reads_ok && pushes_frozen {
         return FinalOutcome::WriteFrozen;
     }
+    let pushes_read_only = finals
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Push { .. }))
+        .all(|o| refused(o, ErrorKind::ReadOnly));
+    if reads_ok && pushes_read_only {
+        return FinalOutcome::ReadOnly;
+    }
     FinalOutcome::Broken
 }
 
@@ -587,6 +603,7 @@ enum Timer {
     Restart(String),
     Repair(String, String),
     Release(String, String),
+    LagEnd(String, u64),
 }
 
 /// Applies the schedule to the simulation and records what it did.
@@ -597,6 +614,9 @@ struct Driver {
     partitioned: BTreeSet<(String, String)>,
     held: BTreeSet<(String, String)>,
     timers: Vec<(u64, Timer)>,
+    db: db::SimDbCluster,
+    /// Hosts lost for good: healing does not bring them back.
+    lost: BTreeSet<String>,
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -711,6 +731,52 @@ impl Driver {
                     }
                 }
             }
+            Action::Lose { host } => {
+                self.lost.insert(host.clone());
+                self.strike(
+                    sim,
+                    stores,
+                    rng,
+                    now,
+                    &host,
+                    None,
+                    "lost for good".to_owned(),
+                );
+            }
+            Action::Promote => {
+                let Some(host) = self.db.best_replica() else {
+                    self.trace.record(now, "operator", "no replica to promote");
+                    return;
+                };
+                if let Some(p) = self.db.promote(&host, now) {
+                    let detail = if p.lost.is_empty() {
+                        format!("promoted at #{}; no database rows lost", p.at_seq)
+                    } else {
+                        format!(
+                            "promoted at #{}; lost database rows: {}",
+                            p.at_seq,
+                            p.lost.join(", ")
+                        )
+                    };
+                    self.event(now, FaultKind::Promote, vec![host], detail);
+                }
+            }
+            Action::Lag {
+                host,
+                delay_ms,
+                duration_ms,
+            } => {
+                if let Some(old) = self.db.set_delay(&host, delay_ms) {
+                    self.event(
+                        now,
+                        FaultKind::Lag,
+                        vec![host.clone()],
+                        format!("replication delay {delay_ms}ms"),
+                    );
+                    self.timers
+                        .push((now + duration_ms, Timer::LagEnd(host, old)));
+                }
+            }
             Action::Hold { a, b, duration_ms } => {
                 let p = pair(&a, &b);
                 if self.held.insert(p.clone()) {
@@ -778,8 +844,16 @@ impl Driver {
 
     fn end(&mut self, sim: &mut turmoil::Sim<'_>, now: u64, t: Timer, force: bool) {
         match t {
+            Timer::LagEnd(host, delay_ms) => {
+                if self.db.set_delay(&host, delay_ms).is_some() {
+                    self.event(now, FaultKind::LagEnd, vec![host], String::new());
+                }
+            }
             Timer::Restart(d) => {
                 let until = self.down_until.get(&d).copied().unwrap_or(0);
+                if self.lost.contains(&d) {
+                    return;
+                }
                 if (force || until <= now) && self.down_until.remove(&d).is_some() {
                     sim.bounce(d.as_str());
                     self.event(now, FaultKind::Restart, vec![d], String::new());
@@ -811,6 +885,15 @@ impl Driver {
 
     /// Ends every fault: the workload is over and the cluster gets its chance to recover.
     fn heal(&mut self, sim: &mut turmoil::Sim<'_>, now: u64) {
+        let lags: Vec<Timer> = self
+            .timers
+            .iter()
+            .filter(|(_, t)| matches!(t, Timer::LagEnd(..)))
+            .map(|(_, t)| t.clone())
+            .collect();
+        for t in lags {
+            self.end(sim, now, t, true);
+        }
         self.timers.clear();
         let downs: Vec<String> = self.down_until.keys().cloned().collect();
         for d in downs {

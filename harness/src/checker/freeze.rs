@@ -395,6 +395,10 @@ pub fn fault_intervals(history: &History) -> (Vec<FaultInterval>, Vec<String>) {
             FaultKind::Repair => (1, false),
             FaultKind::Hold => (2, true),
             FaultKind::Release => (2, false),
+            FaultKind::Lag => (3, true),
+            FaultKind::LagEnd => (3, false),
+            // An operator action at one instant, not a fault in force for a while.
+            FaultKind::Promote => continue,
         };
         let mut hosts: Vec<&str> = event.hosts.iter().map(String::as_str).collect();
         hosts.sort_unstable();
