@@ -19,7 +19,7 @@ use crate::env::{
     stream_rng, ArmedAction, Board, ModeLog, SimClock, SimEvents, SimFailpoints, SimRandom,
 };
 use crate::history::{
-    FaultEvent, FaultKind, FinalState, History, Outcome, Phase, Refs, RepositoryStart,
+    DatabaseHosts, FaultEvent, FaultKind, FinalState, History, Outcome, Phase, Refs, RepositoryStart,
 };
 use crate::nemesis::{self, Action, Planned, DB_HOST};
 use crate::net::SimNet;
@@ -137,6 +137,8 @@ pub struct RunResult {
     pub freezes: BTreeMap<String, u64>,
     /// Set when the simulation itself failed (a host's software returned an error).
     pub sim_error: Option<String>,
+    /// Per device, milliseconds spent read-only by reason.
+    pub read_only_ms: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl RunResult {
@@ -532,6 +534,10 @@ pub fn run(spec: &RunSpec) -> RunResult {
         repositories: setup.starts.clone(),
         ops,
         faults: driver.faults.clone(),
+        database: (!db_cluster.replicas.is_empty()).then(|| DatabaseHosts {
+            primary: db::cluster::PRIMARY.to_owned(),
+            replicas: db_cluster.replicas.clone(),
+        }),
         expect,
         final_state,
     };
@@ -556,7 +562,48 @@ pub fn run(spec: &RunSpec) -> RunResult {
         faults: fault_counts,
         freezes,
         sim_error,
+        read_only_ms: read_only_time(&modes, &driver.faults, virtual_ms),
     }
+}
+
+/// How long each device spent read-only, by reason, from its mode changes. A strike ends
+/// whatever mode the device was in (its next process starts read/write).
+fn read_only_time(
+    modes: &ModeLog,
+    faults: &[FaultEvent],
+    end_ms: u64,
+) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let changes = modes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut timeline: Vec<(u64, &str, Option<&'static str>)> = changes
+        .iter()
+        .map(|c| (c.at_ms, c.device.as_str(), c.reason.map(|r| r.name())))
+        .collect();
+    for f in faults.iter().filter(|f| f.kind == FaultKind::Strike) {
+        for h in &f.hosts {
+            timeline.push((f.at_ms, h.as_str(), None));
+        }
+    }
+    timeline.sort_by_key(|(t, ..)| *t);
+    let mut open: BTreeMap<&str, (u64, &'static str)> = BTreeMap::new();
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut close = |device: &str, since: u64, reason: &str, until: u64| {
+        *out.entry(device.to_owned())
+            .or_default()
+            .entry(reason.to_owned())
+            .or_default() += until.saturating_sub(since);
+    };
+    for (t, device, reason) in timeline {
+        if let Some((since, was)) = open.remove(device) {
+            close(device, since, was, t);
+        }
+        if let Some(r) = reason {
+            open.insert(device, (t, r));
+        }
+    }
+    for (device, (since, was)) in open {
+        close(device, since, was, end_ms);
+    }
+    out
 }
 
 /// How the final probes went.

@@ -439,8 +439,28 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/contention.toml"),
     ),
     (
+        "db-flap",
+        include_str!("../../../scenarios/db-flap.toml"),
+    ),
+    (
         "db-link-drop",
         include_str!("../../../scenarios/db-link-drop.toml"),
+    ),
+    (
+        "db-partial-partition",
+        include_str!("../../../scenarios/db-partial-partition.toml"),
+    ),
+    (
+        "db-primary-loss",
+        include_str!("../../../scenarios/db-primary-loss.toml"),
+    ),
+    (
+        "db-promote",
+        include_str!("../../../scenarios/db-promote.toml"),
+    ),
+    (
+        "db-stale-replica",
+        include_str!("../../../scenarios/db-stale-replica.toml"),
     ),
     (
         "lightning",
