@@ -19,7 +19,8 @@ use crate::env::{
     stream_rng, ArmedAction, Board, ModeLog, SimClock, SimEvents, SimFailpoints, SimRandom,
 };
 use crate::history::{
-    DatabaseHosts, FaultEvent, FaultKind, FinalState, History, Outcome, Phase, Refs, RepositoryStart,
+    DatabaseHosts, FaultEvent, FaultKind, FinalState, History, Outcome, Phase, Refs,
+    RepositoryStart,
 };
 use crate::nemesis::{self, Action, Planned, DB_HOST};
 use crate::net::SimNet;

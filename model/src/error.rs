@@ -266,7 +266,7 @@ impl ClusterError {
             }
             ClusterError::ReadOnly { .. } => ErrorCode::ReadOnly,
             ClusterError::Stranded { .. } => ErrorCode::DatabaseUnavailable,
-            ClusterError::Unverified { .. } => ErrorCode::ReadOnly,
+            ClusterError::Unverified { .. } => ErrorCode::LeaderLost,
             ClusterError::NotFound(_) => ErrorCode::NotFound,
             ClusterError::Store(_) | ClusterError::Internal(_) => ErrorCode::Internal,
         }

@@ -20,7 +20,8 @@
 //!   P could still be running: P's server-side window is `[invoked, completed]` for an Ok
 //!   or refused P and `[invoked, end of history]` for an unknown one (the client gave up,
 //!   the server may not have). D is hit when a strike on D falls inside the window, a
-//!   partition involving D overlaps it, or a hold (slow link) involving D overlaps it and
+//!   partition involving D overlaps it, a database host (any host that is not a device) is
+//!   struck inside it, or a hold (slow link) involving D overlaps it and
 //!   lasts at least [`SESSION_EXPIRING_HOLD_MS`] (long enough to expire the database
 //!   session; an unhealed fault lasts to the end of the history).
 //!
@@ -274,9 +275,17 @@ fn interrupted_pushes<'h>(
             Outcome::Unknown { .. } => end_of_history.max(op.invoked_ms),
             Outcome::Ok { .. } | Outcome::Refused { .. } => op.completed_ms.max(op.invoked_ms),
         };
+        // A struck database host kills every session on it, so it hits every writer.
         let hit = index
-            .get(op.device.as_str())
-            .is_some_and(|h| h.hit_during(op.invoked_ms, until));
+            .iter()
+            .filter(|(host, _)| **host == op.device || !history.devices.iter().any(|d| d == **host))
+            .any(|(host, h)| {
+                if **host == op.device {
+                    h.hit_during(op.invoked_ms, until)
+                } else {
+                    h.struck_during(op.invoked_ms, until)
+                }
+            });
         if hit {
             let list = earliest.entry(op.repo.as_str()).or_default();
             list.push((op.invoked_ms, op.id));
@@ -351,10 +360,15 @@ impl HostFaults {
         index
     }
 
+    /// Whether a strike falls in `[from, until]`.
+    fn struck_during(&self, from: u64, until: u64) -> bool {
+        let first_strike = self.strikes.partition_point(|&t| t < from);
+        self.strikes.get(first_strike).is_some_and(|&t| t <= until)
+    }
+
     /// Whether a strike falls in `[from, until]` or a cut overlaps it.
     fn hit_during(&self, from: u64, until: u64) -> bool {
-        let first_strike = self.strikes.partition_point(|&t| t < from);
-        if self.strikes.get(first_strike).is_some_and(|&t| t <= until) {
+        if self.struck_during(from, until) {
             return true;
         }
         // Among the cuts that started by `until`, is the latest end at or after `from`?

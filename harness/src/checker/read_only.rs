@@ -138,10 +138,7 @@ pub(crate) fn check(history: &History) -> Verdict {
     let mut outages: BTreeMap<&str, Spans> = BTreeMap::new();
     let mut counted = (0usize, 0usize, 0usize);
     for device in &history.devices {
-        outages.insert(
-            device,
-            primary_outages(&intervals, &primaries, device, end),
-        );
+        outages.insert(device, primary_outages(&intervals, &primaries, device, end));
     }
     for op in &history.ops {
         let Some(out) = outages.get(op.device.as_str()) else {
@@ -149,8 +146,8 @@ pub(crate) fn check(history: &History) -> Verdict {
         };
         let (from, until) = (op.invoked_ms, op.completed_ms);
         let is_push = matches!(op.kind, OpKind::Push { .. });
-        let severed = covers(out, from, until)
-            && started_at(out, from).is_some_and(|s| from >= s + SEVER_MS);
+        let severed =
+            covers(out, from, until) && started_at(out, from).is_some_and(|s| from >= s + SEVER_MS);
         if severed && is_push {
             counted.0 += 1;
             let prompt = until - from <= PROMPT_MS;
@@ -161,10 +158,7 @@ pub(crate) fn check(history: &History) -> Verdict {
                     device: Some(op.device.clone()),
                     repo: Some(op.repo.clone()),
                     at_ms: op.invoked_ms,
-                    expected: format!(
-                        "refused as read-only within {}",
-                        secs(PROMPT_MS)
-                    ),
+                    expected: format!("refused as read-only within {}", secs(PROMPT_MS)),
                     seen: format!(
                         "{} after {}",
                         describe_outcome(&op.outcome),
@@ -215,7 +209,12 @@ pub(crate) fn check(history: &History) -> Verdict {
             continue;
         }
         // The last outage before this push, and when recovery may be demanded.
-        let Some(back) = out.iter().filter(|(_, e)| *e <= from).map(|(_, e)| *e).max() else {
+        let Some(back) = out
+            .iter()
+            .filter(|(_, e)| *e <= from)
+            .map(|(_, e)| *e)
+            .max()
+        else {
             continue;
         };
         let due = if stormcell {

@@ -438,10 +438,7 @@ const BUILTINS: &[(&str, &str)] = &[
         "contention",
         include_str!("../../../scenarios/contention.toml"),
     ),
-    (
-        "db-flap",
-        include_str!("../../../scenarios/db-flap.toml"),
-    ),
+    ("db-flap", include_str!("../../../scenarios/db-flap.toml")),
     (
         "db-link-drop",
         include_str!("../../../scenarios/db-link-drop.toml"),

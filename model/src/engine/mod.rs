@@ -79,6 +79,9 @@ pub struct Engine {
     ports: Ports,
     local: LocalWrites,
     failover: Arc<Failover>,
+    /// Per repository, the primary epoch whose rows this device has checked against its
+    /// peers' durable versions (see `read_only.rs`).
+    verified: Mutex<std::collections::BTreeMap<RepoId, u64>>,
     /// Sessions kept open on purpose on error paths under the phabricator profile, which
     /// leaked their locks until the process exited.
     leaked: Mutex<Vec<Box<dyn DbSession>>>,
@@ -108,6 +111,7 @@ impl Engine {
             config,
             plants,
             failover,
+            verified: Mutex::new(std::collections::BTreeMap::new()),
             ports,
             local: LocalWrites::default(),
             leaked: Mutex::new(Vec::new()),

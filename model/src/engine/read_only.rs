@@ -59,7 +59,66 @@ impl Engine {
             "The cluster database is read-only ({}); synchronizing from a replica.",
             view.reason.describe()
         ));
-        let replica_current = view.replica_current;
+        self.verified_sync(session, repo, progress, view.replica_current)
+            .await
+    }
+
+    /// **[stormcell]** Whether this device has yet to check `repo`'s rows against its peers
+    /// since the primary changed under it.
+    pub(crate) fn rows_unverified(&self, repo: &RepoId) -> bool {
+        if !self.verifies() {
+            return false;
+        }
+        let epoch = self.failover.primary_epoch();
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        epoch > 0 && verified.get(repo).copied() != Some(epoch)
+    }
+
+    /// **[stormcell]** The first sync of a repository after a promotion: the new primary
+    /// may lack version rows the old one never shipped, so the peers' durable versions are
+    /// asked as while read-only; then this device's row is raised to what it holds, which
+    /// puts the lost version back for everyone. A write refuses when some peer could not
+    /// be asked (it might hold a newer acknowledged push); a read is marked possibly stale.
+    pub(crate) async fn read_sync_after_promotion(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        progress: &Progress,
+        for_write: bool,
+    ) -> Result<SyncOutcome, ClusterError> {
+        let epoch = self.failover.primary_epoch();
+        progress
+            .say("The cluster database changed primary; checking versions with the other devices.");
+        let outcome = self.verified_sync(session, repo, progress, false).await?;
+        if outcome.possibly_stale {
+            if for_write {
+                return Err(ClusterError::Unverified {
+                    repo: repo.clone(),
+                    unanswered: Vec::new(),
+                });
+            }
+            return Ok(outcome);
+        }
+        let digest = self.ports.store.digest(repo).await?;
+        session
+            .set_version(repo, &self.device, outcome.version, Some(digest))
+            .await?;
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repo.clone(), epoch);
+        Ok(outcome)
+    }
+
+    /// The peer-verified sync: version rows raised by what the peers say of themselves,
+    /// then a fetch from a holder of the newest version.
+    async fn verified_sync(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        progress: &Progress,
+        replica_current: bool,
+    ) -> Result<SyncOutcome, ClusterError> {
         let topology = self.bound_topology(session, repo).await?;
         let rows = session.rows(repo).await?;
         let verify = self.verifies();

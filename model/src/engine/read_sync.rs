@@ -114,6 +114,10 @@ impl Engine {
             .acquire(session, &lock, self.config.timing.lock_budget, progress)
             .await?;
         let result = match read_only {
+            None if self.rows_unverified(repo) => {
+                self.read_sync_after_promotion(session, repo, progress, hold)
+                    .await
+            }
             None => {
                 self.read_sync_locked(session, repo, progress, waited.as_millis() as u64)
                     .await

@@ -77,6 +77,9 @@ pub struct Failover {
     timing: FailoverTiming,
     health: Mutex<BTreeMap<String, HostHealth>>,
     mode: Mutex<Option<ReadOnlyReason>>,
+    /// The primary this daemon last wrote to, and how many times it changed: after a
+    /// promotion the new primary may lack rows the old one had not shipped.
+    primary_epoch: Mutex<(Option<String>, u64)>,
     events: Arc<dyn Events>,
 }
 
@@ -102,6 +105,7 @@ impl Failover {
             timing,
             health: Mutex::new(BTreeMap::new()),
             mode: Mutex::new(None),
+            primary_epoch: Mutex::new((None, 0)),
             events,
         }
     }
@@ -234,6 +238,15 @@ impl Failover {
         let (reason, primary_error) = match self.try_primary(&config).await {
             Ok((session, host)) => {
                 self.set_mode(None);
+                {
+                    let mut epoch = lock(&self.primary_epoch);
+                    if epoch.0.as_deref() != Some(host.as_str()) {
+                        if epoch.0.is_some() {
+                            epoch.1 += 1;
+                        }
+                        epoch.0 = Some(host.clone());
+                    }
+                }
                 return Ok(DbLink {
                     session,
                     host,
@@ -271,6 +284,11 @@ impl Failover {
                 errors.join("; ")
             },
         })
+    }
+
+    /// How many times the primary changed under this daemon (0 until a promotion).
+    pub fn primary_epoch(&self) -> u64 {
+        lock(&self.primary_epoch).1
     }
 
     /// Whether the replica behind `link` can show it holds everything its primary
