@@ -341,6 +341,7 @@ mod tests {
                 "2 stale-read",
                 "3 invented-state",
                 "4 freeze",
+                "5 read-only",
                 "6 convergence"
             ]
         );
@@ -399,7 +400,7 @@ mod tests {
         b.final_probes(1_000, &[("refs/heads/main", "c1")]);
         b.final_refs_all(&[("refs/heads/main", "c1")]);
         let verdicts = check_all(&b.build());
-        assert_eq!(verdicts.len(), 5);
+        assert_eq!(verdicts.len(), 6);
         for (verdict, id) in verdicts.iter().zip(CheckerId::ALL) {
             assert_eq!(verdict.checker, id);
             assert!(verdict.passed(), "{verdict}");
@@ -456,6 +457,6 @@ mod tests {
         b.fault(5, crate::history::FaultKind::Repair, &["R1"]);
         b.fault(6, crate::history::FaultKind::Restart, &[]);
         let verdicts = check_all(&b.build());
-        assert_eq!(verdicts.len(), 5);
+        assert_eq!(verdicts.len(), 6);
     }
 }
