@@ -8,6 +8,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod failover;
 pub mod ids;
 pub mod leaders;
 pub mod lock_wait;

@@ -18,16 +18,25 @@ pub enum Bug {
     IgnoreWritingFlag,
     /// The working copy is not made durable before the write counts.
     SkipFsync,
+    /// Read-only reads trust the replica's version rows instead of asking the peers.
+    TrustReplicaVersions,
+    /// A device never returns to read/write once its primary was severed.
+    NeverRecover,
+    /// A write goes out on a replica connection while read-only.
+    WriteOnReplica,
 }
 
 impl Bug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 8] = [
         Bug::SkipReadSync,
         Bug::AckBeforeVersionBump,
         Bug::ReleaseLockBeforeClearWriting,
         Bug::IgnoreWritingFlag,
         Bug::SkipFsync,
+        Bug::TrustReplicaVersions,
+        Bug::NeverRecover,
+        Bug::WriteOnReplica,
     ];
 
     /// The bug's name on the command line.
@@ -38,6 +47,9 @@ impl Bug {
             Bug::ReleaseLockBeforeClearWriting => "release-lock-before-clear-writing",
             Bug::IgnoreWritingFlag => "ignore-writing-flag",
             Bug::SkipFsync => "skip-fsync",
+            Bug::TrustReplicaVersions => "trust-replica-versions",
+            Bug::NeverRecover => "never-recover",
+            Bug::WriteOnReplica => "write-on-replica",
         }
     }
 
@@ -51,6 +63,11 @@ impl Bug {
             }
             Bug::IgnoreWritingFlag => "accept writes while another write is interrupted",
             Bug::SkipFsync => "count a write as durable without syncing it to disk",
+            Bug::TrustReplicaVersions => {
+                "while read-only, trust the replica's versions instead of asking the peers"
+            }
+            Bug::NeverRecover => "stay read-only after the primary database is healthy again",
+            Bug::WriteOnReplica => "send a write on a replica connection while read-only",
         }
     }
 }
