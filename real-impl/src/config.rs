@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use stormcell_model::config::{Profile, ProtocolConfig, Timing};
+use stormcell_model::failover::{
+    DbClusterConfig, DbHostConfig, DbRole, FailoverTiming, StaleReads,
+};
 use stormcell_model::ports::WritePoint;
 use thiserror::Error;
 
@@ -73,29 +76,125 @@ fn default_git() -> PathBuf {
     PathBuf::from("git")
 }
 
-/// The cluster database hosts (PROTOCOL.md section 9.1).
+/// The cluster database hosts (PROTOCOL.md section 9.1) and the failover's numbers
+/// (9.2, 9.3).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// The primary: a libpq-style connection string (`host=... port=... user=... dbname=...`).
-    pub primary: String,
-    /// Hot-standby replicas, same form; used for status and by the failover code.
+    /// Every host: `name`, `address` (a libpq-style connection string), `role`
+    /// (`primary` or `replica`) and `enabled` (default true).
+    pub hosts: Vec<DbHostConfig>,
+    /// The operator put the cluster in read-only mode.
     #[serde(default)]
-    pub replicas: Vec<String>,
-    /// Seconds to wait for a connection.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_s: u64,
+    pub read_only: bool,
+    /// What a read that cannot be shown fresh does while read-only: `mark` or `refuse`.
+    #[serde(default)]
+    pub stale_reads: StaleReads,
+    /// Seconds between health checks of a host.
+    pub check_interval_s: Option<f64>,
+    /// How many agreeing checks flip a host's health.
+    pub health_window: Option<usize>,
+    /// Connect retries to a healthy host.
+    pub connect_retries: Option<u32>,
+    /// Seconds to wait for a connection to a healthy host.
+    pub connect_timeout_s: Option<f64>,
+    /// Seconds to wait for a connection to an unhealthy host, and for health checks.
+    pub unhealthy_connect_timeout_s: Option<f64>,
     /// Seconds a request-serving query may take.
-    #[serde(default = "default_query_timeout")]
-    pub query_timeout_s: u64,
+    pub query_timeout_s: Option<f64>,
+    /// Replication delay, in seconds, above which a replica is shown as slow.
+    pub slow_replica_s: Option<f64>,
 }
 
-fn default_connect_timeout() -> u64 {
-    10
-}
+impl DatabaseConfig {
+    /// The hosts as the model's failover sees them.
+    pub fn cluster(&self) -> DbClusterConfig {
+        DbClusterConfig {
+            hosts: self.hosts.clone(),
+            read_only: self.read_only,
+            stale_reads: self.stale_reads,
+        }
+    }
 
-fn default_query_timeout() -> u64 {
-    30
+    /// The enabled primary's connection string.
+    pub fn primary_address(&self) -> Option<&str> {
+        self.hosts
+            .iter()
+            .find(|h| h.enabled && h.role == DbRole::Primary)
+            .map(|h| h.address.as_str())
+    }
+
+    /// The failover's numbers: PROTOCOL.md's defaults with this file's overrides.
+    pub fn timing(&self) -> Result<FailoverTiming, String> {
+        let mut t = FailoverTiming::default();
+        let secs = |field: &str, v: Option<f64>, target: &mut Duration| {
+            if let Some(v) = v {
+                *target = Duration::try_from_secs_f64(v).map_err(|_| {
+                    format!("field `database.{field}`: {v} is not a valid number of seconds")
+                })?;
+            }
+            Ok::<(), String>(())
+        };
+        secs(
+            "check_interval_s",
+            self.check_interval_s,
+            &mut t.check_interval,
+        )?;
+        secs(
+            "connect_timeout_s",
+            self.connect_timeout_s,
+            &mut t.healthy_connect,
+        )?;
+        secs(
+            "unhealthy_connect_timeout_s",
+            self.unhealthy_connect_timeout_s,
+            &mut t.unhealthy_connect,
+        )?;
+        secs(
+            "query_timeout_s",
+            self.query_timeout_s,
+            &mut t.query_timeout,
+        )?;
+        secs("slow_replica_s", self.slow_replica_s, &mut t.slow_replica)?;
+        if let Some(w) = self.health_window {
+            if w == 0 {
+                return Err("field `database.health_window`: must be at least 1".to_owned());
+            }
+            t.window = w;
+        }
+        if let Some(r) = self.connect_retries {
+            t.healthy_retries = r;
+        }
+        Ok(t)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.hosts.is_empty() {
+            return Err("field `database.hosts`: name at least one host".to_owned());
+        }
+        let primaries = self
+            .hosts
+            .iter()
+            .filter(|h| h.enabled && h.role == DbRole::Primary)
+            .count();
+        if primaries > 1 {
+            return Err("field `database.hosts`: at most one enabled primary".to_owned());
+        }
+        let mut names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err("field `database.hosts`: host names must be unique".to_owned());
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            if h.address.parse::<tokio_postgres::Config>().is_err() {
+                return Err(format!(
+                    "field `database.hosts[{i}].address`: not a connection string such as \
+                     \"host=10.0.0.5 port=5432 user=stormcell dbname=stormcell\""
+                ));
+            }
+        }
+        self.timing().map(|_| ())
+    }
 }
 
 /// Log format.
@@ -259,7 +358,7 @@ impl NodeConfig {
             }
         }
         self.timing.to_timing()?;
-        Ok(())
+        self.database.validate()
     }
 
     /// The protocol configuration this node runs with.
@@ -267,12 +366,8 @@ impl NodeConfig {
         Ok(ProtocolConfig {
             profile: self.profile,
             timing: self.timing.to_timing()?,
+            failover: self.database.timing()?,
         })
-    }
-
-    /// The query timeout.
-    pub fn query_timeout(&self) -> Duration {
-        Duration::from_secs(self.database.query_timeout_s)
     }
 }
 
@@ -342,8 +437,10 @@ listen_peer = "127.0.0.1:7001"
 listen_http = "127.0.0.1:8001"
 http_url = "http://127.0.0.1:8001"
 credential = "0123456789"
-[database]
-primary = "host=127.0.0.1 port=5432 user=postgres dbname=stormcell"
+[[database.hosts]]
+name = "db1"
+address = "host=127.0.0.1 port=5432 user=postgres dbname=stormcell"
+role = "primary"
 [[users]]
 name = "alice"
 token = "alice-token"
@@ -384,5 +481,13 @@ write = ["R1"]
         let bad_point = format!("{GOOD}\n[failpoint]\npoint = \"somewhere\"\n");
         let e = NodeConfig::parse(&bad_point).unwrap_err();
         assert!(e.contains("point"), "{e}");
+
+        let bad_role = GOOD.replace("role = \"primary\"", "role = \"leader\"");
+        let e = NodeConfig::parse(&bad_role).unwrap_err();
+        assert!(e.contains("role"), "{e}");
+
+        let bad_address = GOOD.replace("host=127.0.0.1 port=5432", "port=notaport");
+        let e = NodeConfig::parse(&bad_address).unwrap_err();
+        assert!(e.contains("database.hosts[0].address"), "{e}");
     }
 }

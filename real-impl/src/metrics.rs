@@ -4,6 +4,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use stormcell_model::error::ErrorCode;
@@ -45,6 +46,8 @@ pub struct Metrics {
     recoveries: Counter,
     unrecorded_writes: Counter,
     peer_auth_failures: Counter,
+    read_only: Family<ResultLabel, Gauge>,
+    unhealthy_hosts: Family<ResultLabel, Gauge>,
 }
 
 fn wait_buckets() -> Histogram {
@@ -71,6 +74,18 @@ impl Metrics {
         let recoveries = Counter::default();
         let unrecorded_writes = Counter::default();
         let peer_auth_failures = Counter::default();
+        let read_only = Family::<ResultLabel, Gauge>::default();
+        let unhealthy_hosts = Family::<ResultLabel, Gauge>::default();
+        registry.register(
+            "read_only",
+            "1 while this device is read-only, labelled with the reason",
+            read_only.clone(),
+        );
+        registry.register(
+            "db_host_unhealthy",
+            "1 while a database host's health record says unhealthy",
+            unhealthy_hosts.clone(),
+        );
         registry.register("pushes", "Pushes served, by result", pushes.clone());
         registry.register("reads", "Reads served, by result", reads.clone());
         registry.register(
@@ -113,6 +128,8 @@ impl Metrics {
             recoveries,
             unrecorded_writes,
             peer_auth_failures,
+            read_only,
+            unhealthy_hosts,
         }
     }
 
@@ -142,6 +159,17 @@ impl Metrics {
             }
             Event::WriteNotRecorded { .. } => {
                 self.unrecorded_writes.inc();
+            }
+            Event::DbMode { reason } => {
+                self.read_only.clear();
+                if let Some(reason) = reason {
+                    self.read_only.get_or_create(&label(reason.name())).set(1);
+                }
+            }
+            Event::DbHealth { host, healthy } => {
+                self.unhealthy_hosts
+                    .get_or_create(&label(host))
+                    .set(i64::from(!*healthy));
             }
             _ => {}
         }

@@ -1,8 +1,7 @@
 //! Assembling and running one device: the real ports, the model's engine, node service and
 //! background replication, and the Git HTTP front end.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use stormcell_model::engine::{Engine, Ports};
 use stormcell_model::ids::DeviceId;
@@ -11,7 +10,7 @@ use thiserror::Error;
 
 use crate::config::NodeConfig;
 use crate::db::credentials::PeerCredentials;
-use crate::db::PgClusterDb;
+use crate::db::PgConnector;
 use crate::env::{HoldAt, LoggedEvents, OsRandom, SystemClock};
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
@@ -46,13 +45,15 @@ pub enum NodeError {
 pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let protocol = config.protocol().map_err(NodeError::Config)?;
     let metrics = Arc::new(Metrics::new());
-    let db = PgClusterDb::new(
-        &config.database.primary,
+    let connector = PgConnector::new(
         &format!("stormcell-{}", config.device),
-        Duration::from_secs(config.database.connect_timeout_s),
-        config.query_timeout(),
-    )?;
-    let peers = Arc::new(PeerCredentials::new(db.clone()));
+        protocol.failover.query_timeout,
+    );
+    let db_hosts = Arc::new(Mutex::new(config.database.cluster()));
+    let peers = Arc::new(PeerCredentials::new(
+        Arc::clone(&db_hosts),
+        connector.clone(),
+    ));
     let git = Git::new(config.git.clone(), &config.device, &config.credential);
     let store = Arc::new(GitStore::new(
         &config.data_dir,
@@ -64,7 +65,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         None => HoldAt::new(None, None),
     };
     let ports = Ports {
-        db: Arc::new(db),
+        db: Arc::new(connector),
+        db_hosts,
         store: store.clone(),
         net: Arc::new(TcpNetwork::new(
             &config.device,

@@ -180,7 +180,7 @@ fn kill_during_a_push_freezes_then_recovers_without_losing_acknowledged_pushes()
             String::new()
         }
     });
-    let conninfo = cluster.primary.conninfo();
+    let hosts = cluster.hosts();
     let mut client = {
         let nodes: Vec<_> = cluster.nodes.iter().collect();
         Recorder::new(&cluster.client_dir(), "e2e-kill-mid-push", &nodes, "R1")
@@ -249,7 +249,7 @@ fn kill_during_a_push_freezes_then_recovers_without_losing_acknowledged_pushes()
 
     // The device comes back (without the failpoint): fenced recovery adopts the write
     // that reached its disk, and pushes go on.
-    cluster.nodes[0].start(&conninfo, "");
+    cluster.nodes[0].start(&hosts, "");
     client.fault(FaultKind::Restart, "repo001", "restarted");
     let (o, text) = client.read(cluster.node(2), "R1", Phase::Workload);
     let main = match &o {
@@ -306,33 +306,156 @@ fn kill_during_a_push_freezes_then_recovers_without_losing_acknowledged_pushes()
     client.check(&history_path("kill_during_a_push"));
 }
 
+/// Whether a node's metrics say it is read-only for `reason`.
+fn read_only_for(node: &support::Node, reason: &str) -> bool {
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", node.http_port)) else {
+        return false;
+    };
+    use std::io::{Read, Write};
+    let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if conn.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut text = String::new();
+    let _ = conn.read_to_string(&mut text);
+    text.contains(&format!("stormcell_read_only{{result=\"{reason}\"}} 1"))
+}
+
 #[test]
-fn pushes_are_refused_promptly_while_the_primary_is_down_and_succeed_after_it_returns() {
+fn with_the_primary_down_pushes_are_refused_as_read_only_and_clones_still_served() {
     let Some(pg) = prerequisites("primary_down") else {
         return;
     };
-    let mut cluster = Cluster::start(&pg, |_| String::new());
+    let mut cluster = Cluster::start_with(&pg, true, |_| String::new());
     let mut client = {
         let nodes: Vec<_> = cluster.nodes.iter().collect();
         Recorder::new(&cluster.client_dir(), "e2e-primary-down", &nodes, "R1")
     };
+    client.database_hosts("db1", &["db2"]);
     let c1 = client.commit(None);
-    let (o, text) = client.push(cluster.node(0), "R1", "refs/heads/main", None, &c1, Phase::Workload);
+    let (o, text) = client.push(
+        cluster.node(0),
+        "R1",
+        "refs/heads/main",
+        None,
+        &c1,
+        Phase::Workload,
+    );
     assert!(o.is_ok(), "first push: {text}");
+    // Every device holds the first push before the outage.
+    for i in 1..3 {
+        let (o, text) = client.read(cluster.node(i), "R1", Phase::Workload);
+        assert!(o.is_ok(), "read: {text}");
+    }
 
     cluster.primary.stop();
-    client.fault(FaultKind::Strike, "db-primary", "primary stopped");
+    client.fault(FaultKind::Strike, "db1", "primary stopped");
     let c2 = client.commit(Some(&c1));
-    let (o, text) = client.push(cluster.node(1), "R1", "refs/heads/main", Some(&c1), &c2, Phase::Workload);
+    let (o, text) = client.push(
+        cluster.node(1),
+        "R1",
+        "refs/heads/main",
+        Some(&c1),
+        &c2,
+        Phase::Workload,
+    );
     assert!(
-        matches!(o, Outcome::Refused { error: ErrorKind::DatabaseUnavailable, .. }),
-        "a push without the primary is refused, naming the database: {o:?} {text}"
+        matches!(
+            o,
+            Outcome::Refused {
+                error: ErrorKind::ReadOnly,
+                ..
+            }
+        ),
+        "a push without the primary is refused as read-only: {o:?} {text}"
+    );
+    assert!(
+        text.contains("read-only mode (unreachable primary)"),
+        "{text}"
     );
 
+    // Once the health record says the primary is gone, the refusal names that instead.
+    let start = Instant::now();
+    while !read_only_for(cluster.node(1), "severed") {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the primary never counted as severed"
+        );
+        let _ = client.push(
+            cluster.node(1),
+            "R1",
+            "refs/heads/main",
+            Some(&c1),
+            &c2,
+            Phase::Workload,
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let t = Instant::now();
+    let (o, text) = client.push(
+        cluster.node(1),
+        "R1",
+        "refs/heads/main",
+        Some(&c1),
+        &c2,
+        Phase::Workload,
+    );
+    eprintln!(
+        "push refused as read-only after {} ms",
+        t.elapsed().as_millis()
+    );
+    assert!(
+        text.contains("read-only mode (severed primary)"),
+        "{o:?} {text}"
+    );
+
+    // Reads are served from the replica.
+    let clone = cluster.client_dir().join("clone-during-outage");
+    let out = git(&cluster.client_dir())
+        .args(["clone", "-q", &cluster.node(2).url("R1")])
+        .arg(&clone)
+        .output()
+        .expect("git clone");
+    assert!(
+        out.status.success(),
+        "clone while the primary is down: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (o, text) = client.read(cluster.node(0), "R1", Phase::Workload);
+    assert!(o.is_ok(), "read while the primary is down: {text}");
+
+    // The primary returns: pushes go through again once its health record recovers.
     cluster.primary.start();
-    client.fault(FaultKind::Restart, "db-primary", "primary started");
-    let (o, text) = client.push(cluster.node(1), "R1", "refs/heads/main", Some(&c1), &c2, Phase::Workload);
-    assert!(o.is_ok(), "pushes succeed once the primary is back: {text}");
+    client.fault(FaultKind::Restart, "db1", "primary started");
+    let start = Instant::now();
+    loop {
+        let (o, text) = client.push(
+            cluster.node(1),
+            "R1",
+            "refs/heads/main",
+            Some(&c1),
+            &c2,
+            Phase::Workload,
+        );
+        if o.is_ok() {
+            break;
+        }
+        assert!(
+            matches!(
+                o,
+                Outcome::Refused {
+                    error: ErrorKind::ReadOnly,
+                    ..
+                }
+            ),
+            "only the read-only refusal while recovering: {text}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "writes never came back: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     let nodes: Vec<_> = cluster.nodes.iter().collect();
     client.final_phase(&nodes, "R1");

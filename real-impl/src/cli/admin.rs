@@ -92,10 +92,7 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Db(DbCommand::Status(target)) => {
-            let mut hosts = vec![("primary".to_owned(), target.conninfo()?)];
-            for r in target.replicas()? {
-                hosts.push(("replica".to_owned(), r));
-            }
+            let hosts = target.hosts()?;
             let mut statuses = Vec::new();
             for (role, conninfo) in hosts {
                 let db =

@@ -172,16 +172,28 @@ impl DbTarget {
         }
         if let Some(path) = &self.config {
             let config = NodeConfig::load(path)?;
-            return Ok(config.database.primary);
+            return config
+                .database
+                .primary_address()
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{} names no enabled primary database", path.display())
+                });
         }
         anyhow::bail!("say where the cluster database is: --database CONNINFO, STORMCELL_DATABASE, or --config FILE")
     }
 
-    /// Replicas named in the configuration file, if one was given.
-    fn replicas(&self) -> anyhow::Result<Vec<String>> {
+    /// Every database host: those of the configuration file, or the one given.
+    fn hosts(&self) -> anyhow::Result<Vec<(String, String)>> {
         match &self.config {
-            Some(path) => Ok(NodeConfig::load(path)?.database.replicas),
-            None => Ok(Vec::new()),
+            Some(path) => Ok(NodeConfig::load(path)?
+                .database
+                .hosts
+                .iter()
+                .filter(|h| h.enabled)
+                .map(|h| (format!("{} ({})", h.name, h.role.name()), h.address.clone()))
+                .collect()),
+            None => Ok(vec![("primary".to_owned(), self.conninfo()?)]),
         }
     }
 }

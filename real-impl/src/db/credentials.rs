@@ -4,9 +4,15 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use sha2::{Digest as _, Sha256};
+use std::time::Duration;
 
-use super::PgClusterDb;
+use sha2::{Digest as _, Sha256};
+use stormcell_model::failover::SharedDbConfig;
+
+use super::PgConnector;
+
+/// How long a credential check waits for one database host.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The hex SHA-256 of a credential, as stored in `devices.credential_sha256`.
 pub fn hash(credential: &str) -> String {
@@ -17,17 +23,43 @@ pub fn hash(credential: &str) -> String {
 /// Checks peers' credentials against the cluster database, remembering the ones that
 /// matched (a device's credential changes only with a restart of its peers).
 pub struct PeerCredentials {
-    db: PgClusterDb,
+    hosts: SharedDbConfig,
+    connector: PgConnector,
     verified: Mutex<HashMap<String, String>>,
 }
 
 impl PeerCredentials {
-    /// Checks against `db`.
-    pub fn new(db: PgClusterDb) -> Self {
+    /// Checks against the database hosts of `hosts` (the primary first, then replicas:
+    /// device credentials are configuration, which a replica holds as well).
+    pub fn new(hosts: SharedDbConfig, connector: PgConnector) -> Self {
         PeerCredentials {
-            db,
+            hosts,
+            connector,
             verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    async fn stored(&self, device: &str) -> Option<String> {
+        let config = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let order = config.primary().into_iter().chain(config.replicas());
+        for host in order {
+            let Ok(db) = self.connector.host(host, CHECK_TIMEOUT) else {
+                continue;
+            };
+            let Ok(client) = db.client().await else {
+                continue;
+            };
+            if let Ok(row) = client
+                .query_opt(
+                    "SELECT credential_sha256 FROM devices WHERE name = $1",
+                    &[&device],
+                )
+                .await
+            {
+                return row.and_then(|r| r.try_get::<_, String>(0).ok());
+            }
+        }
+        None
     }
 
     /// Whether `credential` is `device`'s. An unknown device, a wrong credential or an
@@ -40,18 +72,7 @@ impl PeerCredentials {
                 return true;
             }
         }
-        let stored = async {
-            let client = self.db.client().await.ok()?;
-            let row = client
-                .query_opt(
-                    "SELECT credential_sha256 FROM devices WHERE name = $1",
-                    &[&device],
-                )
-                .await
-                .ok()??;
-            row.try_get::<_, String>(0).ok()
-        }
-        .await;
+        let stored = self.stored(device).await;
         if stored.as_deref() == Some(h.as_str()) {
             self.verified
                 .lock()

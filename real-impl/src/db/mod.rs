@@ -14,8 +14,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use stormcell_model::failover::{DbHostConfig, DbRole};
 use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, ServiceId, Version};
-use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName};
+use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName, ReplicationState};
 use stormcell_model::rows::{
     Binding, Device, NewPushEvent, NewSyncEvent, PushKind, Repository, Service, SyncResult,
     Topology, VersionRow, WriteProps,
@@ -44,7 +45,7 @@ pub(crate) fn query_error(e: tokio_postgres::Error) -> DbError {
     }
 }
 
-/// Where the cluster database is and how long to wait for it.
+/// One PostgreSQL host: where it is and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct PgClusterDb {
     config: Config,
@@ -108,10 +109,42 @@ impl PgClusterDb {
     }
 }
 
+/// The cluster database port: sessions to whichever host the model's failover picks
+/// (PROTOCOL.md 9). A host's `address` is a libpq-style connection string.
+#[derive(Debug, Clone)]
+pub struct PgConnector {
+    application: String,
+    query_timeout: Duration,
+}
+
+impl PgConnector {
+    /// Sessions named `application`, whose queries may take `query_timeout`.
+    pub fn new(application: &str, query_timeout: Duration) -> Self {
+        PgConnector {
+            application: application.to_owned(),
+            query_timeout,
+        }
+    }
+
+    /// The connection settings of one host.
+    pub fn host(&self, host: &DbHostConfig, timeout: Duration) -> Result<PgClusterDb, DbError> {
+        PgClusterDb::new(
+            &host.address,
+            &self.application,
+            timeout,
+            self.query_timeout,
+        )
+    }
+}
+
 #[async_trait]
-impl ClusterDb for PgClusterDb {
-    async fn connect(&self) -> Result<Box<dyn DbSession>, DbError> {
-        Ok(Box::new(self.session().await?))
+impl ClusterDb for PgConnector {
+    async fn connect(
+        &self,
+        host: &DbHostConfig,
+        timeout: Duration,
+    ) -> Result<Box<dyn DbSession>, DbError> {
+        Ok(Box::new(self.host(host, timeout)?.session().await?))
     }
 }
 
@@ -472,5 +505,43 @@ impl DbSession for PgSession {
     async fn ping(&mut self) -> Result<(), DbError> {
         self.timed(self.client.query_one("SELECT 1", &[])).await?;
         Ok(())
+    }
+
+    async fn replication(&mut self) -> Result<ReplicationState, DbError> {
+        // A standby that has replayed all it received is as current as its last contact
+        // with the primary; only then is its delay zero rather than the age of the last
+        // replayed transaction (an idle primary would otherwise look like lag).
+        let row = self
+            .timed(self.client.query_one(
+                "SELECT pg_is_in_recovery(),
+                        EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'),
+                        coalesce(pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), false),
+                        extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8",
+                &[],
+            ))
+            .await?;
+        let standby: bool = row.try_get(0).map_err(query_error)?;
+        if !standby {
+            return Ok(ReplicationState {
+                role: DbRole::Primary,
+                streaming: false,
+                delay: None,
+                caught_up: true,
+            });
+        }
+        let streaming: bool = row.try_get(1).map_err(query_error)?;
+        let caught_up: bool = row.try_get(2).map_err(query_error)?;
+        let age: Option<f64> = row.try_get(3).map_err(query_error)?;
+        let delay = if caught_up {
+            Some(Duration::ZERO)
+        } else {
+            age.and_then(|a| Duration::try_from_secs_f64(a.max(0.0)).ok())
+        };
+        Ok(ReplicationState {
+            role: DbRole::Replica,
+            streaming,
+            delay,
+            caught_up,
+        })
     }
 }

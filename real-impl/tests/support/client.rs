@@ -114,6 +114,7 @@ impl Recorder {
                 }],
                 ops: Vec::new(),
                 faults: Vec::new(),
+                database: None,
                 expect: FinalExpectation::Converged,
                 final_state: FinalState::default(),
             },
@@ -267,6 +268,14 @@ impl Recorder {
         let outcome = op.outcome.clone();
         self.history.ops.push(op);
         (outcome, text)
+    }
+
+    /// Tells the checkers which database hosts the run had.
+    pub fn database_hosts(&mut self, primary: &str, replicas: &[&str]) {
+        self.history.database = Some(stormcell_harness::history::DatabaseHosts {
+            primary: primary.to_owned(),
+            replicas: replicas.iter().map(|r| (*r).to_owned()).collect(),
+        });
     }
 
     /// Records a fault on `host`.

@@ -69,7 +69,7 @@ impl Node {
     }
 
     /// Writes the configuration; `extra` is appended (a failpoint, say).
-    fn write_config(&self, conninfo: &str, extra: &str) {
+    fn write_config(&self, hosts: &str, extra: &str) {
         let text = format!(
             r#"device = "{name}"
 data_dir = "{dir}/data"
@@ -79,7 +79,8 @@ http_url = "http://127.0.0.1:{http}"
 credential = "credential-of-{name}"
 
 [database]
-primary = "{conninfo}"
+check_interval_s = 1
+{hosts}
 
 [log]
 level = "info,stormcell_node=debug"
@@ -105,8 +106,8 @@ write = ["*"]
     }
 
     /// Starts the process and waits until its Git endpoint accepts connections.
-    pub fn start(&mut self, conninfo: &str, extra: &str) {
-        self.write_config(conninfo, extra);
+    pub fn start(&mut self, hosts: &str, extra: &str) {
+        self.write_config(hosts, extra);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -176,8 +177,10 @@ fn wait_for_port(port: u16, log: &Path) {
 pub struct Cluster {
     /// The nodes, `repo001` to `repo003`.
     pub nodes: Vec<Node>,
-    /// The primary.
+    /// The primary (`db1`).
     pub primary: Postgres,
+    /// A streaming replica (`db2`), when asked for.
+    pub replica: Option<Postgres>,
     /// Everything lives here.
     pub dir: tempfile::TempDir,
 }
@@ -186,11 +189,17 @@ impl Cluster {
     /// Starts the database, registers three devices, creates `R1` and starts the nodes.
     /// `extra(i)` is appended to node `i`'s configuration.
     pub fn start(pg_bin: &Path, extra: impl Fn(usize) -> String) -> Cluster {
+        Self::start_with(pg_bin, false, extra)
+    }
+
+    /// Like [`Cluster::start`], with a streaming replica when `replica` is set.
+    pub fn start_with(pg_bin: &Path, replica: bool, extra: impl Fn(usize) -> String) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let primary = Postgres::start_primary(pg_bin, &dir.path().join("primary"));
         let mut cluster = Cluster {
             nodes: Vec::new(),
             primary,
+            replica: None,
             dir,
         };
         cluster.admin(&["db", "migrate"]);
@@ -220,11 +229,33 @@ impl Cluster {
             cluster.nodes.push(node);
         }
         cluster.admin(&["repository", "create", "R1", "--service", "S1"]);
-        let conninfo = cluster.primary.conninfo();
+        if replica {
+            cluster.replica = Some(Postgres::start_replica(
+                pg_bin,
+                &cluster.dir.path().join("replica"),
+                &cluster.primary,
+            ));
+        }
+        let hosts = cluster.hosts();
         for (i, node) in cluster.nodes.iter_mut().enumerate() {
-            node.start(&conninfo, &extra(i));
+            node.start(&hosts, &extra(i));
         }
         cluster
+    }
+
+    /// The `[[database.hosts]]` entries of the nodes' configuration.
+    pub fn hosts(&self) -> String {
+        let mut out = format!(
+            "[[database.hosts]]\nname = \"db1\"\naddress = \"{}\"\nrole = \"primary\"\n",
+            self.primary.conninfo()
+        );
+        if let Some(r) = &self.replica {
+            out.push_str(&format!(
+                "[[database.hosts]]\nname = \"db2\"\naddress = \"{}\"\nrole = \"replica\"\n",
+                r.conninfo()
+            ));
+        }
+        out
     }
 
     /// Runs an admin command against the primary and returns its standard output.

@@ -88,6 +88,36 @@ impl Postgres {
         pg
     }
 
+    /// Makes a streaming hot-standby replica of `primary` under `dir` and starts it.
+    pub fn start_replica(bin: &Path, dir: &Path, primary: &Postgres) -> Postgres {
+        let as_postgres = running_as_root();
+        let data = prepare_dir(dir, as_postgres);
+        let status = server_cmd(bin, "pg_basebackup", as_postgres)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-X", "stream", "-R", "--no-sync", "-c", "fast", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_basebackup runs");
+        assert!(status.success(), "pg_basebackup failed");
+        let mut pg = Postgres {
+            bin: bin.to_owned(),
+            data,
+            port: free_port(),
+            as_postgres,
+            running: false,
+        };
+        pg.start();
+        pg
+    }
+
     /// Starts (or restarts) the server.
     pub fn start(&mut self) {
         let opts = format!(
