@@ -226,7 +226,7 @@ pub(crate) fn check(history: &History) -> Verdict {
                 .iter()
                 .filter(|f| {
                     f.kind == FaultKind::Restart
-                        && f.hosts.iter().any(|h| *h == op.device)
+                        && f.hosts.contains(&op.device)
                         && f.at_ms >= back
                 })
                 .map(|f| f.at_ms)
