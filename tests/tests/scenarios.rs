@@ -55,6 +55,11 @@ scenario_tests! {
     db_link_drop => "db-link-drop",
     contention => "contention",
     swarm => "swarm",
+    db_flap => "db-flap",
+    db_partial_partition => "db-partial-partition",
+    db_primary_loss => "db-primary-loss",
+    db_promote => "db-promote",
+    db_stale_replica => "db-stale-replica",
 }
 
 #[test]
