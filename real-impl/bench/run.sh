@@ -60,8 +60,10 @@ listen_peer = "127.0.0.1:$P"
 listen_http = "127.0.0.1:$H"
 http_url = "http://127.0.0.1:$H"
 credential = "bench-credential-$i"
-[database]
-primary = "$STORMCELL_DATABASE"
+[[database.hosts]]
+name = "db1"
+address = "$STORMCELL_DATABASE"
+role = "primary"
 [log]
 level = "warn"
 [[users]]
@@ -70,6 +72,13 @@ token = "bench-token"
 write = ["*"]
 TOML
     $S node --config "$WORK/$d/node.toml" 2>"$WORK/$d/log" & PIDS+=($!)
+done
+for i in 1 2 3; do
+    for _ in $(seq 100); do
+        (echo >/dev/tcp/127.0.0.1/${HTTP[$i]}) 2>/dev/null && break
+        sleep 0.1
+    done
+    (echo >/dev/tcp/127.0.0.1/${HTTP[$i]}) 2>/dev/null || { cat "$WORK/repo00$i/log" >&2; exit 1; }
 done
 
 echo "== plain git http-backend"
@@ -80,7 +89,7 @@ sleep 1
 
 echo "== a repository with $COMMITS commits"
 SRC=$WORK/src
-git init -q "$SRC"
+git init -q -b main "$SRC"
 python3 - "$COMMITS" <<'PY' | git -C "$SRC" fast-import --quiet
 import sys
 n = int(sys.argv[1])
@@ -90,8 +99,6 @@ for i in range(1, n + 1):
     print(f"committer bench <bench@example.com> {1700000000 + i} +0000")
     msg = f"commit {i}".encode()
     print(f"data {len(msg)}"); sys.stdout.flush(); sys.stdout.buffer.write(msg + b"\n")
-    if i > 1:
-        print("from refs/heads/main^0")
     print(f"M 644 inline src/file{i % 50}.txt")
     print(f"data {len(body)}"); sys.stdout.flush(); sys.stdout.buffer.write(body + b"\n")
     sys.stdout.flush()
@@ -122,6 +129,7 @@ for r in $(seq 1 "$RUNS"); do
     $GIT -C "$SRC" push -q "$(SC_URL B$r)" main 2>/dev/null
     for i in 2 3; do
         until [ "$(git -C "$WORK/repo00$i/data/repos/B$r.git" rev-parse -q --verify main 2>/dev/null)" = "$new" ]; do
+            [ $(( $(now_ms) - t0 )) -lt 120000 ] || { echo "repo00$i never got the push" >&2; exit 1; }
             sleep 0.005
         done
     done
