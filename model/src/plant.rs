@@ -18,16 +18,27 @@ pub enum Bug {
     IgnoreWritingFlag,
     /// The working copy is not made durable before the write counts.
     SkipFsync,
+    /// A thaw's promote ignores existing version rows and makes the device a leader at the
+    /// current largest version.
+    PromoteWithRows,
+    /// A thaw's demote deletes rows without holding the repository's write lock.
+    DemoteWithoutLock,
+    /// Service status counts only devices that take writes, as if a binding set to
+    /// Prevent Writes were inactive.
+    StatusIgnoresInactive,
 }
 
 impl Bug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 8] = [
         Bug::SkipReadSync,
         Bug::AckBeforeVersionBump,
         Bug::ReleaseLockBeforeClearWriting,
         Bug::IgnoreWritingFlag,
         Bug::SkipFsync,
+        Bug::PromoteWithRows,
+        Bug::DemoteWithoutLock,
+        Bug::StatusIgnoresInactive,
     ];
 
     /// The bug's name on the command line.
@@ -38,6 +49,9 @@ impl Bug {
             Bug::ReleaseLockBeforeClearWriting => "release-lock-before-clear-writing",
             Bug::IgnoreWritingFlag => "ignore-writing-flag",
             Bug::SkipFsync => "skip-fsync",
+            Bug::PromoteWithRows => "promote-with-rows",
+            Bug::DemoteWithoutLock => "demote-without-lock",
+            Bug::StatusIgnoresInactive => "status-ignores-inactive",
         }
     }
 
@@ -51,6 +65,13 @@ impl Bug {
             }
             Bug::IgnoreWritingFlag => "accept writes while another write is interrupted",
             Bug::SkipFsync => "count a write as durable without syncing it to disk",
+            Bug::PromoteWithRows => {
+                "promote a device to leader at the current version even though rows exist"
+            }
+            Bug::DemoteWithoutLock => "demote a device without taking the write lock",
+            Bug::StatusIgnoresInactive => {
+                "leave devices set to Prevent Writes out of the service sync status"
+            }
         }
     }
 }
