@@ -6,6 +6,7 @@
 //! outside the host's software, so they survive a crash of that software; sessions and their
 //! locks do not.
 
+pub mod admin;
 pub mod client;
 pub mod server;
 pub mod tables;
@@ -14,6 +15,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use admin::{execute_admin, AdminRequest};
 pub use client::{DbClientConfig, SimDb, SimDbSession};
 pub use server::{lock_state, serve, serve_with, DbHostState, DbServerConfig};
 pub use tables::{SessionId, Tables, SYNC_EVENTS_KEPT};

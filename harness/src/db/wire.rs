@@ -90,6 +90,11 @@ pub enum DbRequest {
     Ping,
     /// The client ends the session: its locks are released at once. Not answered.
     Close,
+    /// An administrative request (see [`super::admin`]).
+    Admin {
+        /// The request.
+        request: super::admin::AdminRequest,
+    },
 }
 
 impl DbRequest {
@@ -110,6 +115,7 @@ impl DbRequest {
             DbRequest::RecordSync { .. } => "record_sync",
             DbRequest::Ping => "ping",
             DbRequest::Close => "close",
+            DbRequest::Admin { .. } => "admin",
         }
     }
 }
@@ -138,6 +144,8 @@ pub enum DbResponse {
     NewestPushId(Option<u64>),
     /// `ping`.
     Pong,
+    /// `push_events`.
+    PushEvents(Vec<stormcell_model::rows::PushEvent>),
     /// The database refused the request (a query error).
     Error(String),
 }
@@ -189,5 +197,6 @@ pub fn execute(tables: &mut Tables, session: SessionId, req: &DbRequest) -> DbRe
             tables.release_session(session);
             DbResponse::Done
         }
+        DbRequest::Admin { request } => super::admin::execute_admin(tables, request),
     }
 }

@@ -11,7 +11,7 @@ use super::plan::Refs;
 use super::{Admin, AdminError, AdminSession, ConfigEdit, OPERATOR_USER};
 use crate::ids::{DeviceId, Digest, LockOwner, RepoId, Version};
 use crate::leaders::writing_rows;
-use crate::ports::FinishWrite;
+use crate::ports::{FinishWrite, LockName};
 use crate::rows::{NewPushEvent, PushKind, RefUpdate, Topology, WriteProps};
 use crate::wire::{Request, Response};
 
@@ -146,6 +146,13 @@ impl Admin {
                 });
             }
             let refs = self.synced_refs(&lock.topology, repo, &lock.device).await?;
+            // [stormcell] Like a push, the lock keeps the device's read lock, so no read
+            // there sees the changes before they are recorded.
+            if self.config.profile.is_stormcell() {
+                let read = LockName::Read(repo.clone(), lock.device.clone());
+                self.acquire(lock.session.as_mut(), &read, self.config.timing.lock_budget)
+                    .await?;
+            }
             let rows = lock.session.rows(repo).await?;
             let version = rows
                 .iter()
@@ -181,6 +188,7 @@ impl Admin {
                 Ok(())
             }
             Err(e) => {
+                self.release_reads(lock, repo).await;
                 self.release_write(lock.session.as_mut(), repo).await;
                 Err(e)
             }
@@ -206,7 +214,16 @@ impl Admin {
                     h.repo
                 ));
             }
+            self.release_reads(lock, &h.repo).await;
             self.release_write(lock.session.as_mut(), &h.repo).await;
+        }
+    }
+
+    /// Releases the device's read lock of `repo` if this session holds it.
+    async fn release_reads(&self, lock: &mut MaintenanceLock, repo: &RepoId) {
+        if self.config.profile.is_stormcell() {
+            let read = LockName::Read(repo.clone(), lock.device.clone());
+            self.release(lock.session.as_mut(), &read).await;
         }
     }
 
@@ -224,9 +241,17 @@ impl Admin {
         let mut first_error = None;
         for h in held {
             let result = async {
+                // The device is the leader and its read lock is held here: read its working
+                // copy as a peer would, without a read sync.
                 let after = self
-                    .synced_refs(&lock.topology, &h.repo, &lock.device)
-                    .await?;
+                    .snapshot_of(&lock.topology, &h.repo, &lock.device)
+                    .await
+                    .map_err(|reason| AdminError::Device {
+                        repo: h.repo.clone(),
+                        device: lock.device.clone(),
+                        reason,
+                    })?
+                    .refs;
                 let event = NewPushEvent {
                     repo: h.repo.clone(),
                     device: lock.device.clone(),
@@ -255,6 +280,7 @@ impl Admin {
                 Ok(id)
             }
             .await;
+            self.release_reads(&mut lock, &h.repo).await;
             self.release_write(lock.session.as_mut(), &h.repo).await;
             match result {
                 Ok(version) => {

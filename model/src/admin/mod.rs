@@ -32,7 +32,7 @@ pub use error::AdminError;
 pub use maintenance::MaintenanceLock;
 pub use plan::{ActionPlan, Discard, DiscardSource, ThawKind, ThawPlan};
 pub use session::{AdminDb, AdminSession, ConfigEdit};
-pub use status::{RepositoryStatus, ServiceStatus};
+pub use status::{sync_text, RepositoryStatus, ServiceStatus};
 pub use thaw::{RepoSelection, Salvaged, ThawOutcome, ThawRequest, ThawTarget};
 
 /// The user recorded on writes an operator command makes.
@@ -108,11 +108,22 @@ impl Admin {
         repo: &RepoId,
         budget: Duration,
     ) -> Result<(), AdminError> {
-        let lock = LockName::Write(repo.clone());
+        self.acquire(session, &LockName::Write(repo.clone()), budget)
+            .await
+    }
+
+    /// Takes `lock` on `session`, polling within `budget` (section 2).
+    async fn acquire(
+        &self,
+        session: &mut dyn AdminSession,
+        lock: &LockName,
+        budget: Duration,
+    ) -> Result<(), AdminError> {
+        let repo = lock.repo();
         let start = Instant::now();
         let mut schedule = PollSchedule::new();
         loop {
-            if session.try_lock(&lock).await? {
+            if session.try_lock(lock).await? {
                 self.ports.events.emit(Event::LockAcquired {
                     lock: lock.to_string(),
                     waited_ms: start.elapsed().as_millis() as u64,
@@ -132,8 +143,12 @@ impl Admin {
 
     /// Releases `write(repo)`; a failure only means the session's end releases it.
     async fn release_write(&self, session: &mut dyn DbSession, repo: &RepoId) {
-        let lock = LockName::Write(repo.clone());
-        match session.unlock(&lock).await {
+        self.release(session, &LockName::Write(repo.clone())).await;
+    }
+
+    /// Releases a lock; a failure only means the session's end releases it.
+    async fn release(&self, session: &mut dyn DbSession, lock: &LockName) {
+        match session.unlock(lock).await {
             Ok(()) => self.ports.events.emit(Event::LockReleased {
                 lock: lock.to_string(),
             }),
