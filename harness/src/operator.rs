@@ -125,6 +125,8 @@ pub struct OperatorRun {
 #[derive(Default)]
 struct State {
     lock: Option<MaintenanceLock>,
+    /// When the lock was taken: its rows said `writing` from then on.
+    locked_ms: u64,
     changes: Vec<Change>,
     backup: BTreeMap<String, StoreBackup>,
     writing: Option<String>,
@@ -591,7 +593,8 @@ impl OperatorRun {
                 .collect(),
             pack: encode_commits(&commits),
         };
-        let invoked_ms = sim_now_ms();
+        // The change is part of the locked write, which began when the lock was taken.
+        let invoked_ms = state.locked_ms;
         let applied = async {
             let applied = store.apply_push(&repo_id, &payload).await?;
             store.sync(&repo_id).await?;

@@ -17,7 +17,7 @@ pub(crate) struct Listed<'h> {
     pub name: &'h str,
     pub commit: &'h str,
     pub salvageable: bool,
-    /// When the action that listed it ended.
+    /// When the action that listed it started: the earliest it can have taken effect.
     pub at_ms: u64,
     /// The command, for explanations.
     pub command: &'h str,
@@ -40,7 +40,7 @@ impl<'h> Discards<'h> {
                     name: &d.name,
                     commit: &d.commit,
                     salvageable: d.salvageable,
-                    at_ms: action.completed_ms,
+                    at_ms: action.started_ms,
                     command: &action.command,
                 });
             }
@@ -49,7 +49,7 @@ impl<'h> Discards<'h> {
     }
 
     /// The listing that accounts for `commit` of ref `name` being gone: it listed that
-    /// commit or a descendant, by an action that ended no later than `before_ms`.
+    /// commit or a descendant, by an action that started no later than `before_ms`.
     pub(crate) fn covering(
         &self,
         graph: &CommitGraph,

@@ -60,20 +60,27 @@ pub(crate) fn check(history: &History) -> Verdict {
         BTreeSet::new()
     };
     // (e) When the operator promoted or demoted each repository first.
+    // An action takes effect between its start and its end: operations overlapping it may
+    // see either side.
     let mut promoted_at: BTreeMap<&str, u64> = BTreeMap::new();
     let mut demoted_at: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut promote_ended: BTreeMap<&str, u64> = BTreeMap::new();
     for action in history.operator.iter().filter(|a| a.ok) {
         for p in &action.promoted {
-            let at = promoted_at
+            let end = promote_ended
                 .entry(p.repo.as_str())
                 .or_insert(action.completed_ms);
-            *at = (*at).min(action.completed_ms);
+            *end = (*end).min(action.completed_ms);
+            let at = promoted_at
+                .entry(p.repo.as_str())
+                .or_insert(action.started_ms);
+            *at = (*at).min(action.started_ms);
         }
         for d in &action.demoted {
             let at = demoted_at
                 .entry(d.repo.as_str())
-                .or_insert(action.completed_ms);
-            *at = (*at).min(action.completed_ms);
+                .or_insert(action.started_ms);
+            *at = (*at).min(action.started_ms);
         }
     }
     let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
@@ -110,7 +117,7 @@ pub(crate) fn check(history: &History) -> Verdict {
         // (b)
         let promoted_before = promoted_at
             .get(op.repo.as_str())
-            .is_some_and(|&at| at <= op.invoked_ms);
+            .is_some_and(|&at| at <= op.completed_ms);
         if ambiguous.contains(op.repo.as_str()) && !promoted_before {
             ambiguous_ops += 1;
             let wrong = match refusal {
@@ -147,7 +154,11 @@ pub(crate) fn check(history: &History) -> Verdict {
             Some(ErrorKind::AmbiguousLeader)
                 if demoted_at
                     .get(op.repo.as_str())
-                    .is_some_and(|&at| at <= op.completed_ms) => {}
+                    .is_some_and(|&at| at <= op.completed_ms)
+                    || (ambiguous.contains(op.repo.as_str())
+                        && promote_ended
+                            .get(op.repo.as_str())
+                            .is_some_and(|&end| op.invoked_ms <= end)) => {}
             Some(ErrorKind::AmbiguousLeader) => {
                 let why = if !history.repositories.iter().any(|r| r.name == op.repo) {
                     format!("{} is not among the history's repositories", op.repo)

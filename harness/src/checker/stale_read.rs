@@ -9,8 +9,8 @@
 //!   each `(name, c)` R1 saw, where `c` is an initial commit or the commit of a push with
 //!   outcome Ok, must show in R as `name` at `c` or a descendant. Commits only pushes of
 //!   unknown outcome produced are left out: such a write may legitimately vanish.
-//! - Values an operator action discarded are exempt from both rules for reads that start
-//!   after the action, when the plan it printed listed them (or a descendant).
+//! - Values an operator action discarded are exempt from both rules for reads that end
+//!   after the action began, when the plan it printed listed them (or a descendant).
 //!
 //! Rather than compare every pair, the reads and pushes of each repository are swept in
 //! time order while keeping, per ref, a "high-water mark": the commits that every later read
@@ -200,13 +200,13 @@ fn check_repo(
         let Some((refs, _)) = ok_read(read) else {
             continue;
         };
-        // A value an operator's plan listed as discarded before this read began need not
-        // show any more (PROTOCOL.md 7.1).
+        // A value an operator's plan listed as discarded need not show in a read that ended
+        // after the discarding action began (PROTOCOL.md 7.1).
         let contains = |name: &str, commit: &str| {
             refs.get(name)
                 .is_some_and(|have| graph.is_descendant_or_equal(have, commit))
                 || discards
-                    .covering(graph, repo, name, commit, read.invoked_ms)
+                    .covering(graph, repo, name, commit, read.completed_ms)
                     .is_some()
         };
         // One violation per read and ref: a read that misses an acknowledged push usually

@@ -2,9 +2,10 @@
 //! commits each demote or promote would discard, found by comparing the discarded devices'
 //! working copies and the push log with what the surviving leader holds.
 //!
-//! The comparison is by value: a ref whose value differs from the surviving leader's (or
-//! that the leader lacks) is discarded. Pushes fast-forward and commits are never reused,
-//! so a value newer than the leader's is exactly one the leader does not contain.
+//! A ref value is discarded when the surviving leader's value of that ref neither is it
+//! nor descends from it. Descent is read off the push log (each update moves a ref from
+//! `old` to `new`, so `old` is the parent of `new`): the protocol needs no access to the
+//! objects themselves.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -180,8 +181,45 @@ fn logged_values(events: &[PushEvent], after: Option<Version>) -> (Logged, Vec<&
     (latest, opaque)
 }
 
-fn differs(kept: Option<&Refs>, name: &str, commit: &Oid) -> bool {
-    kept.is_none_or(|k| k.get(name) != Some(commit))
+/// Parent links read off the push log: `new` to `old` of every update.
+pub(crate) struct Ancestry(BTreeMap<Oid, Oid>);
+
+impl Ancestry {
+    pub(crate) fn of(events: &[PushEvent]) -> Self {
+        let mut parents = BTreeMap::new();
+        for e in events {
+            for u in &e.event.updates {
+                if let (Some(old), Some(new)) = (&u.old, &u.new) {
+                    parents.insert(new.clone(), old.clone());
+                }
+            }
+        }
+        Ancestry(parents)
+    }
+
+    /// Whether `descendant` is `ancestor` or reaches it through parent links.
+    fn reaches(&self, descendant: &Oid, ancestor: &Oid) -> bool {
+        let mut current = descendant;
+        // Bounded by the number of links, so a malformed log cannot loop forever.
+        for _ in 0..=self.0.len() {
+            if current == ancestor {
+                return true;
+            }
+            match self.0.get(current) {
+                Some(parent) => current = parent,
+                None => return false,
+            }
+        }
+        false
+    }
+}
+
+/// Whether `commit` of ref `name` is gone once only `kept` survives.
+fn differs(kept: Option<&Refs>, ancestry: &Ancestry, name: &str, commit: &Oid) -> bool {
+    kept.is_none_or(|k| {
+        k.get(name)
+            .is_none_or(|have| !ancestry.reaches(have, commit))
+    })
 }
 
 /// Plans demoting `targets` (devices selected for this repository).
@@ -193,6 +231,7 @@ pub(crate) fn plan_demote(facts: &Facts<'_>, targets: &[DeviceId]) -> Vec<Action
         .collect();
     let new_max = survivors.iter().map(|r| r.version).max();
     let kept_refs = facts.kept.map(|(_, r)| r);
+    let ancestry = Ancestry::of(facts.events);
     let mut actions: Vec<ActionPlan> = targets
         .iter()
         .map(|d| ActionPlan {
@@ -231,7 +270,7 @@ pub(crate) fn plan_demote(facts: &Facts<'_>, targets: &[DeviceId]) -> Vec<Action
         match facts.copies.get(&a.device) {
             Some(Ok(refs)) => {
                 for (name, commit) in refs {
-                    if differs(kept_refs, name, commit) && kept_refs.is_some() {
+                    if differs(kept_refs, &ancestry, name, commit) && kept_refs.is_some() {
                         seen.insert((name.clone(), commit.clone()), ());
                         a.discards.push(Discard {
                             device: a.device.clone(),
@@ -257,7 +296,8 @@ pub(crate) fn plan_demote(facts: &Facts<'_>, targets: &[DeviceId]) -> Vec<Action
     }
     let (latest, opaque) = logged_values(facts.events, new_max);
     for (name, (commit, event, writer)) in latest {
-        if !differs(kept_refs, &name, &commit) || seen.contains_key(&(name.clone(), commit.clone()))
+        if !differs(kept_refs, &ancestry, &name, &commit)
+            || seen.contains_key(&(name.clone(), commit.clone()))
         {
             continue;
         }
@@ -289,10 +329,11 @@ pub(crate) fn plan_demote(facts: &Facts<'_>, targets: &[DeviceId]) -> Vec<Action
     actions
 }
 
-/// Plans promoting `device`; `others` are the other active devices, whose data the promote
-/// discards once they synchronize from it.
+/// Plans promoting `device`: the other active devices' working copies (in `facts.copies`)
+/// are discarded once they synchronize from it.
 pub(crate) fn plan_promote(facts: &Facts<'_>, device: &DeviceId) -> ActionPlan {
     let kept_refs = facts.kept.map(|(_, r)| r);
+    let ancestry = Ancestry::of(facts.events);
     let mut a = ActionPlan {
         repo: facts.repo.clone(),
         device: device.clone(),
@@ -317,7 +358,7 @@ pub(crate) fn plan_promote(facts: &Facts<'_>, device: &DeviceId) -> ActionPlan {
         match copy {
             Ok(refs) => {
                 for (name, commit) in refs {
-                    if differs(Some(kept), name, commit)
+                    if differs(Some(kept), &ancestry, name, commit)
                         && seen.insert((name.clone(), commit.clone()), ()).is_none()
                     {
                         a.discards.push(Discard {
@@ -336,7 +377,7 @@ pub(crate) fn plan_promote(facts: &Facts<'_>, device: &DeviceId) -> ActionPlan {
     }
     let (latest, _) = logged_values(facts.events, None);
     for (name, (commit, event, writer)) in latest {
-        if differs(Some(kept), &name, &commit)
+        if differs(Some(kept), &ancestry, &name, &commit)
             && !seen.contains_key(&(name.clone(), commit.clone()))
         {
             a.discards.push(Discard {
