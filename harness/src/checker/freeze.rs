@@ -15,7 +15,8 @@
 //!   writer to see only when a writer's database session died mid-push, which takes a fault
 //!   on the writer's device while its push was running on the server. So a push X refused
 //!   as a write interruption on repository R is justified iff some other push P on R (any
-//!   client, device, outcome or phase) invoked no later than X had its device D hit while
+//!   client, device, outcome or phase) invoked before X ended (X may wait for the write
+//!   lock P holds, so P may start after X) had its device D hit while
 //!   P could still be running: P's server-side window is `[invoked, completed]` for an Ok
 //!   or refused P and `[invoked, end of history]` for an unknown one (the client gave up,
 //!   the server may not have). D is hit when a strike on D falls inside the window, a
@@ -218,7 +219,7 @@ pub(crate) fn check(history: &History) -> Verdict {
                 let justified = interrupted.get(op.repo.as_str()).is_some_and(|earliest| {
                     earliest
                         .iter()
-                        .any(|&(invoked, id)| id != op.id && invoked <= op.invoked_ms)
+                        .any(|&(invoked, id)| id != op.id && invoked <= op.completed_ms)
                 });
                 if !justified {
                     verdict.violations.push(violation(
@@ -228,7 +229,7 @@ pub(crate) fn check(history: &History) -> Verdict {
                             "a push on {} invoked at or before {} whose device was struck, \
                              partitioned or held for at least {}s while the push was running",
                             op.repo,
-                            secs(op.invoked_ms),
+                            secs(op.completed_ms),
                             SESSION_EXPIRING_HOLD_MS / 1000
                         ),
                         describe_outcome(&op.outcome),
