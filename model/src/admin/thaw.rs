@@ -338,11 +338,14 @@ impl Admin {
         };
         prepared.plans = match resolved.kind {
             ThawKind::Demote => plan_demote(&facts, &prepared.devices),
-            ThawKind::Promote => prepared
+            // A promote is planned against a repository without rows, the only case the
+            // rules of 7.1 let through.
+            ThawKind::Promote if prepared.rows.is_empty() => prepared
                 .devices
                 .first()
                 .map(|d| vec![plan_promote(&facts, d)])
                 .unwrap_or_default(),
+            ThawKind::Promote => Vec::new(),
         };
         Ok(prepared)
     }
