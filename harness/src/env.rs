@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use stormcell_model::failover::ReadOnlyReason;
 use stormcell_model::ids::RepoId;
 use stormcell_model::ports::{Clock, Event, Events, Failpoints, Random, WritePoint};
 
@@ -63,10 +64,37 @@ pub struct SimEvents {
     pub host: String,
     /// The trace.
     pub trace: Trace,
+    /// Where changes of the device's database mode are collected, for the run's report.
+    pub modes: Option<ModeLog>,
 }
+
+/// A device's database mode changed at `at_ms`: read-only for `reason`, or back to
+/// read/write (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeChange {
+    /// Virtual milliseconds since the start.
+    pub at_ms: u64,
+    /// The device.
+    pub device: String,
+    /// Its new mode.
+    pub reason: Option<ReadOnlyReason>,
+}
+
+/// Every device's mode changes, in order.
+pub type ModeLog = Arc<Mutex<Vec<ModeChange>>>;
 
 impl Events for SimEvents {
     fn emit(&self, event: Event) {
+        if let (Some(modes), Event::DbMode { reason }) = (&self.modes, &event) {
+            modes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ModeChange {
+                    at_ms: sim_now_ms(),
+                    device: self.host.clone(),
+                    reason: *reason,
+                });
+        }
         let text =
             serde_json::to_string(&event).unwrap_or_else(|e| format!("unprintable event: {e}"));
         self.trace.record(sim_now_ms(), &self.host, text);

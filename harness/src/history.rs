@@ -30,6 +30,10 @@ pub struct History {
     pub ops: Vec<Operation>,
     /// Faults, in order of time.
     pub faults: Vec<FaultEvent>,
+    /// The cluster database's hosts, when the run had replicas (checker 5 needs to know
+    /// which host was the primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseHosts>,
     /// What the run expected the cluster to end as (from the scenario and profile).
     pub expect: FinalExpectation,
     /// The state of every device's working copies after the final phase.
@@ -254,6 +258,12 @@ pub enum FaultKind {
     Hold,
     /// Held messages are released.
     Release,
+    /// An operator promoted a database replica and re-pointed the devices at it.
+    Promote,
+    /// A replica's replication delay spikes.
+    Lag,
+    /// The spike ends.
+    LagEnd,
 }
 
 /// What the run expects the cluster to look like at the end.
@@ -266,6 +276,19 @@ pub enum FinalExpectation {
     WriteFrozen,
     /// Every final read and push is refused as an ambiguous leader.
     Ambiguous,
+    /// The devices stay read-only (the seed design recovers only on restart): every final
+    /// read succeeds and every final push is refused as read-only.
+    ReadOnly,
+}
+
+/// The database hosts of a run. A `promote` fault event names the host that becomes
+/// primary from then on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseHosts {
+    /// The primary at the start.
+    pub primary: String,
+    /// The replicas at the start.
+    pub replicas: Vec<String>,
 }
 
 /// The state read off the devices after the final phase.

@@ -38,6 +38,22 @@ pub enum Action {
         /// When the links are repaired.
         duration_ms: u64,
     },
+    /// Crash a host for the rest of the run.
+    Lose {
+        /// The host.
+        host: String,
+    },
+    /// The operator promotes the replica that received the most and re-points the devices.
+    Promote,
+    /// A replica applies transactions `delay_ms` after their commit, for a while.
+    Lag {
+        /// The replica.
+        host: String,
+        /// The delay during the spike.
+        delay_ms: u64,
+        /// How long the spike lasts.
+        duration_ms: u64,
+    },
     /// Hold messages between two hosts.
     Hold {
         /// One host.
@@ -75,7 +91,12 @@ fn secs(s: u64) -> u64 {
 }
 
 /// Draws the schedule. `faults` has the mix applied already.
-pub fn plan(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng) -> Vec<Planned> {
+pub fn plan(
+    faults: &Faults,
+    devices: &[String],
+    replicas: &[String],
+    rng: &mut ChaCha8Rng,
+) -> Vec<Planned> {
     let mut out = Vec::new();
     let start = |rng: &mut ChaCha8Rng| secs(faults.window_s.draw(rng)) + rng.random_range(0..1000);
     let pick =
@@ -217,7 +238,143 @@ pub fn plan(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng) -> Vec<Pl
             });
         }
     }
+    plan_database(faults, devices, replicas, rng, &mut out);
     // Stable: ties keep the order drawn.
     out.sort_by_key(|p| p.at_ms);
     out
+}
+
+/// The database faults: primary strikes (and the promotion that replaces a lost primary),
+/// the primary cut off from devices, replica lag spikes and strikes, a flapping primary.
+fn plan_database(
+    faults: &Faults,
+    devices: &[String],
+    replicas: &[String],
+    rng: &mut ChaCha8Rng,
+    out: &mut Vec<Planned>,
+) {
+    let start = |rng: &mut ChaCha8Rng| secs(faults.window_s.draw(rng)) + rng.random_range(0..1000);
+    if let Some(p) = &faults.db_primary_strikes {
+        for _ in 0..p.count.draw(rng) {
+            let at_ms = start(rng);
+            let down_ms = secs(p.down_s.draw(rng));
+            if p.restart {
+                out.push(Planned {
+                    at_ms,
+                    label: format!(
+                        "strike the primary database for {:.1}s",
+                        down_ms as f64 / 1000.0
+                    ),
+                    action: Action::Strike {
+                        device: DB_HOST.to_owned(),
+                        down_ms,
+                    },
+                });
+            } else {
+                out.push(Planned {
+                    at_ms,
+                    label: "lose the primary database for good".to_owned(),
+                    action: Action::Lose {
+                        host: DB_HOST.to_owned(),
+                    },
+                });
+            }
+            if let Some(after) = &p.promote_after_s {
+                let at_ms = at_ms + secs(after.draw(rng));
+                out.push(Planned {
+                    at_ms,
+                    label: "operator promotes a replica and re-points the devices".to_owned(),
+                    action: Action::Promote,
+                });
+            }
+        }
+    }
+    if let Some(c) = &faults.db_primary_cuts {
+        for _ in 0..c.count.draw(rng) {
+            let at_ms = start(rng);
+            let duration_ms = secs(c.duration_s.draw(rng));
+            let mut cut: Vec<String> = if c.all_devices || devices.len() < 2 {
+                devices.to_vec()
+            } else {
+                let mut some: Vec<String> = devices
+                    .iter()
+                    .filter(|_| rng.random_bool(0.5))
+                    .cloned()
+                    .collect();
+                if some.is_empty() {
+                    some.push(devices[rng.random_range(0..devices.len())].clone());
+                } else if some.len() == devices.len() {
+                    some.remove(rng.random_range(0..some.len()));
+                }
+                some
+            };
+            cut.sort();
+            out.push(Planned {
+                at_ms,
+                label: format!(
+                    "cut {{{}}} from the primary database for {:.1}s",
+                    cut.join(","),
+                    duration_ms as f64 / 1000.0
+                ),
+                action: Action::Partition {
+                    a: cut,
+                    b: vec![DB_HOST.to_owned()],
+                    duration_ms,
+                },
+            });
+        }
+    }
+    if let (Some(l), false) = (&faults.db_replica_lag, replicas.is_empty()) {
+        for _ in 0..l.count.draw(rng) {
+            let at_ms = start(rng);
+            let host = replicas[rng.random_range(0..replicas.len())].clone();
+            let delay_ms = secs(l.delay_s.draw(rng));
+            let duration_ms = secs(l.duration_s.draw(rng));
+            out.push(Planned {
+                at_ms,
+                label: format!(
+                    "{host} lags {:.1}s for {:.1}s",
+                    delay_ms as f64 / 1000.0,
+                    duration_ms as f64 / 1000.0
+                ),
+                action: Action::Lag {
+                    host,
+                    delay_ms,
+                    duration_ms,
+                },
+            });
+        }
+    }
+    if let (Some(r), false) = (&faults.db_replica_strikes, replicas.is_empty()) {
+        for _ in 0..r.count.draw(rng) {
+            let at_ms = start(rng);
+            let device = replicas[rng.random_range(0..replicas.len())].clone();
+            let down_ms = secs(r.down_s.draw(rng));
+            out.push(Planned {
+                at_ms,
+                label: format!("strike {device} for {:.1}s", down_ms as f64 / 1000.0),
+                action: Action::Strike { device, down_ms },
+            });
+        }
+    }
+    if let Some(f) = &faults.db_flaps {
+        for _ in 0..f.count.draw(rng) {
+            let mut at_ms = start(rng);
+            for _ in 0..f.cycles.draw(rng) {
+                let down_ms = secs(f.down_s.draw(rng));
+                out.push(Planned {
+                    at_ms,
+                    label: format!(
+                        "flap: primary database down for {:.1}s",
+                        down_ms as f64 / 1000.0
+                    ),
+                    action: Action::Strike {
+                        device: DB_HOST.to_owned(),
+                        down_ms,
+                    },
+                });
+                at_ms += down_ms + secs(f.up_s.draw(rng));
+            }
+        }
+    }
 }

@@ -31,6 +31,8 @@ pub struct Row {
     pub freezes: BTreeMap<String, u64>,
     /// How the runs ended: final outcome to count.
     pub endings: BTreeMap<String, u64>,
+    /// Device-seconds spent read-only, by reason, summed.
+    pub read_only_s: BTreeMap<String, f64>,
 }
 
 /// The summary of a campaign.
@@ -52,6 +54,13 @@ fn join_counts(m: &BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
+fn join_seconds(m: &BTreeMap<String, f64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Summary {
     /// Builds the summary of a campaign.
     pub fn of(scenarios: &[Scenario], outcome: &Outcome) -> Self {
@@ -68,6 +77,7 @@ impl Summary {
                     faults: BTreeMap::new(),
                     freezes: BTreeMap::new(),
                     endings: BTreeMap::new(),
+                    read_only_s: BTreeMap::new(),
                 };
                 for (r, w) in outcome
                     .results
@@ -92,6 +102,12 @@ impl Summary {
                     *row.endings
                         .entry(r.final_outcome.name().to_owned())
                         .or_default() += 1;
+                    for reasons in r.read_only_ms.values() {
+                        for (reason, ms) in reasons {
+                            *row.read_only_s.entry(reason.clone()).or_default() +=
+                                *ms as f64 / 1000.0;
+                        }
+                    }
                 }
                 row
             })
@@ -157,6 +173,13 @@ impl Summary {
                     join_counts(&r.freezes),
                     join_counts(&r.endings)
                 ));
+                if !r.read_only_s.is_empty() {
+                    lines.push(format!(
+                        "{:<20} read-only device-seconds: {}",
+                        "",
+                        join_seconds(&r.read_only_s)
+                    ));
+                }
             } else {
                 lines.push(format!(
                     "{:<20} {:>6} {:>6} {:>6} {:>10.1}  {:<40} {:<40} {}",
@@ -169,6 +192,13 @@ impl Summary {
                     join_counts(&r.freezes),
                     join_counts(&r.endings)
                 ));
+                if !r.read_only_s.is_empty() {
+                    lines.push(format!(
+                        "{:<20} read-only device-seconds: {}",
+                        "",
+                        join_seconds(&r.read_only_s)
+                    ));
+                }
             }
         }
         let seeds: u64 = self.rows.iter().map(|r| r.seeds).sum();

@@ -15,9 +15,12 @@ use stormcell_model::rows::{Binding, Device, Repository, Service, Topology, Vers
 
 use crate::checker::{self, Verdict};
 use crate::db;
-use crate::env::{stream_rng, ArmedAction, Board, SimClock, SimEvents, SimFailpoints, SimRandom};
+use crate::env::{
+    stream_rng, ArmedAction, Board, ModeLog, SimClock, SimEvents, SimFailpoints, SimRandom,
+};
 use crate::history::{
-    FaultEvent, FaultKind, FinalState, History, Outcome, Phase, Refs, RepositoryStart,
+    DatabaseHosts, FaultEvent, FaultKind, FinalState, History, Outcome, Phase, Refs,
+    RepositoryStart,
 };
 use crate::nemesis::{self, Action, Planned, DB_HOST};
 use crate::net::SimNet;
@@ -34,14 +37,14 @@ use crate::workload::{Client, ClientSetup, Recorder, DEVICE_PORT};
 /// compression for `steady`, 10 ms about 800x and 5 ms about 450x.
 pub const TICK: Duration = Duration::from_millis(20);
 
-/// The port the database host listens on.
-pub const DB_PORT: u16 = 5432;
+pub use crate::db::DB_PORT;
 
 /// Random streams, one per purpose, so adding draws in one place shifts nothing else.
 mod streams {
     pub const TOPOLOGY: u64 = 1;
     pub const NEMESIS: u64 = 2;
     pub const CRASH: u64 = 3;
+    pub const DATABASE: u64 = 4;
     pub const CLIENTS: u64 = 100;
     pub const OPERATOR: u64 = 900;
     pub const DEVICES: u64 = 1000;
@@ -87,6 +90,8 @@ pub enum FinalOutcome {
     WriteFrozen,
     /// Everything was refused as an ambiguous leader.
     Ambiguous,
+    /// Reads were served and pushes refused as read-only.
+    ReadOnly,
     /// Anything else.
     Broken,
 }
@@ -98,6 +103,7 @@ impl FinalOutcome {
             FinalOutcome::Converged => "converged",
             FinalOutcome::WriteFrozen => "write-frozen",
             FinalOutcome::Ambiguous => "ambiguous",
+            FinalOutcome::ReadOnly => "read-only",
             FinalOutcome::Broken => "broken",
         }
     }
@@ -135,6 +141,8 @@ pub struct RunResult {
     pub freezes: BTreeMap<String, u64>,
     /// Set when the simulation itself failed (a host's software returned an error).
     pub sim_error: Option<String>,
+    /// Per device, milliseconds spent read-only by reason.
+    pub read_only_ms: BTreeMap<String, BTreeMap<String, u64>>,
     /// The service status sampled over the run (scenarios with an operator).
     pub status: Vec<StatusSample>,
 }
@@ -272,7 +280,10 @@ pub fn run(spec: &RunSpec) -> RunResult {
     );
     let mut nemesis_rng = stream_rng(seed, streams::NEMESIS);
     let faults = scenario.faults.apply_mix(&mut nemesis_rng);
-    let schedule = nemesis::plan(&faults, &setup.devices, &mut nemesis_rng);
+    let replicas: Vec<String> = (0..scenario.database.replicas)
+        .map(db::cluster::replica_name)
+        .collect();
+    let schedule = nemesis::plan(&faults, &setup.devices, &replicas, &mut nemesis_rng);
     let drawn = Drawn {
         devices: setup.devices.clone(),
         repositories: setup.repos.iter().map(ToString::to_string).collect(),
@@ -298,19 +309,14 @@ pub fn run(spec: &RunSpec) -> RunResult {
         .max_message_latency(Duration::from_millis(latency.1.max(latency.0)))
         .build();
 
-    // The database host.
-    let db_state =
-        db::DbHostState::shared(db::Tables::with(setup.topology.clone(), setup.rows.clone()));
-    {
-        let db_state = db_state.clone();
-        sim.host(DB_HOST, move || {
-            let db_state = db_state.clone();
-            async move {
-                db::serve(db_state, DB_PORT).await?;
-                Ok(())
-            }
-        });
-    }
+    // The database hosts.
+    let db_cluster = db::SimDbCluster::build(
+        &mut sim,
+        &scenario.database,
+        db::Tables::with(setup.topology.clone(), setup.rows.clone()),
+        &mut stream_rng(seed, streams::DATABASE),
+    );
+    let modes = ModeLog::default();
 
     // The devices.
     let board = Arc::new(Mutex::new(Board::default()));
@@ -340,9 +346,12 @@ pub fn run(spec: &RunSpec) -> RunResult {
         let config = config.clone();
         let trace = trace.clone();
         let rng_stream = streams::DEVICES + i as u64;
+        let db_hosts = db_cluster.config.clone();
+        let modes = modes.clone();
         sim.host(name.clone(), move || {
             let ports = Ports {
                 db: Arc::new(db::SimDb::new(format!("{DB_HOST}:{DB_PORT}"))),
+                db_hosts: db_hosts.clone(),
                 store: Arc::new(store.clone()),
                 net: Arc::new(SimNet::new()),
                 clock: Arc::new(SimClock {
@@ -356,6 +365,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
                 events: Arc::new(SimEvents {
                     host: name.clone(),
                     trace: trace.clone(),
+                    modes: Some(modes.clone()),
                 }),
             };
             let (engine, triggers) =
@@ -463,6 +473,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
                     events: Arc::new(SimEvents {
                         host: "operator".to_owned(),
                         trace: trace.clone(),
+                        modes: None,
                     }),
                 },
             )),
@@ -507,6 +518,8 @@ pub fn run(spec: &RunSpec) -> RunResult {
         partitioned: BTreeSet::new(),
         held: BTreeSet::new(),
         timers: Vec::new(),
+        db: db_cluster.clone(),
+        lost: BTreeSet::new(),
         board: Arc::clone(&operator_board),
     };
     let mut pending: std::collections::VecDeque<Planned> = schedule.into_iter().collect();
@@ -565,8 +578,14 @@ pub fn run(spec: &RunSpec) -> RunResult {
     };
     // Devices with an active binding at the end, as the database says.
     let active_devices: Vec<String> = {
-        let st = db::lock_state(&db_state);
-        let topology = st.tables.topology();
+        // Read off the primary's tables (any host's when none is configured).
+        let host = db_cluster
+            .primary()
+            .and_then(|p| db_cluster.hosts.get(&p).cloned())
+            .or_else(|| db_cluster.hosts.values().next().cloned());
+        let topology = host
+            .map(|h| db::lock_state(&h).tables.topology().clone())
+            .unwrap_or_else(|| setup.topology.clone());
         let mut v: Vec<String> = topology
             .bindings
             .iter()
@@ -621,6 +640,10 @@ pub fn run(spec: &RunSpec) -> RunResult {
         repositories: setup.starts.clone(),
         ops,
         faults: driver.faults.clone(),
+        database: (!db_cluster.replicas.is_empty()).then(|| DatabaseHosts {
+            primary: db::cluster::PRIMARY.to_owned(),
+            replicas: db_cluster.replicas.clone(),
+        }),
         expect,
         final_state,
         operator: actions.lock().unwrap_or_else(|e| e.into_inner()).clone(),
@@ -647,8 +670,49 @@ pub fn run(spec: &RunSpec) -> RunResult {
         faults: fault_counts,
         freezes,
         sim_error,
+        read_only_ms: read_only_time(&modes, &driver.faults, virtual_ms),
         status,
     }
+}
+
+/// How long each device spent read-only, by reason, from its mode changes. A strike ends
+/// whatever mode the device was in (its next process starts read/write).
+fn read_only_time(
+    modes: &ModeLog,
+    faults: &[FaultEvent],
+    end_ms: u64,
+) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let changes = modes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut timeline: Vec<(u64, &str, Option<&'static str>)> = changes
+        .iter()
+        .map(|c| (c.at_ms, c.device.as_str(), c.reason.map(|r| r.name())))
+        .collect();
+    for f in faults.iter().filter(|f| f.kind == FaultKind::Strike) {
+        for h in &f.hosts {
+            timeline.push((f.at_ms, h.as_str(), None));
+        }
+    }
+    timeline.sort_by_key(|(t, ..)| *t);
+    let mut open: BTreeMap<&str, (u64, &'static str)> = BTreeMap::new();
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut close = |device: &str, since: u64, reason: &str, until: u64| {
+        *out.entry(device.to_owned())
+            .or_default()
+            .entry(reason.to_owned())
+            .or_default() += until.saturating_sub(since);
+    };
+    for (t, device, reason) in timeline {
+        if let Some((since, was)) = open.remove(device) {
+            close(device, since, was, t);
+        }
+        if let Some(r) = reason {
+            open.insert(device, (t, r));
+        }
+    }
+    for (device, (since, was)) in open {
+        close(device, since, was, end_ms);
+    }
+    out
 }
 
 /// The devices actively bound at the end, read from the database (all of them when it
@@ -703,6 +767,13 @@ fn classify(ops: &[crate::history::Operation]) -> FinalOutcome {
     if reads_ok && pushes_frozen {
         return FinalOutcome::WriteFrozen;
     }
+    let pushes_read_only = finals
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Push { .. }))
+        .all(|o| refused(o, ErrorKind::ReadOnly));
+    if reads_ok && pushes_read_only {
+        return FinalOutcome::ReadOnly;
+    }
     FinalOutcome::Broken
 }
 
@@ -712,6 +783,7 @@ enum Timer {
     Restart(String),
     Repair(String, String),
     Release(String, String),
+    LagEnd(String, u64),
 }
 
 /// Applies the schedule to the simulation and records what it did.
@@ -722,6 +794,9 @@ struct Driver {
     partitioned: BTreeSet<(String, String)>,
     held: BTreeSet<(String, String)>,
     timers: Vec<(u64, Timer)>,
+    db: db::SimDbCluster,
+    /// Hosts lost for good: healing does not bring them back.
+    lost: BTreeSet<String>,
     /// Shared with the operator: what was struck or cut, what is down, its requests.
     board: Arc<Mutex<OperatorBoard>>,
 }
@@ -843,6 +918,52 @@ impl Driver {
                     }
                 }
             }
+            Action::Lose { host } => {
+                self.lost.insert(host.clone());
+                self.strike(
+                    sim,
+                    stores,
+                    rng,
+                    now,
+                    &host,
+                    None,
+                    "lost for good".to_owned(),
+                );
+            }
+            Action::Promote => {
+                let Some(host) = self.db.best_replica() else {
+                    self.trace.record(now, "operator", "no replica to promote");
+                    return;
+                };
+                if let Some(p) = self.db.promote(&host, now) {
+                    let detail = if p.lost.is_empty() {
+                        format!("promoted at #{}; no database rows lost", p.at_seq)
+                    } else {
+                        format!(
+                            "promoted at #{}; lost database rows: {}",
+                            p.at_seq,
+                            p.lost.join(", ")
+                        )
+                    };
+                    self.event(now, FaultKind::Promote, vec![host], detail);
+                }
+            }
+            Action::Lag {
+                host,
+                delay_ms,
+                duration_ms,
+            } => {
+                if let Some(old) = self.db.set_delay(&host, delay_ms) {
+                    self.event(
+                        now,
+                        FaultKind::Lag,
+                        vec![host.clone()],
+                        format!("replication delay {delay_ms}ms"),
+                    );
+                    self.timers
+                        .push((now + duration_ms, Timer::LagEnd(host, old)));
+                }
+            }
             Action::Hold { a, b, duration_ms } => {
                 let p = pair(&a, &b);
                 if self.held.insert(p.clone()) {
@@ -950,8 +1071,16 @@ impl Driver {
 
     fn end(&mut self, sim: &mut turmoil::Sim<'_>, now: u64, t: Timer, force: bool) {
         match t {
+            Timer::LagEnd(host, delay_ms) => {
+                if self.db.set_delay(&host, delay_ms).is_some() {
+                    self.event(now, FaultKind::LagEnd, vec![host], String::new());
+                }
+            }
             Timer::Restart(d) => {
                 let until = self.down_until.get(&d).copied().unwrap_or(0);
+                if self.lost.contains(&d) {
+                    return;
+                }
                 if (force || until <= now) && self.down_until.remove(&d).is_some() {
                     lock_board(&self.board).down.remove(&d);
                     sim.bounce(d.as_str());
@@ -984,6 +1113,15 @@ impl Driver {
 
     /// Ends every fault: the workload is over and the cluster gets its chance to recover.
     fn heal(&mut self, sim: &mut turmoil::Sim<'_>, now: u64) {
+        let lags: Vec<Timer> = self
+            .timers
+            .iter()
+            .filter(|(_, t)| matches!(t, Timer::LagEnd(..)))
+            .map(|(_, t)| t.clone())
+            .collect();
+        for t in lags {
+            self.end(sim, now, t, true);
+        }
         self.timers.clear();
         let downs: Vec<String> = self.down_until.keys().cloned().collect();
         for d in downs {

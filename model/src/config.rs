@@ -106,4 +106,6 @@ pub struct ProtocolConfig {
     pub profile: Profile,
     /// Timeouts and intervals.
     pub timing: Timing,
+    /// Database health and connection numbers.
+    pub failover: crate::failover::FailoverTiming,
 }

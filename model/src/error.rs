@@ -220,6 +220,36 @@ pub enum ClusterError {
         repo: RepoId,
     },
     /// The repository is unknown or not clustered.
+    /// Writes are refused: the device is read-only (PROTOCOL.md 9.4).
+    #[error(
+        "This server is in read-only mode ({}). Pushes and other writes are refused until \
+         the primary cluster database is back; reads are still served."
+    , .reason.describe())]
+    ReadOnly {
+        /// Why.
+        reason: crate::failover::ReadOnlyReason,
+    },
+    /// Neither the primary nor any replica answered.
+    #[error(
+        "Unable to reach any database: neither the primary nor a replica answered ({reason})."
+    )]
+    Stranded {
+        /// What failed.
+        reason: String,
+    },
+    /// **[stormcell]** Read-only, a read could not be shown to be fresh and the configuration
+    /// refuses such reads (PROTOCOL.md 9.6).
+    #[error(
+        "Repository \"{repo}\" cannot be read on this device right now: the cluster database \
+         is read-only and these devices did not answer for their versions: {unanswered}. \
+         Retry, or read from another device."
+    , unanswered = join(.unanswered))]
+    Unverified {
+        /// The repository.
+        repo: RepoId,
+        /// The peers that could not be asked.
+        unanswered: Vec<DeviceId>,
+    },
     #[error("Repository \"{0}\" is not known to this cluster.")]
     NotFound(RepoId),
     /// The working copy failed.
@@ -247,6 +277,9 @@ impl ClusterError {
             ClusterError::MayNotBeRecorded { .. } | ClusterError::Fenced { .. } => {
                 ErrorCode::MayNotBeRecorded
             }
+            ClusterError::ReadOnly { .. } => ErrorCode::ReadOnly,
+            ClusterError::Stranded { .. } => ErrorCode::DatabaseUnavailable,
+            ClusterError::Unverified { .. } => ErrorCode::LeaderLost,
             ClusterError::NotFound(_) => ErrorCode::NotFound,
             ClusterError::Store(_) | ClusterError::Internal(_) => ErrorCode::Internal,
         }

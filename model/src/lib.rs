@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod failover;
 pub mod ids;
 pub mod leaders;
 pub mod lock_wait;

@@ -1,9 +1,10 @@
-//! A whole node: the service on its listening address plus background replication.
+//! A whole node: the service on its listening address, background replication and the
+//! database health checks.
 
 use std::sync::Arc;
 
 use crate::engine::Engine;
-use crate::{replication, service};
+use crate::{failover, replication, service};
 
 /// Runs a device until its listener fails: the node service on `listen` and the
 /// background replication loop.
@@ -14,7 +15,9 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let listener = engine.ports().net.listen(listen).await?;
     let background = tokio::spawn(replication::run(Arc::clone(&engine), triggers));
+    let health = tokio::spawn(failover::monitor(Arc::clone(engine.failover())));
     let served = service::serve(engine, listener).await;
     background.abort();
+    health.abort();
     served
 }

@@ -18,6 +18,12 @@ pub enum Bug {
     IgnoreWritingFlag,
     /// The working copy is not made durable before the write counts.
     SkipFsync,
+    /// Read-only reads trust the replica's version rows instead of asking the peers.
+    TrustReplicaVersions,
+    /// A device never returns to read/write once its primary was severed.
+    NeverRecover,
+    /// A write goes out on a replica connection while read-only.
+    WriteOnReplica,
     /// A thaw's promote ignores existing version rows and makes the device a leader at the
     /// current largest version.
     PromoteWithRows,
@@ -30,12 +36,15 @@ pub enum Bug {
 
 impl Bug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 11] = [
         Bug::SkipReadSync,
         Bug::AckBeforeVersionBump,
         Bug::ReleaseLockBeforeClearWriting,
         Bug::IgnoreWritingFlag,
         Bug::SkipFsync,
+        Bug::TrustReplicaVersions,
+        Bug::NeverRecover,
+        Bug::WriteOnReplica,
         Bug::PromoteWithRows,
         Bug::DemoteWithoutLock,
         Bug::StatusIgnoresInactive,
@@ -49,6 +58,9 @@ impl Bug {
             Bug::ReleaseLockBeforeClearWriting => "release-lock-before-clear-writing",
             Bug::IgnoreWritingFlag => "ignore-writing-flag",
             Bug::SkipFsync => "skip-fsync",
+            Bug::TrustReplicaVersions => "trust-replica-versions",
+            Bug::NeverRecover => "never-recover",
+            Bug::WriteOnReplica => "write-on-replica",
             Bug::PromoteWithRows => "promote-with-rows",
             Bug::DemoteWithoutLock => "demote-without-lock",
             Bug::StatusIgnoresInactive => "status-ignores-inactive",
@@ -65,6 +77,11 @@ impl Bug {
             }
             Bug::IgnoreWritingFlag => "accept writes while another write is interrupted",
             Bug::SkipFsync => "count a write as durable without syncing it to disk",
+            Bug::TrustReplicaVersions => {
+                "while read-only, trust the replica's versions instead of asking the peers"
+            }
+            Bug::NeverRecover => "stay read-only after the primary database is healthy again",
+            Bug::WriteOnReplica => "send a write on a replica connection while read-only",
             Bug::PromoteWithRows => {
                 "promote a device to leader at the current version even though rows exist"
             }

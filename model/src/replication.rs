@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::engine::{Engine, Progress};
 use crate::error::ClusterError;
+use crate::failover::Intent;
 use crate::ids::{RepoId, Version};
 use crate::ports::{Event, LockName};
 
@@ -52,7 +53,9 @@ impl Engine {
     /// One background pull: take `pull(repo, device)` (skipping when another pull holds
     /// it), then the read sync.
     pub async fn pull(&self, repo: &RepoId) -> Result<Option<Version>, ClusterError> {
-        let mut session = self.connect().await?;
+        let link = self.connect(Intent::Read).await?;
+        let view = self.view(&link);
+        let mut session = link.session;
         let lock = LockName::Pull(repo.clone(), self.device().clone());
         if !session.try_lock(&lock).await? {
             return Ok(None);
@@ -67,7 +70,7 @@ impl Engine {
             return Ok(None);
         }
         let result = self
-            .read_sync(session.as_mut(), repo, &Progress::none(), false)
+            .read_sync(session.as_mut(), repo, &Progress::none(), false, view)
             .await;
         match result {
             Ok(outcome) => {
@@ -150,7 +153,8 @@ pub async fn run(engine: Arc<Engine>, mut triggers: mpsc::UnboundedReceiver<Repo
             }
             _ = scan.tick() => {
                 let now = Instant::now();
-                let Ok(mut session) = engine.ports().db.connect().await else { continue };
+                let Ok(link) = engine.connect(Intent::Read).await else { continue };
+                let mut session = link.session;
                 let Ok(topology) = session.topology().await else { continue };
                 let out_of_sync = session.out_of_sync(engine.device()).await.unwrap_or_default();
                 drop(session);

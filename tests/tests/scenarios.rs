@@ -64,6 +64,11 @@ scenario_tests! {
     maintenance_lock => "maintenance-lock",
     maintenance_lock_interrupted => "maintenance-lock-interrupted",
     demote_during_write => "demote-during-write",
+    db_flap => "db-flap",
+    db_partial_partition => "db-partial-partition",
+    db_primary_loss => "db-primary-loss",
+    db_promote => "db-promote",
+    db_stale_replica => "db-stale-replica",
 }
 
 #[test]

@@ -111,6 +111,10 @@ fn judge_final(expect: FinalExpectation, op: &Operation) -> (bool, &'static str)
             refused_as(ErrorKind::AmbiguousLeader),
             "refused as ambiguous-leader",
         ),
+        FinalExpectation::ReadOnly if is_push => {
+            (refused_as(ErrorKind::ReadOnly), "refused as read-only")
+        }
+        FinalExpectation::ReadOnly => (op.outcome.is_ok(), "ok"),
     }
 }
 

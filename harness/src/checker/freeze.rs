@@ -15,12 +15,13 @@
 //!   writer to see only when a writer's database session died mid-push, which takes a fault
 //!   on the writer's device while its push was running on the server. So a push X refused
 //!   as a write interruption on repository R is justified iff some other push P on R (any
-//!   client, device, outcome or phase) invoked before X ended (X may wait for the write
-//!   lock P holds, so P may start after X) had its device D hit while
+//!   client, device, outcome or phase) invoked before X was refused (X may have waited for
+//!   the write lock behind P) had its device D hit while
 //!   P could still be running: P's server-side window is `[invoked, completed]` for an Ok
 //!   or refused P and `[invoked, end of history]` for an unknown one (the client gave up,
 //!   the server may not have). D is hit when a strike on D falls inside the window, a
-//!   partition involving D overlaps it, or a hold (slow link) involving D overlaps it and
+//!   partition involving D overlaps it, a database host (any host that is not a device) is
+//!   struck inside it, or a hold (slow link) involving D overlaps it and
 //!   lasts at least [`SESSION_EXPIRING_HOLD_MS`] (long enough to expire the database
 //!   session; an unhealed fault lasts to the end of the history).
 //!
@@ -219,14 +220,14 @@ pub(crate) fn check(history: &History) -> Verdict {
                 let justified = interrupted.get(op.repo.as_str()).is_some_and(|earliest| {
                     earliest
                         .iter()
-                        .any(|&(invoked, id)| id != op.id && invoked <= op.completed_ms)
+                        .any(|&(invoked, id)| id != op.id && invoked < op.completed_ms)
                 });
                 if !justified {
                     verdict.violations.push(violation(
                         op,
                         op.completed_ms,
                         format!(
-                            "a push on {} invoked at or before {} whose device was struck, \
+                            "a push on {} invoked before {} whose device was struck, \
                              partitioned or held for at least {}s while the push was running",
                             op.repo,
                             secs(op.completed_ms),
@@ -314,9 +315,17 @@ fn interrupted_pushes<'h>(
             Outcome::Unknown { .. } => end_of_history.max(op.invoked_ms),
             Outcome::Ok { .. } | Outcome::Refused { .. } => op.completed_ms.max(op.invoked_ms),
         };
+        // A struck database host kills every session on it, so it hits every writer.
         let hit = index
-            .get(op.device.as_str())
-            .is_some_and(|h| h.hit_during(op.invoked_ms, until));
+            .iter()
+            .filter(|(host, _)| **host == op.device || !history.devices.iter().any(|d| d == **host))
+            .any(|(host, h)| {
+                if **host == op.device {
+                    h.hit_during(op.invoked_ms, until)
+                } else {
+                    h.struck_during(op.invoked_ms, until)
+                }
+            });
         if hit {
             let list = earliest.entry(op.repo.as_str()).or_default();
             list.push((op.invoked_ms, op.id));
@@ -391,10 +400,15 @@ impl HostFaults {
         index
     }
 
+    /// Whether a strike falls in `[from, until]`.
+    fn struck_during(&self, from: u64, until: u64) -> bool {
+        let first_strike = self.strikes.partition_point(|&t| t < from);
+        self.strikes.get(first_strike).is_some_and(|&t| t <= until)
+    }
+
     /// Whether a strike falls in `[from, until]` or a cut overlaps it.
     fn hit_during(&self, from: u64, until: u64) -> bool {
-        let first_strike = self.strikes.partition_point(|&t| t < from);
-        if self.strikes.get(first_strike).is_some_and(|&t| t <= until) {
+        if self.struck_during(from, until) {
             return true;
         }
         // Among the cuts that started by `until`, is the latest end at or after `from`?
@@ -436,6 +450,10 @@ pub fn fault_intervals(history: &History) -> (Vec<FaultInterval>, Vec<String>) {
             FaultKind::Repair => (1, false),
             FaultKind::Hold => (2, true),
             FaultKind::Release => (2, false),
+            FaultKind::Lag => (3, true),
+            FaultKind::LagEnd => (3, false),
+            // An operator action at one instant, not a fault in force for a while.
+            FaultKind::Promote => continue,
         };
         let mut hosts: Vec<&str> = event.hosts.iter().map(String::as_str).collect();
         hosts.sort_unstable();

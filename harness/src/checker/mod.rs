@@ -24,6 +24,7 @@ pub mod durability;
 pub mod freeze;
 pub mod graph;
 pub mod invented;
+pub mod read_only;
 pub mod stale_read;
 
 #[cfg(test)]
@@ -44,17 +45,21 @@ pub enum CheckerId {
     InventedState,
     /// 4: repositories are frozen exactly when the protocol says, for the right operations.
     Freeze,
+    /// 5: while the primary database is lost, pushes are refused promptly as read-only and
+    /// reads are served; writes come back after it returns.
+    ReadOnly,
     /// 6: after the faults stop, the cluster converges and the final probes behave.
     Convergence,
 }
 
 impl CheckerId {
     /// Every checker, in the order [`check_all`] runs them.
-    pub const ALL: [CheckerId; 5] = [
+    pub const ALL: [CheckerId; 6] = [
         CheckerId::Durability,
         CheckerId::StaleRead,
         CheckerId::InventedState,
         CheckerId::Freeze,
+        CheckerId::ReadOnly,
         CheckerId::Convergence,
     ];
 
@@ -65,6 +70,7 @@ impl CheckerId {
             CheckerId::StaleRead => 2,
             CheckerId::InventedState => 3,
             CheckerId::Freeze => 4,
+            CheckerId::ReadOnly => 5,
             CheckerId::Convergence => 6,
         }
     }
@@ -76,6 +82,7 @@ impl CheckerId {
             CheckerId::StaleRead => "stale-read",
             CheckerId::InventedState => "invented-state",
             CheckerId::Freeze => "freeze",
+            CheckerId::ReadOnly => "read-only",
             CheckerId::Convergence => "convergence",
         }
     }
@@ -211,6 +218,7 @@ fn run(checker: CheckerId, history: &History, ctx: &Context) -> Verdict {
         CheckerId::StaleRead => stale_read::check(history, ctx),
         CheckerId::InventedState => invented::check(history, ctx),
         CheckerId::Freeze => freeze::check(history),
+        CheckerId::ReadOnly => read_only::check(history),
         CheckerId::Convergence => convergence::check(history),
     }
 }
@@ -334,6 +342,7 @@ mod tests {
                 "2 stale-read",
                 "3 invented-state",
                 "4 freeze",
+                "5 read-only",
                 "6 convergence"
             ]
         );
@@ -392,7 +401,7 @@ mod tests {
         b.final_probes(1_000, &[("refs/heads/main", "c1")]);
         b.final_refs_all(&[("refs/heads/main", "c1")]);
         let verdicts = check_all(&b.build());
-        assert_eq!(verdicts.len(), 5);
+        assert_eq!(verdicts.len(), 6);
         for (verdict, id) in verdicts.iter().zip(CheckerId::ALL) {
             assert_eq!(verdict.checker, id);
             assert!(verdict.passed(), "{verdict}");
@@ -449,6 +458,6 @@ mod tests {
         b.fault(5, crate::history::FaultKind::Repair, &["R1"]);
         b.fault(6, crate::history::FaultKind::Restart, &[]);
         let verdicts = check_all(&b.build());
-        assert_eq!(verdicts.len(), 5);
+        assert_eq!(verdicts.len(), 6);
     }
 }

@@ -88,6 +88,7 @@ impl HistoryBuilder {
                 }],
                 ops: Vec::new(),
                 faults: Vec::new(),
+                database: None,
                 expect: FinalExpectation::Converged,
                 final_state: FinalState {
                     active_devices: devices,

@@ -292,6 +292,13 @@ fn print_verdict(r: &runner::RunResult) {
         print!("{}", stormcell_harness::status_sampler::render(&r.status));
     }
     println!("final state: {}", r.final_outcome.name());
+    for (device, reasons) in &r.read_only_ms {
+        let spent: Vec<String> = reasons
+            .iter()
+            .map(|(reason, ms)| format!("{reason} {:.1}s", *ms as f64 / 1000.0))
+            .collect();
+        println!("read-only on {device}: {}", spent.join(", "));
+    }
     for v in &r.verdicts {
         let status = if v.passed() { "pass" } else { "FAIL" };
         println!(

@@ -37,6 +37,16 @@ pub enum AdminRequest {
     },
 }
 
+impl AdminRequest {
+    /// Whether the request changes the tables (replicas refuse it; a primary ships it).
+    pub fn is_write(&self) -> bool {
+        match self {
+            AdminRequest::Edit { .. } | AdminRequest::DeleteRow { .. } => true,
+            AdminRequest::PushEvents { .. } => false,
+        }
+    }
+}
+
 /// Runs one administrative request against the tables.
 pub fn execute_admin(tables: &mut Tables, req: &AdminRequest) -> DbResponse {
     match req {

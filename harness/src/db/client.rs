@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stormcell_model::error::DbError;
+use stormcell_model::failover::DbHostConfig;
 use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, Version};
-use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName};
+use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName, ReplicationState};
 use stormcell_model::rows::{NewPushEvent, NewSyncEvent, Topology, VersionRow, WriteProps};
 use stormcell_model::wire::frame::{read_frame, write_frame};
 use tokio::sync::{mpsc, oneshot};
@@ -69,22 +70,33 @@ impl SimDb {
         }
     }
 
-    /// Opens a session, as its concrete type.
+    /// Opens a session to this client's own address, as its concrete type.
     pub async fn open(&self) -> Result<SimDbSession, DbError> {
-        let stream = crate::net::connect(&self.addr, self.config.connect_timeout)
+        self.open_at(&self.addr, self.config.connect_timeout).await
+    }
+
+    /// Opens a session to the database at `addr`, giving up on the connect after `timeout`.
+    pub async fn open_at(&self, addr: &str, timeout: Duration) -> Result<SimDbSession, DbError> {
+        let stream = crate::net::connect(addr, timeout)
             .await
-            .map_err(|e| DbError::Connection(format!("connect to {}: {e}", self.addr)))?;
+            .map_err(|e| DbError::Connection(format!("connect to {addr}: {e}")))?;
         // Capacity 1 is enough: a handle has at most one request in flight (`&mut self`).
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(actor(stream, rx, self.config, self.addr.clone()));
+        tokio::spawn(actor(stream, rx, self.config, addr.to_owned()));
         Ok(SimDbSession { tx, broken: None })
     }
 }
 
+/// Sessions to any host, by its configured address (the `addr` of [`SimDb`] is only the
+/// default for [`SimDb::open`]).
 #[async_trait]
 impl ClusterDb for SimDb {
-    async fn connect(&self) -> Result<Box<dyn DbSession>, DbError> {
-        Ok(Box::new(self.open().await?))
+    async fn connect(
+        &self,
+        host: &DbHostConfig,
+        timeout: Duration,
+    ) -> Result<Box<dyn DbSession>, DbError> {
+        Ok(Box::new(self.open_at(&host.address, timeout).await?))
     }
 }
 
@@ -373,6 +385,13 @@ impl DbSession for SimDbSession {
         match self.call(DbRequest::Ping).await? {
             DbResponse::Pong => Ok(()),
             other => Err(unexpected("ping", other)),
+        }
+    }
+
+    async fn replication(&mut self) -> Result<ReplicationState, DbError> {
+        match self.call(DbRequest::Replication).await? {
+            DbResponse::Replication(state) => Ok(state),
+            other => Err(unexpected("replication", other)),
         }
     }
 }

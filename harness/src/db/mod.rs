@@ -8,6 +8,8 @@
 
 pub mod admin;
 pub mod client;
+pub mod cluster;
+pub mod replication;
 pub mod server;
 pub mod tables;
 pub mod wire;
@@ -17,6 +19,8 @@ mod tests;
 
 pub use admin::{execute_admin, AdminRequest};
 pub use client::{DbClientConfig, SimDb, SimDbSession};
+pub use cluster::{Promotion, SimDbCluster, DB_PORT};
+pub use replication::{LogEntry, ReplicaState};
 pub use server::{lock_state, serve, serve_with, DbHostState, DbServerConfig};
 pub use tables::{SessionId, Tables, SYNC_EVENTS_KEPT};
 pub use wire::{execute, DbRequest, DbResponse};

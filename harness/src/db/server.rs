@@ -18,8 +18,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::replication::{LogEntry, ReplicaState};
 use super::tables::{SessionId, Tables};
-use super::wire::{execute, DbRequest};
+use super::wire::{execute, DbRequest, DbResponse};
 
 /// The database host's durable state. The harness creates it outside the host's software
 /// so that it survives a crash and restart of that software, as committed data survives a
@@ -32,6 +33,12 @@ pub struct DbHostState {
     next_session: SessionId,
     /// Sessions that ended by timeout (silent clients), for traces and tests.
     pub expired_sessions: u64,
+    /// Every committed write, in order (a primary's, or what a replica applied).
+    pub(crate) log: Vec<LogEntry>,
+    /// The sequence number of the newest committed (or applied) write.
+    pub(crate) seq: u64,
+    /// Set on a replica: its stream from the primary.
+    pub replica: Option<ReplicaState>,
 }
 
 impl DbHostState {
@@ -41,7 +48,18 @@ impl DbHostState {
             tables,
             next_session: 1,
             expired_sessions: 0,
+            log: Vec::new(),
+            seq: 0,
+            replica: None,
         }
+    }
+
+    /// A replica holding a copy of a primary's tables at sequence 0, streaming from
+    /// `upstream` and applying each transaction `delay_ms` after its commit.
+    pub fn replica_of(tables: Tables, upstream: &str, delay_ms: u64) -> Arc<Mutex<DbHostState>> {
+        let mut st = Self::new(tables);
+        st.replica = Some(ReplicaState::new(upstream, delay_ms, 0));
+        Arc::new(Mutex::new(st))
     }
 
     /// The state wrapped for sharing between the harness and the host's software.
@@ -124,6 +142,7 @@ pub async fn serve_with(
     let listener = crate::net::listen(&format!("0.0.0.0:{port}")).await?;
     let sessions: Sessions = Arc::new(Mutex::new(BTreeMap::new()));
     let _reaper = AbortOnDrop(tokio::spawn(reap(state.clone(), sessions.clone(), config)));
+    let _stream = AbortOnDrop(tokio::spawn(super::replication::stream(state.clone())));
 
     loop {
         let (stream, peer) = listener.accept().await?;
@@ -174,6 +193,27 @@ async fn reap(state: Arc<Mutex<DbHostState>>, sessions: Sessions, config: DbServ
     }
 }
 
+/// Runs one request on this host: replication requests by the host itself, writes refused
+/// on a replica and logged on a primary, everything else on the tables.
+fn answer(st: &mut DbHostState, id: SessionId, req: &DbRequest) -> DbResponse {
+    let now = crate::trace::sim_now_ms();
+    match req {
+        DbRequest::Replication => DbResponse::Replication(st.replication_state(now)),
+        DbRequest::Replicate { after } => st.log_after(*after),
+        _ if req.is_write() && st.replica.is_some() => DbResponse::Error(format!(
+            "cannot execute {} in a read-only transaction: this host is a replica",
+            req.name()
+        )),
+        _ => {
+            let resp = execute(&mut st.tables, id, req);
+            if req.is_write() {
+                st.commit(req, now);
+            }
+            resp
+        }
+    }
+}
+
 /// Serves one connection: one session.
 async fn run_session(
     mut stream: turmoil::net::TcpStream,
@@ -204,7 +244,7 @@ async fn run_session(
             };
             session.last_seen = Instant::now();
             let mut st = lock_state(&state);
-            let resp = execute(&mut st.tables, id, &req);
+            let resp = answer(&mut st, id, &req);
             if req == DbRequest::Close {
                 live.remove(&id);
                 tracing::trace!(session = id, "db session closed");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use stormcell_model::error::DbError;
 use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, ServiceId};
-use stormcell_model::ports::{ClusterDb, FinishWrite, LockName};
+use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName};
 use stormcell_model::rows::{
     Binding, Device, NewPushEvent, NewSyncEvent, PushKind, Repository, Service, SyncResult,
     Topology, WriteProps,
@@ -89,8 +89,8 @@ fn db_lock_blocks_others_and_a_dropped_handle_releases_at_once() {
     let st = state.clone();
     sim.client("test", async move {
         let db = SimDb::new(ADDR);
-        let mut a = db.connect().await?;
-        let mut b = db.connect().await?;
+        let mut a = db.open().await?;
+        let mut b = db.open().await?;
         assert!(a.try_lock(&write_lock()).await?);
         assert!(a.try_lock(&write_lock()).await?, "own lock again");
         assert!(!b.try_lock(&write_lock()).await?);
@@ -123,11 +123,11 @@ fn db_idle_live_session_keeps_its_lock_past_the_session_timeout() {
     let st = state.clone();
     sim.client("test", async move {
         let db = SimDb::new(ADDR);
-        let mut a = db.connect().await?;
+        let mut a = db.open().await?;
         assert!(a.try_lock(&write_lock()).await?);
         // Idle for more than twice the session timeout: the keepalive holds the session.
         sleep(Duration::from_secs(75)).await;
-        let mut b = db.connect().await?;
+        let mut b = db.open().await?;
         assert!(!b.try_lock(&write_lock()).await?);
         a.ping().await?;
         assert_eq!(lock_state(&st).expired_sessions, 0);
@@ -148,7 +148,7 @@ fn db_crashed_client_keeps_its_lock_until_the_session_timeout() {
     sim.host("holder", move || {
         let locked = l.clone();
         async move {
-            let mut a = SimDb::new(ADDR).connect().await?;
+            let mut a = SimDb::new(ADDR).open().await?;
             assert!(a.try_lock(&write_lock()).await?);
             locked.store(true, Ordering::SeqCst);
             std::future::pending::<()>().await;
@@ -162,7 +162,7 @@ fn db_crashed_client_keeps_its_lock_until_the_session_timeout() {
         while !l.load(Ordering::SeqCst) {
             sleep(Duration::from_millis(10)).await;
         }
-        let mut b = SimDb::new(ADDR).connect().await?;
+        let mut b = SimDb::new(ADDR).open().await?;
         while !b.try_lock(&write_lock()).await? {
             sleep(Duration::from_millis(250)).await;
         }
@@ -198,7 +198,7 @@ fn db_partition_breaks_the_session_within_the_query_timeout() {
     let mut sim = sim_with_db(&state);
     sim.client("test", async move {
         let db = SimDb::new(ADDR);
-        let mut a = db.connect().await?;
+        let mut a = db.open().await?;
         assert!(a.try_lock(&write_lock()).await?);
         turmoil::partition("test", "db");
 
@@ -218,7 +218,7 @@ fn db_partition_breaks_the_session_within_the_query_timeout() {
 
         // A new connection cannot get through either, and says so within its timeout.
         let start = Instant::now();
-        let err = db.connect().await.err().unwrap();
+        let err = db.open().await.err().unwrap();
         assert!(err.is_connection(), "{err}");
         assert!(start.elapsed() <= Duration::from_millis(2_100));
 
@@ -226,7 +226,7 @@ fn db_partition_breaks_the_session_within_the_query_timeout() {
         // The server expires the silent session (its last request was at time zero) by
         // its next reaper round after 30 s; the Close sent after the timeout was lost in
         // the partition.
-        let mut b = db.connect().await?;
+        let mut b = db.open().await?;
         while !b.try_lock(&write_lock()).await? {
             sleep(Duration::from_millis(100)).await;
         }
@@ -268,7 +268,7 @@ fn db_restart_keeps_tables_and_drops_sessions() {
     let p = phase.clone();
     sim.client("test", async move {
         let db = SimDb::new(ADDR);
-        let mut a = db.connect().await?;
+        let mut a = db.open().await?;
         assert!(a.try_lock(&write_lock()).await?);
         a.set_version(
             &RepoId::new("R1"),
@@ -283,7 +283,7 @@ fn db_restart_keeps_tables_and_drops_sessions() {
         }
         // The old connection died with the server's software.
         assert!(a.ping().await.unwrap_err().is_connection());
-        let mut b = db.connect().await?;
+        let mut b = db.open().await?;
         assert!(
             b.try_lock(&write_lock()).await?,
             "locks do not survive a restart"
@@ -318,7 +318,7 @@ fn db_operations_round_trip_through_the_wire() {
     let mut sim = sim_with_db(&state);
     sim.client("test", async move {
         let db = SimDb::new(ADDR);
-        let mut s = db.connect().await?;
+        let mut s = db.open().await?;
         let r1 = RepoId::new("R1");
         let d1 = DeviceId::new("repo001");
         let d2 = DeviceId::new("repo002");

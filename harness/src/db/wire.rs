@@ -4,9 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, Version};
-use stormcell_model::ports::{FinishWrite, LockName};
+use stormcell_model::ports::{FinishWrite, LockName, ReplicationState};
 use stormcell_model::rows::{NewPushEvent, NewSyncEvent, Topology, VersionRow, WriteProps};
 
+use super::replication::LogEntry;
 use super::tables::{SessionId, Tables};
 
 /// A request from a client session.
@@ -88,6 +89,13 @@ pub enum DbRequest {
     },
     /// `ping`, and the client's keepalive.
     Ping,
+    /// `replication`: the host's replication state.
+    Replication,
+    /// A replica asks its primary for committed transactions after `after`.
+    Replicate {
+        /// The last sequence number the replica received.
+        after: u64,
+    },
     /// The client ends the session: its locks are released at once. Not answered.
     Close,
     /// An administrative request (see [`super::admin`]).
@@ -114,8 +122,34 @@ impl DbRequest {
             DbRequest::NewestPushId { .. } => "newest_push_id",
             DbRequest::RecordSync { .. } => "record_sync",
             DbRequest::Ping => "ping",
+            DbRequest::Replication => "replication",
+            DbRequest::Replicate { .. } => "replicate",
             DbRequest::Close => "close",
             DbRequest::Admin { .. } => "admin",
+        }
+    }
+
+    /// Whether the request changes the tables (a replica refuses these, a primary ships
+    /// them to its replicas). Locks are not data: each host keeps its own.
+    pub fn is_write(&self) -> bool {
+        match self {
+            DbRequest::BeginWrite { .. }
+            | DbRequest::FinishWrite { .. }
+            | DbRequest::SetVersion { .. }
+            | DbRequest::InsertInitial { .. }
+            | DbRequest::RecordPush { .. }
+            | DbRequest::RecordSync { .. } => true,
+            DbRequest::TryLock { .. }
+            | DbRequest::Unlock { .. }
+            | DbRequest::Topology
+            | DbRequest::Rows { .. }
+            | DbRequest::OutOfSync { .. }
+            | DbRequest::NewestPushId { .. }
+            | DbRequest::Ping
+            | DbRequest::Replication
+            | DbRequest::Replicate { .. }
+            | DbRequest::Close => false,
+            DbRequest::Admin { request } => request.is_write(),
         }
     }
 }
@@ -144,6 +178,16 @@ pub enum DbResponse {
     NewestPushId(Option<u64>),
     /// `ping`.
     Pong,
+    /// `replication`.
+    Replication(ReplicationState),
+    /// `replicate`: committed transactions in order, and the primary's newest sequence
+    /// number.
+    Log {
+        /// The transactions.
+        entries: Vec<LogEntry>,
+        /// The newest sequence number on the primary.
+        head: u64,
+    },
     /// `push_events`.
     PushEvents(Vec<stormcell_model::rows::PushEvent>),
     /// The database refused the request (a query error).
@@ -193,6 +237,10 @@ pub fn execute(tables: &mut Tables, session: SessionId, req: &DbRequest) -> DbRe
             DbResponse::Done
         }
         DbRequest::Ping => DbResponse::Pong,
+        // Answered by the server, which knows the host's role and log.
+        DbRequest::Replication | DbRequest::Replicate { .. } => {
+            DbResponse::Error(format!("{} is not a table operation", req.name()))
+        }
         DbRequest::Close => {
             tables.release_session(session);
             DbResponse::Done

@@ -10,6 +10,7 @@
 //! values); unknown keys are errors. Every error names the file, the line when it is known,
 //! and the field.
 
+mod database;
 mod locate;
 mod operator;
 mod range;
@@ -24,6 +25,7 @@ use std::path::Path;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+pub use self::database::{Database, Flaps, PrimaryCuts, PrimaryStrikes, ReplicaLag};
 pub use self::operator::{Action, Condition, Operator, Step, ThawStep};
 pub use self::range::Range;
 use crate::history::FinalExpectation;
@@ -40,6 +42,8 @@ pub struct Scenario {
     pub source: String,
     /// The cluster.
     pub topology: Topology,
+    /// The cluster database.
+    pub database: Database,
     /// The clients.
     pub workload: Workload,
     /// The faults.
@@ -144,6 +148,16 @@ pub struct Faults {
     pub db_link_drops: Option<DbLinkDrops>,
     /// Links whose messages are held back for a while.
     pub slow_links: Option<SlowLinks>,
+    /// Strikes on the primary database host.
+    pub db_primary_strikes: Option<PrimaryStrikes>,
+    /// The primary database cut off from some or all devices.
+    pub db_primary_cuts: Option<PrimaryCuts>,
+    /// Replication delay spikes.
+    pub db_replica_lag: Option<ReplicaLag>,
+    /// Strikes on a replica.
+    pub db_replica_strikes: Option<Strikes>,
+    /// A flapping primary.
+    pub db_flaps: Option<Flaps>,
 }
 
 impl Default for Faults {
@@ -156,6 +170,11 @@ impl Default for Faults {
             partitions: None,
             db_link_drops: None,
             slow_links: None,
+            db_primary_strikes: None,
+            db_primary_cuts: None,
+            db_replica_lag: None,
+            db_replica_strikes: None,
+            db_flaps: None,
         }
     }
 }
@@ -169,6 +188,11 @@ impl Faults {
             ("partitions", self.partitions.is_some()),
             ("db_link_drops", self.db_link_drops.is_some()),
             ("slow_links", self.slow_links.is_some()),
+            ("db_primary_strikes", self.db_primary_strikes.is_some()),
+            ("db_primary_cuts", self.db_primary_cuts.is_some()),
+            ("db_replica_lag", self.db_replica_lag.is_some()),
+            ("db_replica_strikes", self.db_replica_strikes.is_some()),
+            ("db_flaps", self.db_flaps.is_some()),
         ];
         configured
             .into_iter()
@@ -194,6 +218,11 @@ impl Faults {
                 partitions: keep(&self.partitions, rng),
                 db_link_drops: keep(&self.db_link_drops, rng),
                 slow_links: keep(&self.slow_links, rng),
+                db_primary_strikes: keep(&self.db_primary_strikes, rng),
+                db_primary_cuts: keep(&self.db_primary_cuts, rng),
+                db_replica_lag: keep(&self.db_replica_lag, rng),
+                db_replica_strikes: keep(&self.db_replica_strikes, rng),
+                db_flaps: keep(&self.db_flaps, rng),
             },
         }
     }
@@ -324,7 +353,7 @@ fn default_link_latency_ms() -> Range<u64> {
     Range::new(1, 5)
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -340,6 +369,8 @@ struct ScenarioFile {
     #[serde(default)]
     description: String,
     topology: Topology,
+    #[serde(default)]
+    database: Database,
     #[serde(default)]
     workload: Workload,
     #[serde(default)]
@@ -379,6 +410,7 @@ fn expectation_name(expectation: FinalExpectation) -> &'static str {
         FinalExpectation::Converged => "converged",
         FinalExpectation::WriteFrozen => "write-frozen",
         FinalExpectation::Ambiguous => "ambiguous",
+        FinalExpectation::ReadOnly => "read-only",
     }
 }
 
@@ -424,9 +456,26 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/contention.toml"),
     ),
     ("contract", include_str!("../../../scenarios/contract.toml")),
+    ("db-flap", include_str!("../../../scenarios/db-flap.toml")),
     (
         "db-link-drop",
         include_str!("../../../scenarios/db-link-drop.toml"),
+    ),
+    (
+        "db-partial-partition",
+        include_str!("../../../scenarios/db-partial-partition.toml"),
+    ),
+    (
+        "db-primary-loss",
+        include_str!("../../../scenarios/db-primary-loss.toml"),
+    ),
+    (
+        "db-promote",
+        include_str!("../../../scenarios/db-promote.toml"),
+    ),
+    (
+        "db-stale-replica",
+        include_str!("../../../scenarios/db-stale-replica.toml"),
     ),
     (
         "demote-all-promote",
@@ -560,6 +609,7 @@ pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
         description: file.description,
         source: source_name.to_owned(),
         topology: file.topology,
+        database: file.database,
         workload: file.workload,
         faults: file.faults,
         expect: file.expect,

@@ -154,7 +154,59 @@ pub(super) fn check(scenario: &Scenario) -> Checked {
         topology.spare_devices,
         topology.repositories.max,
         workload.duration_s,
-    )
+    )?;
+    check_database(scenario)
+}
+
+/// The database section and the faults that need replicas.
+fn check_database(scenario: &Scenario) -> Checked {
+    let db = &scenario.database;
+    let faults = &scenario.faults;
+    within("database.replicas", &Range::exactly(db.replicas), 0, 3)?;
+    ordered("database.replica_delay_ms", &db.replica_delay_ms)?;
+    let needs_replica = |field: &str| {
+        if db.replicas == 0 {
+            invalid(field, "needs at least one replica (database.replicas)")
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(s) = &faults.db_primary_strikes {
+        ordered("faults.db_primary_strikes.count", &s.count)?;
+        ordered("faults.db_primary_strikes.down_s", &s.down_s)?;
+        if let Some(p) = &s.promote_after_s {
+            ordered("faults.db_primary_strikes.promote_after_s", p)?;
+            needs_replica("faults.db_primary_strikes.promote_after_s")?;
+            if s.restart {
+                return invalid(
+                    "faults.db_primary_strikes.promote_after_s",
+                    "a promoted replica replaces a primary lost for good: set restart = false",
+                );
+            }
+        }
+    }
+    if let Some(c) = &faults.db_primary_cuts {
+        ordered("faults.db_primary_cuts.count", &c.count)?;
+        ordered("faults.db_primary_cuts.duration_s", &c.duration_s)?;
+    }
+    if let Some(l) = &faults.db_replica_lag {
+        needs_replica("faults.db_replica_lag")?;
+        ordered("faults.db_replica_lag.count", &l.count)?;
+        ordered("faults.db_replica_lag.delay_s", &l.delay_s)?;
+        ordered("faults.db_replica_lag.duration_s", &l.duration_s)?;
+    }
+    if let Some(s) = &faults.db_replica_strikes {
+        needs_replica("faults.db_replica_strikes")?;
+        ordered("faults.db_replica_strikes.count", &s.count)?;
+        ordered("faults.db_replica_strikes.down_s", &s.down_s)?;
+    }
+    if let Some(f) = &faults.db_flaps {
+        ordered("faults.db_flaps.count", &f.count)?;
+        within("faults.db_flaps.cycles", &f.cycles, 1, 20)?;
+        ordered("faults.db_flaps.down_s", &f.down_s)?;
+        ordered("faults.db_flaps.up_s", &f.up_s)?;
+    }
+    Ok(())
 }
 
 /// `min <= max`.

@@ -3,6 +3,7 @@
 
 mod local;
 mod locks;
+mod read_only;
 mod read_sync;
 mod recovery;
 mod write_sync;
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::config::ProtocolConfig;
 use crate::error::ClusterError;
+use crate::failover::{DbLink, Failover, Intent, SharedDbConfig};
 use crate::ids::{DeviceId, RepoId};
 use crate::plant::Plants;
 use crate::ports::{
@@ -26,8 +28,10 @@ pub use write_sync::PushReceipt;
 /// The ports one device's engine works through.
 #[derive(Clone)]
 pub struct Ports {
-    /// The cluster database.
+    /// The cluster database's hosts.
     pub db: Arc<dyn ClusterDb>,
+    /// Which database hosts to use (an operator may re-point them while the node runs).
+    pub db_hosts: SharedDbConfig,
     /// This device's working copies.
     pub store: Arc<dyn Store>,
     /// The network, for peers.
@@ -74,6 +78,10 @@ pub struct Engine {
     plants: Plants,
     ports: Ports,
     local: LocalWrites,
+    failover: Arc<Failover>,
+    /// Per repository, the primary epoch whose rows this device has checked against its
+    /// peers' durable versions (see `read_only.rs`).
+    verified: Mutex<std::collections::BTreeMap<RepoId, u64>>,
     /// Sessions kept open on purpose on error paths under the phabricator profile, which
     /// leaked their locks until the process exited.
     leaked: Mutex<Vec<Box<dyn DbSession>>>,
@@ -90,10 +98,20 @@ impl Engine {
         ports: Ports,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<RepoId>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let failover = Arc::new(Failover::new(
+            ports.db_hosts.clone(),
+            Arc::clone(&ports.db),
+            config.profile,
+            plants,
+            config.failover.clone(),
+            Arc::clone(&ports.events),
+        ));
         let engine = Engine {
             device,
             config,
             plants,
+            failover,
+            verified: Mutex::new(std::collections::BTreeMap::new()),
             ports,
             local: LocalWrites::default(),
             leaked: Mutex::new(Vec::new()),
@@ -132,8 +150,13 @@ impl Engine {
         self.ports.events.emit(event);
     }
 
-    pub(crate) async fn connect(&self) -> Result<Box<dyn DbSession>, ClusterError> {
-        Ok(self.ports.db.connect().await?)
+    /// The database side of this device: host choice, health, read-only mode.
+    pub fn failover(&self) -> &Arc<Failover> {
+        &self.failover
+    }
+
+    pub(crate) async fn connect(&self, intent: Intent) -> Result<DbLink, ClusterError> {
+        self.failover.connect(intent).await
     }
 
     /// Ends a background pull's session after a failure: under the phabricator profile it

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use super::read_only::ReadOnlyView;
 use super::{Engine, Progress};
 use crate::error::ClusterError;
+use crate::failover::Intent;
 use crate::ids::{DeviceId, Oid, RepoId, Version};
 use crate::leaders::Leaders;
 use crate::peer;
@@ -20,6 +22,8 @@ pub struct SyncOutcome {
     pub version: Version,
     /// The leader fetched from, if a fetch happened.
     pub synced_from: Option<DeviceId>,
+    /// Read-only, freshness could not be proven (PROTOCOL.md 9.6).
+    pub possibly_stale: bool,
 }
 
 /// What a client read gets.
@@ -38,13 +42,18 @@ impl Engine {
         repo: &RepoId,
         progress: &Progress,
     ) -> Result<ReadReceipt, ClusterError> {
+        let mut possibly_stale = false;
         if !self.plants.has(Bug::SkipReadSync) {
-            let mut session = self.connect().await?;
-            match self
-                .read_sync(session.as_mut(), repo, progress, false)
-                .await
-            {
-                Ok(_) => drop(session),
+            let synced = match self.connect(Intent::Read).await {
+                Ok(mut link) => {
+                    let view = self.view(&link);
+                    self.read_sync(link.session.as_mut(), repo, progress, false, view)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match synced {
+                Ok(outcome) => possibly_stale = outcome.possibly_stale,
                 Err(e) => {
                     self.refused(repo, &e);
                     return Err(e);
@@ -54,7 +63,7 @@ impl Engine {
         let refs = self.ports.store.refs(repo).await?;
         Ok(ReadReceipt {
             refs,
-            possibly_stale: false,
+            possibly_stale,
         })
     }
 
@@ -91,21 +100,33 @@ impl Engine {
 
     /// Runs the read sync on `session`. With `hold`, the read lock stays held on success
     /// (the write path keeps it until the new version is recorded, so no read on this
-    /// device sees a write before it counts).
+    /// device sees a write before it counts). `read_only` says the session is on a replica.
     pub(crate) async fn read_sync(
         &self,
         session: &mut dyn DbSession,
         repo: &RepoId,
         progress: &Progress,
         hold: bool,
+        read_only: Option<ReadOnlyView>,
     ) -> Result<SyncOutcome, ClusterError> {
         let lock = LockName::Read(repo.clone(), self.device.clone());
         let waited = self
             .acquire(session, &lock, self.config.timing.lock_budget, progress)
             .await?;
-        let result = self
-            .read_sync_locked(session, repo, progress, waited.as_millis() as u64)
-            .await;
+        let result = match read_only {
+            None if self.rows_unverified(repo) => {
+                self.read_sync_after_promotion(session, repo, progress, hold)
+                    .await
+            }
+            None => {
+                self.read_sync_locked(session, repo, progress, waited.as_millis() as u64)
+                    .await
+            }
+            Some(view) => {
+                self.read_sync_read_only(session, repo, progress, view)
+                    .await
+            }
+        };
         // The read lock goes on every failure under both profiles: a leaked read lock would
         // block every later read on this device, and the seed design stays readable.
         if !(hold && result.is_ok()) {
@@ -140,6 +161,7 @@ impl Engine {
             return Ok(SyncOutcome {
                 version: 0,
                 synced_from: None,
+                possibly_stale: false,
             });
         };
         if !leaders.needs_sync(&rows, &self.device) {
@@ -150,6 +172,7 @@ impl Engine {
             return Ok(SyncOutcome {
                 version: max,
                 synced_from: None,
+                possibly_stale: false,
             });
         }
         let before = rows
@@ -197,6 +220,7 @@ impl Engine {
                     return Ok(SyncOutcome {
                         version: max,
                         synced_from: Some(leader.clone()),
+                        possibly_stale: false,
                     });
                 }
                 Err((reason, result)) => {
@@ -220,7 +244,7 @@ impl Engine {
     }
 
     /// Copies a leader's working copy into this device's, durably.
-    async fn fetch_from(
+    pub(crate) async fn fetch_from(
         &self,
         topology: &Topology,
         repo: &RepoId,

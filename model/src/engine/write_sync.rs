@@ -6,7 +6,8 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::{Engine, Progress};
-use crate::error::ClusterError;
+use crate::error::{ClusterError, DbError};
+use crate::failover::Intent;
 use crate::ids::{Digest, LockOwner, RepoId, Version};
 use crate::leaders::writing_rows;
 use crate::peer;
@@ -42,7 +43,13 @@ impl Engine {
         progress: &Progress,
     ) -> Result<PushReceipt, ClusterError> {
         progress.say(format!("Acquiring write lock for repository \"{repo}\"..."));
-        let mut session = self.connect().await?;
+        let mut session = match self.connect(Intent::Write).await {
+            Ok(link) => link.session,
+            Err(e) => {
+                self.refused(repo, &e);
+                return Err(e);
+            }
+        };
         let write = LockName::Write(repo.clone());
         if let Err(e) = self
             .acquire(
@@ -104,7 +111,13 @@ impl Engine {
             }
         }
         let synced = self
-            .read_sync(session, repo, progress, self.config.profile.is_stormcell())
+            .read_sync(
+                session,
+                repo,
+                progress,
+                self.config.profile.is_stormcell(),
+                None,
+            )
             .await?;
         Ok(synced.version)
     }
@@ -272,7 +285,12 @@ impl Engine {
             let attempt = async {
                 let mut s = match session.take() {
                     Some(s) => s,
-                    None => self.ports.db.connect().await?,
+                    // While the primary is lost the device is read-only; that is exactly
+                    // what the release window waits out.
+                    None => match self.connect(Intent::Write).await {
+                        Ok(link) => link.session,
+                        Err(e) => return Err(DbError::Connection(e.to_string())),
+                    },
                 };
                 let result = async {
                     // [stormcell] a push that changed nothing keeps the version.
@@ -295,7 +313,7 @@ impl Engine {
                         digest: stormcell.then_some(rec.digest),
                     };
                     let changed = s.finish_write(&finish).await?;
-                    Ok::<_, crate::error::DbError>((new_version, changed))
+                    Ok::<_, DbError>((new_version, changed))
                 }
                 .await;
                 result.map(|r| (r, s))
@@ -345,8 +363,8 @@ impl Engine {
         if !self.config.profile.is_stormcell() {
             return;
         }
-        let topology = match self.connect().await {
-            Ok(mut s) => s.topology().await,
+        let topology = match self.connect(Intent::Read).await {
+            Ok(mut link) => link.session.topology().await,
             Err(_) => return,
         };
         let Ok(topology) = topology else { return };

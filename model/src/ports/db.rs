@@ -2,11 +2,13 @@
 //! and the row operations of sections 4 and 5.
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DbError;
+use crate::failover::{DbHostConfig, DbRole};
 use crate::ids::{DeviceId, Digest, LockOwner, RepoId, Version};
 use crate::rows::{NewPushEvent, NewSyncEvent, Topology, VersionRow, WriteProps};
 
@@ -117,11 +119,30 @@ pub trait DbSession: Send {
     async fn record_sync(&mut self, event: &NewSyncEvent) -> Result<(), DbError>;
     /// Checks the session is alive.
     async fn ping(&mut self) -> Result<(), DbError>;
+    /// The host's replication state (PROTOCOL.md 9.5).
+    async fn replication(&mut self) -> Result<ReplicationState, DbError>;
 }
 
-/// The cluster database: a factory of sessions.
+/// What a database host says about its replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationState {
+    /// What the host itself believes it is (a replica refuses writes).
+    pub role: DbRole,
+    /// A replica: it is receiving from its primary right now.
+    pub streaming: bool,
+    /// A replica: how far behind the primary's commits it applies (`None` when unknown).
+    pub delay: Option<Duration>,
+    /// A replica: it has applied everything its primary committed, as of its last contact.
+    pub caught_up: bool,
+}
+
+/// The cluster database's hosts: a factory of sessions to any one of them.
 #[async_trait]
 pub trait ClusterDb: Send + Sync {
-    /// Opens a new session.
-    async fn connect(&self) -> Result<Box<dyn DbSession>, DbError>;
+    /// Opens a new session to `host`, giving up after `timeout`.
+    async fn connect(
+        &self,
+        host: &DbHostConfig,
+        timeout: Duration,
+    ) -> Result<Box<dyn DbSession>, DbError>;
 }

@@ -148,6 +148,19 @@ pub enum Event {
         /// The refusal.
         message: String,
     },
+    /// The database mode this device's requests see changed: read-only for a reason, or
+    /// back to read/write (`reason` is `None`).
+    DbMode {
+        /// Why the device is read-only, if it is.
+        reason: Option<crate::failover::ReadOnlyReason>,
+    },
+    /// A database host's health record flipped.
+    DbHealth {
+        /// The host.
+        host: String,
+        /// Its new state.
+        healthy: bool,
+    },
     /// Free text.
     Note {
         /// The text.

@@ -7,7 +7,7 @@ pub mod env;
 pub mod net;
 pub mod store;
 
-pub use db::{ClusterDb, DbSession, FinishWrite, LockName};
+pub use db::{ClusterDb, DbSession, FinishWrite, LockName, ReplicationState};
 pub use env::{Clock, Event, Events, Failpoints, Random, WritePoint};
 pub use net::{BoxConn, Connection, Listener, Network};
 pub use store::{PushApplied, PushPayload, Snapshot, Store};

@@ -1,0 +1,85 @@
+//! The scenario's cluster database: how many replicas and how far behind they run, and the
+//! faults that may strike its hosts (PROTOCOL.md section 9).
+
+use serde::{Deserialize, Serialize};
+use stormcell_model::failover::StaleReads;
+
+use super::Range;
+
+/// The cluster database of a run: one primary and some replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// Replicas streaming from the primary, `0..=3`.
+    pub replicas: u32,
+    /// How long after its commit a replica applies a transaction, drawn per replica.
+    pub replica_delay_ms: Range<u64>,
+    /// What a read that cannot prove it is fresh does while read-only.
+    pub stale_reads: StaleReads,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            replicas: 0,
+            replica_delay_ms: Range::new(50, 500),
+            stale_reads: StaleReads::Mark,
+        }
+    }
+}
+
+/// Strikes on the primary database host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrimaryStrikes {
+    /// How many strikes.
+    pub count: Range<u32>,
+    /// Seconds the primary stays down.
+    pub down_s: Range<u64>,
+    /// Whether it comes back; if not, it is lost for good.
+    #[serde(default = "super::yes")]
+    pub restart: bool,
+    /// Seconds after a strike at which the operator promotes the best replica and re-points
+    /// the devices (needs a replica).
+    #[serde(default)]
+    pub promote_after_s: Option<Range<u64>>,
+}
+
+/// The primary cut off from some or all devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrimaryCuts {
+    /// How many cuts.
+    pub count: Range<u32>,
+    /// Seconds until the links come back.
+    pub duration_s: Range<u64>,
+    /// Cut every device (else a random non-empty proper subset, when there are two or more).
+    #[serde(default)]
+    pub all_devices: bool,
+}
+
+/// Replication delay spikes on a random replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaLag {
+    /// How many spikes.
+    pub count: Range<u32>,
+    /// The delay during a spike, in seconds.
+    pub delay_s: Range<u64>,
+    /// Seconds a spike lasts.
+    pub duration_s: Range<u64>,
+}
+
+/// A primary going down and up faster than the health window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flaps {
+    /// How many flapping episodes.
+    pub count: Range<u32>,
+    /// Down-up cycles per episode.
+    pub cycles: Range<u32>,
+    /// Seconds down per cycle.
+    pub down_s: Range<u64>,
+    /// Seconds up per cycle.
+    pub up_s: Range<u64>,
+}

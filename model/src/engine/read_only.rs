@@ -1,0 +1,247 @@
+//! Read sync while the device is read-only (PROTOCOL.md 9.6): the version rows come from a
+//! replica, which may miss the newest writes, so **[stormcell]** the active peers are asked
+//! for their durable local versions too, and the read is marked possibly stale when some
+//! peer could not be asked and the replica cannot show it is current.
+
+use std::collections::BTreeMap;
+
+use super::{Engine, Progress, SyncOutcome};
+use crate::error::ClusterError;
+use crate::failover::{DbLink, ReadOnlyReason, StaleReads};
+use crate::ids::{DeviceId, RepoId, Version};
+use crate::leaders::Leaders;
+use crate::peer;
+use crate::plant::Bug;
+use crate::ports::env::shuffle;
+use crate::ports::{DbSession, Event};
+use crate::rows::Topology;
+use crate::wire::{Request, Response};
+
+/// A replica session's situation: why the device is read-only, and whether the replica
+/// can show it holds everything the primary committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadOnlyView {
+    pub(crate) reason: ReadOnlyReason,
+    pub(crate) replica_current: bool,
+}
+
+/// What the read-only sync learned about who holds which version.
+struct Claims {
+    /// Each device's best known version: its row, raised by what it said itself.
+    versions: BTreeMap<DeviceId, Version>,
+    /// Active peers that could not be asked.
+    unanswered: Vec<DeviceId>,
+}
+
+impl Engine {
+    /// The read-only view of a session, `None` when it is on the primary.
+    pub(crate) fn view(&self, link: &DbLink) -> Option<ReadOnlyView> {
+        link.read_only.map(|reason| ReadOnlyView {
+            reason,
+            replica_current: self.failover.replica_is_current(&link.host),
+        })
+    }
+
+    fn verifies(&self) -> bool {
+        self.config.profile.is_stormcell() && !self.plants.has(Bug::TrustReplicaVersions)
+    }
+
+    /// The read sync of 4.1 on a replica session. Nothing is written to the database (a
+    /// replica refuses writes); the device's own durable local version records the sync.
+    pub(crate) async fn read_sync_read_only(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        progress: &Progress,
+        view: ReadOnlyView,
+    ) -> Result<SyncOutcome, ClusterError> {
+        progress.say(format!(
+            "The cluster database is read-only ({}); synchronizing from a replica.",
+            view.reason.describe()
+        ));
+        self.verified_sync(session, repo, progress, view.replica_current)
+            .await
+    }
+
+    /// **[stormcell]** Whether this device has yet to check `repo`'s rows against its peers
+    /// since the primary changed under it.
+    pub(crate) fn rows_unverified(&self, repo: &RepoId) -> bool {
+        if !self.verifies() {
+            return false;
+        }
+        let epoch = self.failover.primary_epoch();
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        epoch > 0 && verified.get(repo).copied() != Some(epoch)
+    }
+
+    /// **[stormcell]** The first sync of a repository after a promotion: the new primary
+    /// may lack version rows the old one never shipped, so the peers' durable versions are
+    /// asked as while read-only; then this device's row is raised to what it holds, which
+    /// puts the lost version back for everyone. A write refuses when some peer could not
+    /// be asked (it might hold a newer acknowledged push); a read is marked possibly stale.
+    pub(crate) async fn read_sync_after_promotion(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        progress: &Progress,
+        for_write: bool,
+    ) -> Result<SyncOutcome, ClusterError> {
+        let epoch = self.failover.primary_epoch();
+        progress
+            .say("The cluster database changed primary; checking versions with the other devices.");
+        let outcome = self.verified_sync(session, repo, progress, false).await?;
+        if outcome.possibly_stale {
+            if for_write {
+                return Err(ClusterError::Unverified {
+                    repo: repo.clone(),
+                    unanswered: Vec::new(),
+                });
+            }
+            return Ok(outcome);
+        }
+        let digest = self.ports.store.digest(repo).await?;
+        session
+            .set_version(repo, &self.device, outcome.version, Some(digest))
+            .await?;
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repo.clone(), epoch);
+        Ok(outcome)
+    }
+
+    /// The peer-verified sync: version rows raised by what the peers say of themselves,
+    /// then a fetch from a holder of the newest version.
+    async fn verified_sync(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        progress: &Progress,
+        replica_current: bool,
+    ) -> Result<SyncOutcome, ClusterError> {
+        let topology = self.bound_topology(session, repo).await?;
+        let rows = session.rows(repo).await?;
+        let verify = self.verifies();
+        let mut claims = Claims {
+            versions: rows.iter().map(|r| (r.device.clone(), r.version)).collect(),
+            unanswered: Vec::new(),
+        };
+        if verify {
+            self.ask_peers(&topology, repo, &mut claims).await;
+        }
+        let row = claims.versions.get(&self.device).copied();
+        // [stormcell] this device's own durable version beats a replica's stale row of it.
+        let mine = if verify {
+            self.ports.store.local_version(repo).await?.max(row)
+        } else {
+            row
+        };
+        let Some(target) = claims.versions.values().copied().chain(mine).max() else {
+            let active = topology.active_devices(repo);
+            if active.len() > 1 {
+                return Err(ClusterError::AmbiguousLeader {
+                    repo: repo.clone(),
+                    devices: active,
+                });
+            }
+            return self.unproven(repo, &claims, replica_current, 0, None);
+        };
+        if mine.is_some_and(|v| v >= target) {
+            return self.unproven(repo, &claims, replica_current, target, None);
+        }
+        // Devices holding the newest version, in a random order (like leaders).
+        let mut holders: Vec<DeviceId> = claims
+            .versions
+            .iter()
+            .filter(|(d, v)| **v == target && **d != self.device && topology.is_active(repo, d))
+            .map(|(d, _)| d.clone())
+            .collect();
+        shuffle(self.ports.rng.as_ref(), &mut holders);
+        let mut last_error = None;
+        for holder in &holders {
+            progress.say(format!(
+                "Synchronizing this device (\"{}\") from device \"{holder}\".",
+                self.device
+            ));
+            match self.fetch_from(&topology, repo, holder).await {
+                Ok(_) => {
+                    self.ports.store.set_local_version(repo, target).await?;
+                    self.emit(Event::Synced {
+                        repo: repo.clone(),
+                        from: holder.clone(),
+                        version: target,
+                    });
+                    return self.unproven(
+                        repo,
+                        &claims,
+                        replica_current,
+                        target,
+                        Some(holder.clone()),
+                    );
+                }
+                Err((reason, _)) => {
+                    self.emit(Event::SyncFailed {
+                        repo: repo.clone(),
+                        from: holder.clone(),
+                        reason: reason.clone(),
+                    });
+                    last_error = Some(reason);
+                }
+            }
+        }
+        Err(ClusterError::LeaderLost {
+            repo: repo.clone(),
+            device: self.device.clone(),
+            leaders: Leaders::of(&rows).leaders,
+            last_error,
+        })
+    }
+
+    /// Asks every other active device for its durable local version.
+    async fn ask_peers(&self, topology: &Topology, repo: &RepoId, claims: &mut Claims) {
+        for peer_id in topology.active_devices(repo) {
+            if peer_id == self.device {
+                continue;
+            }
+            let Some(addr) = topology.address_of(&peer_id) else {
+                claims.unanswered.push(peer_id);
+                continue;
+            };
+            let request = Request::PeerVersion { repo: repo.clone() };
+            let limit = self.config.timing.peer_request;
+            match peer::call(self.ports.net.as_ref(), &peer_id, addr, &request, limit).await {
+                Ok(Response::Version { version }) => {
+                    if let Some(v) = version {
+                        let known = claims.versions.entry(peer_id).or_insert(v);
+                        *known = (*known).max(v);
+                    }
+                }
+                _ => claims.unanswered.push(peer_id),
+            }
+        }
+    }
+
+    /// The outcome of a read-only sync at `version`: fresh when every peer answered (or the
+    /// replica can show it is current), else possibly stale, or refused by configuration.
+    fn unproven(
+        &self,
+        repo: &RepoId,
+        claims: &Claims,
+        replica_current: bool,
+        version: Version,
+        synced_from: Option<DeviceId>,
+    ) -> Result<SyncOutcome, ClusterError> {
+        let possibly_stale = self.verifies() && !claims.unanswered.is_empty() && !replica_current;
+        if possibly_stale && self.failover.config().stale_reads == StaleReads::Refuse {
+            return Err(ClusterError::Unverified {
+                repo: repo.clone(),
+                unanswered: claims.unanswered.clone(),
+            });
+        }
+        Ok(SyncOutcome {
+            version,
+            synced_from,
+            possibly_stale,
+        })
+    }
+}

@@ -1,0 +1,382 @@
+//! Which database host one request talks to (PROTOCOL.md 9.3, 9.4), the health checks that
+//! keep the records current, and the replication status of 9.5.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::{
+    DbClusterConfig, DbHostConfig, DbRole, FailoverTiming, HealthRecord, ReadOnlyReason,
+    SharedDbConfig,
+};
+use crate::config::Profile;
+use crate::error::{ClusterError, DbError};
+use crate::plant::{Bug, Plants};
+use crate::ports::{ClusterDb, DbSession, Event, Events};
+
+/// What a request needs the database for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// It writes: only the primary will do.
+    Write,
+    /// It reads (a read sync, a status query): a replica will do while read-only.
+    Read,
+}
+
+/// A session for one request, and whether it is read-only.
+pub struct DbLink {
+    /// The session.
+    pub session: Box<dyn DbSession>,
+    /// The host it is on.
+    pub host: String,
+    /// `Some` when the session is on a replica because the device is read-only.
+    pub read_only: Option<ReadOnlyReason>,
+}
+
+/// One host's line of the replication status (PROTOCOL.md 9.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostStatus {
+    /// The host.
+    pub name: String,
+    /// Its configured role.
+    pub role: DbRole,
+    /// Whether it is enabled.
+    pub enabled: bool,
+    /// Whether the last attempt to reach it worked (`None`: never tried).
+    pub reachable: Option<bool>,
+    /// Its health record's state.
+    pub healthy: bool,
+    /// A replica: how far behind it is, when known.
+    pub delay: Option<Duration>,
+    /// A replica more than the slow threshold behind ("data is at risk").
+    pub slow: bool,
+    /// A replica that is not receiving from its primary.
+    pub replicating: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct HostHealth {
+    record: HealthRecord,
+    reachable: Option<bool>,
+    delay: Option<Duration>,
+    streaming: Option<bool>,
+    caught_up: bool,
+}
+
+/// The database side of one node daemon: configuration, health records and the choice of
+/// host per request. Health is kept per daemon (**[stormcell]**), so the whole daemon
+/// degrades and recovers together.
+pub struct Failover {
+    config: SharedDbConfig,
+    connector: Arc<dyn ClusterDb>,
+    profile: Profile,
+    plants: Plants,
+    timing: FailoverTiming,
+    health: Mutex<BTreeMap<String, HostHealth>>,
+    mode: Mutex<Option<ReadOnlyReason>>,
+    /// The primary this daemon last wrote to, and how many times it changed: after a
+    /// promotion the new primary may lack rows the old one had not shipped.
+    primary_epoch: Mutex<(Option<String>, u64)>,
+    events: Arc<dyn Events>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Failover {
+    /// The failover of one node over `connector`.
+    pub fn new(
+        config: SharedDbConfig,
+        connector: Arc<dyn ClusterDb>,
+        profile: Profile,
+        plants: Plants,
+        timing: FailoverTiming,
+        events: Arc<dyn Events>,
+    ) -> Self {
+        Failover {
+            config,
+            connector,
+            profile,
+            plants,
+            timing,
+            health: Mutex::new(BTreeMap::new()),
+            mode: Mutex::new(None),
+            primary_epoch: Mutex::new((None, 0)),
+            events,
+        }
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> DbClusterConfig {
+        lock(&self.config).clone()
+    }
+
+    /// The health and connection numbers.
+    pub fn timing(&self) -> &FailoverTiming {
+        &self.timing
+    }
+
+    /// The read-only reason the last request saw (`None`: read/write).
+    pub fn mode(&self) -> Option<ReadOnlyReason> {
+        *lock(&self.mode)
+    }
+
+    fn may_recover(&self) -> bool {
+        self.profile.is_stormcell() && !self.plants.has(Bug::NeverRecover)
+    }
+
+    fn is_healthy(&self, host: &str) -> bool {
+        lock(&self.health)
+            .get(host)
+            .is_none_or(|h| h.record.is_healthy())
+    }
+
+    fn record(&self, host: &str, up: bool) {
+        let flipped = {
+            let mut health = lock(&self.health);
+            let h = health.entry(host.to_owned()).or_default();
+            h.reachable = Some(up);
+            h.record
+                .record(Instant::now(), up, self.may_recover(), &self.timing)
+        };
+        if let Some(healthy) = flipped {
+            self.events.emit(Event::DbHealth {
+                host: host.to_owned(),
+                healthy,
+            });
+        }
+    }
+
+    fn set_mode(&self, mode: Option<ReadOnlyReason>) {
+        let changed = {
+            let mut current = lock(&self.mode);
+            let changed = *current != mode;
+            *current = mode;
+            changed
+        };
+        if changed {
+            self.events.emit(Event::DbMode { reason: mode });
+        }
+    }
+
+    /// Connects to `host` with the policy its health calls for: a healthy host gets
+    /// retries and a long connect timeout, an unhealthy one a single short try.
+    async fn open(&self, host: &DbHostConfig) -> Result<Box<dyn DbSession>, DbError> {
+        let (attempts, timeout) = if self.is_healthy(&host.name) {
+            (self.timing.healthy_retries + 1, self.timing.healthy_connect)
+        } else {
+            (1, self.timing.unhealthy_connect)
+        };
+        let mut last = None;
+        for _ in 0..attempts {
+            match self.connector.connect(host, timeout).await {
+                Ok(session) => {
+                    self.record(&host.name, true);
+                    return Ok(session);
+                }
+                Err(e) => {
+                    self.record(&host.name, false);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| DbError::Connection(format!("{}: no attempt", host.name))))
+    }
+
+    /// Whether the primary makes this device read-only, and why; with `Ok`, a session on
+    /// the primary.
+    async fn try_primary(
+        &self,
+        config: &DbClusterConfig,
+    ) -> Result<(Box<dyn DbSession>, String), (ReadOnlyReason, Option<DbError>)> {
+        if config.read_only {
+            return Err((ReadOnlyReason::Config, None));
+        }
+        let Some(primary) = config.primary() else {
+            return Err((ReadOnlyReason::Masterless, None));
+        };
+        if config.is_clustered() && !self.is_healthy(&primary.name) {
+            return Err((ReadOnlyReason::Severed, None));
+        }
+        match self.open(primary).await {
+            Ok(s) => Ok((s, primary.name.clone())),
+            Err(e) => Err((ReadOnlyReason::Unreachable, Some(e))),
+        }
+    }
+
+    /// The replicas a read-only request tries, best first: **[stormcell]** healthy ones by
+    /// least replication delay; the seed design took the first enabled one.
+    fn replica_order<'a>(&self, config: &'a DbClusterConfig) -> Vec<&'a DbHostConfig> {
+        let replicas: Vec<&DbHostConfig> = config.replicas().collect();
+        if !self.profile.is_stormcell() {
+            return replicas.into_iter().take(1).collect();
+        }
+        let health = lock(&self.health);
+        let mut ranked: Vec<(bool, Duration, usize, &DbHostConfig)> = replicas
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let rec = health.get(&h.name);
+                let unhealthy = rec.is_some_and(|r| !r.record.is_healthy());
+                let delay = rec.and_then(|r| r.delay).unwrap_or(Duration::MAX);
+                (unhealthy, delay, i, h)
+            })
+            .collect();
+        ranked.sort_by_key(|&(unhealthy, delay, i, _)| (unhealthy, delay, i));
+        ranked.into_iter().map(|(.., h)| h).collect()
+    }
+
+    /// A session for one request. A write gets the primary or the read-only refusal at
+    /// once (it never waits out a lock budget on a lost primary); a read falls back to a
+    /// replica, and fails as stranded when nothing answers.
+    pub async fn connect(&self, intent: Intent) -> Result<DbLink, ClusterError> {
+        let config = self.config();
+        let (reason, primary_error) = match self.try_primary(&config).await {
+            Ok((session, host)) => {
+                self.set_mode(None);
+                {
+                    let mut epoch = lock(&self.primary_epoch);
+                    if epoch.0.as_deref() != Some(host.as_str()) {
+                        if epoch.0.is_some() {
+                            epoch.1 += 1;
+                        }
+                        epoch.0 = Some(host.clone());
+                    }
+                }
+                return Ok(DbLink {
+                    session,
+                    host,
+                    read_only: None,
+                });
+            }
+            Err(r) => r,
+        };
+        self.set_mode(Some(reason));
+        let misroute = intent == Intent::Write && self.plants.has(Bug::WriteOnReplica);
+        if intent == Intent::Write && !misroute {
+            return Err(ClusterError::ReadOnly { reason });
+        }
+        let mut errors: Vec<String> = primary_error.iter().map(ToString::to_string).collect();
+        for replica in self.replica_order(&config) {
+            match self.open(replica).await {
+                Ok(session) => {
+                    return Ok(DbLink {
+                        session,
+                        host: replica.name.clone(),
+                        // The planted bug forgets that a replica session cannot write.
+                        read_only: (!misroute).then_some(reason),
+                    });
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if intent == Intent::Write {
+            return Err(ClusterError::ReadOnly { reason });
+        }
+        Err(ClusterError::Stranded {
+            reason: if errors.is_empty() {
+                format!("{} and no replica is configured", reason.describe())
+            } else {
+                errors.join("; ")
+            },
+        })
+    }
+
+    /// How many times the primary changed under this daemon (0 until a promotion).
+    pub fn primary_epoch(&self) -> u64 {
+        lock(&self.primary_epoch).1
+    }
+
+    /// Whether the replica behind `link` can show it holds everything its primary
+    /// committed (it is streaming and has applied all it received).
+    pub fn replica_is_current(&self, host: &str) -> bool {
+        lock(&self.health)
+            .get(host)
+            .is_some_and(|h| h.streaming == Some(true) && h.caught_up)
+    }
+
+    /// Runs the health checks that are due: each enabled host gets one short connection
+    /// (no retry), a ping, and for replicas a look at their replication.
+    pub async fn check_due(&self) {
+        let config = self.config();
+        // A single host is never severed, so its health decides nothing.
+        if !config.is_clustered() {
+            return;
+        }
+        for host in config.hosts.iter().filter(|h| h.enabled) {
+            let due = {
+                let mut health = lock(&self.health);
+                let h = health.entry(host.name.clone()).or_default();
+                h.record.take_check(Instant::now(), &self.timing)
+            };
+            if !due {
+                continue;
+            }
+            let result = async {
+                let mut s = self
+                    .connector
+                    .connect(host, self.timing.unhealthy_connect)
+                    .await?;
+                s.ping().await?;
+                s.replication().await
+            }
+            .await;
+            match result {
+                Ok(state) => {
+                    {
+                        let mut health = lock(&self.health);
+                        let h = health.entry(host.name.clone()).or_default();
+                        h.delay = state.delay;
+                        h.streaming = (state.role == DbRole::Replica).then_some(state.streaming);
+                        h.caught_up = state.caught_up;
+                    }
+                    self.record(&host.name, true);
+                }
+                Err(_) => self.record(&host.name, false),
+            }
+        }
+        // A device with no traffic still learns that it recovered.
+        if self.mode() == Some(ReadOnlyReason::Severed) {
+            if let Some(primary) = config.primary() {
+                if self.is_healthy(&primary.name) {
+                    self.set_mode(None);
+                }
+            }
+        }
+    }
+
+    /// The replication status of every configured host.
+    pub fn status(&self) -> Vec<HostStatus> {
+        let config = self.config();
+        let health = lock(&self.health);
+        config
+            .hosts
+            .iter()
+            .map(|host| {
+                let h = health.get(&host.name).cloned().unwrap_or_default();
+                HostStatus {
+                    name: host.name.clone(),
+                    role: host.role,
+                    enabled: host.enabled,
+                    reachable: h.reachable,
+                    healthy: h.record.is_healthy(),
+                    delay: h.delay,
+                    slow: h.delay.is_some_and(|d| d > self.timing.slow_replica),
+                    replicating: h.streaming,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Runs the health checks forever, looking for due checks every second.
+pub async fn monitor(failover: Arc<Failover>) {
+    loop {
+        failover.check_due().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
