@@ -225,9 +225,7 @@ pub(crate) fn check(history: &History) -> Verdict {
                 .faults
                 .iter()
                 .filter(|f| {
-                    f.kind == FaultKind::Restart
-                        && f.hosts.iter().any(|h| *h == op.device)
-                        && f.at_ms >= back
+                    f.kind == FaultKind::Restart && f.hosts.contains(&op.device) && f.at_ms >= back
                 })
                 .map(|f| f.at_ms)
                 .min()

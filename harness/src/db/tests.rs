@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use stormcell_model::error::DbError;
 use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, ServiceId};
-use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName};
+use stormcell_model::ports::{DbSession, FinishWrite, LockName};
 use stormcell_model::rows::{
     Binding, Device, NewPushEvent, NewSyncEvent, PushKind, Repository, Service, SyncResult,
     Topology, WriteProps,
