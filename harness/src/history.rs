@@ -38,6 +38,59 @@ pub struct History {
     pub expect: FinalExpectation,
     /// The state of every device's working copies after the final phase.
     pub final_state: FinalState,
+    /// What the operator did, in order (histories without an operator have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator: Vec<OperatorAction>,
+}
+
+/// One operator action (PROTOCOL.md section 7) and what it printed and changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorAction {
+    /// Virtual milliseconds when the action started.
+    pub started_ms: u64,
+    /// Virtual milliseconds when it ended.
+    pub completed_ms: u64,
+    /// The command, as a person would type it.
+    pub command: String,
+    /// Whether it did what it was asked.
+    pub ok: bool,
+    /// What it answered: `ok`, the error, or why it was skipped.
+    pub result: String,
+    /// Rows deleted by a thaw: repository and device.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub demoted: Vec<RepoDevice>,
+    /// Rows inserted by a thaw's promote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promoted: Vec<RepoDevice>,
+    /// **[stormcell]** The plan the thaw printed before it acted: every ref value it said
+    /// it would discard. Absent when no plan was printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Vec<PlannedDiscard>>,
+}
+
+/// A (repository, device) pair.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RepoDevice {
+    /// Repository name.
+    pub repo: String,
+    /// Device name.
+    pub device: String,
+}
+
+/// One ref value a thaw plan said would be discarded.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlannedDiscard {
+    /// Repository name.
+    pub repo: String,
+    /// The device whose data it was.
+    pub device: String,
+    /// The ref.
+    pub name: String,
+    /// The commit.
+    pub commit: String,
+    /// Seen in a readable working copy, so it must be salvaged under
+    /// `refs/salvage/<device>/<version>/<name>` (stormcell profile).
+    pub salvageable: bool,
 }
 
 /// How a repository started.

@@ -246,6 +246,8 @@ pub fn write_reports(dir: &Path, summary: &Summary, outcome: &Outcome) -> anyhow
         verdicts: &'a [crate::checker::Verdict],
         drawn: &'a crate::runner::Drawn,
         history: &'a crate::history::History,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        status: &'a [crate::status_sampler::StatusSample],
     }
     #[derive(Serialize)]
     struct SummaryReport<'a> {
@@ -273,6 +275,7 @@ pub fn write_reports(dir: &Path, summary: &Summary, outcome: &Outcome) -> anyhow
             verdicts: &r.verdicts,
             drawn: &r.drawn,
             history: &r.history,
+            status: &r.status,
         };
         let path = dir.join(format!(
             "{}-seed{}-{}{}.json",

@@ -24,7 +24,9 @@ use crate::history::{
 };
 use crate::nemesis::{self, Action, Planned, DB_HOST};
 use crate::net::SimNet;
+use crate::operator::{lock_board, DriverRequest, OperatorBoard, OperatorRun};
 use crate::scenario::{InitialRows, Scenario};
+use crate::status_sampler::{self, StatusSample};
 use crate::store::{Commit, SimStore};
 use crate::trace::{Trace, TraceEntry};
 use crate::workload::{Client, ClientSetup, Recorder, DEVICE_PORT};
@@ -44,6 +46,7 @@ mod streams {
     pub const CRASH: u64 = 3;
     pub const DATABASE: u64 = 4;
     pub const CLIENTS: u64 = 100;
+    pub const OPERATOR: u64 = 900;
     pub const DEVICES: u64 = 1000;
 }
 
@@ -140,6 +143,8 @@ pub struct RunResult {
     pub sim_error: Option<String>,
     /// Per device, milliseconds spent read-only by reason.
     pub read_only_ms: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The service status sampled over the run (scenarios with an operator).
+    pub status: Vec<StatusSample>,
 }
 
 impl RunResult {
@@ -171,6 +176,8 @@ fn device_name(i: u32) -> String {
 /// The cluster's starting state.
 struct Setup {
     devices: Vec<String>,
+    /// Devices running from the start but not registered (an operator adds them).
+    spares: Vec<String>,
     repos: Vec<RepoId>,
     branches: Vec<String>,
     starts: Vec<RepositoryStart>,
@@ -182,6 +189,9 @@ fn setup(scenario: &Scenario, rng: &mut rand_chacha::ChaCha8Rng) -> Setup {
     let n_devices = scenario.topology.devices.draw(rng);
     let n_repos = scenario.topology.repositories.draw(rng);
     let devices: Vec<String> = (0..n_devices).map(device_name).collect();
+    let spares: Vec<String> = (n_devices..n_devices + scenario.topology.spare_devices)
+        .map(device_name)
+        .collect();
     let repos: Vec<RepoId> = (0..n_repos)
         .map(|i| RepoId::new(format!("R{}", i + 1)))
         .collect();
@@ -220,7 +230,7 @@ fn setup(scenario: &Scenario, rng: &mut rand_chacha::ChaCha8Rng) -> Setup {
             repo.clone(),
             Repository {
                 id: repo.clone(),
-                service: Some(service.clone()),
+                service: scenario.topology.clustered.then(|| service.clone()),
                 maintenance: None,
             },
         );
@@ -249,6 +259,7 @@ fn setup(scenario: &Scenario, rng: &mut rand_chacha::ChaCha8Rng) -> Setup {
     }
     Setup {
         devices,
+        spares,
         repos,
         branches,
         starts,
@@ -315,9 +326,10 @@ pub fn run(spec: &RunSpec) -> RunResult {
     };
     let plants = Plants::with(spec.plant);
     let mut stores: BTreeMap<String, SimStore> = BTreeMap::new();
-    for (i, name) in setup.devices.iter().enumerate() {
+    for (i, name) in setup.devices.iter().chain(&setup.spares).enumerate() {
         let store = SimStore::new();
-        for (repo, start) in setup.repos.iter().zip(&setup.starts) {
+        let seeded = i < setup.devices.len();
+        for (repo, start) in setup.repos.iter().zip(&setup.starts).filter(|_| seeded) {
             let root = format!("root-{repo}");
             store.seed_repo(
                 repo.as_str(),
@@ -405,10 +417,23 @@ pub fn run(spec: &RunSpec) -> RunResult {
             stream_rng(seed, streams::CLIENTS + 99),
             initial.clone(),
         );
-        let devices = device_ids.clone();
+        let all_devices: Vec<DeviceId> = setup
+            .devices
+            .iter()
+            .chain(&setup.spares)
+            .cloned()
+            .map(DeviceId::new)
+            .collect();
+        let ask_database = scenario.operator.is_active();
         let repos = setup.repos.clone();
         sim.client("prober", async move {
             tokio::time::sleep(Duration::from_millis(final_start_ms)).await;
+            // After an operator changed bindings, probe the devices active at the end.
+            let devices = if ask_database {
+                active_at_end(&all_devices).await
+            } else {
+                all_devices
+            };
             for repo in &repos {
                 for device in &devices {
                     prober.read(repo, Phase::Final, Some(device)).await;
@@ -429,6 +454,61 @@ pub fn run(spec: &RunSpec) -> RunResult {
         });
     }
 
+    // The operator.
+    let operator_board = Arc::new(Mutex::new(OperatorBoard::default()));
+    let actions = Arc::new(Mutex::new(Vec::new()));
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    if scenario.operator.is_active() {
+        let run = OperatorRun {
+            admin: Arc::new(stormcell_model::admin::Admin::new(
+                config.clone(),
+                plants,
+                stormcell_model::admin::AdminPorts {
+                    db: Arc::new(db::SimDb::new(format!("{DB_HOST}:{DB_PORT}"))),
+                    net: Arc::new(SimNet::new()),
+                    clock: Arc::new(SimClock {
+                        epoch_ms: 1_750_000_000_000,
+                    }),
+                    rng: Arc::new(SimRandom::new(seed, streams::OPERATOR)),
+                    events: Arc::new(SimEvents {
+                        host: "operator".to_owned(),
+                        trace: trace.clone(),
+                        modes: None,
+                    }),
+                },
+            )),
+            script: scenario.operator.clone(),
+            devices: setup.devices.clone(),
+            service: ServiceId::from("svc"),
+            stores: stores.clone(),
+            board: Arc::clone(&operator_board),
+            recorder: recorder.clone(),
+            trace: trace.clone(),
+            actions: Arc::clone(&actions),
+            workload_ms,
+        };
+        let every = Duration::from_secs(scenario.operator.sampling_s());
+        let samples = Arc::clone(&samples);
+        sim.client("operator", async move {
+            if !every.is_zero() {
+                tokio::spawn(status_sampler::run(
+                    Arc::clone(&run.admin),
+                    run.service.clone(),
+                    every,
+                    final_start_ms,
+                    samples,
+                ));
+            }
+            run.run().await;
+            // Keep the host (and the sampler) alive until the final phase.
+            let now = crate::trace::sim_now_ms();
+            if now < final_start_ms {
+                tokio::time::sleep(Duration::from_millis(final_start_ms - now)).await;
+            }
+            Ok(())
+        });
+    }
+
     // Drive.
     let mut crash_rng = stream_rng(seed, streams::CRASH);
     let mut driver = Driver {
@@ -440,6 +520,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         timers: Vec::new(),
         db: db_cluster.clone(),
         lost: BTreeSet::new(),
+        board: Arc::clone(&operator_board),
     };
     let mut pending: std::collections::VecDeque<Planned> = schedule.into_iter().collect();
     let mut healed = false;
@@ -464,6 +545,10 @@ pub fn run(spec: &RunSpec) -> RunResult {
                 std::mem::take(&mut board.lock().unwrap_or_else(|e| e.into_inner()).triggered);
             for t in triggered {
                 driver.triggered(&mut sim, &stores, &mut crash_rng, now, t);
+            }
+            let requests = std::mem::take(&mut lock_board(&operator_board).requests);
+            for r in requests {
+                driver.request(&mut sim, &stores, &mut crash_rng, now, r);
             }
             driver.run_timers(&mut sim, now);
             if now >= workload_ms {
@@ -491,8 +576,28 @@ pub fn run(spec: &RunSpec) -> RunResult {
         Profile::Stormcell => scenario.expect.stormcell,
         Profile::Phabricator => scenario.expect.phabricator,
     };
+    // Devices with an active binding at the end, as the database says.
+    let active_devices: Vec<String> = {
+        // Read off the primary's tables (any host's when none is configured).
+        let host = db_cluster
+            .primary()
+            .and_then(|p| db_cluster.hosts.get(&p).cloned())
+            .or_else(|| db_cluster.hosts.values().next().cloned());
+        let topology = host
+            .map(|h| db::lock_state(&h).tables.topology().clone())
+            .unwrap_or_else(|| setup.topology.clone());
+        let mut v: Vec<String> = topology
+            .bindings
+            .iter()
+            .filter(|b| b.is_active())
+            .map(|b| b.device.to_string())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
     let final_state = FinalState {
-        active_devices: setup.devices.clone(),
+        active_devices,
         refs: stores
             .iter()
             .map(|(d, s)| (d.clone(), s.snapshot_refs()))
@@ -541,8 +646,10 @@ pub fn run(spec: &RunSpec) -> RunResult {
         }),
         expect,
         final_state,
+        operator: actions.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     };
     let verdicts = checker::check_all(&history);
+    let status: Vec<StatusSample> = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
     trace.record(
         virtual_ms,
         "harness",
@@ -564,6 +671,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         freezes,
         sim_error,
         read_only_ms: read_only_time(&modes, &driver.faults, virtual_ms),
+        status,
     }
 }
 
@@ -605,6 +713,30 @@ fn read_only_time(
         close(device, since, was, end_ms);
     }
     out
+}
+
+/// The devices actively bound at the end, read from the database (all of them when it
+/// cannot be read).
+async fn active_at_end(all: &[DeviceId]) -> Vec<DeviceId> {
+    let client = db::SimDb::new(format!("{DB_HOST}:{DB_PORT}"));
+    let topology = match client.open().await {
+        Ok(mut s) => stormcell_model::ports::DbSession::topology(&mut s)
+            .await
+            .ok(),
+        Err(_) => None,
+    };
+    let Some(topology) = topology else {
+        return all.to_vec();
+    };
+    all.iter()
+        .filter(|d| {
+            topology
+                .bindings
+                .iter()
+                .any(|b| &b.device == *d && b.is_active())
+        })
+        .cloned()
+        .collect()
 }
 
 /// How the final probes went.
@@ -665,6 +797,8 @@ struct Driver {
     db: db::SimDbCluster,
     /// Hosts lost for good: healing does not bring them back.
     lost: BTreeSet<String>,
+    /// Shared with the operator: what was struck or cut, what is down, its requests.
+    board: Arc<Mutex<OperatorBoard>>,
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -715,6 +849,11 @@ impl Driver {
             None => detail,
         };
         self.event(now, FaultKind::Strike, vec![device.to_owned()], detail);
+        {
+            let mut board = lock_board(&self.board);
+            board.struck.push(device.to_owned());
+            board.down.insert(device.to_owned());
+        }
         let until = down_ms.map_or(u64::MAX, |d| now + d);
         let entry = self.down_until.entry(device.to_owned()).or_insert(0);
         *entry = (*entry).max(until);
@@ -865,6 +1004,7 @@ impl Driver {
             }
             ArmedAction::DropDbLink { duration } => {
                 let detail = format!("database link drop at {} on {}", t.point.name(), t.repo);
+                lock_board(&self.board).cut.push(t.device.clone());
                 self.cut(
                     sim,
                     now,
@@ -873,6 +1013,45 @@ impl Driver {
                     now + duration.as_millis() as u64,
                     &detail,
                 );
+            }
+        }
+    }
+
+    /// Applies what the operator asked for.
+    fn request(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        stores: &BTreeMap<String, SimStore>,
+        rng: &mut rand_chacha::ChaCha8Rng,
+        now: u64,
+        r: DriverRequest,
+    ) {
+        match r {
+            DriverRequest::Strike { device, down_ms } => self.strike(
+                sim,
+                stores,
+                rng,
+                now,
+                &device,
+                down_ms,
+                "struck by the operator".to_owned(),
+            ),
+            DriverRequest::Restart { device } => {
+                self.end(sim, now, Timer::Restart(device), true);
+            }
+            DriverRequest::Partition { a, b, duration_ms } => {
+                for x in &a {
+                    for y in &b {
+                        self.cut(
+                            sim,
+                            now,
+                            x,
+                            y,
+                            now + duration_ms,
+                            "partition by the operator",
+                        );
+                    }
+                }
             }
         }
     }
@@ -903,6 +1082,7 @@ impl Driver {
                     return;
                 }
                 if (force || until <= now) && self.down_until.remove(&d).is_some() {
+                    lock_board(&self.board).down.remove(&d);
                     sim.bounce(d.as_str());
                     self.event(now, FaultKind::Restart, vec![d], String::new());
                 }

@@ -200,6 +200,13 @@ impl CrashReport {
     }
 }
 
+/// A copy of every working copy of a device, as a backup keeps it: what a read saw at the
+/// time, all of it durable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreBackup {
+    repos: BTreeMap<RepoId, RepoState>,
+}
+
 /// The simulated working copies of one device. Cloning shares the same state.
 #[derive(Debug, Clone, Default)]
 pub struct SimStore {
@@ -259,6 +266,32 @@ impl SimStore {
             );
         }
         report
+    }
+
+    /// Takes a backup of every working copy.
+    pub fn backup(&self) -> StoreBackup {
+        let st = self.lock();
+        let repos = st
+            .repos
+            .iter()
+            .map(|(repo, state)| {
+                let mut durable = state.durable.clone();
+                for op in state.pending.iter().cloned() {
+                    durable.apply(op);
+                }
+                let copy = RepoState {
+                    durable,
+                    pending: Vec::new(),
+                };
+                (repo.clone(), copy)
+            })
+            .collect();
+        StoreBackup { repos }
+    }
+
+    /// Replaces every working copy with a backup's (a device rebuilt from backups).
+    pub fn restore(&self, backup: &StoreBackup) {
+        self.lock().repos = backup.repos.clone();
     }
 
     /// The refs a read would see, per repository (for the final state).

@@ -31,13 +31,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    fn next_id(&self) -> u64 {
+    /// A fresh operation id.
+    pub fn next_id(&self) -> u64 {
         let mut id = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
         *id += 1;
         *id
     }
 
-    fn push(&self, op: Operation) {
+    /// Records a finished operation.
+    pub fn push(&self, op: Operation) {
         self.ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
     }
 

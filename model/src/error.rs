@@ -159,6 +159,17 @@ pub enum ClusterError {
         /// This device.
         device: DeviceId,
     },
+    /// Section 7.5: the device's binding is set to Prevent Writes.
+    #[error(
+        "Device \"{device}\" takes no writes for repository \"{repo}\" (its binding is set to \
+         Prevent Writes). Push to another device of the service."
+    )]
+    WritesPrevented {
+        /// The repository.
+        repo: RepoId,
+        /// This device.
+        device: DeviceId,
+    },
     /// Section 2: a lock wait ran past its budget.
     #[error(
         "Timed out after {waited:?} waiting for the {lock} lock of repository \"{repo}\"{holder}. \
@@ -256,7 +267,9 @@ impl ClusterError {
             ClusterError::WriteInterruption { .. } => ErrorCode::WriteInterruption,
             ClusterError::LeaderLost { .. } => ErrorCode::LeaderLost,
             ClusterError::AmbiguousLeader { .. } => ErrorCode::AmbiguousLeader,
-            ClusterError::NotBound { .. } => ErrorCode::NotBound,
+            ClusterError::NotBound { .. } | ClusterError::WritesPrevented { .. } => {
+                ErrorCode::NotBound
+            }
             ClusterError::LockTimeout { .. } => ErrorCode::LockTimeout,
             ClusterError::Rejected(_) => ErrorCode::Rejected,
             ClusterError::Database(_) => ErrorCode::DatabaseUnavailable,

@@ -5,6 +5,7 @@
 //! Everything here talks to the world only through the [`ports`]; the daemon and the
 //! simulator run this same code over their own implementations of them.
 
+pub mod admin;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -24,11 +24,19 @@ pub enum Bug {
     NeverRecover,
     /// A write goes out on a replica connection while read-only.
     WriteOnReplica,
+    /// A thaw's promote ignores existing version rows and makes the device a leader at the
+    /// current largest version.
+    PromoteWithRows,
+    /// A thaw's demote deletes rows without holding the repository's write lock.
+    DemoteWithoutLock,
+    /// Service status counts only devices that take writes, as if a binding set to
+    /// Prevent Writes were inactive.
+    StatusIgnoresInactive,
 }
 
 impl Bug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 11] = [
         Bug::SkipReadSync,
         Bug::AckBeforeVersionBump,
         Bug::ReleaseLockBeforeClearWriting,
@@ -37,6 +45,9 @@ impl Bug {
         Bug::TrustReplicaVersions,
         Bug::NeverRecover,
         Bug::WriteOnReplica,
+        Bug::PromoteWithRows,
+        Bug::DemoteWithoutLock,
+        Bug::StatusIgnoresInactive,
     ];
 
     /// The bug's name on the command line.
@@ -50,6 +61,9 @@ impl Bug {
             Bug::TrustReplicaVersions => "trust-replica-versions",
             Bug::NeverRecover => "never-recover",
             Bug::WriteOnReplica => "write-on-replica",
+            Bug::PromoteWithRows => "promote-with-rows",
+            Bug::DemoteWithoutLock => "demote-without-lock",
+            Bug::StatusIgnoresInactive => "status-ignores-inactive",
         }
     }
 
@@ -68,6 +82,13 @@ impl Bug {
             }
             Bug::NeverRecover => "stay read-only after the primary database is healthy again",
             Bug::WriteOnReplica => "send a write on a replica connection while read-only",
+            Bug::PromoteWithRows => {
+                "promote a device to leader at the current version even though rows exist"
+            }
+            Bug::DemoteWithoutLock => "demote a device without taking the write lock",
+            Bug::StatusIgnoresInactive => {
+                "leave devices set to Prevent Writes out of the service sync status"
+            }
         }
     }
 }

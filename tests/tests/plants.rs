@@ -56,6 +56,42 @@ fn skip_fsync_is_caught() {
 }
 
 #[test]
+fn promote_with_rows_is_caught() {
+    caught(Bug::PromoteWithRows, "thaw-loss-of-leaders", 300);
+}
+
+#[test]
+fn demote_without_lock_is_caught() {
+    caught(Bug::DemoteWithoutLock, "maintenance-lock-interrupted", 300);
+}
+
+#[test]
+fn status_ignores_inactive_is_caught() {
+    caught(Bug::StatusIgnoresInactive, "contract", 300);
+}
+
+#[test]
+fn determinism_of_operator_scenarios() {
+    for name in [
+        "demote-during-write",
+        "maintenance-lock",
+        "demote-all-promote",
+    ] {
+        let s = scenario::builtin_named(name).expect("built-in scenario");
+        let spec = RunSpec {
+            scenario: s,
+            seed: 1,
+            profile: Profile::Stormcell,
+            plant: None,
+            keep_trace: true,
+        };
+        let (a, b) = (run(&spec), run(&spec));
+        assert_eq!(a.trace_hash, b.trace_hash, "{name}");
+        assert_eq!(a.trace, b.trace, "{name}");
+    }
+}
+
+#[test]
 fn determinism_same_seed_same_trace() {
     let s = scenario::builtin_named("swarm").expect("built-in scenario");
     for seed in 0..3 {

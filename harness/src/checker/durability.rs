@@ -4,10 +4,17 @@
 //! active at the end must hold `name` at `new` or a descendant of it. Only a run expected to
 //! converge is judged: when the run ends frozen (write interruption, ambiguous leader) the
 //! devices may legitimately disagree until a person acts, so the checker says it skipped.
+//!
+//! An update may be missing only when an operator action discarded it on purpose: the plan
+//! that action printed listed the ref at that commit or a descendant, and, under the
+//! stormcell profile, when the plan saw it in a readable working copy, some active device
+//! keeps it under `refs/salvage/<device>/<version>/<ref>`. Values a plan listed that
+//! survive after all are counted in a note.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{expectation_name, secs, seen_ref, CheckerId, Context, Verdict, Violation};
+use super::discards::{salvaged_in, Discards};
+use super::{end_of_run, expectation_name, secs, seen_ref, CheckerId, Context, Verdict, Violation};
 use crate::history::{FinalExpectation, History, OpKind};
 
 /// Runs the durability checker.
@@ -35,6 +42,10 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
             .push("no active devices at the end: nothing to hold the pushes".to_owned());
     }
 
+    let discards = Discards::of(history);
+    let stormcell = history.profile == "stormcell";
+    let end_ms = end_of_run(history);
+    let mut excused = 0usize;
     let mut pushes = 0usize;
     let mut updates_checked = 0usize;
     // A device without any refs for a repository is reported once, not once per update.
@@ -93,6 +104,47 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
                 if holds {
                     continue;
                 }
+                if let Some(listed) =
+                    discards.covering(graph, &op.repo, &update.name, &update.new, end_ms)
+                {
+                    // Discarded on purpose, as the plan said. Under stormcell what the plan
+                    // saw in a working copy must still be kept under a salvage ref.
+                    let salvaged = !stormcell
+                        || !listed.salvageable
+                        || active.iter().any(|d| {
+                            history
+                                .final_state
+                                .refs
+                                .get(*d)
+                                .and_then(|repos| repos.get(&op.repo))
+                                .is_some_and(|r| {
+                                    salvaged_in(graph, r, listed.device, &update.name, &update.new)
+                                })
+                        });
+                    if salvaged {
+                        excused += 1;
+                        continue;
+                    }
+                    verdict.violations.push(Violation {
+                        checker: CheckerId::Durability,
+                        op: Some(op.id),
+                        device: Some(device.to_owned()),
+                        repo: Some(op.repo.clone()),
+                        at_ms: op.completed_ms,
+                        expected: format!(
+                            "refs/salvage/{}/*/{} at {} or a descendant on some active device",
+                            listed.device, update.name, update.new
+                        ),
+                        seen: "no such salvage ref".to_owned(),
+                        explanation: format!(
+                            "push op {} was acknowledged, then discarded by `{}`, whose plan \
+                             listed {} at {} from the working copy of {}; under the stormcell \
+                             profile it must be recoverable from the salvage refs, and it is not",
+                            op.id, listed.command, update.name, listed.commit, listed.device
+                        ),
+                    });
+                    continue;
+                }
                 let seen = seen_ref(refs, &update.name);
                 verdict.violations.push(Violation {
                     checker: CheckerId::Durability,
@@ -111,7 +163,7 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
                     explanation: format!(
                         "push op {} to {} was acknowledged at {} but active device {device} \
                          ends with {} at {seen}, which does not contain {}: the acknowledged \
-                         push was lost",
+                         push was lost, and no plan printed by an operator action listed it",
                         op.id,
                         op.device,
                         secs(op.completed_ms),
@@ -127,7 +179,53 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
          final refs of {} active devices",
         active.len()
     ));
+    if !discards.listed.is_empty() || excused > 0 {
+        verdict.notes.push(format!(
+            "operator plans listed {} ref values; {excused} acknowledged updates missing at \
+             the end were among them",
+            discards.listed.len()
+        ));
+        let kept = over_listed(history, ctx, &discards, &active);
+        if !kept.is_empty() {
+            verdict.notes.push(format!(
+                "listed as discarded but kept after all: {}",
+                kept.join("; ")
+            ));
+        }
+    }
     verdict
+}
+
+/// Values a plan listed as discarded that survive under their own name. Listing too much
+/// is not a loss (a leader may synchronize from the device while the operator reads the
+/// plan), so these are counted in a note; listing too little is what the loss check above
+/// catches.
+fn over_listed(
+    history: &History,
+    ctx: &Context,
+    discards: &Discards<'_>,
+    active: &[&str],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in &discards.listed {
+        let graph = ctx.graph(l.repo);
+        let survived = active.iter().find(|device| {
+            history
+                .final_state
+                .refs
+                .get(**device)
+                .and_then(|repos| repos.get(l.repo))
+                .and_then(|refs| refs.get(l.name))
+                .is_some_and(|value| graph.is_descendant_or_equal(value, l.commit))
+        });
+        if let Some(device) = survived {
+            out.push(format!(
+                "{} {} at {} (on {device})",
+                l.repo, l.name, l.commit
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -25,6 +25,11 @@
 //!   lasts at least [`SESSION_EXPIRING_HOLD_MS`] (long enough to expire the database
 //!   session; an unhealed fault lasts to the end of the history).
 //!
+//! - (e) Operator actions (PROTOCOL.md 7.1): a promote ends an ambiguous leader, so
+//!   operations on the repository invoked after it are judged by the other rules; a demote
+//!   may leave a repository without rows, so an ambiguous-leader refusal after a demote of
+//!   that repository is justified.
+//!
 //! Other refusals are not judged here; the notes count refusals by kind.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,6 +61,30 @@ pub(crate) fn check(history: &History) -> Verdict {
     } else {
         BTreeSet::new()
     };
+    // (e) When the operator promoted or demoted each repository first.
+    // An action takes effect between its start and its end: operations overlapping it may
+    // see either side.
+    let mut promoted_at: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut demoted_at: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut promote_ended: BTreeMap<&str, u64> = BTreeMap::new();
+    for action in history.operator.iter().filter(|a| a.ok) {
+        for p in &action.promoted {
+            let end = promote_ended
+                .entry(p.repo.as_str())
+                .or_insert(action.completed_ms);
+            *end = (*end).min(action.completed_ms);
+            let at = promoted_at
+                .entry(p.repo.as_str())
+                .or_insert(action.started_ms);
+            *at = (*at).min(action.started_ms);
+        }
+        for d in &action.demoted {
+            let at = demoted_at
+                .entry(d.repo.as_str())
+                .or_insert(action.started_ms);
+            *at = (*at).min(action.started_ms);
+        }
+    }
     let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
     let mut ambiguous_ops = 0usize;
     let mut tolerated = 0usize;
@@ -88,7 +117,10 @@ pub(crate) fn check(history: &History) -> Verdict {
         }
 
         // (b)
-        if ambiguous.contains(op.repo.as_str()) {
+        let promoted_before = promoted_at
+            .get(op.repo.as_str())
+            .is_some_and(|&at| at <= op.completed_ms);
+        if ambiguous.contains(op.repo.as_str()) && !promoted_before {
             ambiguous_ops += 1;
             let wrong = match refusal {
                 None => op.outcome.is_ok(),
@@ -121,6 +153,14 @@ pub(crate) fn check(history: &History) -> Verdict {
         }
 
         match refusal {
+            Some(ErrorKind::AmbiguousLeader)
+                if demoted_at
+                    .get(op.repo.as_str())
+                    .is_some_and(|&at| at <= op.completed_ms)
+                    || (ambiguous.contains(op.repo.as_str())
+                        && promote_ended
+                            .get(op.repo.as_str())
+                            .is_some_and(|&end| op.invoked_ms <= end)) => {}
             Some(ErrorKind::AmbiguousLeader) => {
                 let why = if !history.repositories.iter().any(|r| r.name == op.repo) {
                     format!("{} is not among the history's repositories", op.repo)

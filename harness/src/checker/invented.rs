@@ -133,6 +133,9 @@ impl<'a> Allowed<'a> {
                 .pushed
                 .get(&(repo, name))
                 .is_some_and(|set| set.contains(commit))
+            // A salvage ref keeps a value its original ref had (PROTOCOL.md 7.1).
+            || super::discards::salvaged_name(name)
+                .is_some_and(|(_, original)| self.allows(repo, original, commit))
     }
 }
 

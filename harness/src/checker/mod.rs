@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::history::{ErrorKind, FinalExpectation, History, Operation, Outcome, Refs};
 
 pub mod convergence;
+pub mod discards;
 pub mod durability;
 pub mod freeze;
 pub mod graph;

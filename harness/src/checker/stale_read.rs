@@ -9,6 +9,8 @@
 //!   each `(name, c)` R1 saw, where `c` is an initial commit or the commit of a push with
 //!   outcome Ok, must show in R as `name` at `c` or a descendant. Commits only pushes of
 //!   unknown outcome produced are left out: such a write may legitimately vanish.
+//! - Values an operator action discarded are exempt from both rules for reads that end
+//!   after the action began, when the plan it printed listed them (or a descendant).
 //!
 //! Rather than compare every pair, the reads and pushes of each repository are swept in
 //! time order while keeping, per ref, a "high-water mark": the commits that every later read
@@ -18,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::discards::Discards;
 use super::graph::CommitGraph;
 use super::{ok_read, secs, seen_ref, CheckerId, Context, Verdict, Violation};
 use crate::history::{History, OpKind, Operation, Outcome};
@@ -74,6 +77,7 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
 
     let mut totals = Totals::default();
     let empty = BTreeSet::new();
+    let discards = Discards::of(history);
     for (repo, ops) in &by_repo {
         let pinnable = pinnable.get(repo).unwrap_or(&empty);
         check_repo(
@@ -81,6 +85,7 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
             ops,
             ctx.graph(repo),
             pinnable,
+            &discards,
             &mut verdict,
             &mut totals,
         );
@@ -116,6 +121,7 @@ fn check_repo(
     ops: &[&Operation],
     graph: &CommitGraph,
     pinnable: &BTreeSet<&str>,
+    discards: &Discards<'_>,
     verdict: &mut Verdict,
     totals: &mut Totals,
 ) {
@@ -194,9 +200,14 @@ fn check_repo(
         let Some((refs, _)) = ok_read(read) else {
             continue;
         };
+        // A value an operator's plan listed as discarded need not show in a read that ended
+        // after the discarding action began (PROTOCOL.md 7.1).
         let contains = |name: &str, commit: &str| {
             refs.get(name)
                 .is_some_and(|have| graph.is_descendant_or_equal(have, commit))
+                || discards
+                    .covering(graph, repo, name, commit, read.completed_ms)
+                    .is_some()
         };
         // One violation per read and ref: a read that misses an acknowledged push usually
         // also goes backwards, and saying so twice adds nothing.

@@ -94,6 +94,7 @@ impl HistoryBuilder {
                     active_devices: devices,
                     refs: final_refs,
                 },
+                operator: Vec::new(),
             },
             next_id: 1,
             repo: "repo1".to_owned(),

@@ -269,6 +269,28 @@ fn print_verdict(r: &runner::RunResult) {
         r.profile,
         r.plant.map(|b| format!(" plant {b}")).unwrap_or_default()
     );
+    for a in &r.history.operator {
+        println!(
+            "operator at {}: {}: {}",
+            checker::secs(a.started_ms),
+            a.command,
+            a.result
+        );
+        for d in a.plan.iter().flatten() {
+            println!(
+                "    plan listed {} {} at {} on {}{}",
+                d.repo,
+                d.name,
+                d.commit,
+                d.device,
+                if d.salvageable { " (salvaged)" } else { "" }
+            );
+        }
+    }
+    if !r.status.is_empty() {
+        println!("service status over time:");
+        print!("{}", stormcell_harness::status_sampler::render(&r.status));
+    }
     println!("final state: {}", r.final_outcome.name());
     for (device, reasons) in &r.read_only_ms {
         let spent: Vec<String> = reasons

@@ -218,7 +218,7 @@ impl SimDbSession {
         self.broken.is_some()
     }
 
-    async fn call(&mut self, req: DbRequest) -> Result<DbResponse, DbError> {
+    pub(super) async fn call(&mut self, req: DbRequest) -> Result<DbResponse, DbError> {
         if let Some(reason) = &self.broken {
             return Err(DbError::Connection(reason.clone()));
         }

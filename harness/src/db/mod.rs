@@ -6,6 +6,7 @@
 //! outside the host's software, so they survive a crash of that software; sessions and their
 //! locks do not.
 
+pub mod admin;
 pub mod client;
 pub mod cluster;
 pub mod replication;
@@ -16,6 +17,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use admin::{execute_admin, AdminRequest};
 pub use client::{DbClientConfig, SimDb, SimDbSession};
 pub use cluster::{Promotion, SimDbCluster, DB_PORT};
 pub use replication::{LogEntry, ReplicaState};

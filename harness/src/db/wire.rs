@@ -98,6 +98,11 @@ pub enum DbRequest {
     },
     /// The client ends the session: its locks are released at once. Not answered.
     Close,
+    /// An administrative request (see [`super::admin`]).
+    Admin {
+        /// The request.
+        request: super::admin::AdminRequest,
+    },
 }
 
 impl DbRequest {
@@ -120,6 +125,7 @@ impl DbRequest {
             DbRequest::Replication => "replication",
             DbRequest::Replicate { .. } => "replicate",
             DbRequest::Close => "close",
+            DbRequest::Admin { .. } => "admin",
         }
     }
 
@@ -143,6 +149,7 @@ impl DbRequest {
             | DbRequest::Replication
             | DbRequest::Replicate { .. }
             | DbRequest::Close => false,
+            DbRequest::Admin { request } => request.is_write(),
         }
     }
 }
@@ -181,6 +188,8 @@ pub enum DbResponse {
         /// The newest sequence number on the primary.
         head: u64,
     },
+    /// `push_events`.
+    PushEvents(Vec<stormcell_model::rows::PushEvent>),
     /// The database refused the request (a query error).
     Error(String),
 }
@@ -236,5 +245,6 @@ pub fn execute(tables: &mut Tables, session: SessionId, req: &DbRequest) -> DbRe
             tables.release_session(session);
             DbResponse::Done
         }
+        DbRequest::Admin { request } => super::admin::execute_admin(tables, request),
     }
 }

@@ -12,6 +12,7 @@
 
 mod database;
 mod locate;
+mod operator;
 mod range;
 mod validate;
 
@@ -25,6 +26,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 pub use self::database::{Database, Flaps, PrimaryCuts, PrimaryStrikes, ReplicaLag};
+pub use self::operator::{Action, Condition, Operator, Step, ThawStep};
 pub use self::range::Range;
 use crate::history::FinalExpectation;
 
@@ -48,6 +50,8 @@ pub struct Scenario {
     pub faults: Faults,
     /// The final state each profile must reach.
     pub expect: Expect,
+    /// What the operator does, if anything.
+    pub operator: Operator,
 }
 
 /// The cluster a run builds.
@@ -64,6 +68,13 @@ pub struct Topology {
     /// One-way latency of every simulated link, drawn per link.
     #[serde(default = "default_link_latency_ms")]
     pub link_latency_ms: Range<u64>,
+    /// Devices that run from the start but are not registered: an operator step adds them
+    /// (expanding the cluster). They are named after the others.
+    #[serde(default)]
+    pub spare_devices: u32,
+    /// Whether repositories start on the service; if not, an operator clusterizes them.
+    #[serde(default = "yes")]
+    pub clustered: bool,
 }
 
 /// The version rows a repository starts with.
@@ -366,6 +377,8 @@ struct ScenarioFile {
     faults: Faults,
     #[serde(default)]
     expect: Expect,
+    #[serde(default)]
+    operator: Operator,
 }
 
 impl Scenario {
@@ -435,9 +448,14 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/ambiguous-leader.toml"),
     ),
     (
+        "ambiguous-promote",
+        include_str!("../../../scenarios/ambiguous-promote.toml"),
+    ),
+    (
         "contention",
         include_str!("../../../scenarios/contention.toml"),
     ),
+    ("contract", include_str!("../../../scenarios/contract.toml")),
     ("db-flap", include_str!("../../../scenarios/db-flap.toml")),
     (
         "db-link-drop",
@@ -460,6 +478,15 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/db-stale-replica.toml"),
     ),
     (
+        "demote-all-promote",
+        include_str!("../../../scenarios/demote-all-promote.toml"),
+    ),
+    (
+        "demote-during-write",
+        include_str!("../../../scenarios/demote-during-write.toml"),
+    ),
+    ("expand", include_str!("../../../scenarios/expand.toml")),
+    (
         "lightning",
         include_str!("../../../scenarios/lightning.toml"),
     ),
@@ -468,11 +495,27 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/loss-of-leaders.toml"),
     ),
     (
+        "maintenance-lock",
+        include_str!("../../../scenarios/maintenance-lock.toml"),
+    ),
+    (
+        "maintenance-lock-interrupted",
+        include_str!("../../../scenarios/maintenance-lock-interrupted.toml"),
+    ),
+    (
         "partition",
         include_str!("../../../scenarios/partition.toml"),
     ),
     ("steady", include_str!("../../../scenarios/steady.toml")),
     ("swarm", include_str!("../../../scenarios/swarm.toml")),
+    (
+        "thaw-loss-of-leaders",
+        include_str!("../../../scenarios/thaw-loss-of-leaders.toml"),
+    ),
+    (
+        "thaw-write-interruption",
+        include_str!("../../../scenarios/thaw-write-interruption.toml"),
+    ),
     (
         "write-interruption",
         include_str!("../../../scenarios/write-interruption.toml"),
@@ -570,6 +613,7 @@ pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
         workload: file.workload,
         faults: file.faults,
         expect: file.expect,
+        operator: file.operator,
     };
     validate::check(&scenario).map_err(|invalid| {
         let offset = locator

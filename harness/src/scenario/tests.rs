@@ -409,3 +409,23 @@ fn summary_is_one_line() {
         .summary()
         .contains("seeded mix of strikes"));
 }
+
+#[test]
+fn operator_steps_are_validated_with_their_field() {
+    let text = format!(
+        "{MINIMAL}\n[[operator.steps]]\nat_s = 5\naction = {{ thaw = {{ demote = \"repo009\", repos = [\"R1\"] }} }}\n"
+    );
+    let e = error_of(&text);
+    assert_eq!(e.field.as_deref(), Some("operator.steps[0].action"), "{e}");
+    assert!(e.message.contains("no device `repo009`"), "{e}");
+    assert!(e.line.is_some(), "{e}");
+
+    let text = format!("{MINIMAL}\n[[operator.steps]]\naction = \"confirm\"\n");
+    let e = error_of(&text);
+    assert_eq!(e.field.as_deref(), Some("operator.steps[0].action"), "{e}");
+    assert!(e.message.contains("needs a `lock` step"), "{e}");
+
+    let text = format!("{MINIMAL}\n[[operator.steps]]\naction = {{ dance = {{}} }}\n");
+    let e = error_of(&text);
+    assert!(e.message.contains("dance"), "{e}");
+}

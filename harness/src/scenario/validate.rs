@@ -136,6 +136,25 @@ pub(super) fn check(scenario: &Scenario) -> Checked {
         ordered("faults.slow_links.count", &slow.count)?;
         ordered("faults.slow_links.hold_ms", &slow.hold_ms)?;
     }
+    if topology.spare_devices > 0 && topology.devices.min != topology.devices.max {
+        return invalid(
+            "topology.spare_devices",
+            "spare devices need a fixed number of devices (spares are named after them)",
+        );
+    }
+    within(
+        "topology.spare_devices",
+        &Range::exactly(topology.spare_devices),
+        0,
+        9 - topology.devices.max.min(9),
+    )?;
+    super::operator::check(
+        &scenario.operator,
+        topology.devices.max,
+        topology.spare_devices,
+        topology.repositories.max,
+        workload.duration_s,
+    )?;
     check_database(scenario)
 }
 

@@ -92,6 +92,14 @@ impl Engine {
         {
             return Err(ClusterError::Maintenance(message));
         }
+        // Checked under the write lock: once an operator sets Prevent Writes, no write that
+        // takes the lock afterwards lands here (7.5, contracting a cluster).
+        if !topology.is_writable(repo, &self.device) {
+            return Err(ClusterError::WritesPrevented {
+                repo: repo.clone(),
+                device: self.device.clone(),
+            });
+        }
         if !self.plants.has(Bug::IgnoreWritingFlag) {
             let rows = session.rows(repo).await?;
             for row in writing_rows(&rows) {

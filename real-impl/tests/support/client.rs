@@ -115,6 +115,7 @@ impl Recorder {
                 ops: Vec::new(),
                 faults: Vec::new(),
                 database: None,
+                operator: Vec::new(),
                 expect: FinalExpectation::Converged,
                 final_state: FinalState::default(),
             },

@@ -1,0 +1,663 @@
+//! The operator: runs a scenario's steps inside the simulation, each at its virtual time or
+//! once its condition holds, through the model's admin code (the same code the
+//! `stormcell repository ...` commands run), and records every action in the history.
+//!
+//! What a person does outside the cluster software (changing refs in a working copy,
+//! pulling a plug, restoring a backup) is done here on the simulated parts directly, or
+//! asked of the driver through the [`OperatorBoard`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stormcell_model::admin::{
+    Admin, AdminError, BindingChange, Confirm, DiscardSource, MaintenanceLock, RepoSelection,
+    ThawKind, ThawOutcome, ThawRequest, ThawTarget,
+};
+use stormcell_model::ids::{DeviceId, Oid, RepoId, ServiceId};
+use stormcell_model::ports::{PushPayload, Store};
+use stormcell_model::rows::RefUpdate as ModelRefUpdate;
+
+use crate::history::{
+    OpKind, Operation, OperatorAction, Outcome, Phase, PlannedDiscard, RefUpdate, RepoDevice,
+};
+use crate::scenario::{Action, Condition, Operator, Step, ThawStep};
+use crate::store::{encode_commits, Commit, SimStore, StoreBackup};
+use crate::trace::{sim_now_ms, Trace};
+use crate::workload::{Recorder, DEVICE_PORT};
+
+/// A fault the operator asks the driver to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverRequest {
+    /// Crash a device; restart it after `down_ms`, or at a restart request.
+    Strike {
+        /// The device.
+        device: String,
+        /// Downtime.
+        down_ms: Option<u64>,
+    },
+    /// Restart a struck device.
+    Restart {
+        /// The device.
+        device: String,
+    },
+    /// Cut the links between two groups of hosts.
+    Partition {
+        /// One side.
+        a: Vec<String>,
+        /// The other.
+        b: Vec<String>,
+        /// How long.
+        duration_ms: u64,
+    },
+}
+
+/// Shared between the operator and the driver: the operator's requests, and what the
+/// driver did that the operator refers to (`@struck`, `@cut`) or waits for.
+#[derive(Debug, Default)]
+pub struct OperatorBoard {
+    /// Requests not yet applied.
+    pub requests: Vec<DriverRequest>,
+    /// Devices struck, oldest first.
+    pub struck: Vec<String>,
+    /// Devices whose database link was cut, oldest first.
+    pub cut: Vec<String>,
+    /// Devices down now.
+    pub down: BTreeSet<String>,
+}
+
+/// Locks an operator board, ignoring poisoning.
+pub fn lock_board(board: &Mutex<OperatorBoard>) -> std::sync::MutexGuard<'_, OperatorBoard> {
+    board.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Answers confirmations after a pause, as a person reading the plan would.
+struct Person {
+    pause: Duration,
+    trace: Trace,
+}
+
+#[async_trait]
+impl Confirm for Person {
+    async fn confirm(&self, question: &str, details: &str) -> bool {
+        for line in details.lines() {
+            self.trace
+                .record(sim_now_ms(), "operator", format!("| {line}"));
+        }
+        tokio::time::sleep(self.pause).await;
+        self.trace
+            .record(sim_now_ms(), "operator", format!("{question} yes"));
+        true
+    }
+}
+
+/// A maintenance change made directly in a working copy, waiting for its lock's outcome.
+struct Change {
+    op: Operation,
+}
+
+/// Everything the operator works with.
+pub struct OperatorRun {
+    /// The admin commands.
+    pub admin: Arc<Admin>,
+    /// The steps.
+    pub script: Operator,
+    /// The devices of the cluster at the start.
+    pub devices: Vec<String>,
+    /// The service every repository is on.
+    pub service: ServiceId,
+    /// Every device's working copies.
+    pub stores: BTreeMap<String, SimStore>,
+    /// Shared with the driver.
+    pub board: Arc<Mutex<OperatorBoard>>,
+    /// Where maintenance changes are recorded as operations.
+    pub recorder: Recorder,
+    /// The trace.
+    pub trace: Trace,
+    /// Where actions are recorded.
+    pub actions: Arc<Mutex<Vec<OperatorAction>>>,
+    /// When the workload ends: conditions are given up then.
+    pub workload_ms: u64,
+}
+
+/// The operator's own state between steps.
+#[derive(Default)]
+struct State {
+    lock: Option<MaintenanceLock>,
+    /// When the lock was taken: its rows said `writing` from then on.
+    locked_ms: u64,
+    changes: Vec<Change>,
+    backup: BTreeMap<String, StoreBackup>,
+    writing: Option<String>,
+    commits: u64,
+}
+
+/// What one step did, for the history.
+struct Done {
+    command: String,
+    result: Result<(), String>,
+    thaw: Option<ThawOutcome>,
+}
+
+impl Done {
+    fn of(command: String, result: Result<(), String>) -> Self {
+        Done {
+            command,
+            result,
+            thaw: None,
+        }
+    }
+}
+
+impl OperatorRun {
+    /// Runs every step in order.
+    pub async fn run(self) {
+        let mut state = State::default();
+        let mut last_end = 0u64;
+        for step in &self.script.steps {
+            let not_before = (step.at_s * 1000).max(last_end + step.after_s * 1000);
+            let now = sim_now_ms();
+            if not_before > now {
+                tokio::time::sleep(Duration::from_millis(not_before - now)).await;
+            }
+            let started = sim_now_ms();
+            if !self.wait_for(step, &mut state).await {
+                self.record(
+                    started,
+                    Done::of(
+                        format!("{} (waiting for {:?})", step.action.name(), step.when),
+                        Err("skipped: the condition never held".to_owned()),
+                    ),
+                );
+                last_end = sim_now_ms();
+                continue;
+            }
+            let started = sim_now_ms();
+            let done = self.act(&step.action, &mut state).await;
+            self.record(started, done);
+            last_end = sim_now_ms();
+        }
+        // A lock still held at the end was never confirmed.
+        if let Some(lock) = state.lock.take() {
+            lock.abandon();
+            self.settle_changes(&mut state, None);
+        }
+    }
+
+    fn record(&self, started_ms: u64, done: Done) {
+        let completed_ms = sim_now_ms();
+        let (ok, result) = match &done.result {
+            Ok(()) => (true, "ok".to_owned()),
+            Err(e) => (false, e.clone()),
+        };
+        self.trace.record(
+            completed_ms,
+            "operator",
+            format!("{}: {result}", done.command),
+        );
+        let mut action = OperatorAction {
+            started_ms,
+            completed_ms,
+            command: done.command,
+            ok,
+            result,
+            demoted: Vec::new(),
+            promoted: Vec::new(),
+            plan: None,
+        };
+        if let Some(outcome) = done.thaw {
+            for (repo, device, kind) in &outcome.applied {
+                let pair = RepoDevice {
+                    repo: repo.to_string(),
+                    device: device.to_string(),
+                };
+                match kind {
+                    ThawKind::Demote => action.demoted.push(pair),
+                    ThawKind::Promote => action.promoted.push(pair),
+                }
+            }
+            action.plan = outcome.plan.as_ref().map(|plan| {
+                plan.discards()
+                    .map(|(repo, d)| PlannedDiscard {
+                        repo: repo.to_string(),
+                        device: d.device.to_string(),
+                        name: d.ref_name.clone(),
+                        commit: d.commit.to_string(),
+                        salvageable: d.source == DiscardSource::WorkingCopy,
+                    })
+                    .collect()
+            });
+            for s in &outcome.salvaged {
+                self.trace.record(
+                    completed_ms,
+                    "operator",
+                    format!(
+                        "salvage of {} for {}: {} ref(s) {}",
+                        s.device,
+                        s.repo,
+                        s.refs.len(),
+                        match (&s.to, &s.error) {
+                            (Some(to), _) => format!("kept on {to}"),
+                            (None, Some(e)) => format!("FAILED: {e}"),
+                            (None, None) => "not kept".to_owned(),
+                        }
+                    ),
+                );
+            }
+        }
+        self.actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(action);
+    }
+
+    /// Waits for the step's condition; `false` when given up.
+    async fn wait_for(&self, step: &Step, state: &mut State) -> bool {
+        let Some(condition) = &step.when else {
+            return true;
+        };
+        let give_up = step.give_up_s.map_or(self.workload_ms, |s| s * 1000);
+        loop {
+            if self.holds(condition, state).await {
+                return true;
+            }
+            if sim_now_ms() >= give_up {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn holds(&self, condition: &Condition, state: &mut State) -> bool {
+        match condition {
+            Condition::Frozen(repo) => match self.admin.write_frozen(&RepoId::new(repo)).await {
+                Ok(Some(row)) => {
+                    state.writing = Some(row.device.to_string());
+                    true
+                }
+                _ => false,
+            },
+            Condition::Synchronized => match self.admin.service_status(&self.service).await {
+                Ok(s) => {
+                    s.sync == stormcell_model::status::ServiceSync::Synchronized
+                        && s.writing.is_empty()
+                }
+                Err(_) => false,
+            },
+            Condition::Ambiguous(repo) => self
+                .admin
+                .repository_status(&RepoId::new(repo))
+                .await
+                .is_ok_and(|s| s.lines.is_empty()),
+            Condition::LeadersDown(repo) => {
+                let Ok(s) = self.admin.repository_status(&RepoId::new(repo)).await else {
+                    return false;
+                };
+                let Some(max) = s.lines.iter().map(|l| l.version).max() else {
+                    return false;
+                };
+                let board = lock_board(&self.board);
+                s.lines
+                    .iter()
+                    .filter(|l| l.version == max)
+                    .all(|l| board.down.contains(l.device.as_str()))
+            }
+        }
+    }
+
+    /// The device a name stands for (`@struck`, `@cut`, `@writing` or itself).
+    fn device(&self, name: &str, state: &State) -> String {
+        let board = lock_board(&self.board);
+        let found = match name {
+            "@struck" => board.struck.last().cloned(),
+            "@cut" => board.cut.last().cloned(),
+            "@writing" => state.writing.clone(),
+            _ => Some(name.to_owned()),
+        };
+        found.unwrap_or_else(|| name.to_owned())
+    }
+
+    fn devices(&self, names: &[String], state: &State) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in names {
+            if n == "@all" {
+                out.extend(self.devices.iter().cloned());
+            } else {
+                out.push(self.device(n, state));
+            }
+        }
+        out
+    }
+
+    async fn act(&self, action: &Action, state: &mut State) -> Done {
+        let err = |e: AdminError| e.to_string();
+        match action {
+            Action::Thaw(t) => self.thaw(t, state).await,
+            Action::Lock { device, repos } => {
+                let device = self.device(device, state);
+                let repos: Vec<RepoId> = repos.iter().map(RepoId::new).collect();
+                let command = format!("stormcell repository lock {} (on {device})", join(&repos));
+                match self.admin.lock(&DeviceId::new(device), &repos).await {
+                    Ok(lock) => {
+                        state.lock = Some(lock);
+                        Done::of(command, Ok(()))
+                    }
+                    Err(e) => Done::of(command, Err(err(e))),
+                }
+            }
+            Action::Maintain { repo, refs } => self.maintain(repo, refs, state).await,
+            Action::Confirm => {
+                let command = "Ready to release the locks? yes".to_owned();
+                let Some(lock) = state.lock.take() else {
+                    return Done::of(command, Err("no maintenance lock is held".to_owned()));
+                };
+                match self.admin.confirm_maintenance(lock).await {
+                    Ok(versions) => {
+                        let recorded: BTreeSet<String> =
+                            versions.keys().map(ToString::to_string).collect();
+                        self.settle_changes(state, Some(&recorded));
+                        Done::of(command, Ok(()))
+                    }
+                    Err(e) => {
+                        self.settle_changes(state, None);
+                        Done::of(command, Err(err(e)))
+                    }
+                }
+            }
+            Action::Abandon => {
+                if let Some(lock) = state.lock.take() {
+                    lock.abandon();
+                }
+                self.settle_changes(state, None);
+                Done::of("the locking process dies".to_owned(), Ok(()))
+            }
+            Action::Binding {
+                device,
+                writable,
+                disabled,
+            } => {
+                let device = self.device(device, state);
+                let command = format!(
+                    "binding {}/{device}:{}{}",
+                    self.service,
+                    writable.map_or(String::new(), |w| if w {
+                        " Allow Writes".to_owned()
+                    } else {
+                        " Prevent Writes".to_owned()
+                    }),
+                    disabled.map_or(String::new(), |d| if d {
+                        " disabled".to_owned()
+                    } else {
+                        " enabled".to_owned()
+                    })
+                );
+                let change = BindingChange {
+                    writable: *writable,
+                    disabled: *disabled,
+                };
+                let result = self
+                    .admin
+                    .set_binding(Some(&self.service), &DeviceId::new(device), change)
+                    .await;
+                Done::of(command, result.map_err(err))
+            }
+            Action::AddDevice { device } => {
+                let command = format!("add device {device} to {}", self.service);
+                let result = self
+                    .admin
+                    .add_device(
+                        &DeviceId::new(device.clone()),
+                        &format!("{device}:{DEVICE_PORT}"),
+                        &self.service,
+                        true,
+                    )
+                    .await;
+                Done::of(command, result.map_err(err))
+            }
+            Action::Clusterize { repos } => {
+                let mut result = Ok(());
+                for r in repos {
+                    let confirm = self.person();
+                    let outcome = self
+                        .admin
+                        .clusterize(&RepoId::new(r), Some(&self.service), false, &confirm)
+                        .await;
+                    if let Err(e) = outcome {
+                        result = Err(err(e));
+                        break;
+                    }
+                }
+                Done::of(
+                    format!(
+                        "stormcell repository clusterize {} --service {}",
+                        repos.join(" "),
+                        self.service
+                    ),
+                    result,
+                )
+            }
+            Action::Strike { devices, down_s } => {
+                let devices = self.devices(devices, state);
+                {
+                    let mut board = lock_board(&self.board);
+                    for d in &devices {
+                        board.requests.push(DriverRequest::Strike {
+                            device: d.clone(),
+                            down_ms: down_s.map(|s| s * 1000),
+                        });
+                    }
+                }
+                // The driver acts between simulation steps.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Done::of(format!("strike {}", devices.join(" ")), Ok(()))
+            }
+            Action::Restart { devices } => {
+                let devices = self.devices(devices, state);
+                {
+                    let mut board = lock_board(&self.board);
+                    for d in &devices {
+                        board
+                            .requests
+                            .push(DriverRequest::Restart { device: d.clone() });
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Done::of(format!("restart {}", devices.join(" ")), Ok(()))
+            }
+            Action::Partition { a, b, duration_s } => {
+                let a = self.devices(a, state);
+                let b = self.devices(b, state);
+                lock_board(&self.board)
+                    .requests
+                    .push(DriverRequest::Partition {
+                        a: a.clone(),
+                        b: b.clone(),
+                        duration_ms: duration_s * 1000,
+                    });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Done::of(
+                    format!("partition {{{}}} from {{{}}}", a.join(","), b.join(",")),
+                    Ok(()),
+                )
+            }
+            Action::Backup => {
+                state.backup = self
+                    .stores
+                    .iter()
+                    .map(|(d, s)| (d.clone(), s.backup()))
+                    .collect();
+                Done::of("back up every device".to_owned(), Ok(()))
+            }
+            Action::RestoreBackup { devices } => {
+                let devices = self.devices(devices, state);
+                for d in &devices {
+                    if let (Some(store), Some(backup)) = (self.stores.get(d), state.backup.get(d)) {
+                        store.restore(backup);
+                    }
+                }
+                Done::of(
+                    format!("restore {} from the backup", devices.join(" ")),
+                    Ok(()),
+                )
+            }
+        }
+    }
+
+    fn person(&self) -> Person {
+        Person {
+            pause: Duration::from_secs(self.script.confirm_s),
+            trace: self.trace.clone(),
+        }
+    }
+
+    async fn thaw(&self, t: &ThawStep, state: &State) -> Done {
+        let target = match (&t.demote, &t.promote) {
+            (Some(d), _) => ThawTarget::Demote(self.device(d, state)),
+            (None, Some(p)) => ThawTarget::Promote(self.device(p, state)),
+            (None, None) => ThawTarget::Demote(String::new()),
+        };
+        let repos = if t.all_repositories {
+            RepoSelection::All
+        } else {
+            RepoSelection::Named(t.repos.iter().map(RepoId::new).collect())
+        };
+        let command = format!(
+            "stormcell repository thaw {} {}{}",
+            match &repos {
+                RepoSelection::All => "--all-repositories".to_owned(),
+                RepoSelection::Named(r) => join(r),
+            },
+            match &target {
+                ThawTarget::Demote(d) => format!("--demote {d}"),
+                ThawTarget::Promote(p) => format!("--promote {p}"),
+            },
+            if t.force { " --force" } else { "" }
+        );
+        let request = ThawRequest {
+            repos,
+            target,
+            force: t.force,
+        };
+        let confirm = self.person();
+        match self.admin.thaw(&request, &confirm).await {
+            Ok(outcome) => Done {
+                command,
+                result: Ok(()),
+                thaw: Some(outcome),
+            },
+            Err(e) => Done::of(command, Err(e.to_string())),
+        }
+    }
+
+    /// Changes refs in the locked device's working copy, as `git update-ref` there would.
+    async fn maintain(&self, repo: &str, refs: &[String], state: &mut State) -> Done {
+        let command = format!("update {} in {repo} by hand", refs.join(" "));
+        let Some(lock) = &state.lock else {
+            return Done::of(command, Err("no maintenance lock is held".to_owned()));
+        };
+        let device = lock.device().to_string();
+        let Some(store) = self.stores.get(&device) else {
+            return Done::of(command, Err(format!("no working copies of {device}")));
+        };
+        let repo_id = RepoId::new(repo);
+        let current = match store.refs(&repo_id).await {
+            Ok(r) => r,
+            Err(e) => return Done::of(command, Err(e.to_string())),
+        };
+        let mut updates = Vec::new();
+        let mut commits = Vec::new();
+        for name in refs {
+            state.commits += 1;
+            let new = format!("maintenance-{}", state.commits);
+            let old = current.get(name).map(|o| o.to_string());
+            commits.push(Commit {
+                id: new.clone(),
+                parent: old.clone(),
+            });
+            updates.push(RefUpdate {
+                name: name.clone(),
+                old,
+                new,
+            });
+        }
+        let payload = PushPayload {
+            user: "operator".to_owned(),
+            updates: updates
+                .iter()
+                .map(|u| ModelRefUpdate {
+                    name: u.name.clone(),
+                    old: u.old.clone().map(Oid),
+                    new: Some(Oid(u.new.clone())),
+                })
+                .collect(),
+            pack: encode_commits(&commits),
+        };
+        // The change is part of the locked write, which began when the lock was taken.
+        let invoked_ms = state.locked_ms;
+        let applied = async {
+            let applied = store.apply_push(&repo_id, &payload).await?;
+            store.sync(&repo_id).await?;
+            Ok::<_, stormcell_model::error::StoreError>(applied)
+        }
+        .await;
+        match applied {
+            Ok(a) if a.accepted => {
+                state.changes.push(Change {
+                    op: Operation {
+                        id: self.recorder.next_id(),
+                        client: "operator".to_owned(),
+                        device,
+                        repo: repo.to_owned(),
+                        phase: Phase::Workload,
+                        invoked_ms,
+                        completed_ms: invoked_ms,
+                        kind: OpKind::Push { updates },
+                        outcome: Outcome::Unknown {
+                            reason: "maintenance not confirmed yet".to_owned(),
+                        },
+                    },
+                });
+                Done::of(command, Ok(()))
+            }
+            Ok(a) => Done::of(command, Err(a.reason.unwrap_or_default())),
+            Err(e) => Done::of(command, Err(e.to_string())),
+        }
+    }
+
+    /// Records the maintenance changes made under the lock that just ended: acknowledged
+    /// where the maintenance was recorded (`recorded` repositories), unknown otherwise.
+    fn settle_changes(&self, state: &mut State, recorded: Option<&BTreeSet<String>>) {
+        let now = sim_now_ms();
+        for mut change in std::mem::take(&mut state.changes) {
+            change.op.completed_ms = now;
+            if recorded.is_some_and(|r| r.contains(&change.op.repo)) {
+                change.op.outcome = Outcome::Ok {
+                    refs: None,
+                    possibly_stale: false,
+                };
+            } else {
+                change.op.outcome = Outcome::Unknown {
+                    reason: "the maintenance lock ended without recording the change".to_owned(),
+                };
+            }
+            self.trace.record(
+                now,
+                "operator",
+                format!(
+                    "op {} maintenance change: {:?}",
+                    change.op.id, change.op.outcome
+                ),
+            );
+            self.recorder.push(change.op);
+        }
+    }
+}
+
+fn join(repos: &[RepoId]) -> String {
+    repos
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

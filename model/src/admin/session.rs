@@ -1,0 +1,88 @@
+//! The database operations only administrative commands need (PROTOCOL.md section 7), kept
+//! apart from the [`DbSession`] every request uses: configuration edits, deleting a version
+//! row, and reading the push log.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::DbError;
+use crate::ids::{DeviceId, RepoId, ServiceId};
+use crate::ports::DbSession;
+use crate::rows::{Binding, Device, PushEvent, Repository};
+
+/// One change to the cluster's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "edit", rename_all = "kebab-case")]
+pub enum ConfigEdit {
+    /// Registers a device (an error if the name is taken).
+    AddDevice {
+        /// The device.
+        device: Device,
+    },
+    /// Adds a binding (an error if the device or service is unknown, or already bound).
+    AddBinding {
+        /// The binding.
+        binding: Binding,
+    },
+    /// Changes a binding's properties; `None` leaves a property alone.
+    SetBinding {
+        /// The service.
+        service: ServiceId,
+        /// The device.
+        device: DeviceId,
+        /// Allow Writes (`true`) or Prevent Writes (`false`).
+        writable: Option<bool>,
+        /// Disabled or enabled.
+        disabled: Option<bool>,
+    },
+    /// Opens or closes a service to new repositories.
+    SetServiceClosed {
+        /// The service.
+        service: ServiceId,
+        /// Whether it is closed.
+        closed: bool,
+    },
+    /// Adds a repository (an error if the name is taken).
+    AddRepository {
+        /// The repository.
+        repository: Repository,
+    },
+    /// Assigns a repository to a service, or to none.
+    SetRepositoryService {
+        /// The repository.
+        repo: RepoId,
+        /// The service.
+        service: Option<ServiceId>,
+    },
+    /// Sets or clears read-only maintenance.
+    SetMaintenance {
+        /// The repository.
+        repo: RepoId,
+        /// The message, or `None` to end maintenance.
+        message: Option<String>,
+    },
+}
+
+/// A database session that can also run administrative operations.
+#[async_trait]
+pub trait AdminSession: DbSession {
+    /// Applies one configuration change; an unknown name or a duplicate is a query error.
+    async fn edit(&mut self, edit: &ConfigEdit) -> Result<(), DbError>;
+    /// Deletes a device's version row of a repository (a demote); returns whether it
+    /// existed.
+    async fn delete_row(&mut self, repo: &RepoId, device: &DeviceId) -> Result<bool, DbError>;
+    /// The push events of a repository with an id greater than `after` (all with `None`),
+    /// oldest first.
+    async fn push_events(
+        &mut self,
+        repo: &RepoId,
+        after: Option<u64>,
+    ) -> Result<Vec<PushEvent>, DbError>;
+}
+
+/// The cluster database, as administrative commands reach it.
+#[async_trait]
+pub trait AdminDb: Send + Sync {
+    /// Opens a new administrative session.
+    async fn connect_admin(&self) -> Result<Box<dyn AdminSession>, DbError>;
+}

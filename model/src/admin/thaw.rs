@@ -1,0 +1,552 @@
+//! Thaw (PROTOCOL.md 7.1): demote devices (delete their version rows) or promote one
+//! (insert version 0 where a repository has no rows), under each repository's write lock,
+//! with **[stormcell]** the plan of what is discarded and the salvage of what can be kept.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{plan_demote, plan_promote, salvage_ref, Facts, Refs};
+use super::{ActionPlan, Admin, AdminError, AdminSession, Confirm, ThawKind, ThawPlan};
+use super::{DiscardSource, OPERATOR_USER};
+use crate::ids::{DeviceId, Digest, Oid, RepoId, ServiceId, Version};
+use crate::plant::Bug;
+use crate::ports::{PushPayload, Snapshot};
+use crate::rows::{RefUpdate, Topology, VersionRow};
+use crate::wire::{Request, Response};
+
+/// Which repositories a command works on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RepoSelection {
+    /// These repositories.
+    Named(Vec<RepoId>),
+    /// `--all-repositories`: every repository on a service the selected devices are bound
+    /// to.
+    All,
+}
+
+/// `--demote NAME` or `--promote NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThawTarget {
+    /// A device, or a service meaning every device bound to it.
+    Demote(String),
+    /// A device.
+    Promote(String),
+}
+
+/// `repository thaw`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThawRequest {
+    /// The repositories.
+    pub repos: RepoSelection,
+    /// What to do.
+    pub target: ThawTarget,
+    /// Skip the confirmation.
+    pub force: bool,
+}
+
+/// **[stormcell]** Refs kept under `refs/salvage/...` for one device whose data was
+/// discarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Salvaged {
+    /// The repository.
+    pub repo: RepoId,
+    /// The device whose refs they were.
+    pub device: DeviceId,
+    /// The device whose working copy now holds them, when the salvage write succeeded.
+    pub to: Option<DeviceId>,
+    /// Salvage ref name to commit.
+    pub refs: BTreeMap<String, Oid>,
+    /// Why the salvage failed, if it did.
+    pub error: Option<String>,
+}
+
+/// What a thaw did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThawOutcome {
+    /// **[stormcell]** The plan that was shown before confirming (none under phabricator).
+    pub plan: Option<ThawPlan>,
+    /// The actions applied: repository, device, demote or promote.
+    pub applied: Vec<(RepoId, DeviceId, ThawKind)>,
+    /// **[stormcell]** What was salvaged.
+    pub salvaged: Vec<Salvaged>,
+}
+
+/// The devices and repositories a request names.
+struct Resolved {
+    kind: ThawKind,
+    devices: Vec<DeviceId>,
+    repos: Vec<RepoId>,
+}
+
+fn resolve(topology: &Topology, req: &ThawRequest) -> Result<Resolved, AdminError> {
+    let (kind, name) = match &req.target {
+        ThawTarget::Demote(n) => (ThawKind::Demote, n),
+        ThawTarget::Promote(n) => (ThawKind::Promote, n),
+    };
+    // A name is a device first, then a service.
+    let device = DeviceId::new(name.clone());
+    let service = ServiceId::new(name.clone());
+    let devices: Vec<DeviceId> = if topology.devices.contains_key(&device) {
+        vec![device]
+    } else if topology.services.contains_key(&service) {
+        if kind == ThawKind::Promote {
+            return Err(AdminError::PromoteService(name.clone()));
+        }
+        let mut v: Vec<DeviceId> = topology
+            .bindings
+            .iter()
+            .filter(|b| b.service == service)
+            .map(|b| b.device.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    } else {
+        return Err(AdminError::UnknownName(name.clone()));
+    };
+    let repos = match &req.repos {
+        RepoSelection::Named(names) => {
+            let mut repos = Vec::new();
+            for r in names {
+                let Some(repo) = topology.repositories.get(r) else {
+                    return Err(AdminError::UnknownRepository(r.clone()));
+                };
+                if repo.service.is_none() {
+                    return Err(AdminError::NotClustered(r.clone()));
+                }
+                repos.push(r.clone());
+            }
+            repos.sort();
+            repos.dedup();
+            repos
+        }
+        RepoSelection::All => {
+            let services: Vec<&ServiceId> = topology
+                .bindings
+                .iter()
+                .filter(|b| devices.contains(&b.device))
+                .map(|b| &b.service)
+                .collect();
+            topology
+                .repositories
+                .values()
+                .filter(|r| r.service.as_ref().is_some_and(|s| services.contains(&s)))
+                .map(|r| r.id.clone())
+                .collect()
+        }
+    };
+    if repos.is_empty() {
+        return Err(AdminError::NothingSelected(format!(
+            "no repository is on a service that {name} is bound to"
+        )));
+    }
+    Ok(Resolved {
+        kind,
+        devices,
+        repos,
+    })
+}
+
+/// One repository's part of a thaw, as prepared under its write lock.
+struct Prepared {
+    repo: RepoId,
+    rows: Vec<VersionRow>,
+    /// The devices acted on.
+    devices: Vec<DeviceId>,
+    plans: Vec<ActionPlan>,
+    /// Working copies read for the plan (kept for salvage).
+    snapshots: BTreeMap<DeviceId, Snapshot>,
+    /// The digest of the promoted device's working copy, when read.
+    promoted_digest: Option<Digest>,
+}
+
+impl Admin {
+    /// **[stormcell]** `repository thaw ... --plan`: what the thaw would discard. Changes
+    /// nothing and takes no lock.
+    pub async fn plan(&self, req: &ThawRequest) -> Result<ThawPlan, AdminError> {
+        if !self.config.profile.is_stormcell() {
+            return Err(AdminError::NoPlan);
+        }
+        let mut session = self.connect().await?;
+        let topology = session.topology().await?;
+        let resolved = resolve(&topology, req)?;
+        let mut plan = ThawPlan::default();
+        for repo in &resolved.repos {
+            let prepared = self
+                .prepare(session.as_mut(), &topology, &resolved, repo)
+                .await?;
+            plan.actions.extend(prepared.plans);
+        }
+        Ok(plan)
+    }
+
+    /// `repository thaw`: for each selected repository, under its write lock, shows the
+    /// plan, asks for confirmation (unless forced) and demotes or promotes; then
+    /// **[stormcell]** salvages what the plan found in readable working copies.
+    pub async fn thaw(
+        &self,
+        req: &ThawRequest,
+        confirm: &dyn Confirm,
+    ) -> Result<ThawOutcome, AdminError> {
+        let mut session = self.connect().await?;
+        let topology = session.topology().await?;
+        let resolved = resolve(&topology, req)?;
+        let lockless = resolved.kind == ThawKind::Demote && self.plants.has(Bug::DemoteWithoutLock);
+        let mut locked: Vec<RepoId> = Vec::new();
+        let result = async {
+            let mut prepared = Vec::new();
+            for repo in &resolved.repos {
+                if !lockless {
+                    self.acquire_write(session.as_mut(), repo, self.config.timing.thaw_lock_budget)
+                        .await?;
+                    locked.push(repo.clone());
+                }
+                prepared.push(
+                    self.prepare(session.as_mut(), &topology, &resolved, repo)
+                        .await?,
+                );
+            }
+            let stormcell = self.config.profile.is_stormcell();
+            let plan = stormcell.then(|| ThawPlan {
+                actions: prepared.iter().flat_map(|p| p.plans.clone()).collect(),
+            });
+            if !req.force {
+                let details = match &plan {
+                    Some(p) => p.render(),
+                    None => describe(&prepared, resolved.kind),
+                };
+                if !confirm
+                    .confirm("Accept the possibility of permanent data loss?", &details)
+                    .await
+                {
+                    return Err(AdminError::Declined);
+                }
+            }
+            let mut outcome = ThawOutcome {
+                plan,
+                ..ThawOutcome::default()
+            };
+            for p in &prepared {
+                self.apply(session.as_mut(), p, resolved.kind, &mut outcome)
+                    .await?;
+            }
+            Ok((outcome, prepared))
+        }
+        .await;
+        for repo in &locked {
+            self.release_write(session.as_mut(), repo).await;
+        }
+        let (mut outcome, prepared) = result?;
+        if self.config.profile.is_stormcell() {
+            for p in &prepared {
+                outcome.salvaged.extend(self.salvage(&topology, p).await);
+            }
+        }
+        drop(session);
+        Ok(outcome)
+    }
+
+    /// Reads what the plan needs and checks the promote rules, for one repository.
+    async fn prepare(
+        &self,
+        session: &mut dyn AdminSession,
+        topology: &Topology,
+        resolved: &Resolved,
+        repo: &RepoId,
+    ) -> Result<Prepared, AdminError> {
+        let rows = session.rows(repo).await?;
+        let active = topology.active_devices(repo);
+        let bound: Vec<DeviceId> = topology
+            .bindings_of(repo)
+            .iter()
+            .map(|b| b.device.clone())
+            .collect();
+        let devices: Vec<DeviceId> = resolved
+            .devices
+            .iter()
+            .filter(|d| bound.contains(d) || rows.iter().any(|r| &r.device == *d))
+            .cloned()
+            .collect();
+        if resolved.kind == ThawKind::Promote {
+            if let Some(device) = devices.first().or(resolved.devices.first()) {
+                self.check_promote(repo, device, &rows, &active)?;
+            }
+        }
+        let stormcell = self.config.profile.is_stormcell();
+        let mut prepared = Prepared {
+            repo: repo.clone(),
+            rows,
+            devices,
+            plans: Vec::new(),
+            snapshots: BTreeMap::new(),
+            promoted_digest: None,
+        };
+        // The promoted device's digest is recorded with its row under both profiles.
+        if resolved.kind == ThawKind::Promote {
+            if let Some(device) = prepared.devices.first() {
+                if let Ok(s) = self.snapshot_of(topology, repo, device).await {
+                    prepared.promoted_digest = Some(s.digest());
+                    prepared.snapshots.insert(device.clone(), s);
+                }
+            }
+        }
+        if !stormcell {
+            return Ok(prepared);
+        }
+        let events = session.push_events(repo, None).await?;
+        let mut copies: BTreeMap<DeviceId, Result<Refs, String>> = BTreeMap::new();
+        let at_stake: Vec<DeviceId> = match resolved.kind {
+            ThawKind::Demote => prepared.devices.clone(),
+            ThawKind::Promote => active
+                .iter()
+                .filter(|d| !prepared.devices.contains(d))
+                .cloned()
+                .collect(),
+        };
+        for d in &at_stake {
+            match self.snapshot_of(topology, repo, d).await {
+                Ok(s) => {
+                    copies.insert(d.clone(), Ok(s.refs.clone()));
+                    prepared.snapshots.insert(d.clone(), s);
+                }
+                Err(e) => {
+                    copies.insert(d.clone(), Err(e));
+                }
+            }
+        }
+        let kept: Option<(DeviceId, Refs)> = match resolved.kind {
+            ThawKind::Promote => prepared.devices.first().and_then(|d| {
+                prepared
+                    .snapshots
+                    .get(d)
+                    .map(|s| (d.clone(), s.refs.clone()))
+            }),
+            ThawKind::Demote => {
+                self.surviving_leader(topology, repo, &prepared.rows, &prepared.devices)
+                    .await
+            }
+        };
+        let facts = Facts {
+            repo,
+            rows: &prepared.rows,
+            events: &events,
+            kept: kept.as_ref().map(|(d, r)| (d, r)),
+            copies: &copies,
+        };
+        prepared.plans = match resolved.kind {
+            ThawKind::Demote => plan_demote(&facts, &prepared.devices),
+            // A promote is planned against a repository without rows, the only case the
+            // rules of 7.1 let through.
+            ThawKind::Promote if prepared.rows.is_empty() => prepared
+                .devices
+                .first()
+                .map(|d| vec![plan_promote(&facts, d)])
+                .unwrap_or_default(),
+            ThawKind::Promote => Vec::new(),
+        };
+        Ok(prepared)
+    }
+
+    /// The refs of a leader among the rows that survive a demote: active devices first,
+    /// in name order, the first that can be read.
+    async fn surviving_leader(
+        &self,
+        topology: &Topology,
+        repo: &RepoId,
+        rows: &[VersionRow],
+        demoted: &[DeviceId],
+    ) -> Option<(DeviceId, Refs)> {
+        let survivors: Vec<&VersionRow> = rows
+            .iter()
+            .filter(|r| !demoted.contains(&r.device))
+            .collect();
+        let max = survivors.iter().map(|r| r.version).max()?;
+        let mut leaders: Vec<&DeviceId> = survivors
+            .iter()
+            .filter(|r| r.version == max)
+            .map(|r| &r.device)
+            .collect();
+        leaders.sort_by_key(|d| (!topology.is_active(repo, d), (*d).clone()));
+        for d in leaders {
+            if let Ok(s) = self.snapshot_of(topology, repo, d).await {
+                return Some((d.clone(), s.refs));
+            }
+        }
+        None
+    }
+
+    /// The promote rules of 7.1.
+    fn check_promote(
+        &self,
+        repo: &RepoId,
+        device: &DeviceId,
+        rows: &[VersionRow],
+        active: &[DeviceId],
+    ) -> Result<(), AdminError> {
+        if !active.contains(device) {
+            return Err(AdminError::PromoteInactive {
+                repo: repo.clone(),
+                device: device.clone(),
+            });
+        }
+        if rows.is_empty() || self.plants.has(Bug::PromoteWithRows) {
+            return Ok(());
+        }
+        let mut with_rows: Vec<DeviceId> = rows.iter().map(|r| r.device.clone()).collect();
+        with_rows.sort();
+        let (on_active, on_inactive): (Vec<DeviceId>, Vec<DeviceId>) =
+            with_rows.into_iter().partition(|d| active.contains(d));
+        if on_active.is_empty() {
+            Err(AdminError::DemoteFirst {
+                repo: repo.clone(),
+                devices: on_inactive,
+            })
+        } else {
+            Err(AdminError::HasLeaders {
+                repo: repo.clone(),
+                devices: on_active,
+            })
+        }
+    }
+
+    /// Applies one repository's actions.
+    async fn apply(
+        &self,
+        session: &mut dyn AdminSession,
+        p: &Prepared,
+        kind: ThawKind,
+        outcome: &mut ThawOutcome,
+    ) -> Result<(), AdminError> {
+        for device in &p.devices {
+            match kind {
+                ThawKind::Demote => {
+                    session.delete_row(&p.repo, device).await?;
+                    self.emit(format!("thaw: demoted {device} for {}", p.repo));
+                }
+                ThawKind::Promote => {
+                    if self.plants.has(Bug::PromoteWithRows) && !p.rows.is_empty() {
+                        let max: Version = p.rows.iter().map(|r| r.version).max().unwrap_or(0);
+                        session
+                            .set_version(&p.repo, device, max, p.promoted_digest)
+                            .await?;
+                    } else if !session
+                        .insert_initial(&p.repo, device, p.promoted_digest)
+                        .await?
+                    {
+                        // Rows appeared since the check: someone else resolved it.
+                        let rows = session.rows(&p.repo).await?;
+                        return Err(AdminError::HasLeaders {
+                            repo: p.repo.clone(),
+                            devices: rows.into_iter().map(|r| r.device).collect(),
+                        });
+                    }
+                    self.emit(format!("thaw: promoted {device} for {}", p.repo));
+                }
+            }
+            outcome.applied.push((p.repo.clone(), device.clone(), kind));
+        }
+        Ok(())
+    }
+
+    /// **[stormcell]** Writes the discarded refs each readable device held under
+    /// `refs/salvage/<device>/<version>/...`, as a normal push to the device whose refs
+    /// survive (so the salvage is recorded, versioned and replicated like any write).
+    async fn salvage(&self, topology: &Topology, p: &Prepared) -> Vec<Salvaged> {
+        let mut by_device: BTreeMap<DeviceId, Vec<(String, Oid)>> = BTreeMap::new();
+        let mut target: Option<DeviceId> = None;
+        for plan in &p.plans {
+            target = target.or_else(|| plan.kept_from.clone());
+            for d in &plan.discards {
+                if d.source != DiscardSource::WorkingCopy {
+                    continue;
+                }
+                let version = p
+                    .rows
+                    .iter()
+                    .find(|r| r.device == d.device)
+                    .map(|r| r.version);
+                by_device.entry(d.device.clone()).or_default().push((
+                    salvage_ref(&d.device, version, &d.ref_name),
+                    d.commit.clone(),
+                ));
+            }
+        }
+        let mut out = Vec::new();
+        for (device, refs) in by_device {
+            let mut salvaged = Salvaged {
+                repo: p.repo.clone(),
+                device: device.clone(),
+                to: None,
+                refs: refs.iter().cloned().collect(),
+                error: None,
+            };
+            let Some(to) = target.clone() else {
+                salvaged.error = Some("no surviving device to keep the refs".to_owned());
+                out.push(salvaged);
+                continue;
+            };
+            let pack = p
+                .snapshots
+                .get(&device)
+                .map(|s| s.objects.clone())
+                .unwrap_or_default();
+            let payload = PushPayload {
+                user: OPERATOR_USER.to_owned(),
+                updates: refs
+                    .iter()
+                    .map(|(name, commit)| RefUpdate {
+                        name: name.clone(),
+                        old: None,
+                        new: Some(commit.clone()),
+                    })
+                    .collect(),
+                pack,
+            };
+            let request = Request::Push {
+                repo: p.repo.clone(),
+                payload,
+                progress: false,
+            };
+            let limit = self.config.timing.lock_budget + self.config.timing.peer_request * 6;
+            match self.call(topology, &to, &request, limit).await {
+                Ok(Response::PushOk { .. }) => {
+                    self.emit(format!(
+                        "thaw: salvaged {} ref(s) of {device} for {} onto {to}",
+                        refs.len(),
+                        p.repo
+                    ));
+                    salvaged.to = Some(to);
+                }
+                Ok(other) => salvaged.error = Some(format!("unexpected answer {other:?}")),
+                Err(e) => salvaged.error = Some(e),
+            }
+            if let Some(e) = &salvaged.error {
+                self.emit(format!(
+                    "thaw: salvage of {device} for {} failed: {e}",
+                    p.repo
+                ));
+            }
+            out.push(salvaged);
+        }
+        out
+    }
+}
+
+/// What the thaw will do, for the confirmation when no plan is computed.
+fn describe(prepared: &[Prepared], kind: ThawKind) -> String {
+    let verb = match kind {
+        ThawKind::Demote => "demote",
+        ThawKind::Promote => "promote",
+    };
+    prepared
+        .iter()
+        .flat_map(|p| {
+            p.devices
+                .iter()
+                .map(move |d| format!("Repository {}: {verb} {d}\n", p.repo))
+        })
+        .collect()
+}
