@@ -219,7 +219,6 @@ pub enum ClusterError {
         /// The repository.
         repo: RepoId,
     },
-    /// The repository is unknown or not clustered.
     /// Writes are refused: the device is read-only (PROTOCOL.md 9.4).
     #[error(
         "This server is in read-only mode ({}). Pushes and other writes are refused until \
@@ -237,12 +236,14 @@ pub enum ClusterError {
         /// What failed.
         reason: String,
     },
-    /// **[stormcell]** Read-only, a read could not be shown to be fresh and the configuration
-    /// refuses such reads (PROTOCOL.md 9.6).
+    /// **[stormcell]** The database's version rows could not be trusted (read-only on a
+    /// replica, or just after a primary change) and the peers that could vouch did not
+    /// answer: a write is refused, and so is a read when the configuration says so
+    /// (PROTOCOL.md 9.6).
     #[error(
-        "Repository \"{repo}\" cannot be read on this device right now: the cluster database \
-         is read-only and these devices did not answer for their versions: {unanswered}. \
-         Retry, or read from another device."
+        "Repository \"{repo}\" cannot be shown to be up to date on this device right now: \
+         the cluster database may be missing recent versions, and these devices did not \
+         answer for theirs: {unanswered}. Retry, or use another device."
     , unanswered = join(.unanswered))]
     Unverified {
         /// The repository.
@@ -250,6 +251,7 @@ pub enum ClusterError {
         /// The peers that could not be asked.
         unanswered: Vec<DeviceId>,
     },
+    /// The repository is unknown or not clustered.
     #[error("Repository \"{0}\" is not known to this cluster.")]
     NotFound(RepoId),
     /// The working copy failed.

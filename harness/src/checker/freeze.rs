@@ -278,16 +278,7 @@ fn violation(
     seen: String,
     explanation: String,
 ) -> Violation {
-    Violation {
-        checker: CheckerId::Freeze,
-        op: Some(op.id),
-        device: Some(op.device.clone()),
-        repo: Some(op.repo.clone()),
-        at_ms,
-        expected,
-        seen,
-        explanation,
-    }
+    Violation::of_op(CheckerId::Freeze, op, at_ms, expected, seen, explanation)
 }
 
 /// Per repository, the (at most two) earliest pushes, as `(invoked_ms, id)` in increasing

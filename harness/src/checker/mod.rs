@@ -118,6 +118,29 @@ pub struct Violation {
     pub explanation: String,
 }
 
+impl Violation {
+    /// A violation about one operation, naming its device and repository.
+    pub fn of_op(
+        checker: CheckerId,
+        op: &Operation,
+        at_ms: u64,
+        expected: String,
+        seen: String,
+        explanation: String,
+    ) -> Self {
+        Violation {
+            checker,
+            op: Some(op.id),
+            device: Some(op.device.clone()),
+            repo: Some(op.repo.clone()),
+            at_ms,
+            expected,
+            seen,
+            explanation,
+        }
+    }
+}
+
 impl fmt::Display for Violation {
     /// One line: `[2 stale-read] op 17 on repo002/R1 at 12.345s: expected refs/heads/b1 at
     /// c-3-7 or a descendant (push op 12 acknowledged at 11.900s), saw c-3-5; <explanation>`.

@@ -152,19 +152,17 @@ pub(crate) fn check(history: &History) -> Verdict {
             counted.0 += 1;
             let prompt = until - from <= PROMPT_MS;
             if !(refused_as(op, &[ErrorKind::ReadOnly]) && prompt) {
-                verdict.violations.push(Violation {
-                    checker: CheckerId::ReadOnly,
-                    op: Some(op.id),
-                    device: Some(op.device.clone()),
-                    repo: Some(op.repo.clone()),
-                    at_ms: op.invoked_ms,
-                    expected: format!("refused as read-only within {}", secs(PROMPT_MS)),
-                    seen: format!(
+                verdict.violations.push(Violation::of_op(
+                    CheckerId::ReadOnly,
+                    op,
+                    op.invoked_ms,
+                    format!("refused as read-only within {}", secs(PROMPT_MS)),
+                    format!(
                         "{} after {}",
                         describe_outcome(&op.outcome),
                         secs(until - from)
                     ),
-                    explanation: format!(
+                    format!(
                         "push op {} on {} ran while the primary database had been unreachable \
                          from it for over {}: the device should refuse at once with the \
                          read-only reason",
@@ -172,7 +170,7 @@ pub(crate) fn check(history: &History) -> Verdict {
                         op.device,
                         secs(SEVER_MS)
                     ),
-                });
+                ));
             }
             continue;
         }
@@ -188,20 +186,18 @@ pub(crate) fn check(history: &History) -> Verdict {
             if replica_reachable
                 && refused_as(op, &[ErrorKind::ReadOnly, ErrorKind::DatabaseUnavailable])
             {
-                verdict.violations.push(Violation {
-                    checker: CheckerId::ReadOnly,
-                    op: Some(op.id),
-                    device: Some(op.device.clone()),
-                    repo: Some(op.repo.clone()),
-                    at_ms: op.invoked_ms,
-                    expected: "served (a replica was reachable)".to_owned(),
-                    seen: describe_outcome(&op.outcome),
-                    explanation: format!(
+                verdict.violations.push(Violation::of_op(
+                    CheckerId::ReadOnly,
+                    op,
+                    op.invoked_ms,
+                    "served (a replica was reachable)".to_owned(),
+                    describe_outcome(&op.outcome),
+                    format!(
                         "read op {} on {} ran while the primary was unreachable but a replica \
                          was not: reads must go on in read-only mode",
                         op.id, op.device
                     ),
-                });
+                ));
             }
             continue;
         }
@@ -236,15 +232,13 @@ pub(crate) fn check(history: &History) -> Verdict {
         }
         counted.2 += 1;
         if refused_as(op, &[ErrorKind::ReadOnly]) {
-            verdict.violations.push(Violation {
-                checker: CheckerId::ReadOnly,
-                op: Some(op.id),
-                device: Some(op.device.clone()),
-                repo: Some(op.repo.clone()),
-                at_ms: op.invoked_ms,
-                expected: "not refused as read-only".to_owned(),
-                seen: describe_outcome(&op.outcome),
-                explanation: format!(
+            verdict.violations.push(Violation::of_op(
+                CheckerId::ReadOnly,
+                op,
+                op.invoked_ms,
+                "not refused as read-only".to_owned(),
+                describe_outcome(&op.outcome),
+                format!(
                     "push op {} on {} started {} after the primary database was reachable \
                      again (at {}): the device should be back to read/write within {}",
                     op.id,
@@ -253,7 +247,7 @@ pub(crate) fn check(history: &History) -> Verdict {
                     secs(back),
                     secs(RECOVER_MS)
                 ),
-            });
+            ));
         }
     }
     verdict.notes.push(format!(

@@ -31,6 +31,8 @@ struct Claims {
     versions: BTreeMap<DeviceId, Version>,
     /// Active peers that could not be asked.
     unanswered: Vec<DeviceId>,
+    /// An unproven sync is refused rather than marked possibly stale.
+    refuse_unproven: bool,
 }
 
 impl Engine {
@@ -59,7 +61,7 @@ impl Engine {
             "The cluster database is read-only ({}); synchronizing from a replica.",
             view.reason.describe()
         ));
-        self.verified_sync(session, repo, progress, view.replica_current)
+        self.verified_sync(session, repo, progress, view.replica_current, false)
             .await
     }
 
@@ -89,14 +91,10 @@ impl Engine {
         let epoch = self.failover.primary_epoch();
         progress
             .say("The cluster database changed primary; checking versions with the other devices.");
-        let outcome = self.verified_sync(session, repo, progress, false).await?;
+        let outcome = self
+            .verified_sync(session, repo, progress, false, for_write)
+            .await?;
         if outcome.possibly_stale {
-            if for_write {
-                return Err(ClusterError::Unverified {
-                    repo: repo.clone(),
-                    unanswered: Vec::new(),
-                });
-            }
             return Ok(outcome);
         }
         let digest = self.ports.store.digest(repo).await?;
@@ -111,13 +109,15 @@ impl Engine {
     }
 
     /// The peer-verified sync: version rows raised by what the peers say of themselves,
-    /// then a fetch from a holder of the newest version.
+    /// then a fetch from a holder of the newest version. With `refuse_unproven` (a write),
+    /// a sync that cannot be shown fresh is refused whatever the configuration says.
     async fn verified_sync(
         &self,
         session: &mut dyn DbSession,
         repo: &RepoId,
         progress: &Progress,
         replica_current: bool,
+        refuse_unproven: bool,
     ) -> Result<SyncOutcome, ClusterError> {
         let topology = self.bound_topology(session, repo).await?;
         let rows = session.rows(repo).await?;
@@ -125,6 +125,7 @@ impl Engine {
         let mut claims = Claims {
             versions: rows.iter().map(|r| (r.device.clone(), r.version)).collect(),
             unanswered: Vec::new(),
+            refuse_unproven,
         };
         if verify {
             self.ask_peers(&topology, repo, &mut claims).await;
@@ -232,7 +233,9 @@ impl Engine {
         synced_from: Option<DeviceId>,
     ) -> Result<SyncOutcome, ClusterError> {
         let possibly_stale = self.verifies() && !claims.unanswered.is_empty() && !replica_current;
-        if possibly_stale && self.failover.config().stale_reads == StaleReads::Refuse {
+        let refuse =
+            claims.refuse_unproven || self.failover.config().stale_reads == StaleReads::Refuse;
+        if possibly_stale && refuse {
             return Err(ClusterError::Unverified {
                 repo: repo.clone(),
                 unanswered: claims.unanswered.clone(),

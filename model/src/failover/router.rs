@@ -291,7 +291,7 @@ impl Failover {
         lock(&self.primary_epoch).1
     }
 
-    /// Whether the replica behind `link` can show it holds everything its primary
+    /// Whether the replica `host` can show it holds everything its primary
     /// committed (it is streaming and has applied all it received).
     pub fn replica_is_current(&self, host: &str) -> bool {
         lock(&self.health)
