@@ -11,6 +11,7 @@ use stormcell_model::failover::ReadOnlyReason;
 use stormcell_model::ids::RepoId;
 use stormcell_model::ports::{Clock, Event, Events, Failpoints, Random, WritePoint};
 
+use crate::history::HealthFlip;
 use crate::trace::{sim_now_ms, Trace};
 
 /// Wall-clock time: a fixed epoch plus virtual time.
@@ -80,20 +81,36 @@ pub struct ModeChange {
     pub reason: Option<ReadOnlyReason>,
 }
 
-/// Every device's mode changes, in order.
-pub type ModeLog = Arc<Mutex<Vec<ModeChange>>>;
+/// Every device's database mode changes and health flips, each in order.
+#[derive(Debug, Default)]
+pub struct DbStateChanges {
+    /// Read-only or read/write.
+    pub modes: Vec<ModeChange>,
+    /// Health records flipping.
+    pub health: Vec<HealthFlip>,
+}
+
+/// Where the devices' database state changes are collected.
+pub type ModeLog = Arc<Mutex<DbStateChanges>>;
 
 impl Events for SimEvents {
     fn emit(&self, event: Event) {
-        if let (Some(modes), Event::DbMode { reason }) = (&self.modes, &event) {
-            modes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(ModeChange {
+        if let Some(log) = &self.modes {
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            match &event {
+                Event::DbMode { reason } => log.modes.push(ModeChange {
                     at_ms: sim_now_ms(),
                     device: self.host.clone(),
                     reason: *reason,
-                });
+                }),
+                Event::DbHealth { host, healthy } => log.health.push(HealthFlip {
+                    at_ms: sim_now_ms(),
+                    device: self.host.clone(),
+                    host: host.clone(),
+                    healthy: *healthy,
+                }),
+                _ => {}
+            }
         }
         let text =
             serde_json::to_string(&event).unwrap_or_else(|e| format!("unprintable event: {e}"));
@@ -106,6 +123,12 @@ impl Events for SimEvents {
 pub enum ArmedAction {
     /// Strike the device there; restart it after `down` (never, with `None`).
     Strike {
+        /// Downtime.
+        down: Option<Duration>,
+    },
+    /// Strike the primary database host there (for good, with `None`), and let the write
+    /// go on.
+    StrikePrimary {
         /// Downtime.
         down: Option<Duration>,
     },
@@ -178,8 +201,11 @@ impl Failpoints for SimFailpoints {
             // The driver strikes this host at the end of the current step; nothing more
             // happens here before that.
             ArmedAction::Strike { .. } => std::future::pending::<()>().await,
-            // Give the driver a step to cut the link before the write goes on.
-            ArmedAction::DropDbLink { .. } => tokio::time::sleep(Duration::from_millis(50)).await,
+            // Give the driver a step to cut the link (or strike the primary) before the
+            // write goes on.
+            ArmedAction::DropDbLink { .. } | ArmedAction::StrikePrimary { .. } => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
         }
     }
 }

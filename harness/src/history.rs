@@ -289,6 +289,22 @@ pub struct DatabaseHosts {
     pub primary: String,
     /// The replicas at the start.
     pub replicas: Vec<String>,
+    /// Every change of a device's view of a database host's health, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_flips: Vec<HealthFlip>,
+}
+
+/// A device's health record of a database host flipped (PROTOCOL.md 9.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthFlip {
+    /// Virtual milliseconds since the start.
+    pub at_ms: u64,
+    /// The device whose record flipped.
+    pub device: String,
+    /// The database host.
+    pub host: String,
+    /// The new state.
+    pub healthy: bool,
 }
 
 /// The state read off the devices after the final phase.

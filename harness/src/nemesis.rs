@@ -258,7 +258,25 @@ fn plan_database(
         for _ in 0..p.count.draw(rng) {
             let at_ms = start(rng);
             let down_ms = secs(p.down_s.draw(rng));
-            if p.restart {
+            if let Some(point) = p.at_write_point {
+                let point = write_point(point);
+                let down = p.restart.then_some(Duration::from_millis(down_ms));
+                out.push(Planned {
+                    at_ms,
+                    label: format!(
+                        "arm a strike of the primary database at {} (down {})",
+                        point.name(),
+                        down.map_or("for good".to_owned(), |d| format!(
+                            "{:.1}s",
+                            d.as_secs_f64()
+                        ))
+                    ),
+                    action: Action::Arm(Arm {
+                        points: vec![point],
+                        action: ArmedAction::StrikePrimary { down },
+                    }),
+                });
+            } else if p.restart {
                 out.push(Planned {
                     at_ms,
                     label: format!(

@@ -643,6 +643,11 @@ pub fn run(spec: &RunSpec) -> RunResult {
         database: (!db_cluster.replicas.is_empty()).then(|| DatabaseHosts {
             primary: db::cluster::PRIMARY.to_owned(),
             replicas: db_cluster.replicas.clone(),
+            health_flips: modes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .health
+                .clone(),
         }),
         expect,
         final_state,
@@ -682,7 +687,7 @@ fn read_only_time(
     faults: &[FaultEvent],
     end_ms: u64,
 ) -> BTreeMap<String, BTreeMap<String, u64>> {
-    let changes = modes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let changes = modes.lock().unwrap_or_else(|e| e.into_inner()).modes.clone();
     let mut timeline: Vec<(u64, &str, Option<&'static str>)> = changes
         .iter()
         .map(|c| (c.at_ms, c.device.as_str(), c.reason.map(|r| r.name())))
@@ -998,6 +1003,26 @@ impl Driver {
                     rng,
                     now,
                     &t.device,
+                    down.map(|d| d.as_millis() as u64),
+                    detail,
+                );
+            }
+            ArmedAction::StrikePrimary { down } => {
+                let detail = format!(
+                    "primary struck at {} of a push to {} on {}",
+                    t.point.name(),
+                    t.repo,
+                    t.device
+                );
+                if down.is_none() {
+                    self.lost.insert(DB_HOST.to_owned());
+                }
+                self.strike(
+                    sim,
+                    stores,
+                    rng,
+                    now,
+                    DB_HOST,
                     down.map(|d| d.as_millis() as u64),
                     detail,
                 );

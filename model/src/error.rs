@@ -251,6 +251,20 @@ pub enum ClusterError {
         /// The peers that could not be asked.
         unanswered: Vec<DeviceId>,
     },
+    /// **[stormcell]** A push to the repository on this device reached the disk and is not
+    /// recorded yet (its version waits on the cluster database), so the working copy shows
+    /// a change that may never count. Reads go to another device meanwhile.
+    #[error(
+        "A push to repository \"{repo}\" on device \"{device}\" is still being recorded in \
+         the cluster, so this device cannot serve it right now. Read from another device, or \
+         retry shortly."
+    )]
+    WriteUnrecorded {
+        /// The repository.
+        repo: RepoId,
+        /// This device.
+        device: DeviceId,
+    },
     /// The repository is unknown or not clustered.
     #[error("Repository \"{0}\" is not known to this cluster.")]
     NotFound(RepoId),
@@ -272,7 +286,10 @@ impl ClusterError {
             ClusterError::NotBound { .. } | ClusterError::WritesPrevented { .. } => {
                 ErrorCode::NotBound
             }
-            ClusterError::LockTimeout { .. } => ErrorCode::LockTimeout,
+            // Like a read lock held by a writer: this request only, retryable elsewhere.
+            ClusterError::LockTimeout { .. } | ClusterError::WriteUnrecorded { .. } => {
+                ErrorCode::LockTimeout
+            }
             ClusterError::Rejected(_) => ErrorCode::Rejected,
             ClusterError::Database(_) => ErrorCode::DatabaseUnavailable,
             ClusterError::Maintenance(_) => ErrorCode::Maintenance,

@@ -71,6 +71,44 @@ fn status_ignores_inactive_is_caught() {
 }
 
 #[test]
+fn trust_replica_versions_is_caught() {
+    caught(Bug::TrustReplicaVersions, "db-stale-replica", 300);
+}
+
+#[test]
+fn never_recover_is_caught() {
+    caught(Bug::NeverRecover, "db-primary-loss", 300);
+}
+
+#[test]
+fn write_on_replica_is_caught() {
+    caught(Bug::WriteOnReplica, "db-primary-loss", 300);
+}
+
+#[test]
+fn determinism_of_database_scenarios() {
+    for name in [
+        "db-primary-loss",
+        "db-promote",
+        "db-flap",
+        "db-partial-partition",
+        "db-stale-replica",
+    ] {
+        let s = scenario::builtin_named(name).expect("built-in scenario");
+        let spec = RunSpec {
+            scenario: s,
+            seed: 3,
+            profile: Profile::Stormcell,
+            plant: None,
+            keep_trace: true,
+        };
+        let (a, b) = (run(&spec), run(&spec));
+        assert_eq!(a.trace_hash, b.trace_hash, "{name}");
+        assert_eq!(a.trace, b.trace, "{name}");
+    }
+}
+
+#[test]
 fn determinism_of_operator_scenarios() {
     for name in [
         "demote-during-write",

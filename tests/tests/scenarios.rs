@@ -144,6 +144,33 @@ fn demote_during_write_loses_an_acknowledged_push_only_under_phabricator() {
 }
 
 #[test]
+fn db_stale_replica_serves_a_stale_read_only_under_phabricator() {
+    // The primary dies just after acknowledging a push; the replica lacks its version row.
+    // Phabricator trusts the replica's rows and serves what it has.
+    let mut caught = None;
+    for seed in 0..10 {
+        let phab = run_one("db-stale-replica", seed, Profile::Phabricator);
+        if !phab.passed() {
+            caught = Some((seed, phab));
+            break;
+        }
+    }
+    let (seed, phab) = caught.expect("phabricator serves a stale read within 10 seeds");
+    let stale: Vec<String> = phab
+        .verdicts
+        .iter()
+        .flat_map(|v| v.violations.iter())
+        .map(ToString::to_string)
+        .filter(|v| v.contains("a stale read"))
+        .collect();
+    assert!(!stale.is_empty(), "seed {seed}: no stale read explained");
+    assert!(stale[0].contains("was acknowledged at"), "{}", stale[0]);
+    // Stormcell asks the peers for their versions: fresh, or marked possibly stale.
+    let storm = run_one("db-stale-replica", seed, Profile::Stormcell);
+    assert!(storm.passed(), "{}", storm.replay_command());
+}
+
+#[test]
 fn thaw_loss_of_leaders_plan_lists_exactly_what_is_lost() {
     use stormcell_harness::checker::graph::CommitGraph;
     use stormcell_harness::history::{OpKind, Outcome};

@@ -15,6 +15,9 @@
 //!   reachable from D, with no outage since, must not be refused as read-only. The
 //!   phabricator profile recovers only when the device restarts, so there the bound counts
 //!   from D's restart after the outage.
+//! - (d) A device's health record of a host never flips twice within one health window
+//!   (a window of results, a check interval apart), unless the device restarted between:
+//!   a flapping primary must not make devices flap with it.
 //!
 //! Histories without database hosts (no replicas) are skipped.
 
@@ -22,7 +25,8 @@ use std::collections::BTreeMap;
 
 use super::freeze::{fault_intervals, FaultInterval};
 use super::{describe_outcome, secs, CheckerId, Verdict, Violation};
-use crate::history::{ErrorKind, FaultKind, History, OpKind, Operation, Outcome};
+use crate::history::{ErrorKind, FaultKind, HealthFlip, History, OpKind, Operation, Outcome};
+use stormcell_model::failover::FailoverTiming;
 
 /// How long after an outage starts a device must have noticed it: five failed checks three
 /// seconds apart, each taking up to its 2 s connect timeout, plus one interval of slack.
@@ -250,9 +254,192 @@ pub(crate) fn check(history: &History) -> Verdict {
             ));
         }
     }
+    let flips = check_health_flips(history, &db.health_flips, &mut verdict);
     verdict.notes.push(format!(
-        "checked {} pushes and {} reads during outages, {} pushes after recovery",
-        counted.0, counted.1, counted.2
+        "checked {} pushes and {} reads during outages, {} pushes after recovery, {} health \
+         flips",
+        counted.0, counted.1, counted.2, flips
     ));
     verdict
+}
+
+/// The shortest time between two flips of one health record: a whole window of results,
+/// each at least a check interval after the last.
+fn health_window_ms() -> u64 {
+    let t = FailoverTiming::default();
+    (t.check_interval * t.window as u32).as_millis() as u64
+}
+
+/// Rule (d). Returns how many flips were checked.
+fn check_health_flips(history: &History, flips: &[HealthFlip], verdict: &mut Verdict) -> usize {
+    let window = health_window_ms();
+    let mut last: BTreeMap<(&str, &str), &HealthFlip> = BTreeMap::new();
+    for flip in flips {
+        let key = (flip.device.as_str(), flip.host.as_str());
+        if let Some(prev) = last.insert(key, flip) {
+            // A struck device starts with fresh records.
+            let restarted = history.faults.iter().any(|f| {
+                f.kind == FaultKind::Strike
+                    && f.hosts.contains(&flip.device)
+                    && prev.at_ms <= f.at_ms
+                    && f.at_ms <= flip.at_ms
+            });
+            let gap = flip.at_ms.saturating_sub(prev.at_ms);
+            if !restarted && gap < window {
+                verdict.violations.push(Violation {
+                    checker: CheckerId::ReadOnly,
+                    op: None,
+                    device: Some(flip.device.clone()),
+                    repo: None,
+                    at_ms: flip.at_ms,
+                    expected: format!("no flip within {} of the last", secs(window)),
+                    seen: format!(
+                        "{} at {}, {} at {}",
+                        health_word(prev.healthy),
+                        secs(prev.at_ms),
+                        health_word(flip.healthy),
+                        secs(flip.at_ms)
+                    ),
+                    explanation: format!(
+                        "{}'s health record of {} flipped twice {} apart: a state may change \
+                         only after a whole window of agreeing checks",
+                        flip.device,
+                        flip.host,
+                        secs(gap)
+                    ),
+                });
+            }
+        }
+    }
+    flips.len()
+}
+
+fn health_word(healthy: bool) -> &'static str {
+    if healthy {
+        "healthy"
+    } else {
+        "unhealthy"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::testkit::{ok, ok_refs, push_kind, refused, HistoryBuilder};
+
+    fn violations(b: &HistoryBuilder) -> Vec<Violation> {
+        check(&b.build()).violations
+    }
+
+    /// The primary struck at 10 s, back at 70 s.
+    fn outage() -> HistoryBuilder {
+        let mut b = HistoryBuilder::new();
+        b.with_replica();
+        b.fault(10_000, FaultKind::Strike, &["db"]);
+        b.fault(70_000, FaultKind::Restart, &["db"]);
+        b
+    }
+
+    #[test]
+    fn read_only_a_severed_push_must_be_refused_promptly_as_read_only() {
+        let mut b = outage();
+        let prompt = b.push(
+            "R1",
+            40_000,
+            40_300,
+            &[("refs/heads/main", Some("c0"), "c1")],
+            refused(ErrorKind::ReadOnly),
+        );
+        assert!(violations(&b).is_empty(), "{:?}", violations(&b));
+        // Waiting out a lock budget, or failing some other way, is not the rule.
+        let slow = b.push(
+            "R2",
+            41_000,
+            61_000,
+            &[("refs/heads/main", Some("c0"), "c1")],
+            refused(ErrorKind::ReadOnly),
+        );
+        let other = b.push(
+            "R2",
+            42_000,
+            42_100,
+            &[("refs/heads/main", Some("c0"), "c1")],
+            refused(ErrorKind::DatabaseUnavailable),
+        );
+        let found: Vec<Option<u64>> = violations(&b).iter().map(|v| v.op).collect();
+        assert_eq!(found, vec![Some(slow), Some(other)], "prompt op {prompt} passes");
+    }
+
+    #[test]
+    fn read_only_reads_go_on_while_a_replica_is_reachable() {
+        let mut b = outage();
+        b.read("R1", 40_000, 40_200, ok_refs(&[("refs/heads/main", "c0")]));
+        let refused_read = b.read("R2", 41_000, 41_200, refused(ErrorKind::ReadOnly));
+        let v = violations(&b);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].op, Some(refused_read));
+        // With the replica struck too, a refusal is allowed.
+        let mut b = outage();
+        b.fault(30_000, FaultKind::Strike, &["db-r1"]);
+        b.read("R2", 41_000, 41_200, refused(ErrorKind::DatabaseUnavailable));
+        assert!(violations(&b).is_empty());
+    }
+
+    #[test]
+    fn read_only_writes_resume_after_the_primary_returns() {
+        let mut b = outage();
+        // Within the recovery bound a read-only refusal is allowed; after it, not.
+        b.push(
+            "R1",
+            80_000,
+            80_100,
+            &[("refs/heads/main", Some("c0"), "c1")],
+            refused(ErrorKind::ReadOnly),
+        );
+        b.push(
+            "R1",
+            90_000,
+            90_300,
+            &[("refs/heads/main", Some("c0"), "c1")],
+            ok(),
+        );
+        assert!(violations(&b).is_empty());
+        let late = b.op_on(
+            "repo1",
+            "R2",
+            100_001,
+            100_100,
+            push_kind(&[("refs/heads/main", Some("c1"), "c2")]),
+            refused(ErrorKind::ReadOnly),
+        );
+        let v = violations(&b);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].op, Some(late));
+        assert!(v[0].explanation.contains("back to read/write"), "{}", v[0]);
+        // The phabricator profile counts from the device's restart.
+        let mut phab = b.build();
+        phab.profile = "phabricator".to_owned();
+        assert!(check(&phab).violations.is_empty());
+    }
+
+    #[test]
+    fn read_only_health_never_flips_twice_within_a_window() {
+        let mut b = outage();
+        b.health_flip(25_000, "R1", "db", false)
+            .health_flip(85_000, "R1", "db", true)
+            .health_flip(25_000, "R2", "db", false);
+        assert!(violations(&b).is_empty());
+        // A flap followed within 15 s.
+        b.health_flip(95_000, "R1", "db", false);
+        let v = violations(&b);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].device.as_deref(), Some("R1"));
+        assert!(v[0].explanation.contains("flipped twice 10.000s apart"), "{}", v[0]);
+        // A restart in between starts a fresh record.
+        let mut b = outage();
+        b.health_flip(25_000, "R2", "db", false)
+            .fault(26_000, FaultKind::Strike, &["R2"])
+            .health_flip(30_000, "R2", "db", false);
+        assert!(violations(&b).is_empty());
+    }
 }

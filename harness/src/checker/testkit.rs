@@ -5,8 +5,8 @@
 //! final state where every device holds the initial refs. Tests change what they need.
 
 use crate::history::{
-    ErrorKind, FaultEvent, FaultKind, FinalExpectation, FinalState, History, OpKind, Operation,
-    Outcome, Phase, RefUpdate, Refs, RepositoryStart,
+    DatabaseHosts, ErrorKind, FaultEvent, FaultKind, FinalExpectation, FinalState, HealthFlip,
+    History, OpKind, Operation, Outcome, Phase, RefUpdate, Refs, RepositoryStart,
 };
 
 /// Builds a [`History`] op by op.
@@ -271,6 +271,35 @@ impl HistoryBuilder {
             hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
             detail: String::new(),
         });
+        self
+    }
+
+    /// Gives the run a database primary `db` and one replica `db-r1`.
+    pub(crate) fn with_replica(&mut self) -> &mut Self {
+        self.history.database = Some(DatabaseHosts {
+            primary: "db".to_owned(),
+            replicas: vec!["db-r1".to_owned()],
+            health_flips: Vec::new(),
+        });
+        self
+    }
+
+    /// Records that `device`'s health record of `host` flipped at `at_ms`.
+    pub(crate) fn health_flip(
+        &mut self,
+        at_ms: u64,
+        device: &str,
+        host: &str,
+        healthy: bool,
+    ) -> &mut Self {
+        if let Some(db) = &mut self.history.database {
+            db.health_flips.push(HealthFlip {
+                at_ms,
+                device: device.to_owned(),
+                host: host.to_owned(),
+                healthy,
+            });
+        }
         self
     }
 

@@ -200,9 +200,17 @@ impl Tables {
 
     // ----- events -----
 
-    /// Appends a push event; ids are monotonic from 1, shared by all repositories.
+    /// Appends a push event; ids are monotonic from 1, shared by all repositories, and
+    /// above every version the repository's rows hold. After a promotion the new primary
+    /// may lack events whose ids devices already hold as versions; reusing such an id would
+    /// give two different states the same version.
     pub fn record_push(&mut self, event: &NewPushEvent) -> u64 {
-        let id = self.next_push_id.max(1);
+        let floor = self
+            .repo_rows(&event.repo)
+            .map(|r| r.version)
+            .max()
+            .unwrap_or(0);
+        let id = self.next_push_id.max(floor + 1).max(1);
         self.next_push_id = id + 1;
         self.newest_push.insert(event.repo.clone(), id);
         self.push_events.push(PushEvent {
@@ -516,6 +524,11 @@ mod tests {
         assert_eq!(t.push_events().len(), 3);
         // Default-constructed tables also start at 1.
         assert_eq!(Tables::default().record_push(&ev("R1")), 1);
+        // A row raised past the id sequence (a version the promoted primary never saw as
+        // an event) pushes the next id of that repository above it.
+        t.set_version(&r("R1"), &d("repo001"), 40, None);
+        assert_eq!(t.record_push(&ev("R1")), 41);
+        assert_eq!(t.record_push(&ev("R2")), 42);
     }
 
     #[test]

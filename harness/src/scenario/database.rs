@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use stormcell_model::failover::StaleReads;
 
-use super::Range;
+use super::{Range, WritePoint};
 
 /// The cluster database of a run: one primary and some replicas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +43,11 @@ pub struct PrimaryStrikes {
     /// the devices (needs a replica).
     #[serde(default)]
     pub promote_after_s: Option<Range<u64>>,
+    /// Strike when the next push reaches this point of the write path (armed at the drawn
+    /// time) instead of at the drawn time itself: `after-ack` kills the primary just after
+    /// a push was acknowledged, before a lagging replica has its version row.
+    #[serde(default)]
+    pub at_write_point: Option<WritePoint>,
 }
 
 /// The primary cut off from some or all devices.

@@ -175,6 +175,13 @@ fn check_database(scenario: &Scenario) -> Checked {
         ordered("faults.db_primary_strikes.count", &s.count)?;
         ordered("faults.db_primary_strikes.down_s", &s.down_s)?;
         if let Some(p) = &s.promote_after_s {
+            if s.at_write_point.is_some() {
+                return invalid(
+                    "faults.db_primary_strikes.promote_after_s",
+                    "cannot follow a strike armed at a write point (at_write_point): the \
+                     strike's time is not known in advance",
+                );
+            }
             ordered("faults.db_primary_strikes.promote_after_s", p)?;
             needs_replica("faults.db_primary_strikes.promote_after_s")?;
             if s.restart {

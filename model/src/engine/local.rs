@@ -29,6 +29,17 @@ impl LocalWrites {
         }
     }
 
+    /// Whether any write to `repo` is running here: its refs may be on disk before its
+    /// version is recorded.
+    pub fn any_running(&self, repo: &RepoId) -> Option<LockOwner> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(r, _)| r == repo)
+            .map(|(_, owner)| owner.clone())
+    }
+
     /// Whether a write with this token is running here.
     pub fn is_running(&self, repo: &RepoId, owner: &LockOwner) -> bool {
         self.running

@@ -15,6 +15,10 @@ use crate::ports::{DbSession, Event, LockName, Snapshot};
 use crate::rows::{NewSyncEvent, SyncResult, Topology};
 use crate::wire::{Request, Response};
 
+/// How often a peer copy looks again for a write waiting to be recorded: short, since a
+/// healthy write records within a round trip to the database.
+const UNRECORDED_WRITE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a read sync found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncOutcome {
@@ -60,7 +64,19 @@ impl Engine {
                 }
             }
         }
-        let refs = self.ports.store.refs(repo).await?;
+        let refs = {
+            // Held across the check and the read, so no write moves refs in between.
+            let _guard = self.local.shared(repo).await;
+            if self.hides_unrecorded_writes() && self.local.any_running(repo).is_some() {
+                let e = ClusterError::WriteUnrecorded {
+                    repo: repo.clone(),
+                    device: self.device.clone(),
+                };
+                self.refused(repo, &e);
+                return Err(e);
+            }
+            self.ports.store.refs(repo).await?
+        };
         Ok(ReadReceipt {
             refs,
             possibly_stale,
@@ -317,9 +333,34 @@ impl Engine {
         }
     }
 
-    /// Serves a peer's fetch: a consistent copy of the working copy.
+    /// **[stormcell]** Whether reads and peer copies must not show a write that is not
+    /// recorded yet. Normally the writer's read lock already keeps them out; this covers
+    /// a writer whose database session died (its locks went with it) and read-only mode,
+    /// where reads take no lock on the primary. Otherwise a read could see a push that a
+    /// later read elsewhere does not, and reads would go backwards.
+    fn hides_unrecorded_writes(&self) -> bool {
+        self.config.profile.is_stormcell()
+    }
+
+    /// Serves a peer's fetch: a consistent copy of the working copy, **[stormcell]** once
+    /// no write to it is waiting to be recorded (for at most one peer request's time).
     pub async fn export_for_peer(&self, repo: &RepoId) -> Result<Snapshot, ClusterError> {
-        let _guard = self.local.shared(repo).await;
-        Ok(self.ports.store.export(repo).await?)
+        let deadline = tokio::time::Instant::now() + self.config.timing.peer_request;
+        loop {
+            let guard = self.local.shared(repo).await;
+            if !self.hides_unrecorded_writes() || self.local.any_running(repo).is_none() {
+                let snapshot = self.ports.store.export(repo).await?;
+                drop(guard);
+                return Ok(snapshot);
+            }
+            drop(guard);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::WriteUnrecorded {
+                    repo: repo.clone(),
+                    device: self.device.clone(),
+                });
+            }
+            tokio::time::sleep(UNRECORDED_WRITE_POLL).await;
+        }
     }
 }

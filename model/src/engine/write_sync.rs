@@ -278,7 +278,10 @@ impl Engine {
     ) -> Result<(Version, Option<Box<dyn DbSession>>), ClusterError> {
         let deadline = Instant::now() + self.config.timing.release_window;
         let stormcell = self.config.profile.is_stormcell();
-        let mut event_id: Option<u64> = None;
+        // The push event's id, with the primary it was recorded on: an id from a primary
+        // that has since been replaced may be missing from the new one, so it is recorded
+        // again there rather than reused.
+        let mut event_id: Option<(u64, u64)> = None;
         let mut original = true;
         let mut warned = false;
         loop {
@@ -297,11 +300,12 @@ impl Engine {
                     let new_version = if stormcell && !rec.event.accepted {
                         rec.old_version
                     } else {
+                        let epoch = self.failover.primary_epoch();
                         let id = match event_id {
-                            Some(id) => id,
-                            None => s.record_push(&rec.event).await?,
+                            Some((id, recorded_on)) if recorded_on == epoch => id,
+                            _ => s.record_push(&rec.event).await?,
                         };
-                        event_id = Some(id);
+                        event_id = Some((id, epoch));
                         id
                     };
                     let finish = FinishWrite {

@@ -455,8 +455,21 @@ impl DbSession for PgSession {
             serde_json::to_value(&event.updates).map_err(|e| DbError::Query(e.to_string()))?;
         let row = self
             .timed(self.client.query_one(
-                "INSERT INTO push_events (repo, device, pusher, started_ms, updates, accepted, kind)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                // The id is drawn above every version the repository's rows hold: after a
+                // promotion the sequence may be behind versions devices already carry, and
+                // reusing one would give two states the same version. Drawing enough values
+                // (never setting the sequence back) keeps concurrent pushes unique.
+                "WITH floor AS (
+                     SELECT COALESCE(max(version), 0) AS v FROM versions WHERE repo = $1
+                 ), drawn AS (
+                     SELECT nextval('push_events_id_seq') AS id
+                     FROM generate_series(1, GREATEST(1,
+                         (SELECT v FROM floor) + 1 - (SELECT CASE WHEN is_called
+                             THEN last_value ELSE last_value - 1 END FROM push_events_id_seq)))
+                 )
+                 INSERT INTO push_events (id, repo, device, pusher, started_ms, updates, accepted, kind)
+                 SELECT max(id), $1, $2, $3, $4, $5, $6, $7 FROM drawn
+                 RETURNING id",
                 &[
                     &event.repo.as_str(),
                     &event.device.as_str(),

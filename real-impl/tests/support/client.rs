@@ -276,6 +276,7 @@ impl Recorder {
         self.history.database = Some(stormcell_harness::history::DatabaseHosts {
             primary: primary.to_owned(),
             replicas: replicas.iter().map(|r| (*r).to_owned()).collect(),
+            health_flips: Vec::new(),
         });
     }
 
