@@ -687,7 +687,11 @@ fn read_only_time(
     faults: &[FaultEvent],
     end_ms: u64,
 ) -> BTreeMap<String, BTreeMap<String, u64>> {
-    let changes = modes.lock().unwrap_or_else(|e| e.into_inner()).modes.clone();
+    let changes = modes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .modes
+        .clone();
     let mut timeline: Vec<(u64, &str, Option<&'static str>)> = changes
         .iter()
         .map(|c| (c.at_ms, c.device.as_str(), c.reason.map(|r| r.name())))

@@ -89,8 +89,8 @@ async fn handle(engine: Arc<Engine>, mut conn: BoxConn) {
             };
             let _ = write_frame(&mut conn, &reply).await;
         }
-        Request::PeerFetch { repo } => {
-            let reply = match engine.export_for_peer(&repo).await {
+        Request::PeerFetch { repo, unrecorded } => {
+            let reply = match engine.export_for_peer(&repo, unrecorded).await {
                 Ok(snapshot) => Response::Snapshot { snapshot },
                 Err(e) => error_response(&e),
             };

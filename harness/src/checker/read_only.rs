@@ -367,7 +367,11 @@ mod tests {
             refused(ErrorKind::DatabaseUnavailable),
         );
         let found: Vec<Option<u64>> = violations(&b).iter().map(|v| v.op).collect();
-        assert_eq!(found, vec![Some(slow), Some(other)], "prompt op {prompt} passes");
+        assert_eq!(
+            found,
+            vec![Some(slow), Some(other)],
+            "prompt op {prompt} passes"
+        );
     }
 
     #[test]
@@ -381,7 +385,12 @@ mod tests {
         // With the replica struck too, a refusal is allowed.
         let mut b = outage();
         b.fault(30_000, FaultKind::Strike, &["db-r1"]);
-        b.read("R2", 41_000, 41_200, refused(ErrorKind::DatabaseUnavailable));
+        b.read(
+            "R2",
+            41_000,
+            41_200,
+            refused(ErrorKind::DatabaseUnavailable),
+        );
         assert!(violations(&b).is_empty());
     }
 
@@ -434,7 +443,11 @@ mod tests {
         let v = violations(&b);
         assert_eq!(v.len(), 1, "{v:?}");
         assert_eq!(v[0].device.as_deref(), Some("R1"));
-        assert!(v[0].explanation.contains("flipped twice 10.000s apart"), "{}", v[0]);
+        assert!(
+            v[0].explanation.contains("flipped twice 10.000s apart"),
+            "{}",
+            v[0]
+        );
         // A restart in between starts a fresh record.
         let mut b = outage();
         b.health_flip(25_000, "R2", "db", false)

@@ -181,7 +181,10 @@ impl Admin {
         repo: &RepoId,
         device: &DeviceId,
     ) -> Result<Snapshot, String> {
-        let request = Request::PeerFetch { repo: repo.clone() };
+        let request = Request::PeerFetch {
+            repo: repo.clone(),
+            unrecorded: true,
+        };
         let limit = self.config.timing.peer_request * 3;
         match self.call(topology, device, &request, limit).await? {
             Response::Snapshot { snapshot } => Ok(snapshot),

@@ -272,7 +272,10 @@ impl Engine {
                 SyncResult::Error,
             )
         })?;
-        let request = Request::PeerFetch { repo: repo.clone() };
+        let request = Request::PeerFetch {
+            repo: repo.clone(),
+            unrecorded: false,
+        };
         let limit = self
             .config
             .timing
@@ -343,12 +346,20 @@ impl Engine {
     }
 
     /// Serves a peer's fetch: a consistent copy of the working copy, **[stormcell]** once
-    /// no write to it is waiting to be recorded (for at most one peer request's time).
-    pub async fn export_for_peer(&self, repo: &RepoId) -> Result<Snapshot, ClusterError> {
+    /// no write to it is waiting to be recorded (for at most one peer request's time),
+    /// unless the asker wants `unrecorded` writes too.
+    pub async fn export_for_peer(
+        &self,
+        repo: &RepoId,
+        unrecorded: bool,
+    ) -> Result<Snapshot, ClusterError> {
         let deadline = tokio::time::Instant::now() + self.config.timing.peer_request;
         loop {
             let guard = self.local.shared(repo).await;
-            if !self.hides_unrecorded_writes() || self.local.any_running(repo).is_none() {
+            if unrecorded
+                || !self.hides_unrecorded_writes()
+                || self.local.any_running(repo).is_none()
+            {
                 let snapshot = self.ports.store.export(repo).await?;
                 drop(guard);
                 return Ok(snapshot);

@@ -38,6 +38,11 @@ pub enum Request {
     PeerFetch {
         /// The repository.
         repo: RepoId,
+        /// Copy even a write that is not recorded yet: an operator's plan or salvage
+        /// inspects what is on disk. A sync never does (it must not spread a write that
+        /// may not count).
+        #[serde(default)]
+        unrecorded: bool,
     },
     /// A peer announces a new version, so this device pulls at once.
     Notify {
