@@ -118,6 +118,17 @@ impl Events for SimEvents {
     }
 }
 
+/// Background tasks on the simulated host's local set: a crash drops them in the order they
+/// started, whatever ran earlier in the process.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SimSpawn;
+
+impl stormcell_model::ports::Spawn for SimSpawn {
+    fn spawn(&self, task: stormcell_model::ports::BackgroundTask) -> tokio::task::AbortHandle {
+        tokio::task::spawn_local(task).abort_handle()
+    }
+}
+
 /// What an armed failpoint does when a write reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArmedAction {

@@ -17,6 +17,7 @@ use crate::checker::{self, Verdict};
 use crate::db;
 use crate::env::{
     stream_rng, ArmedAction, Board, ModeLog, SimClock, SimEvents, SimFailpoints, SimRandom,
+    SimSpawn,
 };
 use crate::history::{
     DatabaseHosts, FaultEvent, FaultKind, FinalState, History, Outcome, Phase, Refs,
@@ -367,6 +368,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
                     trace: trace.clone(),
                     modes: Some(modes.clone()),
                 }),
+                spawn: Arc::new(SimSpawn),
             };
             let (engine, triggers) =
                 Engine::new(DeviceId::new(name.clone()), config.clone(), plants, ports);
@@ -491,7 +493,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         let samples = Arc::clone(&samples);
         sim.client("operator", async move {
             if !every.is_zero() {
-                tokio::spawn(status_sampler::run(
+                tokio::task::spawn_local(status_sampler::run(
                     Arc::clone(&run.admin),
                     run.service.clone(),
                     every,

@@ -14,8 +14,9 @@ pub async fn run(
     listen: &str,
 ) -> std::io::Result<()> {
     let listener = engine.ports().net.listen(listen).await?;
-    let background = tokio::spawn(replication::run(Arc::clone(&engine), triggers));
-    let health = tokio::spawn(failover::monitor(Arc::clone(engine.failover())));
+    let spawn = Arc::clone(&engine.ports().spawn);
+    let background = spawn.spawn(Box::pin(replication::run(Arc::clone(&engine), triggers)));
+    let health = spawn.spawn(Box::pin(failover::monitor(Arc::clone(engine.failover()))));
     let served = service::serve(engine, listener).await;
     background.abort();
     health.abort();

@@ -113,7 +113,8 @@ pub async fn run(engine: Arc<Engine>, mut triggers: mpsc::UnboundedReceiver<Repo
         let permits = Arc::clone(&permits);
         let running = Arc::clone(&running);
         let done = done_tx.clone();
-        tokio::spawn(async move {
+        let spawn = Arc::clone(&engine.ports().spawn);
+        spawn.spawn(Box::pin(async move {
             let result = match permits.acquire_owned().await {
                 Ok(_permit) => engine.pull(&repo).await.map_err(|e| e.to_string()),
                 Err(_) => Err("replication is shutting down".to_owned()),
@@ -123,7 +124,7 @@ pub async fn run(engine: Arc<Engine>, mut triggers: mpsc::UnboundedReceiver<Repo
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&repo);
             let _ = done.send((repo, result));
-        });
+        }));
     };
 
     loop {

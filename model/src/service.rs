@@ -17,7 +17,8 @@ pub async fn serve(engine: Arc<Engine>, mut listener: Box<dyn Listener>) -> std:
     loop {
         let (conn, _peer) = listener.accept().await?;
         let engine = Arc::clone(&engine);
-        tokio::spawn(async move { handle(engine, conn).await });
+        let spawn = Arc::clone(&engine.ports().spawn);
+        spawn.spawn(Box::pin(handle(engine, conn)));
     }
 }
 

@@ -78,6 +78,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         rng: Arc::new(OsRandom),
         failpoints: Arc::new(failpoints),
         events: Arc::new(LoggedEvents::new(&config.device, Arc::clone(&metrics))),
+        spawn: Arc::new(stormcell_model::ports::TokioSpawn),
     };
     let (engine, triggers) = Engine::new(
         DeviceId::new(config.device.clone()),

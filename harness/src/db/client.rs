@@ -82,7 +82,8 @@ impl SimDb {
             .map_err(|e| DbError::Connection(format!("connect to {addr}: {e}")))?;
         // Capacity 1 is enough: a handle has at most one request in flight (`&mut self`).
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(actor(stream, rx, self.config, addr.to_owned()));
+        // On the host's local set, so a crash drops sessions in a fixed order.
+        tokio::task::spawn_local(actor(stream, rx, self.config, addr.to_owned()));
         Ok(SimDbSession { tx, broken: None })
     }
 }

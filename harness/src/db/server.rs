@@ -141,8 +141,16 @@ pub async fn serve_with(
     }
     let listener = crate::net::listen(&format!("0.0.0.0:{port}")).await?;
     let sessions: Sessions = Arc::new(Mutex::new(BTreeMap::new()));
-    let _reaper = AbortOnDrop(tokio::spawn(reap(state.clone(), sessions.clone(), config)));
-    let _stream = AbortOnDrop(tokio::spawn(super::replication::stream(state.clone())));
+    // Every task stays on the host's local set: a crash then drops the sessions in the order
+    // they opened (tokio's shared task lists order them by a process-wide counter).
+    let _reaper = AbortOnDrop(tokio::task::spawn_local(reap(
+        state.clone(),
+        sessions.clone(),
+        config,
+    )));
+    let _stream = AbortOnDrop(tokio::task::spawn_local(super::replication::stream(
+        state.clone(),
+    )));
 
     loop {
         let (stream, peer) = listener.accept().await?;
@@ -156,7 +164,7 @@ pub async fn serve_with(
             },
         );
         tracing::trace!(session = id, peer = %crate::net::peer_name(peer), "db session opened");
-        tokio::spawn(run_session(
+        tokio::task::spawn_local(run_session(
             stream,
             id,
             state.clone(),

@@ -18,7 +18,7 @@ use crate::failover::{DbLink, Failover, Intent, SharedDbConfig};
 use crate::ids::{DeviceId, RepoId};
 use crate::plant::Plants;
 use crate::ports::{
-    Clock, ClusterDb, DbSession, Event, Events, Failpoints, Network, Random, Store,
+    Clock, ClusterDb, DbSession, Event, Events, Failpoints, Network, Random, Spawn, Store,
 };
 
 pub use local::LocalWrites;
@@ -44,6 +44,8 @@ pub struct Ports {
     pub failpoints: Arc<dyn Failpoints>,
     /// Where events go.
     pub events: Arc<dyn Events>,
+    /// Background tasks.
+    pub spawn: Arc<dyn Spawn>,
 }
 
 /// Progress lines for the client of one request (PROTOCOL.md section 11).

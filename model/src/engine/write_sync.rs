@@ -198,11 +198,11 @@ impl Engine {
             // The client hears "ok" now; the version is recorded a moment later.
             let engine = Arc::clone(self);
             let progress = progress.clone();
-            tokio::spawn(async move {
+            self.ports.spawn.spawn(Box::pin(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 let _running = running;
                 let _ = engine.finish(session, recording, &progress).await;
-            });
+            }));
             return Ok(PushReceipt {
                 version: old_version,
                 applied,
@@ -381,13 +381,13 @@ impl Engine {
             };
             let engine = Arc::clone(self);
             let repo = repo.clone();
-            tokio::spawn(async move {
+            self.ports.spawn.spawn(Box::pin(async move {
                 let request = Request::Notify { repo, version };
                 let limit = engine.config.timing.peer_request;
                 // A peer that misses the notice catches up on its next scan.
                 let _ =
                     peer::call(engine.ports.net.as_ref(), &device, &addr, &request, limit).await;
-            });
+            }));
         }
     }
 

@@ -12,6 +12,27 @@ pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
 }
 
+/// A task started in the background.
+pub type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Starts background tasks. The daemon hands them to tokio; the simulator keeps them on its
+/// host, where a crash drops them in the order they started (tokio's own task lists are
+/// ordered by a process-wide task counter, which would make a crash depend on earlier runs).
+pub trait Spawn: Send + Sync {
+    /// Starts `task`; the handle stops it.
+    fn spawn(&self, task: BackgroundTask) -> tokio::task::AbortHandle;
+}
+
+/// [`Spawn`] on the current tokio runtime.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokioSpawn;
+
+impl Spawn for TokioSpawn {
+    fn spawn(&self, task: BackgroundTask) -> tokio::task::AbortHandle {
+        tokio::spawn(task).abort_handle()
+    }
+}
+
 /// A source of randomness (seeded in the simulator).
 pub trait Random: Send + Sync {
     /// A uniformly random number in `0..n` (`n > 0`; returns 0 for `n == 0`).

@@ -8,6 +8,8 @@ pub mod net;
 pub mod store;
 
 pub use db::{ClusterDb, DbSession, FinishWrite, LockName, ReplicationState};
-pub use env::{Clock, Event, Events, Failpoints, Random, WritePoint};
+pub use env::{
+    BackgroundTask, Clock, Event, Events, Failpoints, Random, Spawn, TokioSpawn, WritePoint,
+};
 pub use net::{BoxConn, Connection, Listener, Network};
 pub use store::{PushApplied, PushPayload, Snapshot, Store};
