@@ -742,24 +742,8 @@ fn thaw_through_the_cli_plans_demotes_and_promotes() {
     );
     assert!(o.is_ok(), "writes resume after the demote: {text}");
 
-    // Demote the whole service: the plan lists what the remaining leaders hold.
-    let plan = cluster.admin_as(
-        1,
-        &[
-            "--json",
-            "repository",
-            "thaw",
-            "R1",
-            "--demote",
-            "S1",
-            "--plan",
-        ],
-    );
-    let plan: ThawPlan = serde_json::from_str(&plan).expect("plan JSON");
-    assert!(
-        plan.discards().any(|(_, d)| d.commit.to_string() == c3),
-        "the plan lists the leaders' main: {plan:?}"
-    );
+    // Demote the whole service: no rows are left, so the repository is frozen as an
+    // ambiguous leader until a device is promoted.
     thaw(&cluster, &mut client, &["R1", "--demote", "S1", "--force"]);
     let frozen = client.commit(Some(&c3));
     let (o, text) = client.push(
@@ -781,15 +765,46 @@ fn thaw_through_the_cli_plans_demotes_and_promotes() {
         "no rows and three devices: ambiguous: {o:?} {text}"
     );
 
-    // Promote the device whose data is trusted: writes resume, on top of its refs.
+    // Device 1 returns; while the repository is ambiguous it does not sync, so its working
+    // copy still holds the interrupted write. The promote's plan lists it as discarded...
+    cluster.nodes[0].start(&hosts, "");
+    client.fault(FaultKind::Restart, "repo001", "restarted");
+    let before = rows(&cluster);
+    let plan = cluster.admin_as(
+        1,
+        &[
+            "--json",
+            "repository",
+            "thaw",
+            "R1",
+            "--promote",
+            "repo002",
+            "--plan",
+        ],
+    );
+    let plan: ThawPlan = serde_json::from_str(&plan).expect("plan JSON");
+    assert!(
+        plan.discards()
+            .any(|(_, d)| d.device.as_str() == "repo001" && d.commit.to_string() == c2),
+        "the plan lists the interrupted write on repo001: {plan:?}"
+    );
+    assert_eq!(rows(&cluster), before, "a plan changes nothing");
+
+    // ...and the promote salvages it onto the promoted device: writes resume on top of
+    // the promoted device's refs.
     let outcome = thaw(
         &cluster,
         &mut client,
         &["R1", "--promote", "repo002", "--force"],
     );
     assert_eq!(outcome.applied.len(), 1, "{outcome:?}");
-    cluster.nodes[0].start(&hosts, "");
-    client.fault(FaultKind::Restart, "repo001", "restarted");
+    assert!(
+        outcome
+            .salvaged
+            .iter()
+            .any(|s| s.to.as_ref().is_some_and(|t| t.as_str() == "repo002")),
+        "{outcome:?}"
+    );
     let c4 = client.commit(Some(&c3));
     let (o, text) = client.push(
         cluster.node(2),
@@ -802,6 +817,14 @@ fn thaw_through_the_cli_plans_demotes_and_promotes() {
     assert!(o.is_ok(), "writes resume after the promote: {text}");
     let (o, text) = client.read(cluster.node(0), "R1", Phase::Workload);
     assert_eq!(main_of(&o), Some(c4.clone()), "{text}");
+    assert!(
+        cluster
+            .node(1)
+            .disk_refs("R1")
+            .iter()
+            .any(|(name, commit)| name.starts_with("refs/salvage/repo001/") && *commit == c2),
+        "the interrupted write is kept under refs/salvage/"
+    );
 
     let nodes: Vec<_> = cluster.nodes.iter().collect();
     client.final_phase(&nodes, "R1");
