@@ -829,5 +829,54 @@ fn thaw_through_the_cli_plans_demotes_and_promotes() {
     let nodes: Vec<_> = cluster.nodes.iter().collect();
     client.final_phase(&nodes, "R1");
     client.check(&history_path("thaw_cli"));
+
+    // After the checked history: a maintenance lock on device 2 changes a ref in its
+    // working copy, and the change spreads; read-only maintenance refuses pushes.
+    let out = cluster.admin_as(
+        1,
+        &[
+            "repository",
+            "lock",
+            "R1",
+            "--run",
+            &format!("git update-ref refs/heads/maint {c4}"),
+        ],
+    );
+    assert!(out.contains("recorded as version"), "{out}");
+    let ls = |node: &support::Node| {
+        let out = git(&cluster.client_dir())
+            .args(["ls-remote", &node.url("R1")])
+            .output()
+            .expect("ls-remote");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        ls(cluster.node(2)).contains(&format!("{c4}\trefs/heads/maint")),
+        "the maintenance change reached device 3"
+    );
+    cluster.admin_as(
+        1,
+        &["repository", "maintenance", "R1", "--start", "moving disks"],
+    );
+    let out = git(&cluster.client_dir().join("scratch"))
+        .args([
+            "push",
+            &cluster.node(0).url("R1"),
+            &format!("{c4}:refs/heads/m2"),
+        ])
+        .output()
+        .expect("push");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("moving disks"),
+        "{text}"
+    );
+    cluster.admin_as(1, &["repository", "maintenance", "R1", "--stop"]);
+    let (ok, _, err) = cluster.admin_try(
+        &cluster.primary.conninfo(),
+        Some(1),
+        &["repository", "maintenance", "R9", "--stop"],
+    );
+    assert!(!ok && err.contains("R9"), "{err}");
     eprintln!("thaw test took {} ms", started.elapsed().as_millis());
 }

@@ -234,3 +234,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn thaw_needs_one_action_and_a_selection() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(parse(&["stormcell", "repository", "thaw", "R1", "--demote", "d1"]).is_ok());
+        let e = parse(&["stormcell", "repository", "thaw", "R1"]).unwrap_err();
+        assert!(e.to_string().contains("--demote"), "{e}");
+        let e = parse(&[
+            "stormcell",
+            "repository",
+            "thaw",
+            "R1",
+            "--demote",
+            "a",
+            "--promote",
+            "b",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("--promote"), "{e}");
+        let e = parse(&["stormcell", "repository", "thaw", "--demote", "a"]).unwrap_err();
+        assert!(e.to_string().contains("REPO"), "{e}");
+        let e = parse(&["stormcell", "db", "promote", "db2"]).unwrap_err();
+        assert!(e.to_string().contains("--config"), "{e}");
+        let e = parse(&["stormcell", "repository", "maintenance", "R1"]).unwrap_err();
+        assert!(e.to_string().contains("--start"), "{e}");
+    }
+}
