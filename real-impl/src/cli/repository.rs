@@ -143,7 +143,7 @@ fn repo_ids(names: &[String]) -> anyhow::Result<Vec<RepoId>> {
         .map(|n| {
             stormcell_node::store::check_name(n)
                 .map(|()| RepoId::new(n.clone()))
-                .map_err(|e| anyhow::anyhow!("REPO: {e}"))
+                .map_err(|e| anyhow::anyhow!("REPO: {}", e.0))
         })
         .collect()
 }
