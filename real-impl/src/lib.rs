@@ -7,7 +7,8 @@
 //! - [`http`]: Git smart HTTP in front of the protocol engine;
 //! - [`env`]: clock, randomness, failpoints and events (logs and metrics);
 //! - [`config`]: the node's TOML configuration;
-//! - [`node`]: assembling and running a device.
+//! - [`node`]: assembling and running a device;
+//! - [`reload`]: re-reading the database hosts of a running node's configuration.
 //!
 //! Everything that decides what the cluster does lives in `stormcell-model`; this crate
 //! only connects it to the world.
@@ -20,4 +21,5 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod pktline;
+pub mod reload;
 pub mod store;

@@ -1,6 +1,7 @@
 //! Assembling and running one device: the real ports, the model's engine, node service and
 //! background replication, and the Git HTTP front end.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use stormcell_model::engine::{Engine, Ports};
@@ -41,8 +42,9 @@ pub enum NodeError {
 }
 
 /// Runs the device described by `config` until a listener fails or the process is asked
-/// to stop.
-pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
+/// to stop. With the file it came from, `path`, the node re-reads its `[database]`
+/// section when the file changes or on SIGHUP ([`crate::reload`]).
+pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeError> {
     let protocol = config.protocol().map_err(NodeError::Config)?;
     let metrics = Arc::new(Metrics::new());
     let connector = PgConnector::new(
@@ -50,6 +52,9 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         protocol.failover.query_timeout,
     );
     let db_hosts = Arc::new(Mutex::new(config.database.cluster()));
+    if let Some(path) = path {
+        tokio::spawn(crate::reload::watch(path, Arc::clone(&db_hosts)));
+    }
     let peers = Arc::new(PeerCredentials::new(
         Arc::clone(&db_hosts),
         connector.clone(),

@@ -10,6 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use stormcell_harness::history::{ErrorKind, FaultKind, Outcome, Phase};
+use stormcell_model::admin::{ThawOutcome, ThawPlan};
 use support::client::{git, Recorder};
 use support::{prerequisites, Cluster};
 
@@ -460,4 +461,422 @@ fn with_the_primary_down_pushes_are_refused_as_read_only_and_clones_still_served
     let nodes: Vec<_> = cluster.nodes.iter().collect();
     client.final_phase(&nodes, "R1");
     client.check(&history_path("primary_down"));
+}
+
+/// Reads `main` of `repo` off a successful read outcome.
+fn main_of(o: &Outcome) -> Option<String> {
+    match o {
+        Outcome::Ok {
+            refs: Some(refs), ..
+        } => refs.get("refs/heads/main").cloned(),
+        _ => None,
+    }
+}
+
+#[test]
+fn promoting_the_replica_repoints_the_devices_without_losing_acknowledged_pushes() {
+    let Some(pg) = prerequisites("promote_replica") else {
+        return;
+    };
+    let started = Instant::now();
+    let mut cluster = Cluster::start_with(&pg, true, |_| String::new());
+    let mut client = {
+        let nodes: Vec<_> = cluster.nodes.iter().collect();
+        Recorder::new(&cluster.client_dir(), "e2e-promote-replica", &nodes, "R1")
+    };
+    client.database_hosts("db1", &["db2"]);
+
+    // Two acknowledged pushes on two devices before the primary goes.
+    let c1 = client.commit(None);
+    let (o, text) = client.push(
+        cluster.node(0),
+        "R1",
+        "refs/heads/main",
+        None,
+        &c1,
+        Phase::Workload,
+    );
+    assert!(o.is_ok(), "first push: {text}");
+    let c2 = client.commit(Some(&c1));
+    let (o, text) = client.push(
+        cluster.node(1),
+        "R1",
+        "refs/heads/main",
+        Some(&c1),
+        &c2,
+        Phase::Workload,
+    );
+    assert!(o.is_ok(), "second push: {text}");
+
+    cluster.primary.stop();
+    client.fault(FaultKind::Strike, "db1", "primary stopped");
+
+    // Bad input changes nothing and names what is wrong.
+    let replica = cluster.replica.as_ref().expect("replica").conninfo();
+    let configs: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.config_path().display().to_string())
+        .collect();
+    let before = std::fs::read_to_string(&configs[0]).expect("config");
+    let (ok, _, err) = cluster.admin_try(
+        &replica,
+        None,
+        &["db", "promote", "db9", "--config", &configs[0]],
+    );
+    assert!(
+        !ok && err.contains("db9"),
+        "an unknown host is refused: {err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&configs[0]).expect("config"),
+        before
+    );
+
+    let mut args = vec!["db", "promote", "db2"];
+    for c in &configs {
+        args.extend(["--config", c.as_str()]);
+    }
+    let t = Instant::now();
+    let (ok, out, err) = cluster.admin_try(&replica, None, &args);
+    assert!(ok, "db promote: {err}");
+    assert!(out.contains("promoted \"db2\""), "{out}");
+    client.fault(FaultKind::Promote, "db2", "stormcell db promote db2");
+    eprintln!("db promote took {} ms", t.elapsed().as_millis());
+    let rewritten = std::fs::read_to_string(&configs[0]).expect("config");
+    assert!(rewritten.contains("enabled = false"), "{rewritten}");
+
+    // The nodes pick the new primary up by themselves, and pushes go through again.
+    let t = Instant::now();
+    let c3 = client.commit(Some(&c2));
+    loop {
+        let (o, text) = client.push(
+            cluster.node(2),
+            "R1",
+            "refs/heads/main",
+            Some(&c2),
+            &c3,
+            Phase::Workload,
+        );
+        if o.is_ok() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "writes never reached the new primary: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "first push accepted {} ms after the promotion",
+        t.elapsed().as_millis()
+    );
+    for i in 0..3 {
+        let (o, text) = client.read(cluster.node(i), "R1", Phase::Workload);
+        assert_eq!(main_of(&o), Some(c3.clone()), "read on {i}: {text}");
+    }
+    let log = cluster.node(0).log();
+    assert!(
+        log.contains("database hosts changed"),
+        "the node logged the re-pointing"
+    );
+    let status = cluster.admin_try(&replica, Some(0), &["db", "status"]);
+    assert!(status.1.contains("db2 (primary)"), "{}", status.1);
+
+    let nodes: Vec<_> = cluster.nodes.iter().collect();
+    client.final_phase(&nodes, "R1");
+    client.check(&history_path("promote_replica"));
+    eprintln!("promote test took {} ms", started.elapsed().as_millis());
+}
+
+/// Runs `repository thaw ... --json` as device 2 and records it as an operator action.
+fn thaw(cluster: &Cluster, client: &mut Recorder, args: &[&str]) -> ThawOutcome {
+    let started = client.now_ms();
+    let mut full = vec!["--json", "repository", "thaw"];
+    full.extend_from_slice(args);
+    let out = cluster.admin_as(1, &full);
+    let outcome: ThawOutcome = serde_json::from_str(&out).expect("thaw prints its outcome");
+    client.operator(
+        started,
+        &format!("stormcell repository thaw {}", args.join(" ")),
+        true,
+        "ok",
+        Some(&outcome),
+    );
+    outcome
+}
+
+/// `repository status R1 --json`.
+fn rows(cluster: &Cluster) -> String {
+    cluster.admin_as(1, &["--json", "repository", "status", "R1"])
+}
+
+#[test]
+fn thaw_through_the_cli_plans_demotes_and_promotes() {
+    let Some(pg) = prerequisites("thaw_cli") else {
+        return;
+    };
+    let started = Instant::now();
+    let marker_dir = tempfile::tempdir().expect("tempdir");
+    let marker = marker_dir.path().join("hit");
+    let failpoint = format!(
+        "\n[failpoint]\npoint = \"after-refs-written\"\nmarker = \"{}\"\n",
+        marker.display()
+    );
+    let mut cluster = Cluster::start(&pg, |i| {
+        if i == 0 {
+            failpoint.clone()
+        } else {
+            String::new()
+        }
+    });
+    let hosts = cluster.hosts();
+    let mut client = {
+        let nodes: Vec<_> = cluster.nodes.iter().collect();
+        Recorder::new(&cluster.client_dir(), "e2e-thaw-cli", &nodes, "R1")
+    };
+    let c1 = client.commit(None);
+    let (o, text) = client.push(
+        cluster.node(1),
+        "R1",
+        "refs/heads/main",
+        None,
+        &c1,
+        Phase::Workload,
+    );
+    assert!(o.is_ok(), "first push: {text}");
+
+    // A write interruption: device 1 dies holding a push after its refs are written.
+    let c2 = client.commit(Some(&c1));
+    let pending = client.start_push(cluster.node(0), "R1", "refs/heads/main", Some(&c1), &c2);
+    wait_for_file(&marker, &|| cluster.node(0).log());
+    cluster.nodes[0].kill9();
+    client.fault(
+        FaultKind::Strike,
+        "repo001",
+        "kill -9 at after-refs-written",
+    );
+    let (o, _) = client.finish_push(pending);
+    assert!(matches!(o, Outcome::Unknown { .. }), "{o:?}");
+    let c3 = client.commit(Some(&c1));
+    let (o, text) = client.push(
+        cluster.node(1),
+        "R1",
+        "refs/heads/main",
+        Some(&c1),
+        &c3,
+        Phase::Workload,
+    );
+    assert!(
+        matches!(
+            o,
+            Outcome::Refused {
+                error: ErrorKind::WriteInterruption,
+                ..
+            }
+        ),
+        "writes freeze: {o:?} {text}"
+    );
+
+    // The plan says what a demote would do and changes nothing.
+    let before = rows(&cluster);
+    let plan = cluster.admin_as(
+        1,
+        &[
+            "--json",
+            "repository",
+            "thaw",
+            "R1",
+            "--demote",
+            "repo001",
+            "--plan",
+        ],
+    );
+    let plan: ThawPlan = serde_json::from_str(&plan).expect("plan JSON");
+    assert_eq!(plan.actions.len(), 1, "{plan:?}");
+    assert_eq!(plan.actions[0].device.as_str(), "repo001");
+    assert!(plan.actions[0].kept_from.is_some(), "{plan:?}");
+    let text = cluster.admin_as(
+        1,
+        &["repository", "thaw", "R1", "--demote", "repo001", "--plan"],
+    );
+    assert!(text.contains("Repository R1: demote repo001"), "{text}");
+    // Without a terminal and without --force nobody confirms: nothing changes.
+    let (ok, _, err) = cluster.admin_try(
+        &cluster.primary.conninfo(),
+        Some(1),
+        &["repository", "thaw", "R1", "--demote", "repo001"],
+    );
+    assert!(!ok && err.contains("Nothing changed"), "{err}");
+    // Bad input names the flag or the name.
+    let (ok, _, err) = cluster.admin_try(
+        &cluster.primary.conninfo(),
+        Some(1),
+        &["repository", "thaw", "R1", "--promote", "S1", "--force"],
+    );
+    assert!(!ok && err.contains("--promote"), "{err}");
+    let (ok, _, err) = cluster.admin_try(
+        &cluster.primary.conninfo(),
+        Some(1),
+        &["repository", "thaw", "R1", "--demote", "nobody", "--force"],
+    );
+    assert!(!ok && err.contains("nobody"), "{err}");
+    assert_eq!(rows(&cluster), before, "plans and refusals change nothing");
+
+    // Demote the interrupted device: writes resume.
+    let t = Instant::now();
+    let outcome = thaw(
+        &cluster,
+        &mut client,
+        &["R1", "--demote", "repo001", "--force"],
+    );
+    eprintln!("thaw --demote took {} ms", t.elapsed().as_millis());
+    assert_eq!(outcome.applied.len(), 1, "{outcome:?}");
+    let (o, text) = client.push(
+        cluster.node(1),
+        "R1",
+        "refs/heads/main",
+        Some(&c1),
+        &c3,
+        Phase::Workload,
+    );
+    assert!(o.is_ok(), "writes resume after the demote: {text}");
+
+    // Demote the whole service: no rows are left, so the repository is frozen as an
+    // ambiguous leader until a device is promoted.
+    thaw(&cluster, &mut client, &["R1", "--demote", "S1", "--force"]);
+    let frozen = client.commit(Some(&c3));
+    let (o, text) = client.push(
+        cluster.node(2),
+        "R1",
+        "refs/heads/main",
+        Some(&c3),
+        &frozen,
+        Phase::Workload,
+    );
+    assert!(
+        matches!(
+            o,
+            Outcome::Refused {
+                error: ErrorKind::AmbiguousLeader,
+                ..
+            }
+        ),
+        "no rows and three devices: ambiguous: {o:?} {text}"
+    );
+
+    // Device 1 returns; while the repository is ambiguous it does not sync, so its working
+    // copy still holds the interrupted write. The promote's plan lists it as discarded...
+    cluster.nodes[0].start(&hosts, "");
+    client.fault(FaultKind::Restart, "repo001", "restarted");
+    let before = rows(&cluster);
+    let plan = cluster.admin_as(
+        1,
+        &[
+            "--json",
+            "repository",
+            "thaw",
+            "R1",
+            "--promote",
+            "repo002",
+            "--plan",
+        ],
+    );
+    let plan: ThawPlan = serde_json::from_str(&plan).expect("plan JSON");
+    assert!(
+        plan.discards()
+            .any(|(_, d)| d.device.as_str() == "repo001" && d.commit.to_string() == c2),
+        "the plan lists the interrupted write on repo001: {plan:?}"
+    );
+    assert_eq!(rows(&cluster), before, "a plan changes nothing");
+
+    // ...and the promote salvages it onto the promoted device: writes resume on top of
+    // the promoted device's refs.
+    let outcome = thaw(
+        &cluster,
+        &mut client,
+        &["R1", "--promote", "repo002", "--force"],
+    );
+    assert_eq!(outcome.applied.len(), 1, "{outcome:?}");
+    assert!(
+        outcome
+            .salvaged
+            .iter()
+            .any(|s| s.to.as_ref().is_some_and(|t| t.as_str() == "repo002")),
+        "{outcome:?}"
+    );
+    let c4 = client.commit(Some(&c3));
+    let (o, text) = client.push(
+        cluster.node(2),
+        "R1",
+        "refs/heads/main",
+        Some(&c3),
+        &c4,
+        Phase::Workload,
+    );
+    assert!(o.is_ok(), "writes resume after the promote: {text}");
+    let (o, text) = client.read(cluster.node(0), "R1", Phase::Workload);
+    assert_eq!(main_of(&o), Some(c4.clone()), "{text}");
+    assert!(
+        cluster
+            .node(1)
+            .disk_refs("R1")
+            .iter()
+            .any(|(name, commit)| name.starts_with("refs/salvage/repo001/") && *commit == c2),
+        "the interrupted write is kept under refs/salvage/"
+    );
+
+    let nodes: Vec<_> = cluster.nodes.iter().collect();
+    client.final_phase(&nodes, "R1");
+    client.check(&history_path("thaw_cli"));
+
+    // After the checked history: a maintenance lock on device 2 changes a ref in its
+    // working copy, and the change spreads; read-only maintenance refuses pushes.
+    let out = cluster.admin_as(
+        1,
+        &[
+            "repository",
+            "lock",
+            "R1",
+            "--run",
+            &format!("git update-ref refs/heads/maint {c4}"),
+        ],
+    );
+    assert!(out.contains("recorded as version"), "{out}");
+    let ls = |node: &support::Node| {
+        let out = git(&cluster.client_dir())
+            .args(["ls-remote", &node.url("R1")])
+            .output()
+            .expect("ls-remote");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        ls(cluster.node(2)).contains(&format!("{c4}\trefs/heads/maint")),
+        "the maintenance change reached device 3"
+    );
+    cluster.admin_as(
+        1,
+        &["repository", "maintenance", "R1", "--start", "moving disks"],
+    );
+    let out = git(&cluster.client_dir().join("scratch"))
+        .args([
+            "push",
+            &cluster.node(0).url("R1"),
+            &format!("{c4}:refs/heads/m2"),
+        ])
+        .output()
+        .expect("push");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("moving disks"),
+        "{text}"
+    );
+    cluster.admin_as(1, &["repository", "maintenance", "R1", "--stop"]);
+    let (ok, _, err) = cluster.admin_try(
+        &cluster.primary.conninfo(),
+        Some(1),
+        &["repository", "maintenance", "R9", "--stop"],
+    );
+    assert!(!ok && err.contains("R9"), "{err}");
+    eprintln!("thaw test took {} ms", started.elapsed().as_millis());
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Admin, AdminError, ConfigEdit};
+use super::{Admin, AdminError, AdminSession, ConfigEdit};
 use crate::ids::{DeviceId, RepoId, ServiceId};
 use crate::ports::env::shuffle;
 use crate::rows::{Binding, Device, Repository};
@@ -118,6 +118,26 @@ impl Admin {
         Ok(())
     }
 
+    /// Registers `device` at `address` without binding it to any service (an error if
+    /// the name is taken).
+    pub async fn register_device(
+        &self,
+        device: &DeviceId,
+        address: &str,
+    ) -> Result<(), AdminError> {
+        let mut session = self.connect().await?;
+        session
+            .edit(&ConfigEdit::AddDevice {
+                device: Device {
+                    id: device.clone(),
+                    address: address.to_owned(),
+                },
+            })
+            .await?;
+        self.emit(format!("device {device} registered at {address}"));
+        Ok(())
+    }
+
     /// Creates a repository on a random open service; every active device of that service
     /// starts with a version 0 row (all are leaders). Returns the service.
     pub async fn create_repository(&self, repo: &RepoId) -> Result<ServiceId, AdminError> {
@@ -138,6 +158,37 @@ impl Admin {
         let Some(service) = open.into_iter().next() else {
             return Err(AdminError::NoOpenService(repo.clone()));
         };
+        self.add_repository(session.as_mut(), repo, &service)
+            .await?;
+        Ok(service)
+    }
+
+    /// Creates a repository on `service` (open or closed: the operator chose it), with a
+    /// version 0 row for every active device of the service.
+    pub async fn create_repository_on(
+        &self,
+        repo: &RepoId,
+        service: &ServiceId,
+    ) -> Result<(), AdminError> {
+        let mut session = self.connect().await?;
+        let topology = session.topology().await?;
+        if topology.repositories.contains_key(repo) {
+            return Err(AdminError::NothingSelected(format!(
+                "repository {repo} already exists"
+            )));
+        }
+        if !topology.services.contains_key(service) {
+            return Err(AdminError::UnknownService(service.clone()));
+        }
+        self.add_repository(session.as_mut(), repo, service).await
+    }
+
+    async fn add_repository(
+        &self,
+        session: &mut dyn AdminSession,
+        repo: &RepoId,
+        service: &ServiceId,
+    ) -> Result<(), AdminError> {
         session
             .edit(&ConfigEdit::AddRepository {
                 repository: Repository {
@@ -152,6 +203,6 @@ impl Admin {
             session.set_version(repo, &device, 0, None).await?;
         }
         self.emit(format!("repository {repo} allocated on service {service}"));
-        Ok(service)
+        Ok(())
     }
 }

@@ -1,35 +1,15 @@
-//! The admin commands: configuration edits and status, through `stormcell_node::db::admin`.
+//! The admin commands other than `repository ...`: the database, devices, services and
+//! bindings. Configuration changes go through the model's `Admin` (the same code the
+//! simulator's operator runs); what only the real daemon has (credentials, Git endpoints,
+//! schema) is `stormcell_node::db::admin`.
 
-use std::time::Duration;
-
-use stormcell_model::ports::Clock;
-use stormcell_model::status::{RepoSync, ServiceSync};
+use stormcell_model::admin::{AdminError, BindingChange};
+use stormcell_model::ids::{DeviceId, ServiceId};
+use stormcell_model::status::ServiceSync;
 use stormcell_node::db::{admin, schema, PgClusterDb};
-use stormcell_node::env::SystemClock;
 
-use super::{
-    table, BindingCommand, Command, DbCommand, DbTarget, DeviceCommand, RepositoryCommand,
-    ServiceCommand,
-};
-
-/// Admin connections fail fast (PROTOCOL.md 9.3: no retry, 2 s).
-const ADMIN_CONNECT: Duration = Duration::from_secs(2);
-const ADMIN_QUERY: Duration = Duration::from_secs(30);
-/// The age under which a lone leader still counts as spreading (8.1).
-const PARTIAL_WINDOW: Duration = Duration::from_secs(300);
-
-fn database(target: &DbTarget) -> anyhow::Result<PgClusterDb> {
-    Ok(PgClusterDb::new(
-        &target.conninfo()?,
-        "stormcell-admin",
-        ADMIN_CONNECT,
-        ADMIN_QUERY,
-    )?)
-}
-
-async fn client(target: &DbTarget) -> anyhow::Result<tokio_postgres::Client> {
-    Ok(database(target)?.client().await?)
-}
+use super::context::{context, database, ADMIN_CONNECT, ADMIN_QUERY};
+use super::{table, BindingCommand, Command, DbCommand, DeviceCommand, ServiceCommand};
 
 fn done(json: bool, what: String) -> anyhow::Result<()> {
     if json {
@@ -44,37 +24,24 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".to_owned(), T::to_string)
 }
 
-fn sync_text(s: &RepoSync) -> String {
-    match s {
-        RepoSync::Ambiguous => "ambiguous leader".to_owned(),
-        RepoSync::Synchronized => "synchronized".to_owned(),
-        RepoSync::Partial { lag } => format!("partial (lag {lag})"),
-        RepoSync::Unsynchronized { for_ms } => {
-            format!(
-                "unsynchronized (has unreplicated changes for {}s)",
-                for_ms / 1000
-            )
-        }
-    }
-}
-
 fn service_text(s: &ServiceSync) -> String {
-    match s {
-        ServiceSync::AmbiguousLeader => "Ambiguous Leader".to_owned(),
-        ServiceSync::Unsynchronized { for_ms } => {
-            format!("Unsynchronized (for {}s)", for_ms / 1000)
-        }
-        ServiceSync::Partial { lag } => format!("Partial (lag {lag})"),
-        ServiceSync::Synchronized => "Synchronized".to_owned(),
-        ServiceSync::NoRepositories => "No Repositories".to_owned(),
-    }
+    stormcell_model::admin::sync_text(s)
 }
 
+/// A device or service name as the command line gave it: not empty, no spaces.
+fn name(flag: &str, value: &str) -> anyhow::Result<()> {
+    if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        anyhow::bail!("{flag}: {value:?} is not a name (no spaces, not empty)");
+    }
+    Ok(())
+}
+
+/// Runs one admin command.
 pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
     match command {
         Command::Node { .. } => unreachable_node(),
         Command::Db(DbCommand::Migrate(target)) => {
-            let mut c = client(&target).await?;
+            let mut c = database(&target)?.client().await?;
             let applied = schema::migrate(&mut c).await?;
             let names: Vec<String> = applied
                 .iter()
@@ -91,6 +58,7 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Db(DbCommand::Promote(args)) => super::promote::run(args, json).await,
         Command::Db(DbCommand::Status(target)) => {
             let hosts = target.hosts()?;
             let mut statuses = Vec::new();
@@ -137,21 +105,54 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::Add {
-            name,
+            name: device,
             address,
             http_url,
             credential,
+            service,
+            read_only,
             db,
         }) => {
+            name("NAME", &device)?;
+            if address.parse::<std::net::SocketAddr>().is_err() {
+                anyhow::bail!("--address: `{address}` is not host:port (an IP address and a port)");
+            }
+            if !(http_url.starts_with("http://") || http_url.starts_with("https://")) {
+                anyhow::bail!("--http-url: `{http_url}` must start with http:// or https://");
+            }
             if credential.len() < 8 {
                 anyhow::bail!("--credential: must be at least 8 characters");
             }
-            let c = client(&db).await?;
-            admin::add_device(&c, &name, &address, &http_url, &credential).await?;
-            done(json, format!("added device \"{name}\""))
+            let ctx = context(&db)?;
+            let id = DeviceId::new(device.clone());
+            let topology = ctx.topology().await?;
+            if let Some(s) = &service {
+                if !topology.services.contains_key(&ServiceId::new(s.clone())) {
+                    return Err(AdminError::UnknownService(ServiceId::new(s.clone())).into());
+                }
+            }
+            match topology.devices.get(&id) {
+                // Running it again finishes a registration whose credential was not set.
+                Some(known) if known.address == address => {}
+                Some(known) => anyhow::bail!(
+                    "NAME: device \"{device}\" is already registered at {}",
+                    known.address
+                ),
+                None => ctx.admin.register_device(&id, &address).await?,
+            }
+            // The credential and Git endpoint are this daemon's own: the model has no
+            // notion of them.
+            let c = database(&db)?.client().await?;
+            admin::set_device_access(&c, &device, &http_url, &credential).await?;
+            if let Some(s) = &service {
+                ctx.admin
+                    .add_device(&id, &address, &ServiceId::new(s.clone()), !read_only)
+                    .await?;
+            }
+            done(json, format!("added device \"{device}\""))
         }
         Command::Device(DeviceCommand::List(db)) => {
-            let c = client(&db).await?;
+            let c = database(&db)?.client().await?;
             let devices = admin::list_devices(&c).await?;
             if json {
                 return table::json(&devices);
@@ -170,10 +171,13 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             table::print(&["DEVICE", "ADDRESS", "HTTP", "SERVICES"], &rows);
             Ok(())
         }
-        Command::Service(ServiceCommand::Create { name, db }) => {
-            let c = client(&db).await?;
-            admin::create_service(&c, &name).await?;
-            done(json, format!("created service \"{name}\""))
+        Command::Service(ServiceCommand::Create { name: service, db }) => {
+            name("NAME", &service)?;
+            // The model has no operation that creates a service: services are set up once,
+            // with the cluster.
+            let c = database(&db)?.client().await?;
+            admin::create_service(&c, &service).await?;
+            done(json, format!("created service \"{service}\""))
         }
         Command::Service(ServiceCommand::Bind {
             service,
@@ -181,31 +185,57 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             read_only,
             db,
         }) => {
-            let c = client(&db).await?;
-            admin::bind(&c, &service, &device, !read_only).await?;
+            let ctx = context(&db)?;
+            let id = DeviceId::new(device.clone());
+            let topology = ctx.topology().await?;
+            let Some(known) = topology.devices.get(&id) else {
+                anyhow::bail!(
+                    "DEVICE: no device is called \"{device}\"; register it with `stormcell device add`"
+                );
+            };
+            ctx.admin
+                .add_device(
+                    &id,
+                    &known.address,
+                    &ServiceId::new(service.clone()),
+                    !read_only,
+                )
+                .await?;
             done(
                 json,
                 format!("bound device \"{device}\" to service \"{service}\""),
             )
         }
         Command::Service(ServiceCommand::Status { service, db }) => {
-            let c = client(&db).await?;
-            let status =
-                admin::service_status(&c, &service, SystemClock.now_ms(), PARTIAL_WINDOW).await?;
+            let status = context(&db)?
+                .admin
+                .service_status(&ServiceId::new(service))
+                .await?;
             if json {
                 return table::json(&status);
             }
             println!(
                 "service \"{}\": {}",
                 status.service,
-                service_text(&status.status)
+                service_text(&status.sync)
             );
             let rows: Vec<Vec<String>> = status
-                .repositories
+                .repos
                 .iter()
-                .map(|r| vec![r.repo.clone(), sync_text(&r.sync)])
+                .map(|(repo, sync)| {
+                    vec![
+                        repo.to_string(),
+                        repo_text(sync),
+                        if status.writing.contains(repo) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .to_owned(),
+                    ]
+                })
                 .collect();
-            table::print(&["REPOSITORY", "STATUS"], &rows);
+            table::print(&["REPOSITORY", "STATUS", "WRITING"], &rows);
             Ok(())
         }
         Command::Binding(BindingCommand::Set {
@@ -218,73 +248,34 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             if writable.is_none() && disabled.is_none() {
                 anyhow::bail!("say what to change: --writable BOOL and/or --disabled BOOL");
             }
-            let c = client(&db).await?;
-            admin::set_binding(&c, &service, &device, writable, disabled).await?;
+            context(&db)?
+                .admin
+                .set_binding(
+                    Some(&ServiceId::new(service.clone())),
+                    &DeviceId::new(device.clone()),
+                    BindingChange { writable, disabled },
+                )
+                .await?;
             done(
                 json,
                 format!("updated the binding of \"{device}\" to \"{service}\""),
             )
         }
-        Command::Repository(RepositoryCommand::Create { name, service, db }) => {
-            let mut c = client(&db).await?;
-            admin::create_repository(&mut c, &name, service.as_deref()).await?;
-            done(json, format!("created repository \"{name}\""))
-        }
-        Command::Repository(RepositoryCommand::List(db)) => {
-            let c = client(&db).await?;
-            let repos = admin::list_repositories(&c).await?;
-            if json {
-                return table::json(&repos);
-            }
-            let rows: Vec<Vec<String>> = repos
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.name.clone(),
-                        opt(&r.service),
-                        opt(&r.max_version),
-                        opt(&r.maintenance),
-                    ]
-                })
-                .collect();
-            table::print(&["REPOSITORY", "SERVICE", "VERSION", "MAINTENANCE"], &rows);
-            Ok(())
-        }
-        Command::Repository(RepositoryCommand::Status { name, db }) => {
-            let c = client(&db).await?;
-            let lines = admin::repository_status(&c, &name).await?;
-            if json {
-                return table::json(&lines);
-            }
-            let now = SystemClock.now_ms();
-            let rows: Vec<Vec<String>> = lines
-                .iter()
-                .map(|l| {
-                    vec![
-                        l.device.to_string(),
-                        l.version.to_string(),
-                        l.writing_since_ms.map_or_else(
-                            || "no".to_owned(),
-                            |t| format!("yes (for {}s)", now.saturating_sub(t) / 1000),
-                        ),
-                        opt(&l.last_writer),
-                        opt(&l.digest.map(|d| format!("{:016x}", d.0))),
-                        opt(&l.matches_leader.map(|m| if m { "yes" } else { "NO" })),
-                    ]
-                })
-                .collect();
-            table::print(
-                &[
-                    "DEVICE",
-                    "VERSION",
-                    "WRITING",
-                    "LAST WRITER",
-                    "DIGEST",
-                    "MATCHES LEADER",
-                ],
-                &rows,
-            );
-            Ok(())
+        Command::Repository(command) => super::repository::run(command, json).await,
+    }
+}
+
+fn repo_text(s: &stormcell_model::status::RepoSync) -> String {
+    use stormcell_model::status::RepoSync;
+    match s {
+        RepoSync::Ambiguous => "ambiguous leader".to_owned(),
+        RepoSync::Synchronized => "synchronized".to_owned(),
+        RepoSync::Partial { lag } => format!("partial (lag {lag})"),
+        RepoSync::Unsynchronized { for_ms } => {
+            format!(
+                "unsynchronized (has unreplicated changes for {}s)",
+                for_ms / 1000
+            )
         }
     }
 }

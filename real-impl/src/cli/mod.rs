@@ -1,6 +1,9 @@
 //! The command line: `stormcell node` and the admin commands.
 
 mod admin;
+mod context;
+mod promote;
+mod repository;
 mod table;
 
 use std::path::PathBuf;
@@ -47,16 +50,18 @@ enum Command {
     Binding(BindingCommand),
     /// Repositories.
     #[command(subcommand)]
-    Repository(RepositoryCommand),
+    Repository(repository::RepositoryCommand),
 }
 
-/// Where the cluster database is, for admin commands.
+/// Where the cluster database is, for admin commands, and which device they speak as.
 #[derive(Debug, Clone, Args)]
-struct DbTarget {
-    /// A libpq-style connection string for the primary.
-    #[arg(long, env = "STORMCELL_DATABASE", conflicts_with = "config")]
+pub struct DbTarget {
+    /// A libpq-style connection string for the primary (wins over the primary named in
+    /// --config).
+    #[arg(long, env = "STORMCELL_DATABASE")]
     database: Option<String>,
-    /// Take the database from a node's configuration file instead.
+    /// A node's configuration file: its primary database, and its device name and
+    /// credential for commands that reach devices (run them on that device's host).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -67,6 +72,14 @@ enum DbCommand {
     Migrate(DbTarget),
     /// Show each database host: reachable, role, replication delay, schema.
     Status(DbTarget),
+    /// Promote a streaming replica to primary and re-point the devices at it.
+    ///
+    /// Runs `pg_promote()` on HOST (unless it already is a primary), then rewrites the
+    /// `[database]` hosts of every --config file: HOST becomes the primary and the old
+    /// primary a disabled replica. Running nodes re-read that section when their file
+    /// changes (or on SIGHUP) and write to the new primary from then on. Stop the old
+    /// primary first: two primaries would each take writes.
+    Promote(promote::PromoteArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,9 +94,15 @@ enum DeviceCommand {
         /// Its Git endpoint (its `http_url`).
         #[arg(long)]
         http_url: String,
-        /// Its credential (the `credential` of its configuration).
+        /// Its credential (the `credential` of its configuration, at least 8 characters).
         #[arg(long, env = "STORMCELL_DEVICE_CREDENTIAL")]
         credential: String,
+        /// Also bind it to this service (PROTOCOL.md 7.5: it catches up by itself).
+        #[arg(long)]
+        service: Option<String>,
+        /// With --service: bind with "Prevent Writes".
+        #[arg(long, requires = "service")]
+        read_only: bool,
         #[command(flatten)]
         db: DbTarget,
     },
@@ -140,31 +159,15 @@ enum BindingCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum RepositoryCommand {
-    /// Create a repository, on a service (every active device starts as a leader of the
-    /// empty repository) or unclustered.
-    Create {
-        /// Its name.
-        name: String,
-        /// The service hosting it.
-        #[arg(long)]
-        service: Option<String>,
-        #[command(flatten)]
-        db: DbTarget,
-    },
-    /// List repositories.
-    List(DbTarget),
-    /// Per-device versions of a repository (PROTOCOL.md 8.2).
-    Status {
-        /// The repository.
-        name: String,
-        #[command(flatten)]
-        db: DbTarget,
-    },
-}
-
 impl DbTarget {
+    /// The node configuration of `--config`, if given.
+    fn node_config(&self) -> anyhow::Result<Option<NodeConfig>> {
+        Ok(match &self.config {
+            Some(path) => Some(NodeConfig::load(path)?),
+            None => None,
+        })
+    }
+
     /// The connection string to use.
     fn conninfo(&self) -> anyhow::Result<String> {
         if let Some(d) = &self.database {
@@ -177,7 +180,10 @@ impl DbTarget {
                 .primary_address()
                 .map(str::to_owned)
                 .ok_or_else(|| {
-                    anyhow::anyhow!("{} names no enabled primary database", path.display())
+                    anyhow::anyhow!(
+                        "--config: {} names no enabled primary database",
+                        path.display()
+                    )
                 });
         }
         anyhow::bail!("say where the cluster database is: --database CONNINFO, STORMCELL_DATABASE, or --config FILE")
@@ -216,15 +222,53 @@ fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
-        Command::Node { config } => {
-            let config = NodeConfig::load(&config)?;
+        Command::Node { config: path } => {
+            let config = NodeConfig::load(&path)?;
             init_logs(config.log.format, &config.log.level)?;
-            stormcell_node::node::run(config).await?;
+            stormcell_node::node::run(config, Some(path)).await?;
             Ok(())
         }
         other => {
             init_logs(LogFormat::Text, "warn")?;
             admin::run(other, json).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn thaw_needs_one_action_and_a_selection() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(parse(&["stormcell", "repository", "thaw", "R1", "--demote", "d1"]).is_ok());
+        let e = parse(&["stormcell", "repository", "thaw", "R1"]).unwrap_err();
+        assert!(e.to_string().contains("--demote"), "{e}");
+        let e = parse(&[
+            "stormcell",
+            "repository",
+            "thaw",
+            "R1",
+            "--demote",
+            "a",
+            "--promote",
+            "b",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("--promote"), "{e}");
+        let e = parse(&["stormcell", "repository", "thaw", "--demote", "a"]).unwrap_err();
+        assert!(e.to_string().contains("REPO"), "{e}");
+        let e = parse(&["stormcell", "db", "promote", "db2"]).unwrap_err();
+        assert!(e.to_string().contains("--config"), "{e}");
+        let e = parse(&["stormcell", "repository", "maintenance", "R1"]).unwrap_err();
+        assert!(e.to_string().contains("--start"), "{e}");
     }
 }

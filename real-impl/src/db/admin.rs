@@ -1,15 +1,11 @@
-//! Configuration edits and status reads behind the `stormcell` admin commands: devices,
-//! services, bindings and repositories (PROTOCOL.md sections 1, 7.5 and 8). Status is
-//! computed by `stormcell_model::status`; this module only reads the rows it needs.
-
-use std::time::Duration;
+//! What only the real daemon's admin commands need, beside the model's admin port
+//! ([`super::admin_session`]): device credentials and Git endpoints, creating services,
+//! listings, and database host status (PROTOCOL.md 9.5).
 
 use serde::Serialize;
-use stormcell_model::ids::{DeviceId, RepoId};
-use stormcell_model::status::{self, DeviceLine, RepoSync, ServiceSync};
 use tokio_postgres::Client;
 
-use super::{load_rows, load_topology, query_error, DbError};
+use super::{query_error, DbError};
 
 /// A device as `device list` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -37,26 +33,6 @@ pub struct RepoInfo {
     pub max_version: Option<u64>,
 }
 
-/// One repository of a service status.
-#[derive(Debug, Clone, Serialize)]
-pub struct RepoSyncLine {
-    /// The repository.
-    pub repo: String,
-    /// Its sync status.
-    pub sync: RepoSync,
-}
-
-/// `service status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceStatus {
-    /// The service.
-    pub service: String,
-    /// Its overall status.
-    pub status: ServiceSync,
-    /// Per repository.
-    pub repositories: Vec<RepoSyncLine>,
-}
-
 fn conflict(e: tokio_postgres::Error, what: &str) -> DbError {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
         return DbError::Query(format!("{what} already exists"));
@@ -69,25 +45,24 @@ fn conflict(e: tokio_postgres::Error, what: &str) -> DbError {
     query_error(e)
 }
 
-/// Registers a device with its peer address, Git endpoint and credential.
-pub async fn add_device(
+/// Sets a registered device's Git endpoint and peer credential (kept only as its
+/// SHA-256), the real daemon's own columns of the device row.
+pub async fn set_device_access(
     c: &Client,
     name: &str,
-    address: &str,
     http_url: &str,
     credential: &str,
 ) -> Result<(), DbError> {
-    c.execute(
-        "INSERT INTO devices (name, address, http_url, credential_sha256) VALUES ($1, $2, $3, $4)",
-        &[
-            &name,
-            &address,
-            &http_url,
-            &super::credentials::hash(credential),
-        ],
-    )
-    .await
-    .map_err(|e| conflict(e, &format!("device \"{name}\"")))?;
+    let n = c
+        .execute(
+            "UPDATE devices SET http_url = $2, credential_sha256 = $3 WHERE name = $1",
+            &[&name, &http_url, &super::credentials::hash(credential)],
+        )
+        .await
+        .map_err(query_error)?;
+    if n == 0 {
+        return Err(DbError::Query(format!("no device \"{name}\"")));
+    }
     Ok(())
 }
 
@@ -125,69 +100,6 @@ pub async fn create_service(c: &Client, name: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Binds a device to a service (active, and writable unless said otherwise).
-pub async fn bind(c: &Client, service: &str, device: &str, writable: bool) -> Result<(), DbError> {
-    c.execute(
-        "INSERT INTO bindings (service, device, writable) VALUES ($1, $2, $3)",
-        &[&service, &device, &writable],
-    )
-    .await
-    .map_err(|e| conflict(e, &format!("binding of \"{device}\" to \"{service}\"")))?;
-    Ok(())
-}
-
-/// Changes a binding's flags; fails if there is no such binding.
-pub async fn set_binding(
-    c: &Client,
-    service: &str,
-    device: &str,
-    writable: Option<bool>,
-    disabled: Option<bool>,
-) -> Result<(), DbError> {
-    let n = c
-        .execute(
-            "UPDATE bindings SET writable = coalesce($3, writable), disabled = coalesce($4, disabled)
-              WHERE service = $1 AND device = $2",
-            &[&service, &device, &writable, &disabled],
-        )
-        .await
-        .map_err(query_error)?;
-    if n == 0 {
-        return Err(DbError::Query(format!(
-            "device \"{device}\" is not bound to service \"{service}\""
-        )));
-    }
-    Ok(())
-}
-
-/// Creates a repository. On a service, every active device starts with a version 0 row
-/// (PROTOCOL.md 7.5): all are leaders of the empty repository.
-pub async fn create_repository(
-    c: &mut Client,
-    name: &str,
-    service: Option<&str>,
-) -> Result<(), DbError> {
-    crate::store::check_name(name).map_err(|e| DbError::Query(e.0))?;
-    let tx = c.transaction().await.map_err(query_error)?;
-    tx.execute(
-        "INSERT INTO repositories (name, service) VALUES ($1, $2)",
-        &[&name, &service],
-    )
-    .await
-    .map_err(|e| conflict(e, &format!("repository \"{name}\"")))?;
-    if let Some(service) = service {
-        tx.execute(
-            "INSERT INTO versions (repo, device, version)
-             SELECT $1, device, 0 FROM bindings WHERE service = $2 AND NOT disabled",
-            &[&name, &service],
-        )
-        .await
-        .map_err(query_error)?;
-    }
-    tx.commit().await.map_err(query_error)?;
-    Ok(())
-}
-
 /// Every repository, in name order.
 pub async fn list_repositories(c: &Client) -> Result<Vec<RepoInfo>, DbError> {
     let rows = c
@@ -211,70 +123,6 @@ pub async fn list_repositories(c: &Client) -> Result<Vec<RepoInfo>, DbError> {
             })
         })
         .collect()
-}
-
-/// Repository status (8.2): one line per device with a row.
-pub async fn repository_status(c: &Client, repo: &str) -> Result<Vec<DeviceLine>, DbError> {
-    let exists = c
-        .query_opt("SELECT 1 FROM repositories WHERE name = $1", &[&repo])
-        .await
-        .map_err(query_error)?;
-    if exists.is_none() {
-        return Err(DbError::Query(format!("no repository \"{repo}\"")));
-    }
-    let rows = load_rows(c, &RepoId::new(repo)).await?;
-    Ok(status::repository_status(&rows))
-}
-
-/// Service status (8.1).
-pub async fn service_status(
-    c: &Client,
-    service: &str,
-    now_ms: u64,
-    window: Duration,
-) -> Result<ServiceStatus, DbError> {
-    let topology = load_topology(c).await.map_err(query_error)?;
-    if !topology
-        .services
-        .contains_key(&stormcell_model::ids::ServiceId::new(service))
-    {
-        return Err(DbError::Query(format!("no service \"{service}\"")));
-    }
-    let mut lines = Vec::new();
-    for repo in topology.repositories.values() {
-        if repo.service.as_ref().map(|s| s.as_str()) != Some(service) {
-            continue;
-        }
-        let rows = load_rows(c, &repo.id).await?;
-        let active: Vec<DeviceId> = topology.active_devices(&repo.id);
-        let leader = rows
-            .iter()
-            .filter(|r| active.contains(&r.device))
-            .map(|r| r.version)
-            .max();
-        let pushed_ms = match leader {
-            Some(v) if v > 0 => c
-                .query_opt(
-                    "SELECT (extract(epoch FROM recorded_at) * 1000)::bigint FROM push_events WHERE id = $1",
-                    &[&(v as i64)],
-                )
-                .await
-                .map_err(query_error)?
-                .and_then(|r| r.try_get::<_, i64>(0).ok())
-                .map(|ms| ms as u64),
-            _ => None,
-        };
-        lines.push(RepoSyncLine {
-            repo: repo.id.to_string(),
-            sync: status::repo_sync(&rows, &active, pushed_ms, now_ms, window),
-        });
-    }
-    let statuses: Vec<RepoSync> = lines.iter().map(|l| l.sync.clone()).collect();
-    Ok(ServiceStatus {
-        service: service.to_owned(),
-        status: status::service_sync(&statuses),
-        repositories: lines,
-    })
 }
 
 /// One database host as `db status` shows it (PROTOCOL.md 9.5).

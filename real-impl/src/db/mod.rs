@@ -5,8 +5,10 @@
 //! process dies or the server notices its link is gone.
 
 pub mod admin;
+pub mod admin_session;
 pub mod credentials;
 pub mod lock_key;
+pub mod promote;
 pub mod schema;
 
 use std::collections::BTreeSet;

@@ -143,6 +143,83 @@ impl GitStore {
         blocking(move || read_refs(&path)).await
     }
 
+    /// Fetches whichever of `wanted` the working copy at `path` lacks from the object
+    /// source `objects` names (what [`Store::export`] put in a snapshot).
+    async fn fetch_missing(
+        &self,
+        path: &Path,
+        wanted: &[&str],
+        objects: &[u8],
+    ) -> Result<(), StoreError> {
+        let missing = self.missing_objects(path, wanted).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let source: ObjectSource = serde_json::from_slice(objects)
+            .map_err(|e| StoreError(format!("snapshot names no object source: {e}")))?;
+        let mut cmd = self.git.peer_command(path);
+        cmd.args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-auto-gc",
+            "--stdin",
+        ])
+        .arg(&source.url);
+        let input: String = missing.iter().map(|o| format!("{o}\n")).collect();
+        self.git
+            .run_ok(cmd, input.as_bytes(), "fetching objects from the leader")
+            .await?;
+        Ok(())
+    }
+
+    /// A push whose objects are on another device rather than in a pack: an operator's
+    /// salvage of refs read off a demoted device's working copy. The objects are fetched
+    /// from that device, then every update is applied in one compare-and-swap
+    /// transaction (all or nothing).
+    async fn apply_sourced_push(
+        &self,
+        repo: &RepoId,
+        path: &Path,
+        push: &PushPayload,
+    ) -> Result<PushApplied, StoreError> {
+        let before = digest_of(&self.read_refs(repo).await?);
+        let wanted: Vec<&str> = push
+            .updates
+            .iter()
+            .filter_map(|u| u.new.as_ref().map(Oid::as_str))
+            .collect();
+        self.fetch_missing(path, &wanted, &push.pack).await?;
+        const ZERO: &str = "0000000000000000000000000000000000000000";
+        let mut script = String::new();
+        for u in &push.updates {
+            let old = u.old.as_ref().map_or(ZERO, Oid::as_str);
+            match &u.new {
+                Some(new) => script.push_str(&format!("update {} {new} {old}\n", u.name)),
+                None => script.push_str(&format!("delete {} {old}\n", u.name)),
+            }
+        }
+        let mut cmd = self.git.command(path);
+        cmd.args(["update-ref", "--stdin"]);
+        let out = self.git.run(cmd, script.as_bytes()).await?;
+        let after = digest_of(&self.read_refs(repo).await?);
+        let accepted = out.success && before != after;
+        let reason = (!accepted).then(|| {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            if stderr.is_empty() {
+                "no ref changed".to_owned()
+            } else {
+                stderr
+            }
+        });
+        Ok(PushApplied {
+            accepted,
+            reason,
+            report: Vec::new(),
+        })
+    }
+
     async fn missing_objects(&self, path: &Path, oids: &[&str]) -> Result<Vec<String>, StoreError> {
         if oids.is_empty() {
             return Ok(Vec::new());
@@ -207,6 +284,10 @@ impl Store for GitStore {
         push: &PushPayload,
     ) -> Result<PushApplied, StoreError> {
         let path = self.ensure(repo).await?;
+        // A pkt-line body starts with four hex digits; an object source is JSON.
+        if push.pack.first() == Some(&b'{') {
+            return self.apply_sourced_push(repo, &path, push).await;
+        }
         let before = digest_of(&self.read_refs(repo).await?);
         let request = pktline::parse_push(&push.pack).map_err(|e| StoreError(e.to_string()))?;
         let mut cmd = self.git.command(&path);
@@ -280,25 +361,8 @@ impl Store for GitStore {
             v.dedup();
             v
         };
-        let missing = self.missing_objects(&path, &wanted).await?;
-        if !missing.is_empty() {
-            let source: ObjectSource = serde_json::from_slice(&snapshot.objects)
-                .map_err(|e| StoreError(format!("snapshot names no object source: {e}")))?;
-            let mut cmd = self.git.peer_command(&path);
-            cmd.args([
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--no-auto-gc",
-                "--stdin",
-            ])
-            .arg(&source.url);
-            let input: String = missing.iter().map(|o| format!("{o}\n")).collect();
-            self.git
-                .run_ok(cmd, input.as_bytes(), "fetching objects from the leader")
-                .await?;
-        }
+        self.fetch_missing(&path, &wanted, &snapshot.objects)
+            .await?;
         let current = self.read_refs(repo).await?;
         let mut script = String::new();
         for (name, oid) in &snapshot.refs {

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use stormcell_harness::history::{
     ErrorKind, FaultEvent, FaultKind, FinalExpectation, FinalState, History, OpKind, Operation,
-    Outcome, Phase, RefUpdate, RepositoryStart,
+    OperatorAction, Outcome, Phase, PlannedDiscard, RefUpdate, RepoDevice, RepositoryStart,
 };
+use stormcell_model::admin::{DiscardSource, ThawKind, ThawOutcome};
 
 use super::Node;
 
@@ -278,6 +279,58 @@ impl Recorder {
             replicas: replicas.iter().map(|r| (*r).to_owned()).collect(),
             health_flips: Vec::new(),
         });
+    }
+
+    /// Milliseconds since the history started.
+    pub fn now_ms(&self) -> u64 {
+        self.now()
+    }
+
+    /// Records an operator command that started at `started_ms`; a thaw's JSON outcome
+    /// (`stormcell repository thaw --json`) gives the rows it changed and the plan it
+    /// printed, as the simulator's operator records them.
+    pub fn operator(
+        &mut self,
+        started_ms: u64,
+        command: &str,
+        ok: bool,
+        result: &str,
+        thaw: Option<&ThawOutcome>,
+    ) {
+        let mut action = OperatorAction {
+            started_ms,
+            completed_ms: self.now(),
+            command: command.to_owned(),
+            ok,
+            result: result.to_owned(),
+            demoted: Vec::new(),
+            promoted: Vec::new(),
+            plan: None,
+        };
+        if let Some(outcome) = thaw {
+            for (repo, device, kind) in &outcome.applied {
+                let pair = RepoDevice {
+                    repo: repo.to_string(),
+                    device: device.to_string(),
+                };
+                match kind {
+                    ThawKind::Demote => action.demoted.push(pair),
+                    ThawKind::Promote => action.promoted.push(pair),
+                }
+            }
+            action.plan = outcome.plan.as_ref().map(|plan| {
+                plan.discards()
+                    .map(|(repo, d)| PlannedDiscard {
+                        repo: repo.to_string(),
+                        device: d.device.to_string(),
+                        name: d.ref_name.clone(),
+                        commit: d.commit.to_string(),
+                        salvageable: d.source == DiscardSource::WorkingCopy,
+                    })
+                    .collect()
+            });
+        }
+        self.history.operator.push(action);
     }
 
     /// Records a fault on `host`.

@@ -273,6 +273,34 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs an admin command against the database `conninfo`, speaking as node `as_node`
+    /// (its `--config`) when given, and returns whether it succeeded and its output.
+    pub fn admin_try(
+        &self,
+        conninfo: &str,
+        as_node: Option<usize>,
+        args: &[&str],
+    ) -> (bool, String, String) {
+        let mut c = Command::new(stormcell());
+        c.args(args).env("STORMCELL_DATABASE", conninfo);
+        if let Some(i) = as_node {
+            c.arg("--config").arg(self.nodes[i].config_path());
+        }
+        let out = c.stdin(Stdio::null()).output().expect("stormcell runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`Cluster::admin_try`] on the primary, failing the test if the command fails.
+    pub fn admin_as(&self, as_node: usize, args: &[&str]) -> String {
+        let (ok, out, err) = self.admin_try(&self.primary.conninfo(), Some(as_node), args);
+        assert!(ok, "stormcell {args:?} failed: {err}");
+        out
+    }
+
     /// Node `i` (0-based).
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i]
