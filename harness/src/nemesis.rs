@@ -86,6 +86,27 @@ pub fn write_point(p: scenario::WritePoint) -> WritePoint {
     }
 }
 
+/// Arms `action` at `point`, labelled "arm WHAT at POINT (down ...)".
+fn armed(
+    at_ms: u64,
+    what: &str,
+    point: WritePoint,
+    down: Option<Duration>,
+    action: ArmedAction,
+) -> Planned {
+    let down = down.map_or("for good".to_owned(), |d| {
+        format!("{:.1}s", d.as_secs_f64())
+    });
+    Planned {
+        at_ms,
+        label: format!("arm {what} at {} (down {down})", point.name()),
+        action: Action::Arm(Arm {
+            points: vec![point],
+            action,
+        }),
+    }
+}
+
 fn secs(s: u64) -> u64 {
     s.saturating_mul(1000)
 }
@@ -120,21 +141,13 @@ pub fn plan(
             let point = write_point(w.points[rng.random_range(0..w.points.len())]);
             let down_ms = secs(w.down_s.draw(rng));
             let down = w.restart.then_some(Duration::from_millis(down_ms));
-            out.push(Planned {
+            out.push(armed(
                 at_ms,
-                label: format!(
-                    "arm strike at {} (down {})",
-                    point.name(),
-                    down.map_or("for good".to_owned(), |d| format!(
-                        "{:.1}s",
-                        d.as_secs_f64()
-                    ))
-                ),
-                action: Action::Arm(Arm {
-                    points: vec![point],
-                    action: ArmedAction::Strike { down },
-                }),
-            });
+                "strike",
+                point,
+                down,
+                ArmedAction::Strike { down },
+            ));
         }
     }
     if let Some(p) = &faults.partitions {
@@ -261,21 +274,13 @@ fn plan_database(
             if let Some(point) = p.at_write_point {
                 let point = write_point(point);
                 let down = p.restart.then_some(Duration::from_millis(down_ms));
-                out.push(Planned {
+                out.push(armed(
                     at_ms,
-                    label: format!(
-                        "arm a strike of the primary database at {} (down {})",
-                        point.name(),
-                        down.map_or("for good".to_owned(), |d| format!(
-                            "{:.1}s",
-                            d.as_secs_f64()
-                        ))
-                    ),
-                    action: Action::Arm(Arm {
-                        points: vec![point],
-                        action: ArmedAction::StrikePrimary { down },
-                    }),
-                });
+                    "a strike of the primary database",
+                    point,
+                    down,
+                    ArmedAction::StrikePrimary { down },
+                ));
             } else if p.restart {
                 out.push(Planned {
                     at_ms,

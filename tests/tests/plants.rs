@@ -85,6 +85,25 @@ fn write_on_replica_is_caught() {
     caught(Bug::WriteOnReplica, "db-primary-loss", 300);
 }
 
+/// A stormcell run of `name` at `seed`, with or without its trace.
+fn spec(name: &str, seed: u64, keep_trace: bool) -> RunSpec {
+    RunSpec {
+        scenario: scenario::builtin_named(name).expect("built-in scenario"),
+        seed,
+        profile: Profile::Stormcell,
+        plant: None,
+        keep_trace,
+    }
+}
+
+/// Runs `name` at `seed` twice and requires the same trace.
+fn replays_exactly(name: &str, seed: u64) {
+    let spec = spec(name, seed, true);
+    let (a, b) = (run(&spec), run(&spec));
+    assert_eq!(a.trace_hash, b.trace_hash, "{name} seed {seed}");
+    assert_eq!(a.trace, b.trace, "{name} seed {seed}");
+}
+
 #[test]
 fn determinism_of_database_scenarios() {
     for name in [
@@ -94,39 +113,20 @@ fn determinism_of_database_scenarios() {
         "db-partial-partition",
         "db-stale-replica",
     ] {
-        let s = scenario::builtin_named(name).expect("built-in scenario");
-        let spec = RunSpec {
-            scenario: s,
-            seed: 3,
-            profile: Profile::Stormcell,
-            plant: None,
-            keep_trace: true,
-        };
-        let (a, b) = (run(&spec), run(&spec));
-        assert_eq!(a.trace_hash, b.trace_hash, "{name}");
-        assert_eq!(a.trace, b.trace, "{name}");
+        replays_exactly(name, 3);
     }
 }
 
 #[test]
 fn determinism_does_not_depend_on_earlier_runs_in_the_process() {
-    // Every seed once, then every seed again: the second runs follow a different history
-    // of the process (tokio's task counter, allocations) and must still replay exactly.
-    // Crashes of the database host drop many sessions at once, so their order shows.
-    let s = scenario::builtin_named("db-flap").expect("built-in scenario");
-    let spec = |seed| RunSpec {
-        scenario: s.clone(),
-        seed,
-        profile: Profile::Stormcell,
-        plant: None,
-        keep_trace: false,
-    };
-    let first: Vec<u64> = (0..12).map(|seed| run(&spec(seed)).trace_hash).collect();
-    let again: Vec<u64> = (0..12)
-        .rev()
-        .map(|seed| run(&spec(seed)).trace_hash)
-        .collect();
-    let again: Vec<u64> = again.into_iter().rev().collect();
+    // Every seed once, then every seed again in reverse: the second runs follow a
+    // different history of the process (tokio's task counter, allocations) and must still
+    // replay exactly. Crashes of the database host drop many sessions at once, so the
+    // order in which they drop shows.
+    let hash = |seed| run(&spec("db-flap", seed, false)).trace_hash;
+    let first: Vec<u64> = (0..12).map(hash).collect();
+    let mut again: Vec<u64> = (0..12).rev().map(hash).collect();
+    again.reverse();
     assert_eq!(first, again);
 }
 
@@ -137,33 +137,13 @@ fn determinism_of_operator_scenarios() {
         "maintenance-lock",
         "demote-all-promote",
     ] {
-        let s = scenario::builtin_named(name).expect("built-in scenario");
-        let spec = RunSpec {
-            scenario: s,
-            seed: 1,
-            profile: Profile::Stormcell,
-            plant: None,
-            keep_trace: true,
-        };
-        let (a, b) = (run(&spec), run(&spec));
-        assert_eq!(a.trace_hash, b.trace_hash, "{name}");
-        assert_eq!(a.trace, b.trace, "{name}");
+        replays_exactly(name, 1);
     }
 }
 
 #[test]
 fn determinism_same_seed_same_trace() {
-    let s = scenario::builtin_named("swarm").expect("built-in scenario");
     for seed in 0..3 {
-        let spec = RunSpec {
-            scenario: s.clone(),
-            seed,
-            profile: Profile::Stormcell,
-            plant: None,
-            keep_trace: true,
-        };
-        let (a, b) = (run(&spec), run(&spec));
-        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
-        assert_eq!(a.trace, b.trace);
+        replays_exactly("swarm", seed);
     }
 }
