@@ -31,6 +31,9 @@ pub enum NodeError {
     /// The data directory is unusable.
     #[error("{0}")]
     Store(#[from] stormcell_model::error::StoreError),
+    /// The `[tls]` section is unusable.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A listener failed.
     #[error("cannot serve on {addr}: {source}")]
     Listen {
@@ -46,6 +49,7 @@ pub enum NodeError {
 /// section when the file changes or on SIGHUP ([`crate::reload`]).
 pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeError> {
     let protocol = config.protocol().map_err(NodeError::Config)?;
+    let tls = crate::tls::PeerTls::configured(config.tls.as_ref())?;
     let metrics = Arc::new(Metrics::new());
     let connector = PgConnector::new(
         &format!("stormcell-{}", config.device),
@@ -73,12 +77,15 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         db: Arc::new(connector),
         db_hosts,
         store: store.clone(),
-        net: Arc::new(TcpNetwork::new(
-            &config.device,
-            &config.credential,
-            Arc::clone(&peers),
-            Arc::clone(&metrics),
-        )),
+        net: Arc::new(
+            TcpNetwork::new(
+                &config.device,
+                &config.credential,
+                Arc::clone(&peers),
+                Arc::clone(&metrics),
+            )
+            .with_tls(tls),
+        ),
         clock: Arc::new(SystemClock),
         rng: Arc::new(OsRandom),
         failpoints: Arc::new(failpoints),
@@ -110,6 +117,7 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         peer = %config.listen_peer,
         http = %config.listen_http,
         profile = %config.profile,
+        tls = config.tls.is_some(),
         "node started"
     );
     let peer_addr = config.listen_peer.clone();
