@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use crate::config::NodeConfig;
 use crate::db::credentials::PeerCredentials;
+use crate::db::observed::ObservedDb;
 use crate::db::PgConnector;
 use crate::env::{HoldAt, LoggedEvents, OsRandom, SystemClock};
 use crate::http::{self, HttpState};
@@ -74,7 +75,11 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         None => HoldAt::new(None, None),
     };
     let ports = Ports {
-        db: Arc::new(connector),
+        db: Arc::new(ObservedDb::new(
+            connector,
+            DeviceId::new(config.device.clone()),
+            Arc::clone(&metrics),
+        )),
         db_hosts,
         store: store.clone(),
         net: Arc::new(
@@ -111,6 +116,7 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         users: config.users.clone(),
         peers,
         metrics,
+        stale: Default::default(),
     });
     tracing::info!(
         device = %config.device,
