@@ -255,7 +255,6 @@ mod tests {
     use crate::tls::testing::Ca;
     use crate::tls::{TlsConfig, TlsError};
     use stormcell_model::failover::{DbClusterConfig, StaleReads};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn files() -> TlsConfig {
         TlsConfig {
