@@ -70,6 +70,10 @@ pub struct NodeConfig {
     /// Where the `git` binary is (default: found on `PATH`).
     #[serde(default = "default_git")]
     pub git: PathBuf,
+    /// Intra-cluster TLS: with this section, peer connections run over mutually verified
+    /// TLS; without it, over plain TCP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 fn default_git() -> PathBuf {
@@ -455,6 +459,12 @@ write = ["R1"]
         assert!(!c.users[0].can_read("R2"));
         let p = c.protocol().expect("timing");
         assert_eq!(p.timing, Timing::default());
+        assert!(c.tls.is_none(), "plain TCP unless configured");
+        let tls = format!(
+            "{GOOD}\n[tls]\ncert = \"/etc/n.pem\"\nkey = \"/etc/n.key\"\nca = \"/etc/ca.pem\"\n"
+        );
+        let c = NodeConfig::parse(&tls).expect("valid with [tls]");
+        assert_eq!(c.tls.expect("tls").ca, PathBuf::from("/etc/ca.pem"));
     }
 
     #[test]
@@ -489,5 +499,10 @@ write = ["R1"]
         let bad_address = GOOD.replace("host=127.0.0.1 port=5432", "port=notaport");
         let e = NodeConfig::parse(&bad_address).unwrap_err();
         assert!(e.contains("database.hosts[0].address"), "{e}");
+
+        let tls_typo =
+            format!("{GOOD}\n[tls]\ncert = \"a\"\nkey = \"b\"\ncert_authority = \"c\"\n");
+        let e = NodeConfig::parse(&tls_typo).unwrap_err();
+        assert!(e.contains("cert_authority"), "{e}");
     }
 }

@@ -8,7 +8,8 @@
 //! - [`env`]: clock, randomness, failpoints and events (logs and metrics);
 //! - [`config`]: the node's TOML configuration;
 //! - [`node`]: assembling and running a device;
-//! - [`reload`]: re-reading the database hosts of a running node's configuration.
+//! - [`reload`]: re-reading the database hosts of a running node's configuration;
+//! - [`tls`]: intra-cluster TLS for peer connections.
 //!
 //! Everything that decides what the cluster does lives in `stormcell-model`; this crate
 //! only connects it to the world.
@@ -23,3 +24,4 @@ pub mod node;
 pub mod pktline;
 pub mod reload;
 pub mod store;
+pub mod tls;

@@ -7,6 +7,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
 use stormcell_model::error::ErrorCode;
 use stormcell_model::ports::Event;
 
@@ -15,6 +18,20 @@ use stormcell_model::ports::Event;
 pub struct ResultLabel {
     /// `ok` or the refusal's code.
     pub result: String,
+}
+
+/// Why the device is read-only.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason's name, as PROTOCOL.md 9.4 gives it.
+    pub reason: String,
+}
+
+/// A repository.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepoLabel {
+    /// Its name.
+    pub repo: String,
 }
 
 /// The kind of a lock.
@@ -46,8 +63,14 @@ pub struct Metrics {
     recoveries: Counter,
     unrecorded_writes: Counter,
     peer_auth_failures: Counter,
-    read_only: Family<ResultLabel, Gauge>,
+    read_only: Family<ReasonLabel, Gauge>,
     unhealthy_hosts: Family<ResultLabel, Gauge>,
+    sync_waits: Histogram,
+    possibly_stale_reads: Counter,
+    versions_behind: Family<RepoLabel, Gauge>,
+    repositories_behind: Gauge,
+    /// Per repository: the cluster's newest version and this device's, as last seen.
+    versions: Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
 fn wait_buckets() -> Histogram {
@@ -74,8 +97,12 @@ impl Metrics {
         let recoveries = Counter::default();
         let unrecorded_writes = Counter::default();
         let peer_auth_failures = Counter::default();
-        let read_only = Family::<ResultLabel, Gauge>::default();
+        let read_only = Family::<ReasonLabel, Gauge>::default();
         let unhealthy_hosts = Family::<ResultLabel, Gauge>::default();
+        let sync_waits = wait_buckets();
+        let possibly_stale_reads = Counter::default();
+        let versions_behind = Family::<RepoLabel, Gauge>::default();
+        let repositories_behind = Gauge::default();
         registry.register(
             "read_only",
             "1 while this device is read-only, labelled with the reason",
@@ -115,8 +142,28 @@ impl Metrics {
         );
         registry.register(
             "peer_auth_failures",
-            "Peer connections refused for a missing or wrong credential",
+            "Peer connections refused for a missing or wrong credential or a failed TLS handshake",
             peer_auth_failures.clone(),
+        );
+        registry.register(
+            "sync_wait_seconds",
+            "Time a client read waited for its read sync (locks, leader fetch) before it was served",
+            sync_waits.clone(),
+        );
+        registry.register(
+            "possibly_stale_reads",
+            "Reads served read-only without proof of freshness, marked possibly stale",
+            possibly_stale_reads.clone(),
+        );
+        registry.register(
+            "versions_behind",
+            "The cluster's newest version minus this device's, per repository, as last seen by a read sync, pull or write",
+            versions_behind.clone(),
+        );
+        registry.register(
+            "repositories_behind",
+            "Repositories on which this device was last seen behind the cluster's newest version",
+            repositories_behind.clone(),
         );
         Metrics {
             registry,
@@ -130,6 +177,11 @@ impl Metrics {
             peer_auth_failures,
             read_only,
             unhealthy_hosts,
+            sync_waits,
+            possibly_stale_reads,
+            versions_behind,
+            repositories_behind,
+            versions: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -163,7 +215,11 @@ impl Metrics {
             Event::DbMode { reason } => {
                 self.read_only.clear();
                 if let Some(reason) = reason {
-                    self.read_only.get_or_create(&label(reason.name())).set(1);
+                    self.read_only
+                        .get_or_create(&ReasonLabel {
+                            reason: reason.name().to_owned(),
+                        })
+                        .set(1);
                 }
             }
             Event::DbHealth { host, healthy } => {
@@ -197,6 +253,46 @@ impl Metrics {
         if !matches!(code, ErrorCode::Rejected | ErrorCode::NotFound) {
             self.freezes.get_or_create(&label(code_name(code))).inc();
         }
+    }
+
+    /// Records how long a client read waited for its read sync.
+    pub fn sync_waited(&self, waited: Duration) {
+        self.sync_waits.observe(waited.as_secs_f64());
+    }
+
+    /// Counts a read served as possibly stale.
+    pub fn possibly_stale_read(&self) {
+        self.possibly_stale_reads.inc();
+    }
+
+    /// Records a repository's versions as the database just showed them: the cluster's
+    /// newest (`max`) and this device's (`mine`).
+    pub fn versions_seen(&self, repo: &str, max: u64, mine: u64) {
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        versions.insert(repo.to_owned(), (max, mine));
+        self.publish(&versions, repo);
+    }
+
+    /// Records this device's new version of a repository (after a sync).
+    pub fn own_version(&self, repo: &str, mine: u64) {
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = versions.entry(repo.to_owned()).or_insert((mine, mine));
+        *entry = (entry.0.max(mine), mine);
+        self.publish(&versions, repo);
+    }
+
+    fn publish(&self, versions: &BTreeMap<String, (u64, u64)>, repo: &str) {
+        let behind = |(max, mine): &(u64, u64)| max.saturating_sub(*mine);
+        if let Some(v) = versions.get(repo) {
+            self.versions_behind
+                .get_or_create(&RepoLabel {
+                    repo: repo.to_owned(),
+                })
+                .set(i64::try_from(behind(v)).unwrap_or(i64::MAX));
+        }
+        let count = versions.values().filter(|v| behind(v) > 0).count();
+        self.repositories_behind
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Counts a refused peer.
@@ -265,6 +361,66 @@ mod tests {
         );
         assert!(
             text.contains("stormcell_lock_wait_seconds_count{lock=\"Write\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn read_only_state_names_its_reason() {
+        let m = Metrics::new();
+        m.observe(&Event::DbMode {
+            reason: Some(stormcell_model::failover::ReadOnlyReason::Severed),
+        });
+        let text = m.render();
+        assert!(
+            text.contains("stormcell_read_only{reason=\"severed\"} 1"),
+            "{text}"
+        );
+        m.observe(&Event::DbMode { reason: None });
+        assert!(!m.render().contains("stormcell_read_only{"), "cleared");
+    }
+
+    #[test]
+    fn versions_behind_follow_what_the_database_showed() {
+        let m = Metrics::new();
+        m.versions_seen("R1", 7, 4);
+        m.versions_seen("R2", 3, 3);
+        let text = m.render();
+        assert!(
+            text.contains("stormcell_versions_behind{repo=\"R1\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stormcell_versions_behind{repo=\"R2\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("stormcell_repositories_behind 1"), "{text}");
+        // The sync that follows brings the device level.
+        m.own_version("R1", 7);
+        let text = m.render();
+        assert!(
+            text.contains("stormcell_versions_behind{repo=\"R1\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("stormcell_repositories_behind 0"), "{text}");
+    }
+
+    #[test]
+    fn sync_waits_and_stale_reads_are_counted() {
+        let m = Metrics::new();
+        m.sync_waited(Duration::from_millis(250));
+        m.possibly_stale_read();
+        let text = m.render();
+        assert!(
+            text.contains("stormcell_sync_wait_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stormcell_sync_wait_seconds_bucket{le=\"0.5\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stormcell_possibly_stale_reads_total 1"),
             "{text}"
         );
     }

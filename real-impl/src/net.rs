@@ -5,6 +5,10 @@
 //! `stormcell-peer 1 <device> <credential>\n`, and the listener answers `ok\n` or
 //! `denied\n`. A wrong or missing credential is refused and logged; the model's peer
 //! protocol then runs unchanged on the stream.
+//!
+//! With [`PeerTls`] (the node's `[tls]` section), every connection is first a mutually
+//! verified TLS session, and the handshake above runs inside it: the certificate proves
+//! the connection comes from a cluster member, the credential which member it is.
 
 use std::io;
 use std::sync::Arc;
@@ -12,12 +16,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stormcell_model::ports::{BoxConn, Listener, Network};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::db::credentials::PeerCredentials;
 use crate::metrics::Metrics;
+use crate::tls::PeerTls;
 
 /// The handshake's first word and version.
 const GREETING: &str = "stormcell-peer 1";
@@ -32,6 +37,7 @@ pub struct TcpNetwork {
     credential: String,
     credentials: Arc<PeerCredentials>,
     metrics: Arc<Metrics>,
+    tls: Option<PeerTls>,
 }
 
 impl TcpNetwork {
@@ -47,12 +53,19 @@ impl TcpNetwork {
             credential: credential.to_owned(),
             credentials,
             metrics,
+            tls: None,
         }
+    }
+
+    /// Runs every peer connection over TLS with `tls`; `None` keeps plain TCP.
+    pub fn with_tls(mut self, tls: Option<PeerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
 /// Reads one `\n`-terminated line, byte by byte so nothing after it is consumed.
-async fn read_line(stream: &mut TcpStream) -> io::Result<String> {
+async fn read_line<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<String> {
     let mut line = Vec::new();
     loop {
         let b = stream.read_u8().await?;
@@ -81,18 +94,17 @@ fn parse_hello(line: &str) -> Option<(&str, &str)> {
 #[async_trait]
 impl Network for TcpNetwork {
     async fn connect(&self, addr: &str) -> io::Result<BoxConn> {
-        let mut stream = TcpStream::connect(addr).await?;
+        let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let hello = format!("{GREETING} {} {}\n", self.device, self.credential);
-        stream.write_all(hello.as_bytes()).await?;
-        let answer = read_line(&mut stream).await?;
-        if answer != "ok" {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("peer at {addr} refused this device's credential"),
-            ));
+        match &self.tls {
+            None => Ok(Box::new(self.hello(addr, stream).await?)),
+            Some(tls) => {
+                let stream = tls.connect(addr, stream).await.inspect_err(|e| {
+                    tracing::warn!(peer = %addr, error = %e, "connection to peer failed");
+                })?;
+                Ok(Box::new(self.hello(addr, stream).await?))
+            }
         }
-        Ok(Box::new(stream))
     }
 
     async fn listen(&self, addr: &str) -> io::Result<Box<dyn Listener>> {
@@ -100,6 +112,7 @@ impl Network for TcpNetwork {
         let (tx, rx) = mpsc::channel(64);
         let credentials = Arc::clone(&self.credentials);
         let metrics = Arc::clone(&self.metrics);
+        let tls = self.tls.clone();
         // Handshakes run beside the accept loop, so one slow peer cannot hold up others.
         let accepting = tokio::spawn(async move {
             loop {
@@ -113,9 +126,13 @@ impl Network for TcpNetwork {
                 let tx = tx.clone();
                 let credentials = Arc::clone(&credentials);
                 let metrics = Arc::clone(&metrics);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let admitted =
-                        tokio::time::timeout(HANDSHAKE_LIMIT, admit(stream, &credentials)).await;
+                    let admitted = tokio::time::timeout(
+                        HANDSHAKE_LIMIT,
+                        admit_over(tls.as_ref(), stream, &credentials),
+                    )
+                    .await;
                     match admitted {
                         Ok(Ok((stream, device))) => {
                             let _ = tx.send(Ok((stream, format!("{device}@{peer}")))).await;
@@ -139,29 +156,76 @@ impl Network for TcpNetwork {
     }
 }
 
-/// Runs the listener's side of the handshake.
-async fn admit(
-    mut stream: TcpStream,
+impl TcpNetwork {
+    /// Runs the connecting side of the credential handshake on `stream`.
+    async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        addr: &str,
+        mut stream: S,
+    ) -> io::Result<S> {
+        let hello = format!("{GREETING} {} {}\n", self.device, self.credential);
+        stream.write_all(hello.as_bytes()).await?;
+        stream.flush().await?;
+        let answer = read_line(&mut stream).await?;
+        if answer != "ok" {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("peer at {addr} refused this device's credential"),
+            ));
+        }
+        Ok(stream)
+    }
+}
+
+/// Runs the listener's side: the TLS handshake when configured, then the credential
+/// handshake.
+async fn admit_over(
+    tls: Option<&PeerTls>,
+    stream: TcpStream,
     credentials: &PeerCredentials,
-) -> Result<(TcpStream, String), String> {
+) -> Result<(BoxConn, String), String> {
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => {
+            let (stream, device) = admit(stream, credentials).await?;
+            Ok((Box::new(stream), device))
+        }
+        Some(tls) => {
+            let stream = tls
+                .accept(stream)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            let (stream, device) = admit(stream, credentials).await?;
+            Ok((Box::new(stream), device))
+        }
+    }
+}
+
+/// Runs the listener's side of the credential handshake.
+async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    credentials: &PeerCredentials,
+) -> Result<(S, String), String> {
     let line = read_line(&mut stream).await.map_err(|e| e.to_string())?;
     let Some((device, credential)) = parse_hello(&line) else {
         let _ = stream.write_all(b"denied\n").await;
+        let _ = stream.flush().await;
         return Err("no credential presented".to_owned());
     };
     if !credentials.check(device, credential).await {
         let _ = stream.write_all(b"denied\n").await;
+        let _ = stream.flush().await;
         return Err(format!("wrong credential for device \"{device}\""));
     }
     let device = device.to_owned();
     stream.write_all(b"ok\n").await.map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
+    stream.flush().await.map_err(|e| e.to_string())?;
     Ok((stream, device))
 }
 
 /// Connections that passed the handshake.
 struct TcpPeerListener {
-    admitted: mpsc::Receiver<io::Result<(TcpStream, String)>>,
+    admitted: mpsc::Receiver<io::Result<(BoxConn, String)>>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
@@ -175,7 +239,7 @@ impl Drop for TcpPeerListener {
 impl Listener for TcpPeerListener {
     async fn accept(&mut self) -> io::Result<(BoxConn, String)> {
         match self.admitted.recv().await {
-            Some(Ok((stream, who))) => Ok((Box::new(stream), who)),
+            Some(Ok(admitted)) => Ok(admitted),
             Some(Err(e)) => Err(e),
             None => Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -188,6 +252,121 @@ impl Listener for TcpPeerListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::testing::Ca;
+    use crate::tls::{TlsConfig, TlsError};
+    use stormcell_model::failover::{DbClusterConfig, StaleReads};
+
+    fn files() -> TlsConfig {
+        TlsConfig {
+            cert: "node.pem".into(),
+            key: "node.key".into(),
+            ca: "ca.pem".into(),
+        }
+    }
+
+    /// Device `device`'s TLS: its certificate from `issuer`, trusting `trusted`.
+    fn tls(issuer: &Ca, device: &str, trusted: &Ca) -> Result<PeerTls, TlsError> {
+        let (cert, key) = issuer.issue(device);
+        PeerTls::from_pem(
+            &files(),
+            cert.as_bytes(),
+            key.as_bytes(),
+            trusted.pem().as_bytes(),
+        )
+    }
+
+    /// Credentials that know `repo002`'s and need no database.
+    fn credentials() -> Arc<PeerCredentials> {
+        let hosts = DbClusterConfig {
+            hosts: Vec::new(),
+            read_only: false,
+            stale_reads: StaleReads::default(),
+        };
+        let c = PeerCredentials::new(
+            Arc::new(std::sync::Mutex::new(hosts)),
+            crate::db::PgConnector::new("test", Duration::from_secs(1)),
+        );
+        c.remember("repo002", "credential-of-repo002");
+        Arc::new(c)
+    }
+
+    fn device(name: &str, tls: Option<PeerTls>) -> (TcpNetwork, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let net = TcpNetwork::new(
+            name,
+            &format!("credential-of-{name}"),
+            credentials(),
+            Arc::clone(&metrics),
+        )
+        .with_tls(tls);
+        (net, metrics)
+    }
+
+    fn free_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
+    }
+
+    /// Waits until the listener has refused `n` connections.
+    async fn refusals(metrics: &Metrics, n: u32) {
+        let wanted = format!("stormcell_peer_auth_failures_total {n}");
+        for _ in 0..200 {
+            if metrics.render().contains(&wanted) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("expected {wanted}:\n{}", metrics.render());
+    }
+
+    #[tokio::test]
+    async fn tls_peers_of_one_ca_talk_and_others_are_refused() {
+        let cluster = Ca::new("stormcell cluster");
+        let other = Ca::new("somebody else");
+        let addr = free_addr();
+        let (server, server_metrics) =
+            device("repo001", Some(tls(&cluster, "repo001", &cluster).unwrap()));
+        let mut listener = server.listen(&addr).await.expect("listen");
+
+        // A member of the cluster: TLS both ways, then the credential, then data.
+        let (member, _) = device("repo002", Some(tls(&cluster, "repo002", &cluster).unwrap()));
+        let mut conn = member
+            .connect(&addr)
+            .await
+            .expect("a cluster member connects");
+        conn.write_all(b"ping").await.expect("write");
+        conn.flush().await.expect("flush");
+        let (mut accepted, who) = listener.accept().await.expect("accepted");
+        assert!(who.starts_with("repo002@127.0.0.1:"), "{who}");
+        let mut buf = [0u8; 4];
+        accepted.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"ping");
+
+        // A certificate from another CA is refused, though the credential is right.
+        let (stranger, _) = device("repo002", Some(tls(&other, "repo002", &cluster).unwrap()));
+        assert!(stranger.connect(&addr).await.is_err());
+        refusals(&server_metrics, 1).await;
+
+        // Plain TCP to a TLS listener is refused too.
+        let (plain, _) = device("repo002", None);
+        assert!(plain.connect(&addr).await.is_err());
+        refusals(&server_metrics, 2).await;
+
+        // And a listener whose certificate comes from another CA is not trusted.
+        let (wary, _) = device("repo002", Some(tls(&cluster, "repo002", &other).unwrap()));
+        let e = match wary.connect(&addr).await {
+            Ok(_) => panic!("a listener from another CA was trusted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains(&format!("TLS handshake with peer at {addr} failed")),
+            "{e}"
+        );
+
+        // Nothing that failed reached the peer protocol.
+        let nothing = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(nothing.is_err(), "a refused peer was admitted");
+    }
 
     #[test]
     fn handshake_lines_parse() {

@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use crate::config::NodeConfig;
 use crate::db::credentials::PeerCredentials;
+use crate::db::observed::ObservedDb;
 use crate::db::PgConnector;
 use crate::env::{HoldAt, LoggedEvents, OsRandom, SystemClock};
 use crate::http::{self, HttpState};
@@ -31,6 +32,9 @@ pub enum NodeError {
     /// The data directory is unusable.
     #[error("{0}")]
     Store(#[from] stormcell_model::error::StoreError),
+    /// The `[tls]` section is unusable.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A listener failed.
     #[error("cannot serve on {addr}: {source}")]
     Listen {
@@ -46,6 +50,7 @@ pub enum NodeError {
 /// section when the file changes or on SIGHUP ([`crate::reload`]).
 pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeError> {
     let protocol = config.protocol().map_err(NodeError::Config)?;
+    let tls = crate::tls::PeerTls::configured(config.tls.as_ref())?;
     let metrics = Arc::new(Metrics::new());
     let connector = PgConnector::new(
         &format!("stormcell-{}", config.device),
@@ -70,15 +75,22 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         None => HoldAt::new(None, None),
     };
     let ports = Ports {
-        db: Arc::new(connector),
-        db_hosts,
-        store: store.clone(),
-        net: Arc::new(TcpNetwork::new(
-            &config.device,
-            &config.credential,
-            Arc::clone(&peers),
+        db: Arc::new(ObservedDb::new(
+            connector,
+            DeviceId::new(config.device.clone()),
             Arc::clone(&metrics),
         )),
+        db_hosts,
+        store: store.clone(),
+        net: Arc::new(
+            TcpNetwork::new(
+                &config.device,
+                &config.credential,
+                Arc::clone(&peers),
+                Arc::clone(&metrics),
+            )
+            .with_tls(tls),
+        ),
         clock: Arc::new(SystemClock),
         rng: Arc::new(OsRandom),
         failpoints: Arc::new(failpoints),
@@ -104,12 +116,14 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         users: config.users.clone(),
         peers,
         metrics,
+        stale: Default::default(),
     });
     tracing::info!(
         device = %config.device,
         peer = %config.listen_peer,
         http = %config.listen_http,
         profile = %config.profile,
+        tls = config.tls.is_some(),
         "node started"
     );
     let peer_addr = config.listen_peer.clone();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use stormcell_harness::history::{ErrorKind, FaultKind, Outcome, Phase};
 use stormcell_model::admin::{ThawOutcome, ThawPlan};
+use support::certs::TestCa;
 use support::client::{git, Recorder};
 use support::{prerequisites, Cluster};
 
@@ -18,12 +19,19 @@ fn history_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.history.json"))
 }
 
+/// The cluster of this test runs its peer connections over TLS (a `[tls]` section with a
+/// CA made here); the other tests run plain TCP.
 #[test]
 fn push_to_one_device_clone_from_another() {
     let Some(pg) = prerequisites("push_to_one_device_clone_from_another") else {
         return;
     };
-    let cluster = Cluster::start(&pg, |_| String::new());
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new(certs.path());
+    let tls: Vec<String> = (1..=3)
+        .map(|i| ca.tls_section(&format!("repo00{i}")))
+        .collect();
+    let cluster = Cluster::start(&pg, |i| tls[i].clone());
     let nodes: Vec<_> = cluster.nodes.iter().collect();
     let mut client = Recorder::new(&cluster.client_dir(), "e2e-push-clone", &nodes, "R1");
 
@@ -138,6 +146,64 @@ fn push_to_one_device_clone_from_another() {
         "the refusal is logged"
     );
 
+    // Every device ran its peer connections over TLS, and none was refused.
+    for node in &nodes {
+        let log = node.log();
+        assert!(log.contains("tls=true"), "{}: {log}", node.name);
+        // (Port probes of the test's start-up show up as refused handshakes; no real
+        // peer may fail its handshake.)
+        assert!(
+            !log.contains("connection to peer failed") && !log.contains("invalid peer certificate"),
+            "{}: {log}",
+            node.name
+        );
+    }
+    // A peer without a certificate of the cluster's CA is refused and logged.
+    {
+        use std::io::{Read, Write};
+        let mut plain =
+            std::net::TcpStream::connect(("127.0.0.1", nodes[0].peer_port)).expect("connect");
+        let _ = plain.write_all(b"stormcell-peer 1 repo002 credential-of-repo002\n");
+        let mut answer = Vec::new();
+        let _ = plain.read_to_end(&mut answer);
+        assert!(!answer.starts_with(b"ok"), "a plain peer was admitted");
+        let start = Instant::now();
+        let refused = || {
+            nodes[0]
+                .log()
+                .lines()
+                .any(|l| l.contains("TLS handshake failed") && !l.contains("handshake eof"))
+        };
+        while !refused() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "refusal not logged"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // A `[tls]` section naming a missing file stops the node, naming the field.
+    let config = std::fs::read_to_string(nodes[0].config_path()).expect("config");
+    let bad = cluster.dir.path().join("bad-tls.toml");
+    let missing = certs.path().join("missing.pem");
+    let cert_line = config
+        .lines()
+        .find(|l| l.starts_with("cert = "))
+        .expect("cert line");
+    std::fs::write(
+        &bad,
+        config.replace(cert_line, &format!("cert = \"{}\"", missing.display())),
+    )
+    .expect("bad config");
+    let out = std::process::Command::new(support::stormcell())
+        .args(["node", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("stormcell runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("field `tls.cert`: cannot read"), "{err}");
+
     client.final_phase(&nodes, "R1");
     client.check(&history_path("push_to_one_device_clone_from_another"));
 
@@ -147,6 +213,26 @@ fn push_to_one_device_clone_from_another() {
         3,
         "every device matches the leader:\n{status}"
     );
+
+    // The metrics saw the reads' syncs, and every device is level with the cluster.
+    for node in &nodes {
+        let start = Instant::now();
+        loop {
+            let text = metrics(node);
+            if text.contains("stormcell_versions_behind{repo=\"R1\"} 0")
+                && text.contains("stormcell_repositories_behind 0")
+            {
+                assert!(text.contains("stormcell_sync_wait_seconds_count"), "{text}");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} never level: {text}",
+                node.name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 /// Waits until `path` exists (liveness bound only).
@@ -307,19 +393,24 @@ fn kill_during_a_push_freezes_then_recovers_without_losing_acknowledged_pushes()
     client.check(&history_path("kill_during_a_push"));
 }
 
-/// Whether a node's metrics say it is read-only for `reason`.
-fn read_only_for(node: &support::Node, reason: &str) -> bool {
+/// A node's metrics text (empty when it cannot be had).
+fn metrics(node: &support::Node) -> String {
     let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", node.http_port)) else {
-        return false;
+        return String::new();
     };
     use std::io::{Read, Write};
     let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     if conn.write_all(request.as_bytes()).is_err() {
-        return false;
+        return String::new();
     }
     let mut text = String::new();
     let _ = conn.read_to_string(&mut text);
-    text.contains(&format!("stormcell_read_only{{result=\"{reason}\"}} 1"))
+    text
+}
+
+/// Whether a node's metrics say it is read-only for `reason`.
+fn read_only_for(node: &support::Node, reason: &str) -> bool {
+    metrics(node).contains(&format!("stormcell_read_only{{reason=\"{reason}\"}} 1"))
 }
 
 #[test]
@@ -424,6 +515,14 @@ fn with_the_primary_down_pushes_are_refused_as_read_only_and_clones_still_served
     );
     let (o, text) = client.read(cluster.node(0), "R1", Phase::Workload);
     assert!(o.is_ok(), "read while the primary is down: {text}");
+    for i in [0, 2] {
+        let text = metrics(cluster.node(i));
+        let stale = text
+            .lines()
+            .find(|l| l.starts_with("stormcell_possibly_stale_reads_total"))
+            .unwrap_or("(none)");
+        eprintln!("repo00{}: {stale}", i + 1);
+    }
 
     // The primary returns: pushes go through again once its health record recovers.
     cluster.primary.start();

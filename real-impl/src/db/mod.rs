@@ -8,6 +8,7 @@ pub mod admin;
 pub mod admin_session;
 pub mod credentials;
 pub mod lock_key;
+pub mod observed;
 pub mod promote;
 pub mod schema;
 

@@ -7,10 +7,13 @@
 //! - `POST /<repo>.git/git-receive-pack`: the write path of 4.2 around
 //!   `git receive-pack`; progress lines go to the client's side band while it runs, and
 //!   receive-pack's status report only once the version is recorded;
+//! - a read that may be stale (read-only mode, freshness unproven) is marked with a header
+//!   and a progress line ([`stale`]);
 //! - `GET /metrics`: Prometheus metrics.
 
 pub mod auth;
 mod receive;
+pub mod stale;
 mod upload;
 
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub struct HttpState {
     pub peers: Arc<PeerCredentials>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Users whose latest read may be stale.
+    pub stale: stale::StaleReads,
 }
 
 /// The router of the Git endpoint.

@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::auth::Caller;
+use super::stale::{self, WithNotice};
 use super::{no_cache, refusal, text, HttpState, Service};
 use crate::pktline;
 
@@ -56,12 +57,21 @@ pub(super) async fn info_refs(
     service: Service,
     protocol: Option<String>,
 ) -> Response {
-    if let Caller::User(_) = caller {
+    let mut possibly_stale = false;
+    if let Caller::User(user) = caller {
+        let started = std::time::Instant::now();
         match st.engine.read(repo, &Progress::none()).await {
-            Ok(_) => {
+            Ok(receipt) => {
+                possibly_stale = receipt.possibly_stale;
                 if service == Service::UploadPack {
                     st.metrics.read_done(None);
+                    st.metrics.sync_waited(started.elapsed());
+                    if possibly_stale {
+                        st.metrics.possibly_stale_read();
+                        tracing::info!(repo = %repo, user = %user.name, "read served as possibly stale");
+                    }
                 }
+                st.stale.note(&user.name, repo, possibly_stale);
             }
             Err(e) => {
                 st.metrics.read_done(Some(e.code()));
@@ -99,6 +109,9 @@ pub(super) async fn info_refs(
     body.extend_from_slice(&out.stdout);
     let mut r = ([(header::CONTENT_TYPE, content_type(service, true))], body).into_response();
     no_cache(r.headers_mut());
+    if possibly_stale {
+        stale::mark(r.headers_mut());
+    }
     r
 }
 
@@ -142,14 +155,28 @@ pub(super) async fn upload_pack(
             }
         }
     });
+    // The read sync ran on this fetch's advertisement; if it could not prove freshness,
+    // the pack carries the notice on its side band.
+    let possibly_stale = matches!(caller, Caller::User(u) if st.stale.recent(&u.name, repo));
+    let body = if possibly_stale {
+        Body::from_stream(WithNotice::new(
+            ReaderStream::new(stdout),
+            &stale::notice(repo),
+        ))
+    } else {
+        Body::from_stream(ReaderStream::new(stdout))
+    };
     let mut r = (
         [(
             header::CONTENT_TYPE,
             content_type(Service::UploadPack, false),
         )],
-        Body::from_stream(ReaderStream::new(stdout)),
+        body,
     )
         .into_response();
     no_cache(r.headers_mut());
+    if possibly_stale {
+        stale::mark(r.headers_mut());
+    }
     r
 }
