@@ -140,7 +140,11 @@ fn determinism_does_not_depend_on_earlier_runs_in_the_process() {
         let first = hash();
         for shift in 1..4 {
             advance_task_ids(shift);
-            assert_eq!(hash(), first, "seed {seed} after shifting task ids by {shift}");
+            assert_eq!(
+                hash(),
+                first,
+                "seed {seed} after shifting task ids by {shift}"
+            );
         }
     }
 }
