@@ -69,7 +69,7 @@ fn push_event(r: &Row) -> Result<PushEvent, DbError> {
 
 impl PgSession {
     async fn apply_edit(&self, edit: &ConfigEdit) -> Result<(), DbError> {
-        let c = &self.client;
+        let c = self.client()?;
         match edit {
             ConfigEdit::AddDevice { device } => {
                 // The peer credential and Git endpoint are the real daemon's own columns;
@@ -192,7 +192,7 @@ impl AdminSession for PgSession {
 
     async fn delete_row(&mut self, repo: &RepoId, device: &DeviceId) -> Result<bool, DbError> {
         let n = self
-            .timed(self.client.execute(
+            .timed(self.client()?.execute(
                 "DELETE FROM versions WHERE repo = $1 AND device = $2",
                 &[&repo.as_str(), &device.as_str()],
             ))
@@ -207,7 +207,7 @@ impl AdminSession for PgSession {
     ) -> Result<Vec<PushEvent>, DbError> {
         let after = after.map(|a| a as i64);
         let rows = self
-            .timed(self.client.query(
+            .timed(self.client()?.query(
                 "SELECT id, repo, device, pusher, started_ms, updates, accepted, kind
                    FROM push_events
                   WHERE repo = $1 AND ($2::bigint IS NULL OR id > $2)

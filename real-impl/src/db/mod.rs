@@ -9,11 +9,13 @@ pub mod admin_session;
 pub mod credentials;
 pub mod lock_key;
 pub mod observed;
+pub mod pool;
 pub mod promote;
 pub mod schema;
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -105,9 +107,11 @@ impl PgClusterDb {
     /// A new session of the port.
     pub async fn session(&self) -> Result<PgSession, DbError> {
         Ok(PgSession {
-            client: self.client().await?,
+            client: Some(self.client().await?),
             held: BTreeSet::new(),
             query_timeout: self.query_timeout,
+            home: None,
+            suspect: Default::default(),
         })
     }
 }
@@ -118,6 +122,7 @@ impl PgClusterDb {
 pub struct PgConnector {
     application: String,
     query_timeout: Duration,
+    pool: Arc<pool::SessionPool>,
 }
 
 impl PgConnector {
@@ -126,6 +131,7 @@ impl PgConnector {
         PgConnector {
             application: application.to_owned(),
             query_timeout,
+            pool: Arc::default(),
         }
     }
 
@@ -147,17 +153,49 @@ impl ClusterDb for PgConnector {
         host: &DbHostConfig,
         timeout: Duration,
     ) -> Result<Box<dyn DbSession>, DbError> {
-        Ok(Box::new(self.host(host, timeout)?.session().await?))
+        let home = Some((Arc::clone(&self.pool), host.address.clone()));
+        if let Some(client) = self.pool.take(&host.address) {
+            return Ok(Box::new(PgSession {
+                client: Some(client),
+                held: BTreeSet::new(),
+                query_timeout: self.query_timeout,
+                home,
+                suspect: Default::default(),
+            }));
+        }
+        let mut session = self.host(host, timeout)?.session().await?;
+        session.home = home;
+        Ok(Box::new(session))
     }
 }
 
 /// One database session.
 pub struct PgSession {
-    client: Client,
-    /// Locks taken on this session. PostgreSQL's advisory locks nest; the port's do not,
-    /// so a second take of a held lock is answered here.
+    /// Always present until the session is dropped (then it may go back to the pool).
+    client: Option<Client>,
+    /// Locks taken on this session, and any whose take or release had no clear answer.
+    /// PostgreSQL's advisory locks nest; the port's do not, so a second take of a held
+    /// lock is answered here.
     held: BTreeSet<LockName>,
     query_timeout: Duration,
+    /// The pool and address this session returns to when dropped holding no lock.
+    home: Option<(Arc<pool::SessionPool>, String)>,
+    /// Set when a query failed or ran out of time: the link may be broken or a late
+    /// answer pending, so the session is closed rather than reused.
+    suspect: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        // A session that may hold a lock is closed, which releases it.
+        if let (Some((pool, address)), Some(client), true) = (
+            self.home.take(),
+            self.client.take(),
+            self.held.is_empty() && !*self.suspect.get_mut(),
+        ) {
+            pool.give(&address, client);
+        }
+    }
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -212,18 +250,25 @@ impl PgSession {
         &self,
         query: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, DbError> {
-        match tokio::time::timeout(self.query_timeout, query).await {
+        let result = match tokio::time::timeout(self.query_timeout, query).await {
             Ok(r) => r.map_err(query_error),
             Err(_) => Err(DbError::Connection(format!(
                 "no answer within {}s",
                 self.query_timeout.as_secs()
             ))),
+        };
+        if result.is_err() {
+            self.suspect
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        result
     }
 
-    /// The underlying client, for administrative queries.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The underlying client.
+    pub fn client(&self) -> Result<&Client, DbError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| DbError::Connection("the session is closed".to_owned()))
     }
 }
 
@@ -305,12 +350,20 @@ impl DbSession for PgSession {
             return Ok(true);
         }
         let key = lock_key::lock_key(lock);
-        let row = self
+        let asked = self
             .timed(
-                self.client
+                self.client()?
                     .query_one("SELECT pg_try_advisory_lock($1)", &[&key]),
             )
-            .await?;
+            .await;
+        let row = match asked {
+            Ok(row) => row,
+            Err(e) => {
+                // The lock may have been taken: never reuse this session.
+                self.held.insert(lock.clone());
+                return Err(e);
+            }
+        };
         let got: bool = row.try_get(0).map_err(query_error)?;
         if got {
             self.held.insert(lock.clone());
@@ -319,34 +372,42 @@ impl DbSession for PgSession {
     }
 
     async fn unlock(&mut self, lock: &LockName) -> Result<(), DbError> {
-        if !self.held.remove(lock) {
+        if !self.held.contains(lock) {
             return Ok(());
         }
         let key = lock_key::lock_key(lock);
         self.timed(
-            self.client
+            self.client()?
                 .query_one("SELECT pg_advisory_unlock($1)", &[&key]),
         )
         .await?;
+        // Only a clear answer releases it here; otherwise the session stays marked as
+        // holding it and is closed rather than reused.
+        self.held.remove(lock);
         Ok(())
     }
 
     async fn topology(&mut self) -> Result<Topology, DbError> {
-        self.timed(load_topology(&self.client)).await
+        self.timed(load_topology(self.client()?)).await
     }
 
     async fn rows(&mut self, repo: &RepoId) -> Result<Vec<VersionRow>, DbError> {
-        match tokio::time::timeout(self.query_timeout, load_rows(&self.client, repo)).await {
-            Ok(r) => r,
-            Err(_) => Err(DbError::Connection("no answer in time".to_owned())),
+        let result =
+            match tokio::time::timeout(self.query_timeout, load_rows(self.client()?, repo)).await {
+                Ok(r) => r,
+                Err(_) => Err(DbError::Connection("no answer in time".to_owned())),
+            };
+        if result.is_err() {
+            self.home = None;
         }
+        result
     }
 
     async fn out_of_sync(&mut self, device: &DeviceId) -> Result<Vec<RepoId>, DbError> {
         // Mirrors the port's definition: repositories actively bound to the device that
         // have some row, where the device has none or is below the largest version.
         let rows = self
-            .timed(self.client.query(
+            .timed(self.client()?.query(
                 "SELECT DISTINCT r.name
                    FROM repositories r
                    JOIN bindings b ON b.service = r.service AND b.device = $1 AND NOT b.disabled
@@ -375,7 +436,7 @@ impl DbSession for PgSession {
         owner: &LockOwner,
     ) -> Result<(), DbError> {
         let props = serde_json::to_value(props).map_err(|e| DbError::Query(e.to_string()))?;
-        self.timed(self.client.execute(
+        self.timed(self.client()?.execute(
             "INSERT INTO versions (repo, device, version, writing, write_props, lock_owner)
              VALUES ($1, $2, 0, true, $3, $4)
              ON CONFLICT (repo, device) DO UPDATE
@@ -388,7 +449,7 @@ impl DbSession for PgSession {
 
     async fn finish_write(&mut self, f: &FinishWrite) -> Result<u64, DbError> {
         let digest = f.digest.map(|d| d.0 as i64);
-        self.timed(self.client.execute(
+        self.timed(self.client()?.execute(
             "UPDATE versions
                 SET version = $5, digest = $6, writing = false, lock_owner = NULL
               WHERE repo = $1 AND device = $2 AND version = $3 AND writing
@@ -413,7 +474,7 @@ impl DbSession for PgSession {
         digest: Option<Digest>,
     ) -> Result<(), DbError> {
         let digest = digest.map(|d| d.0 as i64);
-        self.timed(self.client.execute(
+        self.timed(self.client()?.execute(
             "INSERT INTO versions (repo, device, version, digest) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repo, device) DO UPDATE SET version = $3, digest = $4",
             &[&repo.as_str(), &device.as_str(), &to_i64(version), &digest],
@@ -430,8 +491,12 @@ impl DbSession for PgSession {
     ) -> Result<bool, DbError> {
         let digest = digest.map(|d| d.0 as i64);
         let key = lock_key::rows_key(repo);
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| DbError::Connection("the session is closed".to_owned()))?;
         let insert = async {
-            let tx = self.client.transaction().await?;
+            let tx = client.transaction().await?;
             // Two devices inserting the first row at once must not both succeed: they
             // take turns on a per-repository lock held until the transaction ends.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
@@ -448,8 +513,17 @@ impl DbSession for PgSession {
             Ok(n == 1)
         };
         match tokio::time::timeout(self.query_timeout, insert).await {
-            Ok(r) => r.map_err(query_error),
-            Err(_) => Err(DbError::Connection("no answer in time".to_owned())),
+            Ok(r) => {
+                if r.is_err() {
+                    self.home = None;
+                }
+                r.map_err(query_error)
+            }
+            Err(_) => {
+                // A transaction cut off midway: close the session rather than reuse it.
+                self.home = None;
+                Err(DbError::Connection("no answer in time".to_owned()))
+            }
         }
     }
 
@@ -457,7 +531,7 @@ impl DbSession for PgSession {
         let updates =
             serde_json::to_value(&event.updates).map_err(|e| DbError::Query(e.to_string()))?;
         let row = self
-            .timed(self.client.query_one(
+            .timed(self.client()?.query_one(
                 // The id is drawn above every version the repository's rows hold: after a
                 // promotion the sequence may be behind versions devices already carry, and
                 // reusing one would give two states the same version. Drawing enough values
@@ -490,7 +564,7 @@ impl DbSession for PgSession {
 
     async fn newest_push_id(&mut self, repo: &RepoId) -> Result<Option<u64>, DbError> {
         let row = self
-            .timed(self.client.query_one(
+            .timed(self.client()?.query_one(
                 "SELECT max(id) FROM push_events WHERE repo = $1",
                 &[&repo.as_str()],
             ))
@@ -500,7 +574,7 @@ impl DbSession for PgSession {
     }
 
     async fn record_sync(&mut self, e: &NewSyncEvent) -> Result<(), DbError> {
-        self.timed(self.client.execute(
+        self.timed(self.client()?.execute(
             "INSERT INTO sync_events
                 (repo, device, from_device, version_before, version_after, waited_ms, result)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -519,7 +593,8 @@ impl DbSession for PgSession {
     }
 
     async fn ping(&mut self) -> Result<(), DbError> {
-        self.timed(self.client.query_one("SELECT 1", &[])).await?;
+        self.timed(self.client()?.query_one("SELECT 1", &[]))
+            .await?;
         Ok(())
     }
 
@@ -528,7 +603,7 @@ impl DbSession for PgSession {
         // with the primary; only then is its delay zero rather than the age of the last
         // replayed transaction (an idle primary would otherwise look like lag).
         let row = self
-            .timed(self.client.query_one(
+            .timed(self.client()?.query_one(
                 "SELECT pg_is_in_recovery(),
                         EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'),
                         coalesce(pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), false),
