@@ -68,6 +68,34 @@ pub struct OperatorAction {
     pub plan: Option<Vec<PlannedDiscard>>,
 }
 
+impl OperatorAction {
+    /// Records what a thaw changed and the plan it printed.
+    pub fn record_thaw(&mut self, outcome: &stormcell_model::admin::ThawOutcome) {
+        use stormcell_model::admin::{DiscardSource, ThawKind};
+        for (repo, device, kind) in &outcome.applied {
+            let pair = RepoDevice {
+                repo: repo.to_string(),
+                device: device.to_string(),
+            };
+            match kind {
+                ThawKind::Demote => self.demoted.push(pair),
+                ThawKind::Promote => self.promoted.push(pair),
+            }
+        }
+        self.plan = outcome.plan.as_ref().map(|plan| {
+            plan.discards()
+                .map(|(repo, d)| PlannedDiscard {
+                    repo: repo.to_string(),
+                    device: d.device.to_string(),
+                    name: d.ref_name.clone(),
+                    commit: d.commit.to_string(),
+                    salvageable: d.source == DiscardSource::WorkingCopy,
+                })
+                .collect()
+        });
+    }
+}
+
 /// A (repository, device) pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RepoDevice {

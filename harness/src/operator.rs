@@ -12,16 +12,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stormcell_model::admin::{
-    Admin, AdminError, BindingChange, Confirm, DiscardSource, MaintenanceLock, RepoSelection,
-    ThawKind, ThawOutcome, ThawRequest, ThawTarget,
+    Admin, AdminError, BindingChange, Confirm, MaintenanceLock, RepoSelection, ThawOutcome,
+    ThawRequest, ThawTarget,
 };
 use stormcell_model::ids::{DeviceId, Oid, RepoId, ServiceId};
 use stormcell_model::ports::{PushPayload, Store};
 use stormcell_model::rows::RefUpdate as ModelRefUpdate;
 
-use crate::history::{
-    OpKind, Operation, OperatorAction, Outcome, Phase, PlannedDiscard, RefUpdate, RepoDevice,
-};
+use crate::history::{OpKind, Operation, OperatorAction, Outcome, Phase, RefUpdate};
 use crate::scenario::{Action, Condition, Operator, Step, ThawStep};
 use crate::store::{encode_commits, Commit, SimStore, StoreBackup};
 use crate::trace::{sim_now_ms, Trace};
@@ -207,27 +205,7 @@ impl OperatorRun {
             plan: None,
         };
         if let Some(outcome) = done.thaw {
-            for (repo, device, kind) in &outcome.applied {
-                let pair = RepoDevice {
-                    repo: repo.to_string(),
-                    device: device.to_string(),
-                };
-                match kind {
-                    ThawKind::Demote => action.demoted.push(pair),
-                    ThawKind::Promote => action.promoted.push(pair),
-                }
-            }
-            action.plan = outcome.plan.as_ref().map(|plan| {
-                plan.discards()
-                    .map(|(repo, d)| PlannedDiscard {
-                        repo: repo.to_string(),
-                        device: d.device.to_string(),
-                        name: d.ref_name.clone(),
-                        commit: d.commit.to_string(),
-                        salvageable: d.source == DiscardSource::WorkingCopy,
-                    })
-                    .collect()
-            });
+            action.record_thaw(&outcome);
             for s in &outcome.salvaged {
                 self.trace.record(
                     completed_ms,

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use stormcell_harness::history::{
     ErrorKind, FaultEvent, FaultKind, FinalExpectation, FinalState, History, OpKind, Operation,
-    OperatorAction, Outcome, Phase, PlannedDiscard, RefUpdate, RepoDevice, RepositoryStart,
+    OperatorAction, Outcome, Phase, RefUpdate, RepositoryStart,
 };
-use stormcell_model::admin::{DiscardSource, ThawKind, ThawOutcome};
+use stormcell_model::admin::ThawOutcome;
 
 use super::Node;
 
@@ -308,27 +308,7 @@ impl Recorder {
             plan: None,
         };
         if let Some(outcome) = thaw {
-            for (repo, device, kind) in &outcome.applied {
-                let pair = RepoDevice {
-                    repo: repo.to_string(),
-                    device: device.to_string(),
-                };
-                match kind {
-                    ThawKind::Demote => action.demoted.push(pair),
-                    ThawKind::Promote => action.promoted.push(pair),
-                }
-            }
-            action.plan = outcome.plan.as_ref().map(|plan| {
-                plan.discards()
-                    .map(|(repo, d)| PlannedDiscard {
-                        repo: repo.to_string(),
-                        device: d.device.to_string(),
-                        name: d.ref_name.clone(),
-                        commit: d.commit.to_string(),
-                        salvageable: d.source == DiscardSource::WorkingCopy,
-                    })
-                    .collect()
-            });
+            action.record_thaw(outcome);
         }
         self.history.operator.push(action);
     }
