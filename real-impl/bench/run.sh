@@ -109,41 +109,55 @@ GIT="git -c credential.helper= -c http.postBuffer=524288000"
 SC_URL() { echo "http://bench:bench-token@127.0.0.1:${HTTP[1]}/$1.git"; }
 PL_URL() { echo "http://127.0.0.1:$CGI_PORT/$1.git"; }
 
-: > "$WORK/push_sc"; : > "$WORK/push_pl"; : > "$WORK/clone_sc"; : > "$WORK/clone_pl"; : > "$WORK/spread"
+# Waits until devices 2 and 3 hold commit $2 of repository $1 on disk; prints the ms since $3.
+on_every_device() {
+    for i in 2 3; do
+        until [ "$(git -C "$WORK/repo00$i/data/repos/$1.git" rev-parse -q --verify main 2>/dev/null)" = "$2" ]; do
+            [ $(( $(now_ms) - $3 )) -lt 120000 ] || { echo "repo00$i never got $2" >&2; exit 1; }
+            sleep 0.005
+        done
+    done
+    echo $(( $(now_ms) - $3 ))
+}
+timed_clone() { rm -rf "$WORK/clone"; local t0; t0=$(now_ms); $GIT clone -q --bare "$1" "$WORK/clone"; echo $(( $(now_ms) - t0 )); }
+
+for f in push_sc push_pl clone_sc clone_pl busy_sc spread; do : > "$WORK/$f"; done
 for r in $(seq 1 "$RUNS"); do
-    $S repository create B$r --service S1 >/dev/null
+    $S repository create B$r --service S1 >/dev/null 2>&1
+    $S repository create C$r --service S1 >/dev/null 2>&1
     git init -q --bare "$WORK/plain/B$r.git"
+    head=$(git -C "$SRC" rev-parse main)
     # Alternate which goes first, so neither always runs on a warmer cache.
-    for target in sc pl; do
+    if [ $((r % 2)) = 1 ]; then order="sc pl"; else order="pl sc"; fi
+    for target in $order; do
         if [ "$target" = sc ]; then url=$(SC_URL B$r); else url=$(PL_URL B$r); fi
         t0=$(now_ms); $GIT -C "$SRC" push -q "$url" main 2>/dev/null; t1=$(now_ms)
         echo $((t1 - t0)) >> "$WORK/push_$target"
-        rm -rf "$WORK/clone"
-        t0=$(now_ms); $GIT clone -q --bare "$url" "$WORK/clone"; t1=$(now_ms)
-        echo $((t1 - t0)) >> "$WORK/clone_$target"
+        # The clone is measured once the cluster is settled: a whole history just pushed is
+        # still being copied to the other devices, which competes for the same cores.
+        [ "$target" = sc ] && on_every_device B$r "$head" "$t0" >/dev/null
+        timed_clone "$url" >> "$WORK/clone_$target"
     done
+    # The same clone while the other devices are still copying a whole history just pushed.
+    $GIT -C "$SRC" push -q "$(SC_URL C$r)" main 2>/dev/null
+    timed_clone "$(SC_URL C$r)" >> "$WORK/busy_sc"
+    on_every_device C$r "$head" "$(now_ms)" >/dev/null
     # A new commit pushed to device 1: how long until every device holds it on disk.
     git -C "$SRC" commit -q --allow-empty -m "spread $r"
     new=$(git -C "$SRC" rev-parse HEAD)
     t0=$(now_ms)
     $GIT -C "$SRC" push -q "$(SC_URL B$r)" main 2>/dev/null
-    for i in 2 3; do
-        until [ "$(git -C "$WORK/repo00$i/data/repos/B$r.git" rev-parse -q --verify main 2>/dev/null)" = "$new" ]; do
-            [ $(( $(now_ms) - t0 )) -lt 120000 ] || { echo "repo00$i never got the push" >&2; exit 1; }
-            sleep 0.005
-        done
-    done
-    t1=$(now_ms)
-    echo $((t1 - t0)) >> "$WORK/spread"
-    echo "   run $r: push $(tail -1 "$WORK/push_sc")/$(tail -1 "$WORK/push_pl") ms, clone $(tail -1 "$WORK/clone_sc")/$(tail -1 "$WORK/clone_pl") ms (stormcell/plain), on every device after $(tail -1 "$WORK/spread") ms"
+    on_every_device B$r "$new" "$t0" >> "$WORK/spread"
+    echo "   run $r: push $(tail -1 "$WORK/push_sc")/$(tail -1 "$WORK/push_pl") ms, clone $(tail -1 "$WORK/clone_sc")/$(tail -1 "$WORK/clone_pl") ms (stormcell/plain), clone while copying $(tail -1 "$WORK/busy_sc") ms, on every device after $(tail -1 "$WORK/spread") ms"
 done
 
 ps=$(median < "$WORK/push_sc"); pp=$(median < "$WORK/push_pl")
 cs=$(median < "$WORK/clone_sc"); cp=$(median < "$WORK/clone_pl")
-sp=$(median < "$WORK/spread")
+sp=$(median < "$WORK/spread"); cb=$(median < "$WORK/busy_sc")
 echo
 echo "== medians over $RUNS runs, $COMMITS commits"
 printf "%-28s %10s %10s %8s\n" "" "stormcell" "plain" "ratio"
 printf "%-28s %8s ms %8s ms %8.2f\n" "push (whole history)" "$ps" "$pp" "$(awk "BEGIN{print $ps/$pp}")"
 printf "%-28s %8s ms %8s ms %8.2f\n" "clone" "$cs" "$cp" "$(awk "BEGIN{print $cs/$cp}")"
+printf "%-28s %8s ms %8s ms %8.2f\n" "clone while copying a push" "$cb" "$cp" "$(awk "BEGIN{print $cb/$cp}")"
 printf "%-28s %8s ms\n" "push on every device" "$sp"
