@@ -55,51 +55,62 @@ fn read(path: &Path) -> Option<String> {
     }
 }
 
-/// Watches `path` until the node stops, applying database changes to `hosts`.
-pub async fn watch(path: PathBuf, hosts: SharedDbConfig) {
+/// Watches `path` until the node stops, applying database changes to `hosts`. The file's
+/// current text and the SIGHUP handler are taken before this returns, so a hangup sent
+/// once the node is listening is never the default (fatal) one.
+pub fn watch(path: PathBuf, hosts: SharedDbConfig) -> impl std::future::Future<Output = ()> {
     let mut seen = read(&path).unwrap_or_default();
     #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        #[cfg(unix)]
-        {
-            match hangup.as_mut() {
-                Some(h) => {
-                    tokio::select! {
-                        _ = h.recv() => tracing::info!("SIGHUP: re-reading the configuration"),
-                        _ = tokio::time::sleep(POLL) => {}
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; the file is still looked at every second");
+            None
+        }
+    };
+    async move {
+        loop {
+            #[cfg(unix)]
+            {
+                match hangup.as_mut() {
+                    Some(h) => {
+                        tokio::select! {
+                            biased;
+                            _ = h.recv() => tracing::info!("SIGHUP: re-reading the configuration"),
+                            _ = tokio::time::sleep(POLL) => {}
+                        }
                     }
+                    None => tokio::time::sleep(POLL).await,
                 }
-                None => tokio::time::sleep(POLL).await,
             }
-        }
-        #[cfg(not(unix))]
-        tokio::time::sleep(POLL).await;
-        let Some(text) = read(&path) else {
-            continue;
-        };
-        let current = hosts.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match consider(&seen, &text, &current) {
-            Reload::Unchanged => {}
-            Reload::SameDatabase => tracing::info!(
-                config = %path.display(),
-                "configuration changed outside [database]; that takes a restart"
-            ),
-            Reload::Database(new) => {
-                tracing::warn!(
+            #[cfg(not(unix))]
+            tokio::time::sleep(POLL).await;
+            let Some(text) = read(&path) else {
+                continue;
+            };
+            let current = hosts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match consider(&seen, &text, &current) {
+                Reload::Unchanged => {}
+                Reload::SameDatabase => tracing::info!(
                     config = %path.display(),
-                    primary = new.primary().map_or("none", |h| h.name.as_str()),
-                    "database hosts changed; requests use them from now on"
-                );
-                *hosts.lock().unwrap_or_else(|e| e.into_inner()) = new;
+                    "configuration changed outside [database]; that takes a restart"
+                ),
+                Reload::Database(new) => {
+                    tracing::warn!(
+                        config = %path.display(),
+                        primary = new.primary().map_or("none", |h| h.name.as_str()),
+                        "database hosts changed; requests use them from now on"
+                    );
+                    *hosts.lock().unwrap_or_else(|e| e.into_inner()) = new;
+                }
+                Reload::Invalid(e) => tracing::error!(
+                    config = %path.display(),
+                    error = %e,
+                    "configuration file is invalid; keeping the database hosts in force"
+                ),
             }
-            Reload::Invalid(e) => tracing::error!(
-                config = %path.display(),
-                error = %e,
-                "configuration file is invalid; keeping the database hosts in force"
-            ),
+            seen = text;
         }
-        seen = text;
     }
 }
 

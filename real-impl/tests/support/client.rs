@@ -272,6 +272,41 @@ impl Recorder {
         (outcome, text)
     }
 
+    /// Clones `repo` from `node` (a read, like [`Recorder::read`], but with a pack, so the
+    /// server's side-band lines reach the client): the refs are those the clone got, and
+    /// the read counts as possibly stale when Git printed the server's notice.
+    pub fn clone(&mut self, node: &Node, repo: &str, phase: Phase) -> (Outcome, String) {
+        let mut op = self.op(node, repo, phase, OpKind::Read);
+        let target = self.scratch.join(format!("clone-{}", op.id));
+        let out = git(&self.scratch)
+            .args(["clone", "--mirror", &node.url(repo)])
+            .arg(&target)
+            .output()
+            .expect("git clone runs");
+        let text = both(&out);
+        op.completed_ms = self.now();
+        op.outcome = classify(out.status.success(), &text);
+        if let Outcome::Ok {
+            refs,
+            possibly_stale,
+        } = &mut op.outcome
+        {
+            *possibly_stale = text.contains("this read may be stale");
+            let listed =
+                run_ok(git(&target).args(["for-each-ref", "--format=%(refname) %(objectname)"]));
+            *refs = Some(
+                listed
+                    .lines()
+                    .filter_map(|l| l.split_once(' '))
+                    .map(|(r, o)| (r.to_owned(), o.to_owned()))
+                    .collect(),
+            );
+        }
+        let outcome = op.outcome.clone();
+        self.history.ops.push(op);
+        (outcome, text)
+    }
+
     /// Tells the checkers which database hosts the run had.
     pub fn database_hosts(&mut self, primary: &str, replicas: &[&str]) {
         self.history.database = Some(stormcell_harness::history::DatabaseHosts {

@@ -56,6 +56,30 @@ pub struct Node {
 }
 
 impl Node {
+    /// A device named `name` living in `dir` (created), on free ports, not started.
+    pub fn new(name: &str, dir: PathBuf) -> Node {
+        std::fs::create_dir_all(&dir).expect("node dir");
+        Node {
+            name: name.to_owned(),
+            dir,
+            http_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+        }
+    }
+
+    /// The process id while the node runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The repository's URL for `user`.
     pub fn url(&self, repo: &str) -> String {
         format!(
@@ -207,14 +231,7 @@ impl Cluster {
         cluster.admin(&["service", "create", "S1"]);
         for i in 1..=3 {
             let name = format!("repo00{i}");
-            let node = Node {
-                name: name.clone(),
-                dir: cluster.dir.path().join(&name),
-                http_port: free_port(),
-                peer_port: free_port(),
-                child: None,
-            };
-            std::fs::create_dir_all(&node.dir).expect("node dir");
+            let node = Node::new(&name, cluster.dir.path().join(&name));
             cluster.admin(&[
                 "device",
                 "add",
