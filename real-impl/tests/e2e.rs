@@ -1003,3 +1003,87 @@ fn thaw_through_the_cli_plans_demotes_and_promotes() {
     assert!(!ok && err.contains("R9"), "{err}");
     eprintln!("thaw test took {} ms", started.elapsed().as_millis());
 }
+
+#[test]
+fn new_repositories_go_to_open_services_and_clusterize_moves_no_data() {
+    let Some(pg) = prerequisites("allocation") else {
+        return;
+    };
+    let cluster = Cluster::start(&pg, |_| String::new());
+    cluster.admin(&["service", "create", "S2"]);
+    cluster.admin(&["service", "bind", "S2", "repo003"]);
+    cluster.admin(&["service", "close", "S1"]);
+
+    // Allocation picks among open services only (PROTOCOL.md 7.5).
+    for name in ["R2", "R3", "R4"] {
+        let out = cluster.admin(&["repository", "create", name]);
+        assert!(out.contains("on service \"S2\""), "{name}: {out}");
+    }
+    cluster.admin(&["service", "close", "S2"]);
+    let (ok, _, err) = cluster.admin_try(
+        &cluster.primary.conninfo(),
+        None,
+        &["repository", "create", "R9"],
+    );
+    assert!(!ok, "no open service: creating must fail");
+    assert!(err.contains("No open service"), "{err}");
+    cluster.admin(&["service", "open", "S1"]);
+    let out = cluster.admin(&["repository", "create", "R5"]);
+    assert!(out.contains("on service \"S1\""), "{out}");
+    let list = cluster.admin(&["repository", "list", "--json"]);
+    let repos: serde_json::Value = serde_json::from_str(&list).expect("JSON list");
+    let service_of = |name: &str| {
+        repos
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["name"] == name))
+            .map(|r| r["service"].clone())
+    };
+    assert_eq!(service_of("R2"), Some(serde_json::json!("S2")), "{list}");
+    assert_eq!(service_of("R5"), Some(serde_json::json!("S1")), "{list}");
+    assert_eq!(
+        service_of("R9"),
+        None,
+        "a refused create leaves nothing: {list}"
+    );
+
+    // R2 lives on repo003 alone: repo001 is not bound to its service.
+    let (n1, n3) = (cluster.node(0), cluster.node(2));
+    let mut client = Recorder::new(&cluster.client_dir(), "e2e-allocation", &[n1, n3], "R2");
+    let c1 = client.commit(None);
+    let (o, text) = client.push(n3, "R2", "refs/heads/main", None, &c1, Phase::Workload);
+    assert!(o.is_ok(), "push to repo003: {text}");
+    let c2 = client.commit(Some(&c1));
+    let (o, text) = client.push(n1, "R2", "refs/heads/main", Some(&c1), &c2, Phase::Workload);
+    assert!(
+        matches!(
+            o,
+            Outcome::Refused {
+                error: ErrorKind::NotBound,
+                ..
+            }
+        ),
+        "repo001 does not serve R2: {o:?} {text}"
+    );
+
+    // Off its service the repository is not served; its data stays where it was.
+    cluster.admin(&["repository", "clusterize", "R2", "--remove-service"]);
+    let (o, text) = client.read(n3, "R2", Phase::Workload);
+    assert!(matches!(o, Outcome::Refused { .. }), "{o:?} {text}");
+    assert!(text.contains("not-found"), "{text}");
+    assert_eq!(n3.disk_refs("R2").get("refs/heads/main"), Some(&c1));
+
+    // Back on S2 it is served again as it was: clusterize touched no version rows.
+    cluster.admin(&["repository", "clusterize", "R2", "--service", "S2"]);
+    let (o, text) = client.read(n3, "R2", Phase::Workload);
+    assert_eq!(main_of(&o), Some(c1.clone()), "{text}");
+
+    // A device bound later catches up by itself on its first read (expand, 7.5).
+    cluster.admin(&["service", "bind", "S2", "repo001"]);
+    let (o, text) = client.read(n1, "R2", Phase::Workload);
+    assert_eq!(main_of(&o), Some(c1.clone()), "{text}");
+    let (o, text) = client.push(n1, "R2", "refs/heads/main", Some(&c1), &c2, Phase::Workload);
+    assert!(o.is_ok(), "push to repo001 once bound: {text}");
+
+    client.final_phase(&[n1, n3], "R2");
+    client.check(&history_path("allocation"));
+}

@@ -9,19 +9,20 @@ use stormcell_model::status::ServiceSync;
 use stormcell_node::db::{admin, schema, PgClusterDb};
 
 use super::context::{context, database, ADMIN_CONNECT, ADMIN_QUERY};
-use super::{table, BindingCommand, Command, DbCommand, DeviceCommand, ServiceCommand};
+use super::table::{self, done, opt};
+use super::{BindingCommand, Command, DbCommand, DbTarget, DeviceCommand, ServiceCommand};
 
-fn done(json: bool, what: String) -> anyhow::Result<()> {
-    if json {
-        table::json(&serde_json::json!({ "ok": true, "done": what }))
+async fn set_closed(db: &DbTarget, json: bool, service: &str, closed: bool) -> anyhow::Result<()> {
+    context(db)?
+        .admin
+        .set_service_closed(&ServiceId::new(service.to_owned()), closed)
+        .await?;
+    let state = if closed {
+        "closed: new repositories go to other services"
     } else {
-        println!("{what}");
-        Ok(())
-    }
-}
-
-fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".to_owned(), T::to_string)
+        "open: new repositories may be allocated on it"
+    };
+    done(json, format!("service \"{service}\" is {state}"))
 }
 
 fn service_text(s: &ServiceSync) -> String {
@@ -205,6 +206,12 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
                 json,
                 format!("bound device \"{device}\" to service \"{service}\""),
             )
+        }
+        Command::Service(ServiceCommand::Close { service, db }) => {
+            set_closed(&db, json, &service, true).await
+        }
+        Command::Service(ServiceCommand::Open { service, db }) => {
+            set_closed(&db, json, &service, false).await
         }
         Command::Service(ServiceCommand::Status { service, db }) => {
             let status = context(&db)?

@@ -131,6 +131,20 @@ enum ServiceCommand {
         #[command(flatten)]
         db: DbTarget,
     },
+    /// Stop allocating new repositories on a service (its repositories stay served).
+    Close {
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        db: DbTarget,
+    },
+    /// Allocate new repositories on a service again (PROTOCOL.md 7.5).
+    Open {
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        db: DbTarget,
+    },
     /// Sync status of every repository of a service (PROTOCOL.md 8.1).
     Status {
         /// The service.

@@ -15,7 +15,8 @@ use stormcell_node::db::admin;
 use stormcell_node::env::SystemClock;
 
 use super::context::{context, database, interactive, read_line, TerminalConfirm};
-use super::{table, DbTarget};
+use super::table::{self, done, opt};
+use super::DbTarget;
 
 /// Repositories and the operator actions on them.
 #[derive(Debug, Subcommand)]
@@ -146,19 +147,6 @@ fn repo_ids(names: &[String]) -> anyhow::Result<Vec<RepoId>> {
                 .map_err(|e| anyhow::anyhow!("REPO: {}", e.0))
         })
         .collect()
-}
-
-fn done(json: bool, what: String) -> anyhow::Result<()> {
-    if json {
-        table::json(&serde_json::json!({ "ok": true, "done": what }))
-    } else {
-        println!("{what}");
-        Ok(())
-    }
-}
-
-fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".to_owned(), T::to_string)
 }
 
 /// Runs one repository command.

@@ -31,3 +31,18 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// Reports a command that changed something: one line, or `{"ok": true, "done": ...}`.
+pub fn done(json: bool, what: String) -> anyhow::Result<()> {
+    if json {
+        self::json(&serde_json::json!({ "ok": true, "done": what }))
+    } else {
+        println!("{what}");
+        Ok(())
+    }
+}
+
+/// A table cell for an optional value (`-` when absent).
+pub fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_owned(), T::to_string)
+}

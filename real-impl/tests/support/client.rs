@@ -46,6 +46,8 @@ pub fn classify(ok: bool, stderr: &str) -> Outcome {
             "database-unavailable" => ErrorKind::DatabaseUnavailable,
             "maintenance" => ErrorKind::Maintenance,
             "read-only" => ErrorKind::ReadOnly,
+            // As the simulator's clients record them.
+            "not-found" | "internal" => ErrorKind::Other,
             // The write may have reached the disk: nobody knows.
             _ => return Outcome::Unknown { reason: message },
         };
