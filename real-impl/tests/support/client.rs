@@ -294,15 +294,7 @@ impl Recorder {
         } = &mut op.outcome
         {
             *possibly_stale = text.contains("this read may be stale");
-            let listed =
-                run_ok(git(&target).args(["for-each-ref", "--format=%(refname) %(objectname)"]));
-            *refs = Some(
-                listed
-                    .lines()
-                    .filter_map(|l| l.split_once(' '))
-                    .map(|(r, o)| (r.to_owned(), o.to_owned()))
-                    .collect(),
-            );
+            *refs = Some(super::refs_at(&target));
         }
         let outcome = op.outcome.clone();
         self.history.ops.push(op);

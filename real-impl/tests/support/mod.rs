@@ -160,17 +160,7 @@ write = ["*"]
 
     /// The refs of the device's working copy, read off the disk.
     pub fn disk_refs(&self, repo: &str) -> std::collections::BTreeMap<String, String> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(self.dir.join("data/repos").join(format!("{repo}.git")))
-            .args(["for-each-ref", "--format=%(refname) %(objectname)"])
-            .output()
-            .expect("git runs");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(r, o)| (r.to_owned(), o.to_owned()))
-            .collect()
+        refs_at(&self.dir.join("data/repos").join(format!("{repo}.git")))
     }
 
     /// The node's log so far.
@@ -183,6 +173,21 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Every ref of the repository at `path` and its object, as `git for-each-ref` lists them.
+pub fn refs_at(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(path)
+        .args(["for-each-ref", "--format=%(refname) %(objectname)"])
+        .output()
+        .expect("git runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(r, o)| (r.to_owned(), o.to_owned()))
+        .collect()
 }
 
 /// Waits (with a generous bound, as a liveness guard only) until `port` accepts.
