@@ -118,21 +118,7 @@ pub fn watch(path: PathBuf, hosts: SharedDbConfig) -> impl std::future::Future<O
 mod tests {
     use super::*;
 
-    const FILE: &str = r#"device = "repo001"
-data_dir = "/tmp/x"
-listen_peer = "127.0.0.1:7001"
-listen_http = "127.0.0.1:8001"
-http_url = "http://127.0.0.1:8001"
-credential = "0123456789"
-[[database.hosts]]
-name = "db1"
-address = "host=127.0.0.1 port=5432 user=postgres dbname=stormcell"
-role = "primary"
-[[database.hosts]]
-name = "db2"
-address = "host=127.0.0.1 port=5433 user=postgres dbname=stormcell"
-role = "replica"
-"#;
+    use crate::db::promote::tests::FILE;
 
     #[test]
     fn only_a_changed_database_section_is_applied() {

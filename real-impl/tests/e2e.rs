@@ -249,30 +249,37 @@ fn wait_for_file(path: &std::path::Path, log: &dyn Fn() -> String) {
     }
 }
 
-#[test]
-fn kill_during_a_push_freezes_then_recovers_without_losing_acknowledged_pushes() {
-    let Some(pg) = prerequisites("kill_during_a_push") else {
-        return;
-    };
+/// A cluster in which device 1 (`repo001`) died holding a push after its refs were
+/// written, before its version was recorded: a write interruption.
+struct Interrupted {
+    cluster: Cluster,
+    client: Recorder,
+    /// The first push, through device 2: every device's starting point.
+    c1: String,
+    /// The killed push's commit.
+    c2: String,
+    /// How the killed push's client saw it end, and what it printed.
+    killed: (Outcome, String),
+}
+
+fn interrupt_a_push(pg: &std::path::Path, scenario: &str) -> Interrupted {
     let marker_dir = tempfile::tempdir().expect("tempdir");
     let marker = marker_dir.path().join("hit");
     let failpoint = format!(
         "\n[failpoint]\npoint = \"after-refs-written\"\nmarker = \"{}\"\n",
         marker.display()
     );
-    let mut cluster = Cluster::start(&pg, |i| {
+    let mut cluster = Cluster::start(pg, |i| {
         if i == 0 {
             failpoint.clone()
         } else {
             String::new()
         }
     });
-    let hosts = cluster.hosts();
     let mut client = {
         let nodes: Vec<_> = cluster.nodes.iter().collect();
-        Recorder::new(&cluster.client_dir(), "e2e-kill-mid-push", &nodes, "R1")
+        Recorder::new(&cluster.client_dir(), scenario, &nodes, "R1")
     };
-
     let c1 = client.commit(None);
     let (o, text) = client.push(
         cluster.node(1),
@@ -284,8 +291,6 @@ fn kill_during_a_push_freezes_then_recovers_without_losing_acknowledged_pushes()
     );
     assert!(o.is_ok(), "first push: {text}");
 
-    // A push to device 1 stops after its refs are written, before its version is
-    // recorded; the device is killed there.
     let c2 = client.commit(Some(&c1));
     let pending = client.start_push(cluster.node(0), "R1", "refs/heads/main", Some(&c1), &c2);
     wait_for_file(&marker, &|| cluster.node(0).log());
@@ -295,7 +300,29 @@ fn kill_during_a_push_freezes_then_recovers_without_losing_acknowledged_pushes()
         "repo001",
         "kill -9 at after-refs-written",
     );
-    let (o, text) = client.finish_push(pending);
+    let killed = client.finish_push(pending);
+    Interrupted {
+        cluster,
+        client,
+        c1,
+        c2,
+        killed,
+    }
+}
+
+#[test]
+fn kill_during_a_push_freezes_then_recovers_without_losing_acknowledged_pushes() {
+    let Some(pg) = prerequisites("kill_during_a_push") else {
+        return;
+    };
+    let Interrupted {
+        mut cluster,
+        mut client,
+        c1,
+        killed: (o, text),
+        ..
+    } = interrupt_a_push(&pg, "e2e-kill-mid-push");
+    let hosts = cluster.hosts();
     assert!(
         matches!(o, Outcome::Unknown { .. }),
         "the killed push's client cannot know: {o:?} {text}"
@@ -746,46 +773,15 @@ fn thaw_through_the_cli_plans_demotes_and_promotes() {
         return;
     };
     let started = Instant::now();
-    let marker_dir = tempfile::tempdir().expect("tempdir");
-    let marker = marker_dir.path().join("hit");
-    let failpoint = format!(
-        "\n[failpoint]\npoint = \"after-refs-written\"\nmarker = \"{}\"\n",
-        marker.display()
-    );
-    let mut cluster = Cluster::start(&pg, |i| {
-        if i == 0 {
-            failpoint.clone()
-        } else {
-            String::new()
-        }
-    });
-    let hosts = cluster.hosts();
-    let mut client = {
-        let nodes: Vec<_> = cluster.nodes.iter().collect();
-        Recorder::new(&cluster.client_dir(), "e2e-thaw-cli", &nodes, "R1")
-    };
-    let c1 = client.commit(None);
-    let (o, text) = client.push(
-        cluster.node(1),
-        "R1",
-        "refs/heads/main",
-        None,
-        &c1,
-        Phase::Workload,
-    );
-    assert!(o.is_ok(), "first push: {text}");
-
     // A write interruption: device 1 dies holding a push after its refs are written.
-    let c2 = client.commit(Some(&c1));
-    let pending = client.start_push(cluster.node(0), "R1", "refs/heads/main", Some(&c1), &c2);
-    wait_for_file(&marker, &|| cluster.node(0).log());
-    cluster.nodes[0].kill9();
-    client.fault(
-        FaultKind::Strike,
-        "repo001",
-        "kill -9 at after-refs-written",
-    );
-    let (o, _) = client.finish_push(pending);
+    let Interrupted {
+        mut cluster,
+        mut client,
+        c1,
+        c2,
+        killed: (o, _),
+    } = interrupt_a_push(&pg, "e2e-thaw-cli");
+    let hosts = cluster.hosts();
     assert!(matches!(o, Outcome::Unknown { .. }), "{o:?}");
     let c3 = client.commit(Some(&c1));
     let (o, text) = client.push(

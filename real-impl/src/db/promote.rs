@@ -162,10 +162,11 @@ pub fn repoint_file(path: &Path, host: &str) -> Result<bool, RepointError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const FILE: &str = r#"# a node
+    /// A node's file with a primary, a replica and comments (also used by `reload`'s tests).
+    pub(crate) const FILE: &str = r#"# a node
 device = "repo001"
 data_dir = "/tmp/x"
 listen_peer = "127.0.0.1:7001"
