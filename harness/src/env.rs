@@ -130,29 +130,46 @@ impl stormcell_model::ports::Spawn for SimSpawn {
 }
 
 /// What an armed failpoint does when a write reaches it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ArmedAction {
     /// Strike the device there; restart it after `down` (never, with `None`).
     Strike {
         /// Downtime.
+        #[serde(rename = "down_ms", serialize_with = "opt_ms")]
         down: Option<Duration>,
     },
     /// Strike the primary database host there (for good, with `None`), and let the write
     /// go on.
     StrikePrimary {
         /// Downtime.
+        #[serde(rename = "down_ms", serialize_with = "opt_ms")]
         down: Option<Duration>,
     },
     /// Cut the device's link to the database for `duration`, and let the write go on.
     DropDbLink {
         /// How long the link stays down.
+        #[serde(rename = "duration_ms", serialize_with = "ms")]
         duration: Duration,
     },
 }
 
+/// A duration as whole milliseconds, for reports.
+fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// An optional duration as whole milliseconds (`null`: for good).
+fn opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+        None => s.serialize_none(),
+    }
+}
+
 /// A failpoint armed by the nemesis: the next write on any device reaching one of
 /// `points` triggers `action`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Arm {
     /// The points that trigger.
     pub points: Vec<WritePoint>,

@@ -292,6 +292,10 @@ pub enum FaultKind {
     Lag,
     /// The spike ends.
     LagEnd,
+    /// A device's disk starts failing every sync (writes cannot be made durable).
+    DiskFailing,
+    /// Its disk works again.
+    DiskRecovered,
 }
 
 /// What the run expects the cluster to look like at the end.

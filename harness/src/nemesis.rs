@@ -27,7 +27,6 @@ pub enum Action {
         down_ms: u64,
     },
     /// Arm a failpoint: the next write reaching one of its points triggers it.
-    #[serde(skip)]
     Arm(Arm),
     /// Cut the links between every host of `a` and every host of `b`.
     Partition {
@@ -37,6 +36,9 @@ pub enum Action {
         b: Vec<String>,
         /// When the links are repaired.
         duration_ms: u64,
+        /// Only messages from `a` to `b` are dropped.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        one_way: bool,
     },
     /// Crash a host for the rest of the run.
     Lose {
@@ -61,6 +63,39 @@ pub enum Action {
         /// The other.
         b: String,
         /// When held messages are released.
+        duration_ms: u64,
+    },
+    /// A host hangs: every link between it and `peers` holds its messages.
+    Hang {
+        /// The hung host.
+        host: String,
+        /// The hosts that talk to it.
+        peers: Vec<String>,
+        /// When it answers again.
+        duration_ms: u64,
+    },
+    /// Take a backup of a device's working copies (a later disk loss may restore it).
+    Backup {
+        /// The device.
+        device: String,
+        /// The backup's number in this run.
+        backup: u32,
+    },
+    /// A device loses its disk: it crashes, its working copies and version files are gone
+    /// (or replaced by an older backup), and it restarts under the same name.
+    DiskLoss {
+        /// The device.
+        device: String,
+        /// When it comes back.
+        down_ms: u64,
+        /// The backup restored onto the new disk, if any.
+        restore: Option<u32>,
+    },
+    /// Every attempt of a device to make its working copy durable fails for a while.
+    FsyncFailure {
+        /// The device.
+        device: String,
+        /// How long.
         duration_ms: u64,
     },
 }
@@ -176,15 +211,22 @@ pub fn plan(
             } else if b.is_empty() {
                 b.push(a.remove(rng.random_range(0..a.len())));
             }
+            let one_way = p.one_way && rng.random_bool(0.5);
             out.push(Planned {
                 at_ms,
                 label: format!(
-                    "partition {{{}}} from {{{}}} for {:.1}s",
+                    "partition {{{}}} {} {{{}}} for {:.1}s",
                     a.join(","),
+                    if one_way { "->" } else { "from" },
                     b.join(","),
                     duration_ms as f64 / 1000.0
                 ),
-                action: Action::Partition { a, b, duration_ms },
+                action: Action::Partition {
+                    a,
+                    b,
+                    duration_ms,
+                    one_way,
+                },
             });
         }
     }
@@ -224,6 +266,7 @@ pub fn plan(
                         a: vec![device],
                         b: vec![DB_HOST.to_owned()],
                         duration_ms,
+                        one_way: false,
                     },
                 });
             }
@@ -252,6 +295,7 @@ pub fn plan(
         }
     }
     plan_database(faults, devices, replicas, rng, &mut out);
+    plan_disks(faults, devices, rng, &mut out);
     // Stable: ties keep the order drawn.
     out.sort_by_key(|p| p.at_ms);
     out
@@ -310,6 +354,21 @@ fn plan_database(
                     action: Action::Promote,
                 });
             }
+            if let Some(r) = &p.device_restarts {
+                for _ in 0..r.count.draw(rng) {
+                    let at_ms = at_ms + secs(r.after_s.draw(rng)) + rng.random_range(0..1000);
+                    let device = devices[rng.random_range(0..devices.len())].clone();
+                    let down_ms = secs(r.down_s.draw(rng));
+                    out.push(Planned {
+                        at_ms,
+                        label: format!(
+                            "restart {device} (down {:.1}s) around the change of primary",
+                            down_ms as f64 / 1000.0
+                        ),
+                        action: Action::Strike { device, down_ms },
+                    });
+                }
+            }
         }
     }
     if let Some(c) = &faults.db_primary_cuts {
@@ -343,6 +402,7 @@ fn plan_database(
                     a: cut,
                     b: vec![DB_HOST.to_owned()],
                     duration_ms,
+                    one_way: false,
                 },
             });
         }
@@ -380,6 +440,24 @@ fn plan_database(
             });
         }
     }
+    if let Some(h) = &faults.db_primary_hangs {
+        for _ in 0..h.count.draw(rng) {
+            let at_ms = start(rng);
+            let duration_ms = secs(h.duration_s.draw(rng));
+            out.push(Planned {
+                at_ms,
+                label: format!(
+                    "the primary database hangs for {:.1}s",
+                    duration_ms as f64 / 1000.0
+                ),
+                action: Action::Hang {
+                    host: DB_HOST.to_owned(),
+                    peers: devices.to_vec(),
+                    duration_ms,
+                },
+            });
+        }
+    }
     if let Some(f) = &faults.db_flaps {
         for _ in 0..f.count.draw(rng) {
             let mut at_ms = start(rng);
@@ -398,6 +476,72 @@ fn plan_database(
                 });
                 at_ms += down_ms + secs(f.up_s.draw(rng));
             }
+        }
+    }
+}
+
+/// The disk faults: lost disks (maybe restored from an older backup) and failing syncs.
+fn plan_disks(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng, out: &mut Vec<Planned>) {
+    let start = |rng: &mut ChaCha8Rng| secs(faults.window_s.draw(rng)) + rng.random_range(0..1000);
+    if devices.is_empty() {
+        return;
+    }
+    let mut backups = 0;
+    if let Some(d) = &faults.disk_losses {
+        for _ in 0..d.count.draw(rng) {
+            let at_ms = start(rng);
+            let device = devices[rng.random_range(0..devices.len())].clone();
+            let down_ms = secs(d.down_s.draw(rng));
+            let mut restore = None;
+            if let Some(age) = &d.backup_age_s {
+                if rng.random_bool(0.5) {
+                    let taken_ms = at_ms.saturating_sub(secs(age.draw(rng)));
+                    backups += 1;
+                    restore = Some(backups);
+                    out.push(Planned {
+                        at_ms: taken_ms,
+                        label: format!("back up {device} (backup {backups})"),
+                        action: Action::Backup {
+                            device: device.clone(),
+                            backup: backups,
+                        },
+                    });
+                }
+            }
+            let from = restore.map_or_else(
+                || "an empty disk".to_owned(),
+                |b| format!("backup {b}"),
+            );
+            out.push(Planned {
+                at_ms,
+                label: format!(
+                    "{device} loses its disk, restarts after {:.1}s from {from}",
+                    down_ms as f64 / 1000.0
+                ),
+                action: Action::DiskLoss {
+                    device,
+                    down_ms,
+                    restore,
+                },
+            });
+        }
+    }
+    if let Some(f) = &faults.fsync_failures {
+        for _ in 0..f.count.draw(rng) {
+            let at_ms = start(rng);
+            let device = devices[rng.random_range(0..devices.len())].clone();
+            let duration_ms = secs(f.duration_s.draw(rng));
+            out.push(Planned {
+                at_ms,
+                label: format!(
+                    "{device}'s disk fails every sync for {:.1}s",
+                    duration_ms as f64 / 1000.0
+                ),
+                action: Action::FsyncFailure {
+                    device,
+                    duration_ms,
+                },
+            });
         }
     }
 }

@@ -40,6 +40,9 @@ pub const TICK: Duration = Duration::from_millis(20);
 
 pub use crate::db::DB_PORT;
 
+/// Accept-queue and socket buffer capacity of every simulated host.
+const TCP_CAPACITY: usize = 4096;
+
 /// Random streams, one per purpose, so adding draws in one place shifts nothing else.
 mod streams {
     pub const TOPOLOGY: u64 = 1;
@@ -304,6 +307,10 @@ pub fn run(spec: &RunSpec) -> RunResult {
     let mut sim = turmoil::Builder::new()
         .simulation_duration(limit)
         .tick_duration(TICK)
+        // A hung host's links hold every connection attempt made meanwhile; released at
+        // once, they must not overflow its accept queue (a real kernel would drop them;
+        // turmoil gives up the whole run).
+        .tcp_capacity(TCP_CAPACITY)
         .rng_seed(seed)
         .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_750_000_000))
         .min_message_latency(Duration::from_millis(latency.0))
@@ -523,6 +530,9 @@ pub fn run(spec: &RunSpec) -> RunResult {
         db: db_cluster.clone(),
         lost: BTreeSet::new(),
         board: Arc::clone(&operator_board),
+        backups: BTreeMap::new(),
+        failing_disks: BTreeSet::new(),
+        stores: stores.clone(),
     };
     let mut pending: std::collections::VecDeque<Planned> = schedule.into_iter().collect();
     let mut healed = false;
@@ -795,6 +805,8 @@ enum Timer {
     Repair(String, String),
     Release(String, String),
     LagEnd(String, u64),
+    /// A device's disk makes writes durable again.
+    DiskHealed(String),
 }
 
 /// Applies the schedule to the simulation and records what it did.
@@ -810,6 +822,12 @@ struct Driver {
     lost: BTreeSet<String>,
     /// Shared with the operator: what was struck or cut, what is down, its requests.
     board: Arc<Mutex<OperatorBoard>>,
+    /// Backups of devices' working copies, by number, for disk losses to restore.
+    backups: BTreeMap<u32, crate::store::StoreBackup>,
+    /// Devices whose disk fails every sync right now.
+    failing_disks: BTreeSet<String>,
+    /// Every device's working copies (handles to the same stores the devices use).
+    stores: BTreeMap<String, SimStore>,
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -873,6 +891,7 @@ impl Driver {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // one link fault, spelled out
     fn cut(
         &mut self,
         sim: &mut turmoil::Sim<'_>,
@@ -881,15 +900,25 @@ impl Driver {
         b: &str,
         until: u64,
         detail: &str,
+        one_way: bool,
     ) {
         let p = pair(a, b);
         if self.partitioned.insert(p.clone()) {
-            sim.partition(a, b);
+            if one_way {
+                sim.partition_oneway(a, b);
+            } else {
+                sim.partition(a, b);
+            }
+            let detail = if one_way {
+                format!("{detail} (one-way: {a} -> {b} dropped)")
+            } else {
+                detail.to_owned()
+            };
             self.event(
                 now,
                 FaultKind::Partition,
                 vec![p.0.clone(), p.1.clone()],
-                detail.to_owned(),
+                detail,
             );
         }
         self.timers.push((until, Timer::Repair(p.0, p.1)));
@@ -922,11 +951,75 @@ impl Driver {
                     .armed
                     .push(arm);
             }
-            Action::Partition { a, b, duration_ms } => {
+            Action::Partition {
+                a,
+                b,
+                duration_ms,
+                one_way,
+            } => {
                 for x in &a {
                     for y in &b {
-                        self.cut(sim, now, x, y, now + duration_ms, "partition");
+                        self.cut(sim, now, x, y, now + duration_ms, "partition", one_way);
                     }
+                }
+            }
+            Action::Hang {
+                host,
+                peers,
+                duration_ms,
+            } => {
+                for peer in &peers {
+                    self.hold(sim, now, &host, peer, duration_ms, "hung host");
+                }
+            }
+            Action::Backup { device, backup } => {
+                if let Some(store) = stores.get(&device) {
+                    self.backups.insert(backup, store.backup());
+                    self.trace
+                        .record(now, "nemesis", format!("backup {backup} of {device} taken"));
+                }
+            }
+            Action::DiskLoss {
+                device,
+                down_ms,
+                restore,
+            } => {
+                let from = match restore {
+                    Some(b) => format!("restored from backup {b}"),
+                    None => "an empty disk".to_owned(),
+                };
+                self.strike(
+                    sim,
+                    stores,
+                    rng,
+                    now,
+                    &device,
+                    Some(down_ms),
+                    format!("disk lost; restarts on {from}"),
+                );
+                if let Some(store) = stores.get(&device) {
+                    match restore.and_then(|b| self.backups.get(&b)) {
+                        Some(backup) => store.restore(backup),
+                        None => store.wipe(),
+                    }
+                }
+            }
+            Action::FsyncFailure {
+                device,
+                duration_ms,
+            } => {
+                if let Some(store) = stores.get(&device) {
+                    store.set_failing_syncs(true);
+                    if self.failing_disks.insert(device.clone()) {
+                        self.event(
+                            now,
+                            FaultKind::DiskFailing,
+                            vec![device.clone()],
+                            "every sync fails".to_owned(),
+                        );
+                    }
+                    self.timers
+                        .push((now + duration_ms, Timer::DiskHealed(device)));
                 }
             }
             Action::Lose { host } => {
@@ -976,20 +1069,32 @@ impl Driver {
                 }
             }
             Action::Hold { a, b, duration_ms } => {
-                let p = pair(&a, &b);
-                if self.held.insert(p.clone()) {
-                    sim.hold(a.as_str(), b.as_str());
-                    self.event(
-                        now,
-                        FaultKind::Hold,
-                        vec![p.0.clone(), p.1.clone()],
-                        "slow link".to_owned(),
-                    );
-                }
-                self.timers
-                    .push((now + duration_ms, Timer::Release(p.0, p.1)));
+                self.hold(sim, now, &a, &b, duration_ms, "slow link");
             }
         }
+    }
+
+    fn hold(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now: u64,
+        a: &str,
+        b: &str,
+        duration_ms: u64,
+        detail: &str,
+    ) {
+        let p = pair(a, b);
+        if self.held.insert(p.clone()) {
+            sim.hold(a, b);
+            self.event(
+                now,
+                FaultKind::Hold,
+                vec![p.0.clone(), p.1.clone()],
+                detail.to_owned(),
+            );
+        }
+        self.timers
+            .push((now + duration_ms, Timer::Release(p.0, p.1)));
     }
 
     fn triggered(
@@ -1043,6 +1148,7 @@ impl Driver {
                     DB_HOST,
                     now + duration.as_millis() as u64,
                     &detail,
+                    false,
                 );
             }
         }
@@ -1080,6 +1186,7 @@ impl Driver {
                             y,
                             now + duration_ms,
                             "partition by the operator",
+                            false,
                         );
                     }
                 }
@@ -1102,6 +1209,18 @@ impl Driver {
 
     fn end(&mut self, sim: &mut turmoil::Sim<'_>, now: u64, t: Timer, force: bool) {
         match t {
+            Timer::DiskHealed(d) => {
+                let later = self
+                    .timers
+                    .iter()
+                    .any(|(_, t)| matches!(t, Timer::DiskHealed(x) if *x == d));
+                if (force || !later) && self.failing_disks.remove(&d) {
+                    if let Some(store) = self.stores.get(&d) {
+                        store.set_failing_syncs(false);
+                    }
+                    self.event(now, FaultKind::DiskRecovered, vec![d], String::new());
+                }
+            }
             Timer::LagEnd(host, delay_ms) => {
                 if self.db.set_delay(&host, delay_ms).is_some() {
                     self.event(now, FaultKind::LagEnd, vec![host], String::new());
@@ -1147,7 +1266,7 @@ impl Driver {
         let lags: Vec<Timer> = self
             .timers
             .iter()
-            .filter(|(_, t)| matches!(t, Timer::LagEnd(..)))
+            .filter(|(_, t)| matches!(t, Timer::LagEnd(..) | Timer::DiskHealed(..)))
             .map(|(_, t)| t.clone())
             .collect();
         for t in lags {

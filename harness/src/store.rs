@@ -153,6 +153,8 @@ impl RepoState {
 #[derive(Debug, Default)]
 pub struct StoreState {
     repos: BTreeMap<RepoId, RepoState>,
+    /// The disk refuses to make anything durable (a failing fsync, a full disk).
+    failing_syncs: bool,
 }
 
 /// What a crash did to one repository.
@@ -294,6 +296,27 @@ impl SimStore {
         self.lock().repos = backup.repos.clone();
     }
 
+    /// The disk is gone: every working copy and local version file with it. The device
+    /// starts again on an empty disk.
+    pub fn wipe(&self) {
+        self.lock().repos.clear();
+    }
+
+    /// While `failing`, every sync fails and leaves the writes it should have made durable
+    /// pending (visible, and lost by the next crash).
+    pub fn set_failing_syncs(&self, failing: bool) {
+        self.lock().failing_syncs = failing;
+    }
+
+    fn check_disk(st: &StoreState, what: &str, repo: &RepoId) -> Result<(), StoreError> {
+        if st.failing_syncs {
+            return Err(StoreError(format!(
+                "{what} of {repo} failed: input/output error (the disk refuses writes)"
+            )));
+        }
+        Ok(())
+    }
+
     /// The refs a read would see, per repository (for the final state).
     pub fn snapshot_refs(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         let st = self.lock();
@@ -411,6 +434,7 @@ impl Store for SimStore {
 
     async fn sync(&self, repo: &RepoId) -> Result<(), StoreError> {
         let mut st = self.lock();
+        Self::check_disk(&st, "sync", repo)?;
         if let Some(state) = st.repos.get_mut(repo) {
             let pending = std::mem::take(&mut state.pending);
             for op in pending {
@@ -477,6 +501,7 @@ impl Store for SimStore {
 
     async fn set_local_version(&self, repo: &RepoId, version: Version) -> Result<(), StoreError> {
         let mut st = self.lock();
+        Self::check_disk(&st, "writing the local version", repo)?;
         st.repos
             .entry(repo.clone())
             .or_default()

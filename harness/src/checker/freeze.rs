@@ -443,6 +443,8 @@ pub fn fault_intervals(history: &History) -> (Vec<FaultInterval>, Vec<String>) {
             FaultKind::Release => (2, false),
             FaultKind::Lag => (3, true),
             FaultKind::LagEnd => (3, false),
+            FaultKind::DiskFailing => (4, true),
+            FaultKind::DiskRecovered => (4, false),
             // An operator action at one instant, not a fault in force for a while.
             FaultKind::Promote => continue,
         };

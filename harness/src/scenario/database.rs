@@ -48,6 +48,34 @@ pub struct PrimaryStrikes {
     /// a push was acknowledged, before a lagging replica has its version row.
     #[serde(default)]
     pub at_write_point: Option<WritePoint>,
+    /// Devices restarted around the loss and the promotion: each restart strikes a random
+    /// device at a drawn time after the primary is lost (before, during or after the
+    /// promotion), so a process that starts after a change of primary is tested too.
+    #[serde(default)]
+    pub device_restarts: Option<DeviceRestarts>,
+}
+
+/// Restarts of devices relative to the loss of the primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRestarts {
+    /// How many restarts.
+    pub count: Range<u32>,
+    /// Seconds after the primary's loss at which a device goes down.
+    pub after_s: Range<u64>,
+    /// Seconds it stays down.
+    pub down_s: Range<u64>,
+}
+
+/// A hung primary: it accepts connections and never answers (every link to it holds its
+/// messages), as distinct from a refused connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrimaryHangs {
+    /// How many hangs.
+    pub count: Range<u32>,
+    /// Seconds the primary stays hung.
+    pub duration_s: Range<u64>,
 }
 
 /// The primary cut off from some or all devices.

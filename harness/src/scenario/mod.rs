@@ -25,7 +25,9 @@ use std::path::Path;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-pub use self::database::{Database, Flaps, PrimaryCuts, PrimaryStrikes, ReplicaLag};
+pub use self::database::{
+    Database, DeviceRestarts, Flaps, PrimaryCuts, PrimaryHangs, PrimaryStrikes, ReplicaLag,
+};
 pub use self::operator::{Action, Condition, Operator, Step, ThawStep};
 pub use self::range::Range;
 use crate::history::FinalExpectation;
@@ -158,6 +160,12 @@ pub struct Faults {
     pub db_replica_strikes: Option<Strikes>,
     /// A flapping primary.
     pub db_flaps: Option<Flaps>,
+    /// A hung primary (links to it hold their messages).
+    pub db_primary_hangs: Option<PrimaryHangs>,
+    /// A device loses its working copies and version files, then restarts under its name.
+    pub disk_losses: Option<DiskLosses>,
+    /// A device's disk refuses to make writes durable (fsync fails, or the disk is full).
+    pub fsync_failures: Option<FsyncFailures>,
 }
 
 impl Default for Faults {
@@ -175,6 +183,9 @@ impl Default for Faults {
             db_replica_lag: None,
             db_replica_strikes: None,
             db_flaps: None,
+            db_primary_hangs: None,
+            disk_losses: None,
+            fsync_failures: None,
         }
     }
 }
@@ -193,6 +204,9 @@ impl Faults {
             ("db_replica_lag", self.db_replica_lag.is_some()),
             ("db_replica_strikes", self.db_replica_strikes.is_some()),
             ("db_flaps", self.db_flaps.is_some()),
+            ("db_primary_hangs", self.db_primary_hangs.is_some()),
+            ("disk_losses", self.disk_losses.is_some()),
+            ("fsync_failures", self.fsync_failures.is_some()),
         ];
         configured
             .into_iter()
@@ -223,6 +237,9 @@ impl Faults {
                 db_replica_lag: keep(&self.db_replica_lag, rng),
                 db_replica_strikes: keep(&self.db_replica_strikes, rng),
                 db_flaps: keep(&self.db_flaps, rng),
+                db_primary_hangs: keep(&self.db_primary_hangs, rng),
+                disk_losses: keep(&self.disk_losses, rng),
+                fsync_failures: keep(&self.fsync_failures, rng),
             },
         }
     }
@@ -303,6 +320,37 @@ pub struct Partitions {
     /// Whether the database host may land in a group; if not, only devices are split.
     #[serde(default = "yes")]
     pub include_database: bool,
+    /// Whether a partition may be one-way (each is, with probability 1/2): messages from
+    /// the first group to the second are dropped while the other direction works.
+    #[serde(default)]
+    pub one_way: bool,
+}
+
+/// Disk losses: a device's working copies and local version files are gone (disk replaced,
+/// data directory wiped), optionally restored from an older backup; it restarts under the
+/// same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskLosses {
+    /// How many losses.
+    pub count: Range<u32>,
+    /// Seconds the device stays down.
+    pub down_s: Range<u64>,
+    /// When set, each loss is restored (with probability 1/2) from a backup taken this many
+    /// seconds before it, as an operator restoring a backup would.
+    #[serde(default)]
+    pub backup_age_s: Option<Range<u64>>,
+}
+
+/// Disk write failures: for a while, every attempt of one device to make its working copy
+/// durable fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsyncFailures {
+    /// How many failing periods.
+    pub count: Range<u32>,
+    /// Seconds a period lasts.
+    pub duration_s: Range<u64>,
 }
 
 /// Cuts of one device's link to the database.
@@ -474,6 +522,14 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/db-promote.toml"),
     ),
     (
+        "db-primary-hang",
+        include_str!("../../../scenarios/db-primary-hang.toml"),
+    ),
+    (
+        "db-promote-restart",
+        include_str!("../../../scenarios/db-promote-restart.toml"),
+    ),
+    (
         "db-stale-replica",
         include_str!("../../../scenarios/db-stale-replica.toml"),
     ),
@@ -485,7 +541,15 @@ const BUILTINS: &[(&str, &str)] = &[
         "demote-during-write",
         include_str!("../../../scenarios/demote-during-write.toml"),
     ),
+    (
+        "disk-loss",
+        include_str!("../../../scenarios/disk-loss.toml"),
+    ),
     ("expand", include_str!("../../../scenarios/expand.toml")),
+    (
+        "fsync-failure",
+        include_str!("../../../scenarios/fsync-failure.toml"),
+    ),
     (
         "lightning",
         include_str!("../../../scenarios/lightning.toml"),

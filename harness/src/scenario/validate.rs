@@ -104,6 +104,17 @@ pub(super) fn check(scenario: &Scenario) -> Checked {
         ordered("faults.strikes.count", &strikes.count)?;
         ordered("faults.strikes.down_s", &strikes.down_s)?;
     }
+    if let Some(d) = &faults.disk_losses {
+        ordered("faults.disk_losses.count", &d.count)?;
+        ordered("faults.disk_losses.down_s", &d.down_s)?;
+        if let Some(age) = &d.backup_age_s {
+            ordered("faults.disk_losses.backup_age_s", age)?;
+        }
+    }
+    if let Some(f) = &faults.fsync_failures {
+        ordered("faults.fsync_failures.count", &f.count)?;
+        ordered("faults.fsync_failures.duration_s", &f.duration_s)?;
+    }
     if let Some(write_strikes) = &faults.write_strikes {
         ordered("faults.write_strikes.count", &write_strikes.count)?;
         let points = &write_strikes.points;
@@ -191,6 +202,15 @@ fn check_database(scenario: &Scenario) -> Checked {
                 );
             }
         }
+        if let Some(r) = &s.device_restarts {
+            ordered("faults.db_primary_strikes.device_restarts.count", &r.count)?;
+            ordered("faults.db_primary_strikes.device_restarts.after_s", &r.after_s)?;
+            ordered("faults.db_primary_strikes.device_restarts.down_s", &r.down_s)?;
+        }
+    }
+    if let Some(h) = &faults.db_primary_hangs {
+        ordered("faults.db_primary_hangs.count", &h.count)?;
+        ordered("faults.db_primary_hangs.duration_s", &h.duration_s)?;
     }
     if let Some(c) = &faults.db_primary_cuts {
         ordered("faults.db_primary_cuts.count", &c.count)?;
