@@ -508,10 +508,8 @@ fn plan_disks(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng, out: &m
                     });
                 }
             }
-            let from = restore.map_or_else(
-                || "an empty disk".to_owned(),
-                |b| format!("backup {b}"),
-            );
+            let from =
+                restore.map_or_else(|| "an empty disk".to_owned(), |b| format!("backup {b}"));
             out.push(Planned {
                 at_ms,
                 label: format!(

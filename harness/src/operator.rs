@@ -128,6 +128,8 @@ struct State {
     changes: Vec<Change>,
     backup: BTreeMap<String, StoreBackup>,
     writing: Option<String>,
+    /// The device a `not_intact` condition found.
+    not_intact: Option<String>,
     commits: u64,
 }
 
@@ -281,6 +283,39 @@ impl OperatorRun {
                     .filter(|l| l.version == max)
                     .all(|l| board.down.contains(l.device.as_str()))
             }
+            Condition::NotIntact(repo) => {
+                let repo = RepoId::new(repo);
+                let Ok(s) = self.admin.repository_status(&repo).await else {
+                    return false;
+                };
+                let Some(max) = s.lines.iter().map(|l| l.version).max() else {
+                    return false;
+                };
+                let down = lock_board(&self.board).down.clone();
+                let mut lost = Vec::new();
+                for line in s.lines.iter().filter(|l| l.version == max) {
+                    let device = line.device.as_str();
+                    let (on_disk, local) = match self.stores.get(device) {
+                        Some(store) => (
+                            store.digest(&repo).await.ok(),
+                            store.local_version(&repo).await.ok().flatten(),
+                        ),
+                        None => (None, None),
+                    };
+                    // A copy being written is judged by the version it started from.
+                    let intact = if line.writing_since_ms.is_some() {
+                        local == Some(line.version)
+                    } else {
+                        line.digest.is_none() || on_disk == line.digest
+                    };
+                    if intact || down.contains(device) {
+                        return false;
+                    }
+                    lost.push(device.to_owned());
+                }
+                state.not_intact = lost.into_iter().next();
+                state.not_intact.is_some()
+            }
         }
     }
 
@@ -291,6 +326,7 @@ impl OperatorRun {
             "@struck" => board.struck.last().cloned(),
             "@cut" => board.cut.last().cloned(),
             "@writing" => state.writing.clone(),
+            "@not-intact" => state.not_intact.clone(),
             _ => Some(name.to_owned()),
         };
         found.unwrap_or_else(|| name.to_owned())

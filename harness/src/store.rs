@@ -20,7 +20,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use stormcell_model::error::StoreError;
-use stormcell_model::ids::{Oid, RepoId, Version};
+use stormcell_model::ids::{Generation, Oid, RepoId, Version};
 use stormcell_model::ports::{PushApplied, PushPayload, Snapshot, Store};
 
 /// A simulated commit: an id and at most one parent.
@@ -75,6 +75,7 @@ struct Durable {
     refs: BTreeMap<String, Oid>,
     objects: BTreeMap<String, Commit>,
     local_version: Option<Version>,
+    verified_generation: Option<Generation>,
 }
 
 impl Durable {
@@ -234,6 +235,7 @@ impl SimStore {
             refs: refs.into_iter().map(|(k, v)| (k, Oid(v))).collect(),
             objects: commits.into_iter().map(|c| (c.id.clone(), c)).collect(),
             local_version: None,
+            verified_generation: None,
         };
         st.repos.insert(
             RepoId::new(repo),
@@ -507,6 +509,29 @@ impl Store for SimStore {
             .or_default()
             .durable
             .local_version = Some(version);
+        Ok(())
+    }
+
+    async fn verified_generation(&self, repo: &RepoId) -> Result<Option<Generation>, StoreError> {
+        Ok(self
+            .lock()
+            .repos
+            .get(repo)
+            .and_then(|s| s.durable.verified_generation.clone()))
+    }
+
+    async fn set_verified_generation(
+        &self,
+        repo: &RepoId,
+        generation: &Generation,
+    ) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        Self::check_disk(&st, "writing the verified generation", repo)?;
+        st.repos
+            .entry(repo.clone())
+            .or_default()
+            .durable
+            .verified_generation = Some(generation.clone());
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::ids::{DeviceId, RepoId};
+use crate::ids::{DeviceId, RepoId, Version};
 
 /// Errors of the cluster database port.
 #[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
@@ -265,6 +265,41 @@ pub enum ClusterError {
         /// This device.
         device: DeviceId,
     },
+    /// **[stormcell]** PROTOCOL.md 12: this device's row says it holds the newest version,
+    /// but its working copy is not that version (a lost, wiped or restored disk), and no
+    /// other device holding it could be copied.
+    #[error(
+        "Repository \"{repo}\" is frozen on device \"{device}\": its row claims version \
+         {version}, but its working copy does not hold that version (the disk was lost, wiped \
+         or restored from an older backup), and no other device holding version {version} \
+         could be synchronized from. Bring back a device that holds it, or run `stormcell \
+         repository thaw {repo} --demote {device}` to give up what only this device held."
+    )]
+    NotIntact {
+        /// The repository.
+        repo: RepoId,
+        /// This device.
+        device: DeviceId,
+        /// The version its row claims.
+        version: Version,
+    },
+    /// A push reached the working copy but could not be made durable (the disk failed to
+    /// sync): it is not acknowledged, and whether it counts is decided by recovery.
+    #[error(
+        "The push to repository \"{repo}\" could not be made durable on device \"{device}\" \
+         ({reason}). It was not acknowledged and may or may not take effect; repository \
+         \"{repo}\" is frozen for writes until the device's disk works again and the cluster \
+         recovers the write, or an operator runs `stormcell repository thaw {repo} --demote \
+         {device}`."
+    )]
+    NotDurable {
+        /// The repository.
+        repo: RepoId,
+        /// This device.
+        device: DeviceId,
+        /// What the disk said.
+        reason: String,
+    },
     /// The repository is unknown or not clustered.
     #[error("Repository \"{0}\" is not known to this cluster.")]
     NotFound(RepoId),
@@ -293,9 +328,10 @@ impl ClusterError {
             ClusterError::Rejected(_) => ErrorCode::Rejected,
             ClusterError::Database(_) => ErrorCode::DatabaseUnavailable,
             ClusterError::Maintenance(_) => ErrorCode::Maintenance,
-            ClusterError::MayNotBeRecorded { .. } | ClusterError::Fenced { .. } => {
-                ErrorCode::MayNotBeRecorded
-            }
+            ClusterError::MayNotBeRecorded { .. }
+            | ClusterError::Fenced { .. }
+            | ClusterError::NotDurable { .. } => ErrorCode::MayNotBeRecorded,
+            ClusterError::NotIntact { .. } => ErrorCode::LeaderLost,
             ClusterError::ReadOnly { .. } => ErrorCode::ReadOnly,
             ClusterError::Stranded { .. } => ErrorCode::DatabaseUnavailable,
             ClusterError::Unverified { .. } => ErrorCode::LeaderLost,

@@ -61,6 +61,32 @@ name_type!(
 /// A version number of a repository on a device.
 pub type Version = u64;
 
+/// A primary database's generation (PROTOCOL.md 12): it changes with every change of
+/// primary and survives any process, so a device can tell, even after a restart, that the
+/// rows it reads may lack versions an earlier primary acknowledged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Generation {
+    /// How many times the primary was replaced (0: the database's first primary).
+    pub promotions: u64,
+    /// What identifies this primary's history beyond the count (for PostgreSQL, the system
+    /// identifier and timeline, which change even on a promotion made by hand).
+    pub lineage: String,
+}
+
+impl Generation {
+    /// Whether this is the database's first primary: its rows were never replaced by a
+    /// replica's, so a device that never verified anything may trust them.
+    pub fn is_original(&self) -> bool {
+        self.promotions == 0
+    }
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.promotions, self.lineage)
+    }
+}
+
 /// The hash of the sorted list of (ref name, object id) pairs of a working copy
 /// (PROTOCOL.md section 1, **[stormcell]**). Equal digests mean equal refs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

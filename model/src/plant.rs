@@ -32,11 +32,23 @@ pub enum Bug {
     /// Service status counts only devices that take writes, as if a binding set to
     /// Prevent Writes were inactive.
     StatusIgnoresInactive,
+    /// The change of primary is remembered in memory only: a process started after a
+    /// promotion trusts the promoted replica's rows.
+    EpochInMemory,
+    /// A device whose working copy is gone or older than its row says serves and writes
+    /// it as current.
+    TrustEmptyWorkingCopy,
+    /// Step 6 of a write ignores how many rows its conditional update changed.
+    IgnoreRowCount,
+    /// A read sync records its version whatever happened to the rows since it read them.
+    UnconditionalSyncUpdate,
+    /// A push whose working copy could not be made durable is acknowledged anyway.
+    AckBeforeDurable,
 }
 
 impl Bug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 16] = [
         Bug::SkipReadSync,
         Bug::AckBeforeVersionBump,
         Bug::ReleaseLockBeforeClearWriting,
@@ -48,6 +60,11 @@ impl Bug {
         Bug::PromoteWithRows,
         Bug::DemoteWithoutLock,
         Bug::StatusIgnoresInactive,
+        Bug::EpochInMemory,
+        Bug::TrustEmptyWorkingCopy,
+        Bug::IgnoreRowCount,
+        Bug::UnconditionalSyncUpdate,
+        Bug::AckBeforeDurable,
     ];
 
     /// The bug's name on the command line.
@@ -64,6 +81,11 @@ impl Bug {
             Bug::PromoteWithRows => "promote-with-rows",
             Bug::DemoteWithoutLock => "demote-without-lock",
             Bug::StatusIgnoresInactive => "status-ignores-inactive",
+            Bug::EpochInMemory => "epoch-in-memory",
+            Bug::TrustEmptyWorkingCopy => "trust-empty-working-copy",
+            Bug::IgnoreRowCount => "ignore-row-count",
+            Bug::UnconditionalSyncUpdate => "unconditional-sync-update",
+            Bug::AckBeforeDurable => "ack-before-durable",
         }
     }
 
@@ -89,6 +111,18 @@ impl Bug {
             Bug::StatusIgnoresInactive => {
                 "leave devices set to Prevent Writes out of the service sync status"
             }
+            Bug::EpochInMemory => {
+                "remember a change of primary in memory only, so a restarted device trusts \
+                 the promoted replica's rows"
+            }
+            Bug::TrustEmptyWorkingCopy => {
+                "serve and write a lost or restored working copy as the version its row claims"
+            }
+            Bug::IgnoreRowCount => "acknowledge a push whose version update changed no row",
+            Bug::UnconditionalSyncUpdate => {
+                "record a sync's version even if a demote or write changed the rows meanwhile"
+            }
+            Bug::AckBeforeDurable => "acknowledge a push whose working copy failed to sync",
         }
     }
 }

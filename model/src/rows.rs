@@ -237,3 +237,12 @@ impl Topology {
         self.devices.get(device).map(|d| d.address.as_str())
     }
 }
+
+/// The (device, version) pairs of a repository's rows, in device order: what a read sync
+/// saw, for its conditional update (PROTOCOL.md 12).
+pub fn row_versions(rows: &[VersionRow]) -> Vec<(DeviceId, Version)> {
+    let mut seen: Vec<(DeviceId, Version)> =
+        rows.iter().map(|r| (r.device.clone(), r.version)).collect();
+    seen.sort();
+    seen
+}

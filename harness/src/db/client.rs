@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use stormcell_model::error::DbError;
 use stormcell_model::failover::DbHostConfig;
-use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, Version};
+use stormcell_model::ids::{DeviceId, Digest, Generation, LockOwner, RepoId, Version};
 use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName, ReplicationState};
 use stormcell_model::rows::{NewPushEvent, NewSyncEvent, Topology, VersionRow, WriteProps};
 use stormcell_model::wire::frame::{read_frame, write_frame};
@@ -322,16 +322,25 @@ impl DbSession for SimDbSession {
         device: &DeviceId,
         version: Version,
         digest: Option<Digest>,
-    ) -> Result<(), DbError> {
+        expected: Option<&[(DeviceId, Version)]>,
+    ) -> Result<bool, DbError> {
         let req = DbRequest::SetVersion {
             repo: repo.clone(),
             device: device.clone(),
             version,
             digest,
+            expected: expected.map(<[_]>::to_vec),
         };
         match self.call(req).await? {
-            DbResponse::Done => Ok(()),
+            DbResponse::Changed(n) => Ok(n == 1),
             other => Err(unexpected("set_version", other)),
+        }
+    }
+
+    async fn generation(&mut self) -> Result<Generation, DbError> {
+        match self.call(DbRequest::Generation).await? {
+            DbResponse::Generation(g) => Ok(g),
+            other => Err(unexpected("generation", other)),
         }
     }
 

@@ -130,7 +130,12 @@ impl SimDbCluster {
                     .collect()
             })
             .unwrap_or_default();
-        let at_seq = lock_state(&new_state).promote(now_ms);
+        let at_seq = {
+            let mut st = lock_state(&new_state);
+            let at_seq = st.promote(now_ms);
+            st.tables.promoted(host);
+            at_seq
+        };
         let (tables, log) = {
             let st = lock_state(&new_state);
             (st.tables.clone(), st.log.clone())

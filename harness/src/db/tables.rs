@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, Version};
+use stormcell_model::ids::{DeviceId, Digest, Generation, LockOwner, RepoId, Version};
 use stormcell_model::ports::{FinishWrite, LockName};
 use stormcell_model::rows::{
     NewPushEvent, NewSyncEvent, PushEvent, Topology, VersionRow, WriteProps,
@@ -28,6 +28,7 @@ pub struct Tables {
     sync_events: VecDeque<NewSyncEvent>,
     sync_events_total: u64,
     locks: BTreeMap<LockName, SessionId>,
+    generation: Generation,
 }
 
 impl Tables {
@@ -47,6 +48,19 @@ impl Tables {
             tables.put_row(row);
         }
         tables
+    }
+
+    /// The generation of the primary this data comes from (PROTOCOL.md 12).
+    pub fn generation(&self) -> &Generation {
+        &self.generation
+    }
+
+    /// A replica becomes the primary: a new generation begins.
+    pub fn promoted(&mut self, host: &str) {
+        self.generation = Generation {
+            promotions: self.generation.promotions + 1,
+            lineage: host.to_owned(),
+        };
     }
 
     // ----- configuration -----

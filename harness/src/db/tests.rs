@@ -275,6 +275,7 @@ fn db_restart_keeps_tables_and_drops_sessions() {
             &DeviceId::new("repo001"),
             4,
             Some(Digest(1)),
+            None,
         )
         .await?;
         p.set(1);
@@ -382,7 +383,7 @@ fn db_operations_round_trip_through_the_wire() {
         assert_eq!(row.lock_owner, None);
         assert_eq!(row.write_props, Some(props));
 
-        s.set_version(&r1, &d2, 1, Some(Digest(8))).await?;
+        s.set_version(&r1, &d2, 1, Some(Digest(8)), None).await?;
         assert!(s.out_of_sync(&d2).await?.is_empty());
         s.record_sync(&NewSyncEvent {
             repo: r1.clone(),
@@ -415,7 +416,9 @@ fn db_wire_messages_round_trip_as_json() {
             device: DeviceId::new("repo001"),
             version: 3,
             digest: None,
+            expected: Some(vec![(DeviceId::new("repo001"), 2)]),
         },
+        DbRequest::Generation,
     ];
     for req in reqs {
         let json = serde_json::to_vec(&req).unwrap();

@@ -3,9 +3,11 @@
 //! frames of [`stormcell_model::wire::frame`].
 
 use serde::{Deserialize, Serialize};
-use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, Version};
+use stormcell_model::ids::{DeviceId, Digest, Generation, LockOwner, RepoId, Version};
 use stormcell_model::ports::{FinishWrite, LockName, ReplicationState};
-use stormcell_model::rows::{NewPushEvent, NewSyncEvent, Topology, VersionRow, WriteProps};
+use stormcell_model::rows::{
+    row_versions, NewPushEvent, NewSyncEvent, Topology, VersionRow, WriteProps,
+};
 
 use super::replication::LogEntry;
 use super::tables::{SessionId, Tables};
@@ -62,7 +64,12 @@ pub enum DbRequest {
         version: Version,
         /// The digest.
         digest: Option<Digest>,
+        /// Only while the repository's rows are exactly these.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected: Option<Vec<(DeviceId, Version)>>,
     },
+    /// `generation`.
+    Generation,
     /// `insert_initial`.
     InsertInitial {
         /// The repository.
@@ -117,6 +124,7 @@ impl DbRequest {
             DbRequest::BeginWrite { .. } => "begin_write",
             DbRequest::FinishWrite { .. } => "finish_write",
             DbRequest::SetVersion { .. } => "set_version",
+            DbRequest::Generation => "generation",
             DbRequest::InsertInitial { .. } => "insert_initial",
             DbRequest::RecordPush { .. } => "record_push",
             DbRequest::NewestPushId { .. } => "newest_push_id",
@@ -145,6 +153,7 @@ impl DbRequest {
             | DbRequest::Rows { .. }
             | DbRequest::OutOfSync { .. }
             | DbRequest::NewestPushId { .. }
+            | DbRequest::Generation
             | DbRequest::Ping
             | DbRequest::Replication
             | DbRequest::Replicate { .. }
@@ -172,6 +181,8 @@ pub enum DbResponse {
     Changed(u64),
     /// `insert_initial`: whether it inserted.
     Inserted(bool),
+    /// `generation`.
+    Generation(Generation),
     /// `record_push`: the new id.
     PushId(u64),
     /// `newest_push_id`.
@@ -221,10 +232,16 @@ pub fn execute(tables: &mut Tables, session: SessionId, req: &DbRequest) -> DbRe
             device,
             version,
             digest,
+            expected,
         } => {
+            let current = || row_versions(&tables.rows(repo));
+            if expected.as_ref().is_some_and(|e| *e != current()) {
+                return DbResponse::Changed(0);
+            }
             tables.set_version(repo, device, *version, *digest);
-            DbResponse::Done
+            DbResponse::Changed(1)
         }
+        DbRequest::Generation => DbResponse::Generation(tables.generation().clone()),
         DbRequest::InsertInitial {
             repo,
             device,

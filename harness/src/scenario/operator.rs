@@ -83,6 +83,10 @@ pub enum Condition {
     Ambiguous(String),
     /// Every device at the repository's largest version is down.
     LeadersDown(String),
+    /// Every device at the repository's largest version is up and its working copy is not
+    /// the version its row claims (a lost or restored disk), as a person looking at the
+    /// devices would find (PROTOCOL.md 12). `@not-intact` names the first such device.
+    NotIntact(String),
 }
 
 /// `repository thaw`.
@@ -213,7 +217,8 @@ pub(super) fn check(
     let invalid = |field: String, message: String| Err(super::validate::Invalid { field, message });
     let total = devices + spares;
     let known_device = |name: &str| {
-        name.starts_with('@') && ["@struck", "@cut", "@writing", "@all"].contains(&name)
+        name.starts_with('@')
+            && ["@struck", "@cut", "@writing", "@not-intact", "@all"].contains(&name)
             || name == "svc"
             || name
                 .strip_prefix("repo")
@@ -237,8 +242,12 @@ pub(super) fn check(
                 ),
             );
         }
-        if let Some(Condition::Frozen(r) | Condition::Ambiguous(r) | Condition::LeadersDown(r)) =
-            &step.when
+        if let Some(
+            Condition::Frozen(r)
+            | Condition::Ambiguous(r)
+            | Condition::LeadersDown(r)
+            | Condition::NotIntact(r),
+        ) = &step.when
         {
             if !known_repo(r) {
                 return invalid(

@@ -204,8 +204,14 @@ fn check_database(scenario: &Scenario) -> Checked {
         }
         if let Some(r) = &s.device_restarts {
             ordered("faults.db_primary_strikes.device_restarts.count", &r.count)?;
-            ordered("faults.db_primary_strikes.device_restarts.after_s", &r.after_s)?;
-            ordered("faults.db_primary_strikes.device_restarts.down_s", &r.down_s)?;
+            ordered(
+                "faults.db_primary_strikes.device_restarts.after_s",
+                &r.after_s,
+            )?;
+            ordered(
+                "faults.db_primary_strikes.device_restarts.down_s",
+                &r.down_s,
+            )?;
         }
     }
     if let Some(h) = &faults.db_primary_hangs {

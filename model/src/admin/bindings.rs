@@ -200,7 +200,7 @@ impl Admin {
             .await?;
         let topology = session.topology().await?;
         for device in topology.active_devices(repo) {
-            session.set_version(repo, &device, 0, None).await?;
+            session.set_version(repo, &device, 0, None, None).await?;
         }
         self.emit(format!("repository {repo} allocated on service {service}"));
         Ok(())

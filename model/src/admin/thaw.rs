@@ -430,7 +430,7 @@ impl Admin {
                     if self.plants.has(Bug::PromoteWithRows) && !p.rows.is_empty() {
                         let max: Version = p.rows.iter().map(|r| r.version).max().unwrap_or(0);
                         session
-                            .set_version(&p.repo, device, max, p.promoted_digest)
+                            .set_version(&p.repo, device, max, p.promoted_digest, None)
                             .await?;
                     } else if !session
                         .insert_initial(&p.repo, device, p.promoted_digest)

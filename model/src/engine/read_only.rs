@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::{Engine, Progress, SyncOutcome};
 use crate::error::ClusterError;
 use crate::failover::{DbLink, ReadOnlyReason, StaleReads};
-use crate::ids::{DeviceId, RepoId, Version};
+use crate::ids::{DeviceId, Generation, RepoId, Version};
 use crate::leaders::Leaders;
 use crate::peer;
 use crate::plant::Bug;
@@ -65,30 +65,53 @@ impl Engine {
             .await
     }
 
-    /// **[stormcell]** Whether this device has yet to check `repo`'s rows against its peers
-    /// since the primary changed under it.
-    pub(crate) fn rows_unverified(&self, repo: &RepoId) -> bool {
+    /// **[stormcell]** Whether this device must check `repo`'s rows against its peers before
+    /// trusting them (PROTOCOL.md 12): the primary's generation differs from the one whose
+    /// rows it last verified, because of a promotion while it ran, while it was down, or
+    /// before it was first started. Returns the generation to record once verified.
+    pub(crate) async fn rows_unverified(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+    ) -> Result<Option<Generation>, ClusterError> {
         if !self.verifies() {
-            return false;
+            return Ok(None);
         }
-        let epoch = self.failover.primary_epoch();
-        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        epoch > 0 && verified.get(repo).copied() != Some(epoch)
+        if self.plants.has(Bug::EpochInMemory) {
+            // The planted bug: the change of primary is known only to a process that saw
+            // it happen.
+            let epoch = self.failover.primary_epoch();
+            let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            let unverified = epoch > 0 && verified.get(repo).copied() != Some(epoch);
+            return Ok(unverified.then(|| Generation {
+                promotions: epoch,
+                lineage: "in memory".to_owned(),
+            }));
+        }
+        let current = session.generation().await?;
+        let stored = self.ports.store.verified_generation(repo).await?;
+        let unverified = match &stored {
+            Some(g) => *g != current,
+            // Rows on the database's first primary were never replaced by a replica's.
+            None => !current.is_original(),
+        };
+        Ok(unverified.then_some(current))
     }
 
-    /// **[stormcell]** The first sync of a repository after a promotion: the new primary
-    /// may lack version rows the old one never shipped, so the peers' durable versions are
-    /// asked as while read-only; then this device's row is raised to what it holds, which
-    /// puts the lost version back for everyone. A write refuses when some peer could not
-    /// be asked (it might hold a newer acknowledged push); a read is marked possibly stale.
+    /// **[stormcell]** The first sync of a repository under a new primary generation: the
+    /// new primary may lack version rows the old one never shipped, so the peers' durable
+    /// versions are asked as while read-only; then this device's row is raised to what it
+    /// holds, which puts the lost version back for everyone, and the generation is stored
+    /// beside the working copy. A write refuses when some peer could not be asked (it might
+    /// hold a newer acknowledged push); a read is marked possibly stale.
     pub(crate) async fn read_sync_after_promotion(
         &self,
         session: &mut dyn DbSession,
         repo: &RepoId,
         progress: &Progress,
         for_write: bool,
+        generation: Generation,
     ) -> Result<SyncOutcome, ClusterError> {
-        let epoch = self.failover.primary_epoch();
         progress
             .say("The cluster database changed primary; checking versions with the other devices.");
         let outcome = self
@@ -99,12 +122,22 @@ impl Engine {
         }
         let digest = self.ports.store.digest(repo).await?;
         session
-            .set_version(repo, &self.device, outcome.version, Some(digest))
+            .set_version(repo, &self.device, outcome.version, Some(digest), None)
             .await?;
-        self.verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(repo.clone(), epoch);
+        if self.plants.has(Bug::EpochInMemory) {
+            self.verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(repo.clone(), generation.promotions);
+        } else {
+            self.ports
+                .store
+                .set_verified_generation(repo, &generation)
+                .await?;
+        }
+        self.emit(Event::Note {
+            text: format!("{repo}: rows verified with the peers for generation {generation}"),
+        });
         Ok(outcome)
     }
 
@@ -130,12 +163,17 @@ impl Engine {
         if verify {
             self.ask_peers(&topology, repo, &mut claims).await;
         }
-        let row = claims.versions.get(&self.device).copied();
-        // [stormcell] this device's own durable version beats a replica's stale row of it.
+        let own_row = rows.iter().find(|r| r.device == self.device);
+        // [stormcell] this device's own durable version beats a replica's stale row of it,
+        // and a row whose working copy is gone or replaced claims nothing (PROTOCOL.md 12).
         let mine = if verify {
+            let row = match own_row {
+                Some(r) if self.working_copy_intact(repo, r).await? => Some(r.version),
+                _ => None,
+            };
             self.ports.store.local_version(repo).await?.max(row)
         } else {
-            row
+            own_row.map(|r| r.version)
         };
         let Some(target) = claims.versions.values().copied().chain(mine).max() else {
             let active = topology.active_devices(repo);
@@ -164,7 +202,7 @@ impl Engine {
                 "Synchronizing this device (\"{}\") from device \"{holder}\".",
                 self.device
             ));
-            match self.fetch_from(&topology, repo, holder).await {
+            match self.fetch_from(&topology, repo, holder, None).await {
                 Ok(_) => {
                     self.ports.store.set_local_version(repo, target).await?;
                     self.emit(Event::Synced {

@@ -7,17 +7,20 @@ use super::read_only::ReadOnlyView;
 use super::{Engine, Progress};
 use crate::error::ClusterError;
 use crate::failover::Intent;
-use crate::ids::{DeviceId, Oid, RepoId, Version};
+use crate::ids::{DeviceId, Digest, Oid, RepoId, Version};
 use crate::leaders::Leaders;
 use crate::peer;
 use crate::plant::Bug;
 use crate::ports::{DbSession, Event, LockName, Snapshot};
-use crate::rows::{NewSyncEvent, SyncResult, Topology};
+use crate::rows::{row_versions, NewSyncEvent, SyncResult, Topology, VersionRow};
 use crate::wire::{Request, Response};
 
 /// How often a peer copy looks again for a write waiting to be recorded: short, since a
 /// healthy write records within a round trip to the database.
 const UNRECORDED_WRITE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How many times a read sync starts over when the rows change under it before it gives up.
+const SYNC_ATTEMPTS: u32 = 8;
 
 /// What a read sync found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,14 +133,17 @@ impl Engine {
             .acquire(session, &lock, self.config.timing.lock_budget, progress)
             .await?;
         let result = match read_only {
-            None if self.rows_unverified(repo) => {
-                self.read_sync_after_promotion(session, repo, progress, hold)
-                    .await
-            }
-            None => {
-                self.read_sync_locked(session, repo, progress, waited.as_millis() as u64)
-                    .await
-            }
+            None => match self.rows_unverified(session, repo).await {
+                Ok(Some(generation)) => {
+                    self.read_sync_after_promotion(session, repo, progress, hold, generation)
+                        .await
+                }
+                Ok(None) => {
+                    self.read_sync_locked(session, repo, progress, waited.as_millis() as u64)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
             Some(view) => {
                 self.read_sync_read_only(session, repo, progress, view)
                     .await
@@ -158,6 +164,39 @@ impl Engine {
         progress: &Progress,
         waited_ms: u64,
     ) -> Result<SyncOutcome, ClusterError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .read_sync_once(session, repo, progress, waited_ms)
+                .await?
+            {
+                Some(outcome) => return Ok(outcome),
+                None if attempt < SYNC_ATTEMPTS => {
+                    progress
+                        .say("The cluster's versions changed while synchronizing; starting over.");
+                }
+                None => return Err(ClusterError::LeaderLost {
+                    repo: repo.clone(),
+                    device: self.device.clone(),
+                    leaders: Vec::new(),
+                    last_error: Some(format!(
+                        "the version rows changed under {SYNC_ATTEMPTS} synchronizations in a row"
+                    )),
+                }),
+            }
+        }
+    }
+
+    /// One pass of the read sync; `None` when the rows changed between reading them and
+    /// recording this device's new version (the sync starts over).
+    async fn read_sync_once(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        progress: &Progress,
+        waited_ms: u64,
+    ) -> Result<Option<SyncOutcome>, ClusterError> {
         let topology = self.bound_topology(session, repo).await?;
         let rows = session.rows(repo).await?;
         let leaders = Leaders::of(&rows);
@@ -174,27 +213,41 @@ impl Engine {
                 .insert_initial(repo, &self.device, Some(digest))
                 .await?;
             self.ports.store.set_local_version(repo, 0).await?;
-            return Ok(SyncOutcome {
+            return Ok(Some(SyncOutcome {
                 version: 0,
                 synced_from: None,
                 possibly_stale: false,
-            });
+            }));
         };
+        let mine = rows.iter().find(|r| r.device == self.device);
         if !leaders.needs_sync(&rows, &self.device) {
+            let intact = match mine {
+                Some(row) => self.working_copy_intact(repo, row).await?,
+                None => true,
+            };
+            if intact {
+                progress.say(format!(
+                    "Device \"{}\" is already a cluster leader and does not need to be synchronized.",
+                    self.device
+                ));
+                return Ok(Some(SyncOutcome {
+                    version: max,
+                    synced_from: None,
+                    possibly_stale: false,
+                }));
+            }
+            // [stormcell] PROTOCOL.md 12: the working copy is not the one the row describes
+            // (a lost or replaced disk); the row claims nothing until it is synchronized.
             progress.say(format!(
-                "Device \"{}\" is already a cluster leader and does not need to be synchronized.",
+                "Device \"{}\" does not hold the version {max} its row claims (its working copy \
+                 was lost or replaced); synchronizing from another leader.",
                 self.device
             ));
-            return Ok(SyncOutcome {
-                version: max,
-                synced_from: None,
-                possibly_stale: false,
+            self.emit(Event::Note {
+                text: format!("{repo}: working copy not intact at version {max}; resynchronizing"),
             });
         }
-        let before = rows
-            .iter()
-            .find(|r| r.device == self.device)
-            .map(|r| r.version);
+        let before = mine.map(|r| r.version);
         let candidates = leaders.fetchable(
             &self.device,
             |d| topology.is_active(repo, d),
@@ -206,17 +259,21 @@ impl Engine {
                 "Synchronizing this device (\"{}\") from cluster leader (\"{leader}\").",
                 self.device
             ));
-            match self.fetch_from(&topology, repo, leader).await {
+            let expected = self.expected_digest(&rows, leader);
+            match self.fetch_from(&topology, repo, leader, expected).await {
                 Ok(snapshot) => {
                     let digest = snapshot.digest();
-                    let recorded = if self.config.profile.is_stormcell() {
-                        Some(digest)
-                    } else {
-                        None
-                    };
-                    session
-                        .set_version(repo, &self.device, max, recorded)
+                    let stormcell = self.config.profile.is_stormcell();
+                    let recorded = stormcell.then_some(digest);
+                    let seen = row_versions(&rows);
+                    let condition = (stormcell && !self.plants.has(Bug::UnconditionalSyncUpdate))
+                        .then_some(seen.as_slice());
+                    let changed = session
+                        .set_version(repo, &self.device, max, recorded, condition)
                         .await?;
+                    if !changed {
+                        return Ok(None);
+                    }
                     self.ports.store.set_local_version(repo, max).await?;
                     self.record_sync(
                         session,
@@ -233,13 +290,20 @@ impl Engine {
                         from: leader.clone(),
                         version: max,
                     });
-                    return Ok(SyncOutcome {
+                    return Ok(Some(SyncOutcome {
                         version: max,
                         synced_from: Some(leader.clone()),
                         possibly_stale: false,
-                    });
+                    }));
                 }
                 Err((reason, result)) => {
+                    // A leader whose refs moved on since the rows were read wrote a newer
+                    // version meanwhile: start over from the new rows.
+                    if expected.is_some()
+                        && row_versions(&session.rows(repo).await?) != row_versions(&rows)
+                    {
+                        return Ok(None);
+                    }
                     self.emit(Event::SyncFailed {
                         repo: repo.clone(),
                         from: leader.clone(),
@@ -251,6 +315,14 @@ impl Engine {
                 }
             }
         }
+        // Only reached by a leader whose copy is not intact, when no other leader served.
+        if leaders.leaders.contains(&self.device) {
+            return Err(ClusterError::NotIntact {
+                repo: repo.clone(),
+                device: self.device.clone(),
+                version: max,
+            });
+        }
         Err(ClusterError::LeaderLost {
             repo: repo.clone(),
             device: self.device.clone(),
@@ -259,12 +331,59 @@ impl Engine {
         })
     }
 
+    /// **[stormcell]** Whether this device's working copy of `repo` is the one `row`
+    /// describes (PROTOCOL.md 12, device incarnation): its digest matches the row's, or,
+    /// for a row without one, it has a local version file or the row is the empty version
+    /// 0 of a new repository. A row being written is fenced recovery's business.
+    pub(crate) async fn working_copy_intact(
+        &self,
+        repo: &RepoId,
+        row: &VersionRow,
+    ) -> Result<bool, ClusterError> {
+        if !self.config.profile.is_stormcell()
+            || self.plants.has(Bug::TrustEmptyWorkingCopy)
+            || row.writing
+        {
+            return Ok(true);
+        }
+        let local = self.ports.store.local_version(repo).await?;
+        let intact = match row.digest {
+            Some(digest) => self.ports.store.digest(repo).await? == digest,
+            None => row.version == 0 || local.is_some(),
+        };
+        if intact && local != Some(row.version) {
+            // A crash between recording a version and writing the local version file:
+            // the copy is the recorded one, so the file catches up (a later recovery
+            // probe reads it).
+            if let Err(e) = self.ports.store.set_local_version(repo, row.version).await {
+                self.emit(Event::Note {
+                    text: format!("{repo}: local version {} not written: {e}", row.version),
+                });
+            }
+        }
+        Ok(intact)
+    }
+
+    /// **[stormcell]** The digest a leader's copy must have to be copied: the one its row
+    /// recorded, unless it is being written (its refs may be ahead of its row).
+    fn expected_digest(&self, rows: &[VersionRow], leader: &DeviceId) -> Option<Digest> {
+        if !self.config.profile.is_stormcell() || self.plants.has(Bug::TrustEmptyWorkingCopy) {
+            return None;
+        }
+        rows.iter()
+            .find(|r| &r.device == leader && !r.writing)
+            .and_then(|r| r.digest)
+    }
+
     /// Copies a leader's working copy into this device's, durably.
+    /// With `expected`, a copy whose refs do not have that digest is refused before
+    /// anything is written (the leader's working copy is not the version its row claims).
     pub(crate) async fn fetch_from(
         &self,
         topology: &Topology,
         repo: &RepoId,
         leader: &DeviceId,
+        expected: Option<Digest>,
     ) -> Result<Snapshot, (String, SyncResult)> {
         let addr = topology.address_of(leader).ok_or_else(|| {
             (
@@ -297,6 +416,18 @@ impl Engine {
                 SyncResult::Error,
             ));
         };
+        if let Some(expected) = expected {
+            if snapshot.digest() != expected {
+                return Err((
+                    format!(
+                        "device \"{leader}\" holds refs (digest {}) that are not the version its \
+                         row claims (digest {expected}): its working copy was lost or replaced",
+                        snapshot.digest()
+                    ),
+                    SyncResult::Error,
+                ));
+            }
+        }
         let store_err = |e: crate::error::StoreError| (e.to_string(), SyncResult::Error);
         let _guard = self.local.exclusive(repo).await;
         self.ports

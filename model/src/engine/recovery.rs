@@ -6,6 +6,7 @@ use super::Engine;
 use crate::error::ClusterError;
 use crate::ids::{LockOwner, RepoId};
 use crate::peer;
+use crate::plant::Bug;
 use crate::ports::{DbSession, Event, FinishWrite};
 use crate::rows::{NewPushEvent, PushKind, Topology, VersionRow};
 use crate::wire::{ProbeResult, Request, Response};
@@ -46,9 +47,26 @@ impl Engine {
                 None => None,
             }
         };
-        let Some(ProbeResult::Idle { digest }) = probe else {
+        let Some(ProbeResult::Idle {
+            digest,
+            local_version,
+        }) = probe
+        else {
             return Err(self.interruption(row));
         };
+        // PROTOCOL.md 12: a working copy that is not the one the write was made in (a lost
+        // or restored disk) says nothing about the write; adopting it would adopt whatever
+        // the new disk holds. A person decides.
+        if !self.plants.has(Bug::TrustEmptyWorkingCopy) && local_version != Some(row.version) {
+            self.emit(Event::Note {
+                text: format!(
+                    "{}: interrupted write on {} not recovered: its working copy is at local \
+                     version {local_version:?}, not {}",
+                    row.repo, row.device, row.version
+                ),
+            });
+            return Err(self.interruption(row));
+        }
         let (new_version, how) = if digest == pre_digest {
             (row.version, "cleared")
         } else {
@@ -100,7 +118,14 @@ impl Engine {
         if self.local.is_running(repo, owner) {
             return Ok(ProbeResult::InProgress);
         }
+        // [stormcell] PROTOCOL.md 12: answer only for what is durable, so a write that is
+        // adopted cannot vanish with the next crash.
+        self.ports.store.sync(repo).await?;
         let digest = self.ports.store.digest(repo).await?;
-        Ok(ProbeResult::Idle { digest })
+        let local_version = self.ports.store.local_version(repo).await?;
+        Ok(ProbeResult::Idle {
+            digest,
+            local_version,
+        })
     }
 }

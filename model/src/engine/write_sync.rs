@@ -167,13 +167,23 @@ impl Engine {
         ));
         let applied = {
             let _guard = self.local.exclusive(repo).await;
-            let applied = self.ports.store.apply_push(repo, payload).await?;
+            let applied = match self.ports.store.apply_push(repo, payload).await {
+                Ok(applied) => applied,
+                Err(e) => return Err(self.not_durable(repo, e)),
+            };
             self.ports
                 .failpoints
                 .hit(WritePoint::AfterRefsWritten, repo)
                 .await;
             if !self.plants.has(Bug::SkipFsync) {
-                self.ports.store.sync(repo).await?;
+                if let Err(e) = self.ports.store.sync(repo).await {
+                    // The refs may be visible and not durable: the row stays `writing`, so
+                    // recovery decides once the disk can vouch for them (its probe syncs
+                    // first). The planted bug goes on as if the sync had worked.
+                    if !self.plants.has(Bug::AckBeforeDurable) {
+                        return Err(self.not_durable(repo, e));
+                    }
+                }
             }
             applied
         };
@@ -245,10 +255,13 @@ impl Engine {
                 return Err(e);
             }
         };
-        self.ports
-            .store
-            .set_local_version(&rec.repo, version)
-            .await?;
+        // The version is recorded: a local version file that cannot be written leaves this
+        // device's claim lower than the truth, which only costs a fetch later.
+        if let Err(e) = self.ports.store.set_local_version(&rec.repo, version).await {
+            self.emit(Event::Note {
+                text: format!("{}: local version {version} not written: {e}", rec.repo),
+            });
+        }
         self.emit(Event::WriteRecorded {
             repo: rec.repo.clone(),
             version,
@@ -328,7 +341,7 @@ impl Engine {
                     if warned {
                         progress.say("RECOVERED. Link to primary database was restored.");
                     }
-                    if stormcell && changed != 1 {
+                    if stormcell && changed != 1 && !self.plants.has(Bug::IgnoreRowCount) {
                         return Err(ClusterError::Fenced {
                             repo: rec.repo.clone(),
                         });
@@ -389,6 +402,17 @@ impl Engine {
                     peer::call(engine.ports.net.as_ref(), &device, &addr, &request, limit).await;
             }));
         }
+    }
+
+    /// A push that reached the working copy but could not be made durable.
+    fn not_durable(&self, repo: &RepoId, e: crate::error::StoreError) -> ClusterError {
+        let error = ClusterError::NotDurable {
+            repo: repo.clone(),
+            device: self.device.clone(),
+            reason: e.to_string(),
+        };
+        self.refused(repo, &error);
+        error
     }
 
     pub(crate) fn interruption(&self, row: &crate::rows::VersionRow) -> ClusterError {

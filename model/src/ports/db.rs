@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DbError;
 use crate::failover::{DbHostConfig, DbRole};
-use crate::ids::{DeviceId, Digest, LockOwner, RepoId, Version};
+use crate::ids::{DeviceId, Digest, Generation, LockOwner, RepoId, Version};
 use crate::rows::{NewPushEvent, NewSyncEvent, Topology, VersionRow, WriteProps};
 
 /// The name of a session-scoped lock.
@@ -95,14 +95,20 @@ pub trait DbSession: Send {
     ) -> Result<(), DbError>;
     /// Step 6 of a write: returns how many rows changed (0 or 1).
     async fn finish_write(&mut self, finish: &FinishWrite) -> Result<u64, DbError>;
-    /// After a sync: upsert the device's version (and digest).
+    /// After a sync: upsert the device's version (and digest). With `expected`, only
+    /// while the repository's rows are still exactly those (device and version, in device
+    /// order) a sync read (**[stormcell]** conditional sync, PROTOCOL.md 12): returns
+    /// whether it changed the row.
     async fn set_version(
         &mut self,
         repo: &RepoId,
         device: &DeviceId,
         version: Version,
         digest: Option<Digest>,
-    ) -> Result<(), DbError>;
+        expected: Option<&[(DeviceId, Version)]>,
+    ) -> Result<bool, DbError>;
+    /// The generation of the primary this host's data comes from (PROTOCOL.md 12).
+    async fn generation(&mut self) -> Result<Generation, DbError>;
     /// Inserts version 0 for the device unless some row of the repository exists; returns
     /// whether it inserted.
     async fn insert_initial(

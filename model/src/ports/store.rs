@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::ids::{Digest, Oid, RepoId, Version};
+use crate::ids::{Digest, Generation, Oid, RepoId, Version};
 use crate::rows::RefUpdate;
 
 /// What a client pushes: the ref updates and the objects they need, in the store's own
@@ -81,4 +81,13 @@ pub trait Store: Send + Sync {
     async fn local_version(&self, repo: &RepoId) -> Result<Option<Version>, StoreError>;
     /// Durably records the device's local version of a repository.
     async fn set_local_version(&self, repo: &RepoId, version: Version) -> Result<(), StoreError>;
+    /// The primary generation whose rows of `repo` this device last verified against its
+    /// peers (PROTOCOL.md 12), kept beside the working copy; `None` when it never did.
+    async fn verified_generation(&self, repo: &RepoId) -> Result<Option<Generation>, StoreError>;
+    /// Durably records the generation whose rows of `repo` this device verified.
+    async fn set_verified_generation(
+        &self,
+        repo: &RepoId,
+        generation: &Generation,
+    ) -> Result<(), StoreError>;
 }

@@ -71,6 +71,10 @@ pub enum ProbeResult {
     Idle {
         /// The digest.
         digest: Digest,
+        /// The device's durable local version: the one the interrupted write started from
+        /// when its working copy is the one that write was made in (PROTOCOL.md 12).
+        #[serde(default)]
+        local_version: Option<crate::ids::Version>,
     },
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stormcell_model::failover::{DbHostConfig, DbRole};
-use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, ServiceId, Version};
+use stormcell_model::ids::{DeviceId, Digest, Generation, LockOwner, RepoId, ServiceId, Version};
 use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName, ReplicationState};
 use stormcell_model::rows::{
     Binding, Device, NewPushEvent, NewSyncEvent, PushKind, Repository, Service, SyncResult,
@@ -272,6 +272,28 @@ impl PgSession {
     }
 }
 
+/// Runs a transaction of a session within its query time limit. A transaction that failed
+/// or was cut off midway leaves the session's pool (`home`), so it is closed rather than
+/// reused.
+async fn in_transaction<T>(
+    query_timeout: Duration,
+    home: &mut Option<(Arc<pool::SessionPool>, String)>,
+    tx: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, DbError> {
+    match tokio::time::timeout(query_timeout, tx).await {
+        Ok(r) => {
+            if r.is_err() {
+                *home = None;
+            }
+            r.map_err(query_error)
+        }
+        Err(_) => {
+            *home = None;
+            Err(DbError::Connection("no answer in time".to_owned()))
+        }
+    }
+}
+
 /// Loads the configuration with four queries sent together.
 pub async fn load_topology(client: &Client) -> Result<Topology, tokio_postgres::Error> {
     let (devices, services, bindings, repos) = tokio::try_join!(
@@ -472,15 +494,79 @@ impl DbSession for PgSession {
         device: &DeviceId,
         version: Version,
         digest: Option<Digest>,
-    ) -> Result<(), DbError> {
+        expected: Option<&[(DeviceId, Version)]>,
+    ) -> Result<bool, DbError> {
         let digest = digest.map(|d| d.0 as i64);
-        self.timed(self.client()?.execute(
-            "INSERT INTO versions (repo, device, version, digest) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (repo, device) DO UPDATE SET version = $3, digest = $4",
-            &[&repo.as_str(), &device.as_str(), &to_i64(version), &digest],
-        ))
-        .await?;
-        Ok(())
+        let upsert = "INSERT INTO versions (repo, device, version, digest) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (repo, device) DO UPDATE SET version = $3, digest = $4";
+        let Some(expected) = expected else {
+            self.timed(self.client()?.execute(
+                upsert,
+                &[&repo.as_str(), &device.as_str(), &to_i64(version), &digest],
+            ))
+            .await?;
+            return Ok(true);
+        };
+        let key = lock_key::rows_key(repo);
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| DbError::Connection("the session is closed".to_owned()))?;
+        let update = async {
+            let tx = client.transaction().await?;
+            // Every writer of the repository's rows takes turns here, so the rows cannot
+            // change between the comparison and the update.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                .await?;
+            let rows = tx
+                .query(
+                    "SELECT device, version FROM versions WHERE repo = $1 ORDER BY device",
+                    &[&repo.as_str()],
+                )
+                .await?;
+            let mut current = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let name: String = row.try_get(0)?;
+                let v: i64 = row.try_get(1)?;
+                current.push((DeviceId::new(name), v.max(0) as Version));
+            }
+            current.sort();
+            if current != expected {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            tx.execute(
+                upsert,
+                &[&repo.as_str(), &device.as_str(), &to_i64(version), &digest],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        };
+        in_transaction(self.query_timeout, &mut self.home, update).await
+    }
+
+    async fn generation(&mut self) -> Result<Generation, DbError> {
+        // The counter `db promote` raises, and the timeline, which any promotion changes
+        // (also one made by hand with `pg_ctl promote`).
+        let row = self
+            .timed(self.client()?.query_one(
+                "SELECT (SELECT promotions FROM cluster_generation WHERE id = 1),
+                        CASE WHEN pg_is_in_recovery() THEN NULL
+                             ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END",
+                &[],
+            ))
+            .await?;
+        let promotions: Option<i64> = row.try_get(0).map_err(query_error)?;
+        let timeline: Option<String> = row.try_get(1).map_err(query_error)?;
+        let timeline = timeline
+            .and_then(|t| u64::from_str_radix(&t, 16).ok())
+            .unwrap_or(1);
+        let promotions = promotions.unwrap_or(0).max(0) as u64;
+        Ok(Generation {
+            promotions: promotions + timeline.saturating_sub(1),
+            lineage: format!("timeline {timeline}, {promotions} recorded promotion(s)"),
+        })
     }
 
     async fn insert_initial(
@@ -512,19 +598,7 @@ impl DbSession for PgSession {
             tx.commit().await?;
             Ok(n == 1)
         };
-        match tokio::time::timeout(self.query_timeout, insert).await {
-            Ok(r) => {
-                if r.is_err() {
-                    self.home = None;
-                }
-                r.map_err(query_error)
-            }
-            Err(_) => {
-                // A transaction cut off midway: close the session rather than reuse it.
-                self.home = None;
-                Err(DbError::Connection("no answer in time".to_owned()))
-            }
-        }
+        in_transaction(self.query_timeout, &mut self.home, insert).await
     }
 
     async fn record_push(&mut self, event: &NewPushEvent) -> Result<u64, DbError> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use stormcell_model::error::DbError;
 use stormcell_model::failover::DbHostConfig;
-use stormcell_model::ids::{DeviceId, Digest, LockOwner, RepoId, Version};
+use stormcell_model::ids::{DeviceId, Digest, Generation, LockOwner, RepoId, Version};
 use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName, ReplicationState};
 use stormcell_model::rows::{NewPushEvent, NewSyncEvent, Topology, VersionRow, WriteProps};
 
@@ -123,14 +123,20 @@ impl DbSession for ObservedSession {
         device: &DeviceId,
         version: Version,
         digest: Option<Digest>,
-    ) -> Result<(), DbError> {
-        self.inner
-            .set_version(repo, device, version, digest)
+        expected: Option<&[(DeviceId, Version)]>,
+    ) -> Result<bool, DbError> {
+        let changed = self
+            .inner
+            .set_version(repo, device, version, digest, expected)
             .await?;
-        if device == &self.device {
+        if changed && device == &self.device {
             self.metrics.own_version(repo.as_str(), version);
         }
-        Ok(())
+        Ok(changed)
+    }
+
+    async fn generation(&mut self) -> Result<Generation, DbError> {
+        self.inner.generation().await
     }
 
     async fn insert_initial(

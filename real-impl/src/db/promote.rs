@@ -45,6 +45,16 @@ pub async fn promote(db: &PgClusterDb, wait_s: i32) -> Result<Promotion, DbError
             "the server did not finish promoting within {wait_s}s; see its log"
         )));
     }
+    // A new generation begins (PROTOCOL.md 12): every device re-checks its rows against
+    // its peers before trusting this host's, whenever its process started. The timeline
+    // change says as much too; the counter also covers a cluster restored elsewhere.
+    client
+        .execute(
+            "UPDATE cluster_generation SET promotions = promotions + 1 WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(query_error)?;
     Ok(Promotion::Promoted)
 }
 

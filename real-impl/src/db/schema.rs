@@ -16,10 +16,11 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "configuration, version rows, push and sync events",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "configuration, version rows, push and sync events",
+        sql: r#"
 CREATE TABLE devices (
     name text PRIMARY KEY,
     address text NOT NULL,
@@ -76,7 +77,19 @@ CREATE TABLE sync_events (
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "the primary generation (PROTOCOL.md 12)",
+        sql: r#"
+CREATE TABLE cluster_generation (
+    id integer PRIMARY KEY CHECK (id = 1),
+    promotions bigint NOT NULL
+);
+INSERT INTO cluster_generation (id, promotions) VALUES (1, 0);
+"#,
+    },
+];
 
 /// Applies every migration not applied yet, in one transaction per migration, and returns
 /// the ones it applied. Concurrent runs wait for each other.

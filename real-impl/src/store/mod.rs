@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stormcell_model::error::StoreError;
-use stormcell_model::ids::{Digest, Oid, RepoId, Version};
+use stormcell_model::ids::{Digest, Generation, Oid, RepoId, Version};
 use stormcell_model::ports::{PushApplied, PushPayload, Snapshot, Store};
 use tokio::sync::Mutex;
 
@@ -99,6 +99,12 @@ impl GitStore {
     fn version_path(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
         check_name(repo.as_str())?;
         Ok(self.root.join(format!("{repo}.version")))
+    }
+
+    /// Where the generation whose rows were last verified is kept (PROTOCOL.md 12).
+    fn generation_path(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
+        check_name(repo.as_str())?;
+        Ok(self.root.join(format!("{repo}.generation")))
     }
 
     /// The working copy's path, creating an empty repository first if there is none.
@@ -404,6 +410,31 @@ impl Store for GitStore {
         blocking(move || {
             durable::write_atomic(&path, version.to_string().as_bytes())
                 .map_err(|e| io_err("cannot write", &path, e))
+        })
+        .await
+    }
+
+    async fn verified_generation(&self, repo: &RepoId) -> Result<Option<Generation>, StoreError> {
+        let path = self.generation_path(repo)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io_err("corrupt generation in", &path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("cannot read", &path, e)),
+        }
+    }
+
+    async fn set_verified_generation(
+        &self,
+        repo: &RepoId,
+        generation: &Generation,
+    ) -> Result<(), StoreError> {
+        let path = self.generation_path(repo)?;
+        let bytes = serde_json::to_vec(generation)
+            .map_err(|e| StoreError(format!("cannot encode generation: {e}")))?;
+        blocking(move || {
+            durable::write_atomic(&path, &bytes).map_err(|e| io_err("cannot write", &path, e))
         })
         .await
     }
