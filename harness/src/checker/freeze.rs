@@ -362,6 +362,8 @@ impl HostFaults {
             let counts = match fault.kind {
                 FaultKind::Partition => true,
                 FaultKind::Hold => end - fault.start_ms >= SESSION_EXPIRING_HOLD_MS,
+                // A push whose working copy cannot be made durable is left `writing`.
+                FaultKind::DiskFailing => true,
                 _ => false,
             };
             if !counts {

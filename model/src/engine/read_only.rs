@@ -17,12 +17,12 @@ use crate::ports::{DbSession, Event};
 use crate::rows::Topology;
 use crate::wire::{Request, Response};
 
-/// A replica session's situation: why the device is read-only, and whether the replica
-/// can show it holds everything the primary committed.
+/// A replica session's situation: why the device is read-only. Whether the replica
+/// looked caught up at its last health check proves nothing about the commits the primary
+/// acknowledged since, so only the peers' answers can show a read is fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ReadOnlyView {
     pub(crate) reason: ReadOnlyReason,
-    pub(crate) replica_current: bool,
 }
 
 /// What the read-only sync learned about who holds which version.
@@ -38,10 +38,7 @@ struct Claims {
 impl Engine {
     /// The read-only view of a session, `None` when it is on the primary.
     pub(crate) fn view(&self, link: &DbLink) -> Option<ReadOnlyView> {
-        link.read_only.map(|reason| ReadOnlyView {
-            reason,
-            replica_current: self.failover.replica_is_current(&link.host),
-        })
+        link.read_only.map(|reason| ReadOnlyView { reason })
     }
 
     fn verifies(&self) -> bool {
@@ -61,8 +58,7 @@ impl Engine {
             "The cluster database is read-only ({}); synchronizing from a replica.",
             view.reason.describe()
         ));
-        self.verified_sync(session, repo, progress, view.replica_current, false)
-            .await
+        self.verified_sync(session, repo, progress, false).await
     }
 
     /// **[stormcell]** Whether this device must check `repo`'s rows against its peers before
@@ -115,7 +111,7 @@ impl Engine {
         progress
             .say("The cluster database changed primary; checking versions with the other devices.");
         let outcome = self
-            .verified_sync(session, repo, progress, false, for_write)
+            .verified_sync(session, repo, progress, for_write)
             .await?;
         if outcome.possibly_stale {
             return Ok(outcome);
@@ -149,7 +145,6 @@ impl Engine {
         session: &mut dyn DbSession,
         repo: &RepoId,
         progress: &Progress,
-        replica_current: bool,
         refuse_unproven: bool,
     ) -> Result<SyncOutcome, ClusterError> {
         let topology = self.bound_topology(session, repo).await?;
@@ -183,10 +178,10 @@ impl Engine {
                     devices: active,
                 });
             }
-            return self.unproven(repo, &claims, replica_current, 0, None);
+            return self.unproven(repo, &claims, 0, None);
         };
         if mine.is_some_and(|v| v >= target) {
-            return self.unproven(repo, &claims, replica_current, target, None);
+            return self.unproven(repo, &claims, target, None);
         }
         // Devices holding the newest version, in a random order (like leaders).
         let mut holders: Vec<DeviceId> = claims
@@ -210,13 +205,7 @@ impl Engine {
                         from: holder.clone(),
                         version: target,
                     });
-                    return self.unproven(
-                        repo,
-                        &claims,
-                        replica_current,
-                        target,
-                        Some(holder.clone()),
-                    );
+                    return self.unproven(repo, &claims, target, Some(holder.clone()));
                 }
                 Err((reason, _)) => {
                     self.emit(Event::SyncFailed {
@@ -260,17 +249,16 @@ impl Engine {
         }
     }
 
-    /// The outcome of a read-only sync at `version`: fresh when every peer answered (or the
-    /// replica can show it is current), else possibly stale, or refused by configuration.
+    /// The outcome of a read-only sync at `version`: fresh when every peer answered, else
+    /// possibly stale, or refused by configuration.
     fn unproven(
         &self,
         repo: &RepoId,
         claims: &Claims,
-        replica_current: bool,
         version: Version,
         synced_from: Option<DeviceId>,
     ) -> Result<SyncOutcome, ClusterError> {
-        let possibly_stale = self.verifies() && !claims.unanswered.is_empty() && !replica_current;
+        let possibly_stale = self.verifies() && !claims.unanswered.is_empty();
         let refuse =
             claims.refuse_unproven || self.failover.config().stale_reads == StaleReads::Refuse;
         if possibly_stale && refuse {

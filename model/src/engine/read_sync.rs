@@ -176,14 +176,16 @@ impl Engine {
                     progress
                         .say("The cluster's versions changed while synchronizing; starting over.");
                 }
-                None => return Err(ClusterError::LeaderLost {
-                    repo: repo.clone(),
-                    device: self.device.clone(),
-                    leaders: Vec::new(),
-                    last_error: Some(format!(
+                None => {
+                    return Err(ClusterError::LeaderLost {
+                        repo: repo.clone(),
+                        device: self.device.clone(),
+                        leaders: Vec::new(),
+                        last_error: Some(format!(
                         "the version rows changed under {SYNC_ATTEMPTS} synchronizations in a row"
                     )),
-                }),
+                    })
+                }
             }
         }
     }

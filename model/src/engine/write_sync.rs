@@ -144,6 +144,18 @@ impl Engine {
             since_ms: started_ms,
             pre_digest: self.config.profile.is_stormcell().then_some(pre_digest),
         };
+        // [stormcell] Recovery adopts a write only from the working copy it was made in,
+        // known by its local version file (PROTOCOL.md 12): the file must say the version
+        // the write starts from before the row says `writing`. A disk that cannot even
+        // write that file refuses the push while nothing has happened yet.
+        if self.config.profile.is_stormcell()
+            && self.ports.store.local_version(repo).await? != Some(old_version)
+        {
+            self.ports
+                .store
+                .set_local_version(repo, old_version)
+                .await?;
+        }
         // Registered before the row says `writing`, so a recovery probe that sees the row
         // also sees the write running.
         let running = self.local.start(repo, &owner);
