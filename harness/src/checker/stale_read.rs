@@ -522,4 +522,29 @@ mod tests {
         let v = run(&b);
         assert!(v.passed(), "{v}");
     }
+
+    #[test]
+    fn a_demote_of_the_device_gives_up_its_unrecorded_write() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], unknown());
+        b.read("R1", 300, 400, ok_refs(&[(MAIN, "c1")]));
+        let gone = b.read("R2", 6_000, 6_100, ok_refs(&[(MAIN, "c0")]));
+        let mut h = b.build();
+        assert_eq!(check(&h, &Context::new(&h)).violations.len(), 1);
+        h.operator.push(crate::history::OperatorAction {
+            started_ms: 5_000,
+            completed_ms: 5_500,
+            command: "repository thaw repo1 --demote R1".to_owned(),
+            ok: true,
+            result: "ok".to_owned(),
+            demoted: vec![crate::history::RepoDevice {
+                repo: "repo1".to_owned(),
+                device: "R1".to_owned(),
+            }],
+            promoted: Vec::new(),
+            plan: Some(Vec::new()),
+        });
+        let v = check(&h, &Context::new(&h));
+        assert!(v.passed(), "op {gone}: {v}");
+    }
 }
