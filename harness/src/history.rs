@@ -13,6 +13,130 @@ use serde::{Deserialize, Serialize};
 /// Refs of one working copy: ref name to commit id.
 pub type Refs = BTreeMap<String, String>;
 
+/// Why a text is not a history: where (the JSON path of the bad field, such as
+/// `ops[3].outcome.error`) and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// The JSON path of the field that could not be read (`.` for the document itself).
+    pub path: String,
+    /// Line and column in the text.
+    pub line: usize,
+    /// Column in the line.
+    pub column: usize,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl std::fmt::Display for ParseError {
+    /// `ops[3].outcome.error (line 40, column 21): unknown variant ...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (line {}, column {}): {}",
+            self.path, self.line, self.column, self.message
+        )
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl History {
+    /// Reads a history from its JSON form. A malformed history is an error naming the
+    /// JSON path of the first bad field, never a panic.
+    pub fn from_json(text: &str) -> Result<History, ParseError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let history: History = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let (path, message) = refine(text, path, inner.to_string());
+            ParseError {
+                path,
+                line: inner.line(),
+                column: inner.column(),
+                message,
+            }
+        })?;
+        de.end().map_err(|e| ParseError {
+            path: ".".to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        Ok(history)
+    }
+}
+
+/// Points an error inside an internally tagged object (an operation's `kind` or
+/// `outcome`, which serde reads as a whole) at the field that is wrong, by reading that
+/// object's fields one by one.
+fn refine(text: &str, path: String, message: String) -> (String, String) {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) else {
+        return (path, message);
+    };
+    let Some(value) = value_at(&doc, &path) else {
+        return (path, message);
+    };
+    let Some(object) = value.as_object() else {
+        return (path, message);
+    };
+    let Some(tag) = object.get("type") else {
+        return (path, message);
+    };
+    // Each field of either tagged type, with how to read it: an error gives the path
+    // inside the field (empty for the field itself) and what is wrong.
+    type Reader = fn(&serde_json::Value) -> Result<(), (String, String)>;
+    fn read<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), (String, String)> {
+        serde_path_to_error::deserialize::<_, T>(v.clone())
+            .map(|_| ())
+            .map_err(|e| {
+                let inner = e.path().to_string();
+                let inner = match inner.as_str() {
+                    "." => String::new(),
+                    p if p.starts_with('[') => p.to_owned(),
+                    p => format!(".{p}"),
+                };
+                (inner, e.into_inner().to_string())
+            })
+    }
+    let fields: &[(&str, Reader)] = match tag.as_str() {
+        Some("ok") => &[
+            ("refs", read::<Option<Refs>>),
+            ("possibly_stale", read::<bool>),
+        ],
+        Some("refused") => &[("error", read::<ErrorKind>), ("message", read::<String>)],
+        Some("unknown") => &[("reason", read::<String>)],
+        Some("push") => &[("updates", read::<Vec<RefUpdate>>)],
+        Some("read") => &[],
+        _ => return (format!("{path}.type"), message),
+    };
+    for (name, reader) in fields {
+        if let Some(field) = object.get(*name) {
+            if let Err((inner, why)) = reader(field) {
+                return (format!("{path}.{name}{inner}"), why);
+            }
+        }
+    }
+    (path, message)
+}
+
+/// The value at a path as `serde_path_to_error` prints it (`ops[3].outcome`).
+fn value_at<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    let mut at = doc;
+    for segment in path.split('.').filter(|s| !s.is_empty()) {
+        let (name, indices) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        if !name.is_empty() {
+            at = at.get(name)?;
+        }
+        for index in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
+            at = at.get(index.parse::<usize>().ok()?)?;
+        }
+    }
+    Some(at)
+}
+
 /// A complete, self-contained record of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
@@ -346,4 +470,64 @@ pub struct FinalState {
     pub active_devices: Vec<String>,
     /// Device name to repository name to its refs.
     pub refs: BTreeMap<String, BTreeMap<String, Refs>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> serde_json::Value {
+        serde_json::json!({
+            "scenario": "s", "seed": 1, "profile": "stormcell",
+            "devices": ["R1"],
+            "repositories": [{"name": "repo1", "initial_refs": {}, "has_rows": true}],
+            "ops": [
+                {"id": 1, "client": "c", "device": "R1", "repo": "repo1", "phase": "workload",
+                 "invoked_ms": 1, "completed_ms": 2, "kind": {"type": "read"},
+                 "outcome": {"type": "ok", "refs": {}, "possibly_stale": false}},
+                {"id": 2, "client": "c", "device": "R1", "repo": "repo1", "phase": "workload",
+                 "invoked_ms": 3, "completed_ms": 4, "kind": {"type": "read"},
+                 "outcome": {"type": "refused", "error": "lock-timeout", "message": "m"}}
+            ],
+            "faults": [],
+            "expect": "converged",
+            "final_state": {"active_devices": ["R1"], "refs": {}}
+        })
+    }
+
+    #[test]
+    fn a_well_formed_history_parses() {
+        let h = History::from_json(&sample().to_string());
+        assert!(h.is_ok(), "{h:?}");
+    }
+
+    #[test]
+    fn a_malformed_history_names_the_json_path_of_the_bad_field() {
+        let mut v = sample();
+        v["ops"][1]["outcome"]["error"] = serde_json::json!("no-such-kind");
+        let e = History::from_json(&v.to_string()).err();
+        assert_eq!(e.map(|e| e.path), Some("ops[1].outcome.error".to_owned()));
+        let mut v = sample();
+        v["ops"][0]["invoked_ms"] = serde_json::json!(-5);
+        let e = History::from_json(&v.to_string()).err();
+        assert_eq!(e.map(|e| e.path), Some("ops[0].invoked_ms".to_owned()));
+        let mut v = sample();
+        if let Some(op) = v["ops"][0].as_object_mut() {
+            op.remove("device");
+        }
+        let e = History::from_json(&v.to_string()).err();
+        let e = e.map(|e| (e.path, e.message.contains("device")));
+        assert_eq!(e, Some(("ops[0]".to_owned(), true)));
+        let mut v = sample();
+        v["ops"][0]["kind"] =
+            serde_json::json!({"type": "push", "updates": [{"name": "x", "old": null, "new": 5}]});
+        let e = History::from_json(&v.to_string()).err();
+        assert_eq!(
+            e.map(|e| e.path),
+            Some("ops[0].kind.updates[0].new".to_owned())
+        );
+        for text in ["", "[", "{\"ops\": 3}", "null", "{} trailing"] {
+            assert!(History::from_json(text).is_err(), "{text}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Checker 6, convergence: after the faults stop (and the operator steps ran), the final
 //! probes behave as the run expects and the cluster agrees with itself.
 //!
-//! - Every active device got at least one final probe (otherwise nothing was shown there).
+//! - Every active device got a final read and a final push on every repository (otherwise
+//!   nothing was shown there).
 //! - Converged: every final operation is Ok, and for each repository every active device
 //!   holds identical refs.
 //! - WriteFrozen: every final read is Ok and every final push is refused as a write
@@ -34,23 +35,45 @@ pub(crate) fn check(history: &History) -> Verdict {
         .filter(|op| op.phase == Phase::Final)
         .collect();
 
+    let mut repos: BTreeSet<&str> = history
+        .repositories
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    repos.extend(finals.iter().map(|op| op.repo.as_str()));
     for &device in &active {
-        if finals.iter().any(|op| op.device == device) {
-            continue;
+        for &repo in &repos {
+            let probed = |push: bool| {
+                finals.iter().any(|op| {
+                    op.device == device
+                        && op.repo == repo
+                        && matches!(op.kind, OpKind::Push { .. }) == push
+                })
+            };
+            let missing: Vec<&str> = [(false, "read"), (true, "push")]
+                .iter()
+                .filter(|(push, _)| !probed(*push))
+                .map(|(_, what)| *what)
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let missing = missing.join(" and ");
+            verdict.violations.push(Violation {
+                checker: CheckerId::Convergence,
+                op: None,
+                device: Some(device.to_owned()),
+                repo: Some(repo.to_owned()),
+                at_ms: end_ms,
+                expected: format!("a final read and a final push of {repo} on {device}"),
+                seen: format!("no final {missing}"),
+                explanation: format!(
+                    "final probes missing: device {device} is active at the end but the final \
+                     phase sent it no {missing} of {repo}, so nothing shows it serves {repo} \
+                     again"
+                ),
+            });
         }
-        verdict.violations.push(Violation {
-            checker: CheckerId::Convergence,
-            op: None,
-            device: Some(device.to_owned()),
-            repo: None,
-            at_ms: end_ms,
-            expected: format!("at least one final probe on {device}"),
-            seen: "none".to_owned(),
-            explanation: format!(
-                "final probes missing: device {device} is active at the end but the final \
-                 phase sent it no operation, so nothing shows it serves again"
-            ),
-        });
     }
 
     for op in &finals {
@@ -263,11 +286,32 @@ mod tests {
         let mut b = HistoryBuilder::new();
         let failed = b.final_op("R1", 1_000, OpKind::Read, unknown());
         let v = run(&b);
+        assert_eq!(v.violations.len(), 3, "{v}");
+        assert_eq!(v.violations[0].device.as_deref(), Some("R1"));
+        assert_eq!(v.violations[0].seen, "no final push");
+        assert_eq!(v.violations[1].device.as_deref(), Some("R2"));
+        assert_eq!(v.violations[1].seen, "no final read and push");
+        assert!(v.violations[1].explanation.contains("final probes missing"));
+        assert_eq!(v.violations[2].op, Some(failed));
+        assert_eq!(v.violations[2].expected, "ok");
+    }
+
+    #[test]
+    fn a_repository_without_final_probes_fails() {
+        let mut b = HistoryBuilder::new();
+        b.final_probes(1_000, &[(MAIN, "c0")]);
+        let mut h = b.build();
+        h.repositories.push(crate::history::RepositoryStart {
+            name: "repo2".to_owned(),
+            initial_refs: Default::default(),
+            has_rows: true,
+        });
+        let v = check(&h);
         assert_eq!(v.violations.len(), 2, "{v}");
-        assert_eq!(v.violations[0].device.as_deref(), Some("R2"));
-        assert!(v.violations[0].explanation.contains("final probes missing"));
-        assert_eq!(v.violations[1].op, Some(failed));
-        assert_eq!(v.violations[1].expected, "ok");
+        assert!(v
+            .violations
+            .iter()
+            .all(|x| x.repo.as_deref() == Some("repo2")));
     }
 
     #[test]
@@ -282,6 +326,7 @@ mod tests {
             refused(ErrorKind::WriteInterruption),
         );
         let bad = b.final_op("R2", 1_200, push_kind(&[(MAIN, Some("c0"), "c2")]), ok());
+        b.final_op("R2", 1_300, OpKind::Read, ok_refs(&[(MAIN, "c2")]));
         // Divergent refs are not judged while the repository is frozen.
         b.final_refs("R2", &[(MAIN, "c2")]);
         let v = run(&b);
@@ -301,6 +346,14 @@ mod tests {
             refused(ErrorKind::AmbiguousLeader),
         );
         let bad = b.final_op("R2", 1_100, OpKind::Read, ok_refs(&[(MAIN, "c0")]));
+        for device in ["R1", "R2"] {
+            b.final_op(
+                device,
+                1_200,
+                push_kind(&[(MAIN, Some("c0"), "c1")]),
+                refused(ErrorKind::AmbiguousLeader),
+            );
+        }
         let v = run(&b);
         assert_eq!(v.violations.len(), 1, "{v}");
         assert_eq!(v.violations[0].op, Some(bad));

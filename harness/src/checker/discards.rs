@@ -2,9 +2,18 @@
 //! printed plan listed, which checkers 1 and 2 then accept as gone, and the salvage refs
 //! (`refs/salvage/<device>/<version>/<ref>`) that must keep them under the stormcell
 //! profile.
+//!
+//! A plan excuses a value only on the terms it was printed on: it was about one device's
+//! data, so the value must have been on that device (the push went there, or a read there
+//! saw it, or a push there built on it, before the action ended), and it can only discard
+//! what existed before it ran, so the push must have been acknowledged before the action
+//! began.
+
+use std::collections::BTreeMap;
 
 use super::graph::CommitGraph;
-use crate::history::{History, Refs};
+use super::ok_read;
+use crate::history::{History, OpKind, Refs};
 
 /// The prefix of salvage refs.
 pub const SALVAGE_PREFIX: &str = "refs/salvage/";
@@ -19,14 +28,24 @@ pub(crate) struct Listed<'h> {
     pub salvageable: bool,
     /// When the action that listed it started: the earliest it can have taken effect.
     pub at_ms: u64,
+    /// When that action ended.
+    pub ended_ms: u64,
     /// The command, for explanations.
     pub command: &'h str,
 }
+
+/// `(device, commit, at_ms)`: the history shows `commit` on `device` at `at_ms`.
+type Holding<'h> = (&'h str, &'h str, u64);
 
 /// Every value listed by the plans of successful operator actions.
 #[derive(Debug, Default)]
 pub(crate) struct Discards<'h> {
     pub listed: Vec<Listed<'h>>,
+    /// (repository, ref name) to where the history shows a value of it: `(device, commit,
+    /// at_ms)` for acknowledged pushes (their old and new values) and acknowledged reads.
+    held: BTreeMap<(&'h str, &'h str), Vec<Holding<'h>>>,
+    /// `(repository, device, started_ms)` of every row a successful thaw demoted.
+    demoted: Vec<(&'h str, &'h str, u64)>,
 }
 
 impl<'h> Discards<'h> {
@@ -41,30 +60,107 @@ impl<'h> Discards<'h> {
                     commit: &d.commit,
                     salvageable: d.salvageable,
                     at_ms: action.started_ms,
+                    ended_ms: action.completed_ms,
                     command: &action.command,
                 });
             }
         }
-        Discards { listed }
+        let demoted = history
+            .operator
+            .iter()
+            .filter(|a| a.ok)
+            .flat_map(|a| {
+                a.demoted
+                    .iter()
+                    .map(move |d| (d.repo.as_str(), d.device.as_str(), a.started_ms))
+            })
+            .collect();
+        let mut held: BTreeMap<(&str, &str), Vec<Holding<'_>>> = BTreeMap::new();
+        if !listed.is_empty() {
+            for op in &history.ops {
+                if let Some((refs, _)) = ok_read(op) {
+                    for (name, commit) in refs {
+                        held.entry((op.repo.as_str(), name.as_str()))
+                            .or_default()
+                            .push((op.device.as_str(), commit.as_str(), op.completed_ms));
+                    }
+                }
+                if let (OpKind::Push { updates }, true) = (&op.kind, op.outcome.is_ok()) {
+                    for u in updates {
+                        let list = held.entry((op.repo.as_str(), u.name.as_str())).or_default();
+                        list.push((op.device.as_str(), u.new.as_str(), op.completed_ms));
+                        if let Some(old) = &u.old {
+                            list.push((op.device.as_str(), old.as_str(), op.invoked_ms));
+                        }
+                    }
+                }
+            }
+        }
+        Discards {
+            listed,
+            held,
+            demoted,
+        }
+    }
+
+    /// Whether a thaw that began no later than `before_ms` demoted `device`'s row of
+    /// `repo`. A demote gives up what only that device had and the cluster never recorded
+    /// (PROTOCOL.md 7.1): a write of unknown outcome seen only there may go with it.
+    pub(crate) fn demoted(&self, repo: &str, device: &str, before_ms: u64) -> bool {
+        self.demoted
+            .iter()
+            .any(|&(r, d, at)| r == repo && d == device && at <= before_ms)
     }
 
     /// The listing that accounts for `commit` of ref `name` being gone: it listed that
-    /// commit or a descendant, by an action that started no later than `before_ms`.
+    /// commit or a descendant as the data of a device the history shows holding it, by an
+    /// action that started no later than `before_ms` and no earlier than `acked_ms` (when
+    /// the value was acknowledged or seen).
     pub(crate) fn covering(
         &self,
         graph: &CommitGraph,
-        repo: &str,
-        name: &str,
-        commit: &str,
+        value: Value<'_>,
         before_ms: u64,
     ) -> Option<&Listed<'h>> {
         self.listed.iter().find(|l| {
-            l.repo == repo
-                && l.name == name
+            l.repo == value.repo
+                && l.name == value.name
                 && l.at_ms <= before_ms
-                && graph.is_descendant_or_equal(l.commit, commit)
+                && value.acked_ms <= l.at_ms
+                && graph.is_descendant_or_equal(l.commit, value.commit)
+                && self.was_on(graph, l, value)
         })
     }
+
+    /// Whether the history shows `value` (or a descendant) on the device `l` was about
+    /// before the action ended.
+    fn was_on(&self, graph: &CommitGraph, l: &Listed<'_>, value: Value<'_>) -> bool {
+        if value.device == l.device {
+            return true;
+        }
+        self.held
+            .get(&(value.repo, value.name))
+            .is_some_and(|list| {
+                list.iter().any(|&(device, commit, at)| {
+                    device == l.device
+                        && at <= l.ended_ms
+                        && graph.is_descendant_or_equal(commit, value.commit)
+                })
+            })
+    }
+}
+
+/// A ref value a checker wants excused: what it is, where it was first, and since when it
+/// had to be kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Value<'a> {
+    pub repo: &'a str,
+    pub name: &'a str,
+    pub commit: &'a str,
+    /// The device the push went to, or the read was served by.
+    pub device: &'a str,
+    /// When the push was acknowledged or the read completed.
+    pub acked_ms: u64,
 }
 
 /// The original ref name a salvage ref keeps, with the device it came from:

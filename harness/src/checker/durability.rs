@@ -6,14 +6,16 @@
 //! devices may legitimately disagree until a person acts, so the checker says it skipped.
 //!
 //! An update may be missing only when an operator action discarded it on purpose: the plan
-//! that action printed listed the ref at that commit or a descendant, and, under the
+//! that action printed listed the ref at that commit or a descendant as the data of a
+//! device the history shows holding it, the push was acknowledged before the action began,
+//! and, under the
 //! stormcell profile, when the plan saw it in a readable working copy, some active device
 //! keeps it under `refs/salvage/<device>/<version>/<ref>`. Values a plan listed that
 //! survive after all are counted in a note.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::discards::{salvaged_in, Discards};
+use super::discards::{salvaged_in, Discards, Value};
 use super::{end_of_run, expectation_name, secs, seen_ref, CheckerId, Context, Verdict, Violation};
 use crate::history::{FinalExpectation, History, OpKind};
 
@@ -104,9 +106,14 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
                 if holds {
                     continue;
                 }
-                if let Some(listed) =
-                    discards.covering(graph, &op.repo, &update.name, &update.new, end_ms)
-                {
+                let value = Value {
+                    repo: &op.repo,
+                    name: &update.name,
+                    commit: &update.new,
+                    device: &op.device,
+                    acked_ms: op.completed_ms,
+                };
+                if let Some(listed) = discards.covering(graph, value, end_ms) {
                     // Discarded on purpose, as the plan said. Under stormcell what the plan
                     // saw in a working copy must still be kept under a salvage ref.
                     let salvaged = !stormcell
@@ -293,5 +300,54 @@ mod tests {
         let v = check(&h, &Context::new(&h));
         assert!(v.passed());
         assert_eq!(v.notes, ["skipped: final expectation is write-frozen"]);
+    }
+
+    /// A successful thaw at `at_ms` that demoted R1's row and whose plan listed `commit`
+    /// of main on `device`.
+    fn thaw(b: &mut HistoryBuilder, at_ms: u64, device: &str, commit: &str) -> History {
+        let mut h = b.build();
+        h.operator.push(crate::history::OperatorAction {
+            started_ms: at_ms,
+            completed_ms: at_ms + 1_000,
+            command: "repository thaw repo1 --demote R1 --force".to_owned(),
+            ok: true,
+            result: "ok".to_owned(),
+            demoted: vec![crate::history::RepoDevice {
+                repo: "repo1".to_owned(),
+                device: "R1".to_owned(),
+            }],
+            promoted: Vec::new(),
+            plan: Some(vec![crate::history::PlannedDiscard {
+                repo: "repo1".to_owned(),
+                device: device.to_owned(),
+                name: MAIN.to_owned(),
+                commit: commit.to_owned(),
+                salvageable: false,
+            }]),
+        });
+        h
+    }
+
+    #[test]
+    fn plans_excuse_only_earlier_pushes_on_the_devices_they_were_about() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        b.final_refs_all(&[(MAIN, "c0")]);
+        // Acknowledged before the thaw, listed on the device it went to: excused.
+        let h = thaw(&mut b, 5_000, "R1", "c1");
+        let v = check(&h, &Context::new(&h));
+        assert!(v.passed(), "{v}");
+        // The plan was about another device that never held it.
+        let h = thaw(&mut b, 5_000, "R2", "c1");
+        let v = check(&h, &Context::new(&h));
+        assert_eq!(v.violations.len(), 2, "{v}");
+        // Acknowledged after the thaw that demoted its row began.
+        let mut b = HistoryBuilder::new();
+        let late = b.push("R1", 5_500, 7_000, &[(MAIN, Some("c0"), "c1")], ok());
+        b.final_refs_all(&[(MAIN, "c0")]);
+        let h = thaw(&mut b, 5_000, "R1", "c1");
+        let v = check(&h, &Context::new(&h));
+        assert_eq!(v.violations.len(), 2, "{v}");
+        assert!(v.violations.iter().all(|x| x.op == Some(late)));
     }
 }

@@ -9,21 +9,30 @@
 //!   tolerated); an Ok, or a refusal only a repository with rows can produce (write
 //!   interruption, leader lost, rejected), is a violation. Conversely an ambiguous-leader
 //!   refusal on any other repository is unjustified.
-//! - (c) Leader lost needs a cause: some fault active while the operation ran, or ended less
-//!   than 30 s before it was invoked (devices take a while to catch up after a heal).
+//! - (c) Leader lost needs a cause that can make this device unable to fetch from a
+//!   leader: any fault on this device or one of its links, a strike or partition of
+//!   another device (a leader down or cut off), or a hold on another device long enough to
+//!   expire its database session ([`SESSION_EXPIRING_HOLD_MS`]), active while the
+//!   operation ran or ended less than
+//!   [`LEADER_LOST_GRACE_MS`] before it was invoked (devices take a while to catch up after
+//!   a heal). A fault between two other hosts is no cause. The message names the fault.
 //! - (d) A write interruption needs a cause. `writing = true` is left behind for another
 //!   writer to see only when a writer's database session died mid-push, which takes a fault
-//!   on the writer's device while its push was running on the server. So a push X refused
-//!   as a write interruption on repository R is justified iff some other push P on R (any
-//!   client, device, outcome or phase) invoked before X was refused (X may have waited for
-//!   the write lock behind P) had its device D hit while
-//!   P could still be running: P's server-side window is `[invoked, completed]` for an Ok
-//!   or refused P and `[invoked, end of history]` for an unknown one (the client gave up,
-//!   the server may not have). D is hit when a strike on D falls inside the window, a
-//!   partition involving D overlaps it, a database host (any host that is not a device) is
-//!   struck inside it, or a hold (slow link) involving D overlaps it and
-//!   lasts at least [`SESSION_EXPIRING_HOLD_MS`] (long enough to expire the database
-//!   session; an unhealed fault lasts to the end of the history).
+//!   on the writer's device or database link, or on the database host, while its push was
+//!   running on the server. So a push X refused as a write interruption on repository R is
+//!   justified iff some other push P on R (any client, device, outcome or phase), invoked
+//!   before X was refused, was hit at a moment `h` no later than X's refusal, and X was
+//!   invoked while the freeze P left can still last. P's server-side window is
+//!   `[invoked, completed]` for an Ok or refused P and `[invoked, end of history]` for an
+//!   unknown one (the client gave up, the server may not have). P is hit by a strike of its
+//!   device D or of a database host inside the window (at the strike), or by a partition
+//!   between D and a database host, or a hold of that link lasting at least
+//!   [`SESSION_EXPIRING_HOLD_MS`], overlapping it (at the later of its start and P's
+//!   invocation). A partition between D and another device does not touch its database
+//!   session. The freeze lasts, under stormcell (fenced recovery, PROTOCOL.md 6), until
+//!   [`WRITE_FREEZE_GRACE_MS`] after D is reachable again and the database is up (the end
+//!   of the run of faults on D and on the database hosts that holds `h`); under phabricator
+//!   until an operator action on R begins.
 //!
 //! - (e) Operator actions (PROTOCOL.md 7.1): a promote ends an ambiguous leader, so
 //!   operations on the repository invoked after it are judged by the other rules; a demote
@@ -34,6 +43,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::timeline::{merge, span_at, Fault, Spans, Timeline};
 use super::{describe_outcome, error_name, op_kind_name, secs, CheckerId, Verdict, Violation};
 use crate::history::{ErrorKind, FaultKind, History, OpKind, Operation, Outcome};
 
@@ -44,12 +54,23 @@ pub const LEADER_LOST_GRACE_MS: u64 = 30_000;
 /// session, and so possibly leave `writing` set behind it.
 pub const SESSION_EXPIRING_HOLD_MS: u64 = 25_000;
 
+/// How long after an interrupted writer's device is reachable again (and the database is
+/// up) a write interruption may still be seen under stormcell: the writer's lock must be
+/// freed by its session expiring, and the next push then runs the fenced recovery.
+pub const WRITE_FREEZE_GRACE_MS: u64 = 60_000;
+
 /// Runs the freeze checker.
 pub(crate) fn check(history: &History) -> Verdict {
     let mut verdict = Verdict::new(CheckerId::Freeze);
-    let (faults, fault_notes) = fault_intervals(history);
-    verdict.notes.extend(fault_notes);
-    let interrupted = interrupted_pushes(history, &faults);
+    let timeline = Timeline::of(history);
+    if timeline.unmatched_ends > 0 {
+        verdict.notes.push(format!(
+            "{} fault end events match no earlier start (ignored)",
+            timeline.unmatched_ends
+        ));
+    }
+    let interrupted = interrupted_pushes(history, &timeline);
+    let all_faults = timeline.all_faults();
 
     let ambiguous: BTreeSet<&str> = if history.devices.len() > 1 {
         history
@@ -86,6 +107,7 @@ pub(crate) fn check(history: &History) -> Verdict {
         }
     }
     let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
+    let mut justified_by: Vec<String> = Vec::new();
     let mut ambiguous_ops = 0usize;
     let mut tolerated = 0usize;
     for op in &history.ops {
@@ -185,18 +207,22 @@ pub(crate) fn check(history: &History) -> Verdict {
             }
             // (c)
             Some(ErrorKind::LeaderLost) => {
-                let justified = faults.iter().any(|f| {
+                let cause = all_faults.iter().find(|f| {
                     f.start_ms <= op.completed_ms
-                        && f.end_ms.is_none_or(|end| {
-                            end.saturating_add(LEADER_LOST_GRACE_MS) > op.invoked_ms
-                        })
+                        && f.end_ms.saturating_add(LEADER_LOST_GRACE_MS) > op.invoked_ms
+                        && can_lose_leaders(f, &op.device, history)
                 });
-                if !justified {
+                if let Some(cause) = cause {
+                    justified_by.push(format!("leader-lost op {} by {}", op.id, cause.describe()));
+                } else {
                     verdict.violations.push(violation(
                         op,
                         op.completed_ms,
                         format!(
-                            "a fault active during {}..{} or ended less than {}s before",
+                            "a fault on {} or its links, or a strike or partition of \
+                             another device, active during {}..{} or ended less than {}s \
+                             before",
+                            op.device,
                             secs(op.invoked_ms),
                             secs(op.completed_ms),
                             LEADER_LOST_GRACE_MS / 1000
@@ -204,34 +230,44 @@ pub(crate) fn check(history: &History) -> Verdict {
                         describe_outcome(&op.outcome),
                         format!(
                             "{} op {} on {} was refused as leader lost at {}, but no fault \
-                             was active then or shortly before: leaders should be fetchable",
+                             that could keep {} from its leaders was active then or shortly \
+                             before: leaders should be fetchable",
                             op_kind_name(op),
                             op.id,
                             op.device,
-                            secs(op.completed_ms)
+                            secs(op.completed_ms),
+                            op.device
                         ),
                     ));
                 }
             }
             // (d)
             Some(ErrorKind::WriteInterruption) => {
-                // The two earliest interrupted pushes on the repository: if the first is
-                // this very push, the second may still justify it.
-                let justified = interrupted.get(op.repo.as_str()).is_some_and(|earliest| {
-                    earliest
-                        .iter()
-                        .any(|&(invoked, id)| id != op.id && invoked < op.completed_ms)
+                let cause = interrupted.get(op.repo.as_str()).and_then(|kills| {
+                    kills.iter().find(|k| {
+                        k.op != op.id
+                            && k.invoked_ms < op.completed_ms
+                            && k.hit_ms <= op.completed_ms
+                            && op.invoked_ms <= k.frozen_until_ms
+                    })
                 });
-                if !justified {
+                if let Some(k) = cause {
+                    justified_by.push(format!(
+                        "write-interruption op {} by push op {} hit by {}",
+                        op.id, k.op, k.fault
+                    ));
+                } else {
                     verdict.violations.push(violation(
                         op,
                         op.completed_ms,
                         format!(
-                            "a push on {} invoked before {} whose device was struck, \
-                             partitioned or held for at least {}s while the push was running",
+                            "a push on {} invoked before {} whose device was struck, or cut \
+                             or held for at least {}s from the database, while the push was \
+                             running and before {}, with the freeze it left still lasting",
                             op.repo,
                             secs(op.completed_ms),
-                            SESSION_EXPIRING_HOLD_MS / 1000
+                            SESSION_EXPIRING_HOLD_MS / 1000,
+                            secs(op.completed_ms)
                         ),
                         describe_outcome(&op.outcome),
                         format!(
@@ -260,6 +296,14 @@ pub(crate) fn check(history: &History) -> Verdict {
     } else {
         format!("refusals by kind: {}", counts.join(", "))
     });
+    if !justified_by.is_empty() {
+        let shown: Vec<&str> = justified_by.iter().take(5).map(String::as_str).collect();
+        verdict.notes.push(format!(
+            "{} refusals justified, first: {}",
+            justified_by.len(),
+            shown.join("; ")
+        ));
+    }
     if !ambiguous.is_empty() {
         let names: Vec<&str> = ambiguous.iter().copied().collect();
         verdict.notes.push(format!(
@@ -281,23 +325,63 @@ fn violation(
     Violation::of_op(CheckerId::Freeze, op, at_ms, expected, seen, explanation)
 }
 
-/// Per repository, the (at most two) earliest pushes, as `(invoked_ms, id)` in increasing
-/// order, whose device was hit by a fault while the push could be running on the server
-/// (rule (d)). Two, so that a push that is itself interrupted can still be justified by
-/// another one.
+/// Whether fault `f` can keep `device` from fetching from a leader: anything on `device`
+/// itself or its links; a leader (another device) down or cut off (a leader whose own
+/// push cannot be recorded refuses to serve it); a slow link elsewhere only when it lasts
+/// long enough to expire a leader's database session.
+fn can_lose_leaders(f: &Fault, device: &str, history: &History) -> bool {
+    let on_a_device = f
+        .hosts
+        .iter()
+        .any(|h| history.devices.iter().any(|d| d == h));
+    match f.kind {
+        FaultKind::Strike | FaultKind::Partition => f.involves(device) || on_a_device,
+        // A disk that cannot sync fails the copy on the device, and a leader whose own
+        // write was left `writing` there.
+        FaultKind::DiskFailing => f.involves(device) || on_a_device,
+        FaultKind::Hold => {
+            f.involves(device) || (on_a_device && f.end_ms - f.start_ms >= SESSION_EXPIRING_HOLD_MS)
+        }
+        _ => false,
+    }
+}
+
+/// A push whose database session a fault may have killed mid-write (rule (d)).
+#[derive(Debug, Clone)]
+struct Kill {
+    op: u64,
+    invoked_ms: u64,
+    /// The earliest moment the fault can have killed the session.
+    hit_ms: u64,
+    /// Until when the freeze it left may be seen.
+    frozen_until_ms: u64,
+    /// The fault, described.
+    fault: String,
+}
+
+/// Per repository, every push whose device or database a fault hit while the push could
+/// be running on the server (rule (d)), in order of the moment it was hit.
 fn interrupted_pushes<'h>(
     history: &'h History,
-    faults: &[FaultInterval],
-) -> BTreeMap<&'h str, Vec<(u64, u64)>> {
-    let end_of_history = history
-        .ops
-        .iter()
-        .map(|op| op.completed_ms.max(op.invoked_ms))
-        .chain(history.faults.iter().map(|f| f.at_ms))
-        .max()
-        .unwrap_or(0);
-    let index = HostFaults::index(history, faults, end_of_history);
-    let mut earliest: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    timeline: &Timeline,
+) -> BTreeMap<&'h str, Vec<Kill>> {
+    let end_of_history = timeline.end();
+    let stormcell = history.profile == "stormcell";
+    let db_hosts = timeline.database_hosts();
+    // When each repository's freeze is cleared by hand (phabricator).
+    let mut operator_on: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for action in history.operator.iter().filter(|a| a.ok) {
+        for rd in action.demoted.iter().chain(&action.promoted) {
+            operator_on
+                .entry(rd.repo.as_str())
+                .or_default()
+                .push(action.started_ms);
+        }
+    }
+    // Per device: when it or the database was disturbed, merged; a freeze outlives the
+    // run of faults that holds the hit.
+    let mut disturbed: BTreeMap<&str, Spans> = BTreeMap::new();
+    let mut kills: BTreeMap<&str, Vec<Kill>> = BTreeMap::new();
     for op in &history.ops {
         if !matches!(op.kind, OpKind::Push { .. }) {
             continue;
@@ -306,182 +390,84 @@ fn interrupted_pushes<'h>(
             Outcome::Unknown { .. } => end_of_history.max(op.invoked_ms),
             Outcome::Ok { .. } | Outcome::Refused { .. } => op.completed_ms.max(op.invoked_ms),
         };
-        // A struck database host kills every session on it, so it hits every writer.
-        let hit = index
-            .iter()
-            .filter(|(host, _)| **host == op.device || !history.devices.iter().any(|d| d == **host))
-            .any(|(host, h)| {
-                if **host == op.device {
-                    h.hit_during(op.invoked_ms, until)
-                } else {
-                    h.struck_during(op.invoked_ms, until)
-                }
-            });
-        if hit {
-            let list = earliest.entry(op.repo.as_str()).or_default();
-            list.push((op.invoked_ms, op.id));
-            list.sort_unstable();
-            list.truncate(2);
-        }
-    }
-    earliest
-}
-
-/// The faults that can kill a database session of one host, indexed for window queries.
-#[derive(Debug, Default)]
-struct HostFaults {
-    /// Times of strikes on the host, sorted.
-    strikes: Vec<u64>,
-    /// Partitions and session-expiring holds involving the host, as `(start, end)` sorted
-    /// by start (an unhealed one ends at the end of the history).
-    cuts: Vec<(u64, u64)>,
-    /// `cut_end_max[i]`: the latest end among `cuts[..=i]`.
-    cut_end_max: Vec<u64>,
-}
-
-impl HostFaults {
-    fn index<'a>(
-        history: &'a History,
-        faults: &'a [FaultInterval],
-        end_of_history: u64,
-    ) -> BTreeMap<&'a str, HostFaults> {
-        let mut index: BTreeMap<&str, HostFaults> = BTreeMap::new();
-        for event in &history.faults {
-            if event.kind == FaultKind::Strike {
-                for host in &event.hosts {
-                    index
-                        .entry(host.as_str())
-                        .or_default()
-                        .strikes
-                        .push(event.at_ms);
-                }
-            }
-        }
-        for fault in faults {
-            let end = fault.end_ms.unwrap_or(end_of_history).max(fault.start_ms);
-            let counts = match fault.kind {
-                FaultKind::Partition => true,
-                FaultKind::Hold => end - fault.start_ms >= SESSION_EXPIRING_HOLD_MS,
-                // A push whose working copy cannot be made durable is left `writing`.
-                FaultKind::DiskFailing => true,
-                _ => false,
-            };
-            if !counts {
-                continue;
-            }
-            for host in &fault.hosts {
-                index
-                    .entry(host.as_str())
-                    .or_default()
-                    .cuts
-                    .push((fault.start_ms, end));
-            }
-        }
-        for host in index.values_mut() {
-            host.strikes.sort_unstable();
-            host.cuts.sort_unstable();
-            let mut latest = 0;
-            host.cut_end_max = host
-                .cuts
+        let from = op.invoked_ms;
+        let mut hits: Vec<(u64, String)> = Vec::new();
+        let struck = |host: &str| {
+            timeline
+                .down(host)
                 .iter()
-                .map(|&(_, end)| {
-                    latest = latest.max(end);
-                    latest
-                })
-                .collect();
-        }
-        index
-    }
-
-    /// Whether a strike falls in `[from, until]`.
-    fn struck_during(&self, from: u64, until: u64) -> bool {
-        let first_strike = self.strikes.partition_point(|&t| t < from);
-        self.strikes.get(first_strike).is_some_and(|&t| t <= until)
-    }
-
-    /// Whether a strike falls in `[from, until]` or a cut overlaps it.
-    fn hit_during(&self, from: u64, until: u64) -> bool {
-        if self.struck_during(from, until) {
-            return true;
-        }
-        // Among the cuts that started by `until`, is the latest end at or after `from`?
-        let started = self.cuts.partition_point(|&(start, _)| start <= until);
-        started > 0 && self.cut_end_max[started - 1] >= from
-    }
-}
-
-/// When a fault was in force: from its start event to its matching end (`None`: never
-/// healed before the run ended).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FaultInterval {
-    /// The start event's kind (`Strike`, `Partition` or `Hold`).
-    pub kind: FaultKind,
-    /// The start event's hosts.
-    pub hosts: Vec<String>,
-    /// The start event's time.
-    pub start_ms: u64,
-    /// The matching end event's time, if any.
-    pub end_ms: Option<u64>,
-}
-
-/// Pairs every fault start with its end: `Strike`/`Restart` of the same host,
-/// `Partition`/`Repair` and `Hold`/`Release` of the same unordered pair of hosts. An end
-/// closes the oldest open start of its kind and hosts. Also returns notes about ends that
-/// match nothing.
-pub fn fault_intervals(history: &History) -> (Vec<FaultInterval>, Vec<String>) {
-    let mut events: Vec<&crate::history::FaultEvent> = history.faults.iter().collect();
-    // Stable: events at the same time keep the history's order.
-    events.sort_by_key(|f| f.at_ms);
-    let mut intervals: Vec<FaultInterval> = Vec::new();
-    let mut open: BTreeMap<(u8, Vec<&str>), Vec<usize>> = BTreeMap::new();
-    let mut unmatched = 0usize;
-    for event in events {
-        let (family, starts) = match event.kind {
-            FaultKind::Strike => (0, true),
-            FaultKind::Restart => (0, false),
-            FaultKind::Partition => (1, true),
-            FaultKind::Repair => (1, false),
-            FaultKind::Hold => (2, true),
-            FaultKind::Release => (2, false),
-            FaultKind::Lag => (3, true),
-            FaultKind::LagEnd => (3, false),
-            FaultKind::DiskFailing => (4, true),
-            FaultKind::DiskRecovered => (4, false),
-            // An operator action at one instant, not a fault in force for a while.
-            FaultKind::Promote => continue,
+                .filter(|&&(s, _)| from <= s && s <= until)
+                .map(|&(s, e)| (s, Fault::describe_span(FaultKind::Strike, &[host], s, e)))
+                .next()
         };
-        let mut hosts: Vec<&str> = event.hosts.iter().map(String::as_str).collect();
-        hosts.sort_unstable();
-        let key = (family, hosts);
-        if starts {
-            open.entry(key).or_default().push(intervals.len());
-            intervals.push(FaultInterval {
-                kind: event.kind,
-                hosts: event.hosts.clone(),
-                start_ms: event.at_ms,
-                end_ms: None,
-            });
-        } else {
-            let started = open.get_mut(&key).and_then(|queue| {
-                if queue.is_empty() {
-                    None
-                } else {
-                    Some(queue.remove(0))
-                }
-            });
-            match started.and_then(|i| intervals.get_mut(i)) {
-                Some(interval) => interval.end_ms = Some(event.at_ms),
-                None => unmatched += 1,
+        hits.extend(struck(&op.device));
+        // A push whose working copy cannot be made durable is left `writing`.
+        for &(s, e) in timeline.disk_failing(&op.device) {
+            if s <= until && from < e {
+                hits.push((
+                    s.max(from),
+                    Fault::describe_span(FaultKind::DiskFailing, &[&op.device], s, e),
+                ));
             }
         }
+        for db in db_hosts {
+            // A struck database host kills every session on it, so it hits every writer.
+            hits.extend(struck(db));
+            for &(s, e) in timeline.cut(&op.device, db) {
+                if s <= until && from < e {
+                    hits.push((
+                        s.max(from),
+                        Fault::describe_span(FaultKind::Partition, &[&op.device, db], s, e),
+                    ));
+                }
+            }
+            for f in timeline.faults_of(&op.device) {
+                if f.kind == FaultKind::Hold
+                    && f.involves(db)
+                    && f.end_ms - f.start_ms >= SESSION_EXPIRING_HOLD_MS
+                    && f.start_ms <= until
+                    && from < f.end_ms
+                {
+                    hits.push((f.start_ms.max(from), f.describe()));
+                }
+            }
+        }
+        let Some((hit_ms, fault)) = hits.into_iter().min() else {
+            continue;
+        };
+        let frozen_until_ms = if stormcell {
+            let spans = disturbed.entry(op.device.as_str()).or_insert_with(|| {
+                let mut spans: Spans = timeline
+                    .faults_of(&op.device)
+                    .iter()
+                    .map(|f| (f.start_ms, f.end_ms))
+                    .collect();
+                for db in db_hosts {
+                    spans.extend_from_slice(timeline.down(db));
+                }
+                merge(spans)
+            });
+            span_at(spans, hit_ms)
+                .map_or(hit_ms, |(_, e)| e)
+                .saturating_add(WRITE_FREEZE_GRACE_MS)
+        } else {
+            operator_on
+                .get(op.repo.as_str())
+                .and_then(|starts| starts.iter().copied().filter(|&t| t >= hit_ms).min())
+                .unwrap_or(u64::MAX)
+        };
+        kills.entry(op.repo.as_str()).or_default().push(Kill {
+            op: op.id,
+            invoked_ms: op.invoked_ms,
+            hit_ms,
+            frozen_until_ms,
+            fault,
+        });
     }
-    let mut notes = Vec::new();
-    if unmatched > 0 {
-        notes.push(format!(
-            "{unmatched} fault end events match no earlier start (ignored)"
-        ));
+    for list in kills.values_mut() {
+        list.sort_by_key(|k| (k.hit_ms, k.op));
     }
-    (intervals, notes)
+    kills
 }
 
 #[cfg(test)]
@@ -574,20 +560,80 @@ mod tests {
         b.fault(2_000, FaultKind::Strike, &["R1"]);
         b.fault(9_000, FaultKind::Restart, &["R1"]);
         interrupted(&mut b, "R2", 5_000, 5_100);
-        // Invoked at the same time as the struck push: still justified.
-        interrupted(&mut b, "R2", 1_000, 1_100);
         let v = run(&b);
         assert!(v.passed(), "{v}");
+        assert!(v.notes.iter().any(|n| n.contains("strike of R1")), "{v}");
+        // Refused before the strike: the strike cannot have caused it.
+        let early = interrupted(&mut b, "R2", 1_000, 1_100);
+        assert_eq!(blamed(&b), [early]);
     }
 
     #[test]
     fn strike_after_the_client_gave_up_on_an_unknown_push_justifies() {
         let mut b = HistoryBuilder::new();
         b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], unknown());
-        b.fault(60_000, FaultKind::Strike, &["R1"]);
+        b.fault(4_000, FaultKind::Strike, &["R1"]);
         interrupted(&mut b, "R2", 5_000, 5_100);
         let v = run(&b);
         assert!(v.passed(), "{v}");
+    }
+
+    #[test]
+    fn strike_after_the_refusal_does_not_justify() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], unknown());
+        b.fault(60_000, FaultKind::Strike, &["R1"]);
+        let x = interrupted(&mut b, "R2", 5_000, 5_100);
+        assert_eq!(blamed(&b), [x]);
+    }
+
+    #[test]
+    fn one_interrupted_push_does_not_justify_forever() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], ok());
+        b.fault(2_000, FaultKind::Strike, &["R1"]);
+        b.fault(9_000, FaultKind::Restart, &["R1"]);
+        interrupted(&mut b, "R2", 60_000, 60_100);
+        // Long after R1 came back, fenced recovery has cleared the freeze.
+        let late = interrupted(&mut b, "R2", 200_000, 200_100);
+        assert_eq!(blamed(&b), [late]);
+        // Without fenced recovery only an operator clears it.
+        let mut h = b.build();
+        h.profile = "phabricator".to_owned();
+        assert!(check(&h).passed());
+    }
+
+    #[test]
+    fn partition_between_the_writer_and_another_device_does_not_justify() {
+        let mut b = HistoryBuilder::new();
+        b.fault(500, FaultKind::Partition, &["R1", "R2"]);
+        b.fault(4_000, FaultKind::Repair, &["R2", "R1"]);
+        b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], unknown());
+        let x = interrupted(&mut b, "R2", 5_000, 5_100);
+        assert_eq!(blamed(&b), [x]);
+    }
+
+    #[test]
+    fn leader_lost_needs_a_fault_that_can_cause_it() {
+        let mut b = HistoryBuilder::new();
+        let mut h = b.build();
+        h.devices.push("R3".to_owned());
+        b = HistoryBuilder::new();
+        // A short slow link between two other hosts.
+        b.fault(1_000, FaultKind::Hold, &["R2", "db"]);
+        b.fault(1_500, FaultKind::Release, &["R2", "db"]);
+        b.read("R1", 1_200, 1_300, refused(ErrorKind::LeaderLost));
+        let mut h2 = b.build();
+        h2.devices = h.devices.clone();
+        let v = check(&h2);
+        assert_eq!(v.violations.len(), 1, "{v}");
+        // A strike of another device (a leader) is a cause.
+        b.fault(1_100, FaultKind::Strike, &["R3"]);
+        let mut h3 = b.build();
+        h3.devices = h.devices;
+        let v = check(&h3);
+        assert!(v.passed(), "{v}");
+        assert!(v.notes.iter().any(|n| n.contains("strike of R3")), "{v}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{ErrorKind, FinalExpectation, History, Operation, Outcome, Refs};
 
+pub mod availability;
 pub mod convergence;
 pub mod discards;
 pub mod durability;
@@ -26,6 +27,7 @@ pub mod graph;
 pub mod invented;
 pub mod read_only;
 pub mod stale_read;
+mod timeline;
 
 #[cfg(test)]
 mod testkit;
@@ -33,7 +35,7 @@ mod testkit;
 use graph::CommitGraph;
 
 /// Which checker a verdict or violation comes from. The numbers follow the list in
-/// `ARCHITECTURE.md` (5, read-only mode, is not a checker of this module).
+/// `ARCHITECTURE.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckerId {
@@ -50,17 +52,21 @@ pub enum CheckerId {
     ReadOnly,
     /// 6: after the faults stop, the cluster converges and the final probes behave.
     Convergence,
+    /// 7: with no fault active, every operation is served; every failure to serve has a
+    /// cause.
+    Availability,
 }
 
 impl CheckerId {
     /// Every checker, in the order [`check_all`] runs them.
-    pub const ALL: [CheckerId; 6] = [
+    pub const ALL: [CheckerId; 7] = [
         CheckerId::Durability,
         CheckerId::StaleRead,
         CheckerId::InventedState,
         CheckerId::Freeze,
         CheckerId::ReadOnly,
         CheckerId::Convergence,
+        CheckerId::Availability,
     ];
 
     /// The checker's number in `ARCHITECTURE.md`.
@@ -72,6 +78,7 @@ impl CheckerId {
             CheckerId::Freeze => 4,
             CheckerId::ReadOnly => 5,
             CheckerId::Convergence => 6,
+            CheckerId::Availability => 7,
         }
     }
 
@@ -84,6 +91,7 @@ impl CheckerId {
             CheckerId::Freeze => "freeze",
             CheckerId::ReadOnly => "read-only",
             CheckerId::Convergence => "convergence",
+            CheckerId::Availability => "availability",
         }
     }
 }
@@ -243,6 +251,7 @@ fn run(checker: CheckerId, history: &History, ctx: &Context) -> Verdict {
         CheckerId::Freeze => freeze::check(history),
         CheckerId::ReadOnly => read_only::check(history),
         CheckerId::Convergence => convergence::check(history),
+        CheckerId::Availability => availability::check(history),
     }
 }
 
@@ -280,7 +289,11 @@ pub(crate) fn end_of_run(history: &History) -> u64 {
         .iter()
         .map(|op| op.completed_ms.max(op.invoked_ms));
     let faults = history.faults.iter().map(|f| f.at_ms);
-    ops.chain(faults).max().unwrap_or(0)
+    let operator = history
+        .operator
+        .iter()
+        .map(|a| a.completed_ms.max(a.started_ms));
+    ops.chain(faults).chain(operator).max().unwrap_or(0)
 }
 
 /// Formats virtual milliseconds as seconds with three decimals: `12345` is `"12.345s"`.
@@ -366,7 +379,8 @@ mod tests {
                 "3 invented-state",
                 "4 freeze",
                 "5 read-only",
-                "6 convergence"
+                "6 convergence",
+                "7 availability"
             ]
         );
         for id in CheckerId::ALL {
@@ -424,7 +438,7 @@ mod tests {
         b.final_probes(1_000, &[("refs/heads/main", "c1")]);
         b.final_refs_all(&[("refs/heads/main", "c1")]);
         let verdicts = check_all(&b.build());
-        assert_eq!(verdicts.len(), 6);
+        assert_eq!(verdicts.len(), CheckerId::ALL.len());
         for (verdict, id) in verdicts.iter().zip(CheckerId::ALL) {
             assert_eq!(verdict.checker, id);
             assert!(verdict.passed(), "{verdict}");
@@ -481,6 +495,6 @@ mod tests {
         b.fault(5, crate::history::FaultKind::Repair, &["R1"]);
         b.fault(6, crate::history::FaultKind::Restart, &[]);
         let verdicts = check_all(&b.build());
-        assert_eq!(verdicts.len(), 6);
+        assert_eq!(verdicts.len(), CheckerId::ALL.len());
     }
 }

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use super::freeze::{fault_intervals, FaultInterval};
+use super::timeline::{covers, merge, overlaps, span_at, Spans, Timeline};
 use super::{describe_outcome, secs, CheckerId, Verdict, Violation};
 use crate::history::{ErrorKind, FaultKind, HealthFlip, History, OpKind, Operation, Outcome};
 use stormcell_model::failover::FailoverTiming;
@@ -36,26 +36,6 @@ pub const PROMPT_MS: u64 = 5_000;
 /// How long after the primary is back a device must take writes again: five good checks
 /// three seconds apart, plus slack for checks and in-flight requests.
 pub const RECOVER_MS: u64 = 30_000;
-
-/// Time intervals `[start, end)` during which something held.
-type Spans = Vec<(u64, u64)>;
-
-fn covers(spans: &Spans, from: u64, until: u64) -> bool {
-    spans.iter().any(|&(s, e)| s <= from && until < e)
-}
-
-fn overlaps(spans: &Spans, from: u64, until: u64) -> bool {
-    spans.iter().any(|&(s, e)| s <= until && from < e)
-}
-
-/// Where a span that covers `t` started, if one does.
-fn started_at(spans: &Spans, t: u64) -> Option<u64> {
-    spans
-        .iter()
-        .filter(|&&(s, e)| s <= t && t < e)
-        .map(|&(s, _)| s)
-        .min()
-}
 
 /// The primary over time: `(from_ms, host)`, in order.
 fn primaries(history: &History, first: &str) -> Vec<(u64, String)> {
@@ -71,48 +51,81 @@ fn primaries(history: &History, first: &str) -> Vec<(u64, String)> {
     out
 }
 
-/// When `host` could not be reached from `device`: struck, or partitioned from it.
-fn unreachable_spans(intervals: &[FaultInterval], host: &str, device: &str, end: u64) -> Spans {
-    intervals
-        .iter()
-        .filter(|i| match i.kind {
-            FaultKind::Strike => i.hosts.iter().any(|h| h == host),
-            FaultKind::Partition => {
-                i.hosts.iter().any(|h| h == host) && i.hosts.iter().any(|h| h == device)
-            }
-            _ => false,
-        })
-        .map(|i| (i.start_ms, i.end_ms.unwrap_or(end).max(i.start_ms + 1)))
-        .collect()
-}
-
-/// When the primary (whichever host it was) could not be reached from `device`.
-fn primary_outages(
-    intervals: &[FaultInterval],
-    primaries: &[(u64, String)],
-    device: &str,
-    end: u64,
-) -> Spans {
+/// When the primary (whichever host it was) could not be reached from `device`: struck or
+/// cut from it, following the timeline's up and down state whatever overlaps.
+fn primary_outages(timeline: &Timeline, primaries: &[(u64, String)], device: &str) -> Spans {
     let mut out = Vec::new();
     for (i, (from, host)) in primaries.iter().enumerate() {
-        let until = primaries.get(i + 1).map_or(end, |(t, _)| *t);
-        for (s, e) in unreachable_spans(intervals, host, device, end) {
+        let until = primaries.get(i + 1).map_or(timeline.end(), |(t, _)| *t);
+        let mut spans: Spans = timeline.down(host).to_vec();
+        spans.extend_from_slice(timeline.cut(host, device));
+        for (s, e) in spans {
             let (s, e) = (s.max(*from), e.min(until));
             if s < e {
                 out.push((s, e));
             }
         }
     }
-    out.sort_unstable();
-    // Merge overlapping spans so "where did this outage start" has one answer.
-    let mut merged: Spans = Vec::new();
-    for (s, e) in out {
-        match merged.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => merged.push((s, e)),
+    merge(out)
+}
+
+/// Per device, when the history shows it could be read-only (and so serve reads marked
+/// possibly stale): from the moment the primary became unreachable from it until
+/// [`RECOVER_MS`] after it was back (under phabricator, until the device restarts after
+/// that), and after a promotion while some peer device could not be asked (plus the same
+/// bound). `None` when the run had no database replicas: no device can be read-only then.
+pub(crate) fn possibly_read_only(
+    history: &History,
+    timeline: &Timeline,
+) -> Option<BTreeMap<String, Spans>> {
+    let db = history.database.as_ref()?;
+    let primaries = primaries(history, &db.primary);
+    let stormcell = history.profile == "stormcell";
+    let promotions: Vec<u64> = primaries.iter().skip(1).map(|(t, _)| *t).collect();
+    let mut out = BTreeMap::new();
+    for device in &history.devices {
+        let mut spans: Spans = Vec::new();
+        for (s, e) in primary_outages(timeline, &primaries, device) {
+            let until = if stormcell {
+                e.saturating_add(RECOVER_MS)
+            } else {
+                // The seed design leaves read-only mode only in a new process.
+                timeline
+                    .down(device)
+                    .iter()
+                    .map(|&(_, up)| up)
+                    .filter(|&up| up >= e)
+                    .min()
+                    .unwrap_or(timeline.end())
+            };
+            spans.push((s, until));
         }
+        if let Some(&first) = promotions.first() {
+            // After a promotion every peer is asked for its versions; one that cannot be
+            // asked leaves reads possibly stale.
+            spans.push((first, first.saturating_add(RECOVER_MS)));
+            for peer in history.devices.iter().filter(|p| *p != device) {
+                for (s, e) in timeline.unreachable(device, peer) {
+                    if e > first {
+                        spans.push((s.max(first), e.saturating_add(RECOVER_MS)));
+                    }
+                }
+            }
+        }
+        out.insert(device.clone(), merge(spans));
     }
-    merged
+    Some(out)
+}
+
+/// When `device` last came up at or before `t` (0 when it never went down).
+fn up_since(timeline: &Timeline, device: &str, t: u64) -> u64 {
+    timeline
+        .down(device)
+        .iter()
+        .map(|&(_, up)| up)
+        .filter(|&up| up <= t)
+        .max()
+        .unwrap_or(0)
 }
 
 fn refused_as(op: &Operation, kinds: &[ErrorKind]) -> bool {
@@ -128,30 +141,32 @@ pub(crate) fn check(history: &History) -> Verdict {
             .push("skipped: the run had no database replicas".to_owned());
         return verdict;
     };
-    let end = history
-        .ops
-        .iter()
-        .map(|o| o.completed_ms)
-        .chain(history.faults.iter().map(|f| f.at_ms))
-        .max()
-        .unwrap_or(0)
-        + 1;
-    let (intervals, _) = fault_intervals(history);
+    let timeline = Timeline::of(history);
     let primaries = primaries(history, &db.primary);
     let stormcell = history.profile == "stormcell";
     let mut outages: BTreeMap<&str, Spans> = BTreeMap::new();
     let mut counted = (0usize, 0usize, 0usize);
+    let mut device_down = 0usize;
     for device in &history.devices {
-        outages.insert(device, primary_outages(&intervals, &primaries, device, end));
+        outages.insert(device, primary_outages(&timeline, &primaries, device));
     }
     for op in &history.ops {
         let Some(out) = outages.get(op.device.as_str()) else {
             continue;
         };
-        let (from, until) = (op.invoked_ms, op.completed_ms);
+        let (from, until) = (op.invoked_ms, op.completed_ms.max(op.invoked_ms));
         let is_push = matches!(op.kind, OpKind::Push { .. });
-        let severed =
-            covers(out, from, until) && started_at(out, from).is_some_and(|s| from >= s + SEVER_MS);
+        // A device that was itself down cannot answer at all, read-only or not.
+        if overlaps(timeline.down(&op.device), from, until) {
+            device_down += 1;
+            continue;
+        }
+        // A device that restarted during the outage starts with fresh health records and
+        // needs as long again to notice it.
+        let severed = covers(out, from, until)
+            && span_at(out, from).is_some_and(|(s, _)| {
+                from >= s.max(up_since(&timeline, &op.device, from)) + SEVER_MS
+            });
         if severed && is_push {
             counted.0 += 1;
             let prompt = until - from <= PROMPT_MS;
@@ -179,13 +194,10 @@ pub(crate) fn check(history: &History) -> Verdict {
             continue;
         }
         if severed && !is_push {
-            let replica_reachable = db.replicas.iter().any(|r| {
-                !overlaps(
-                    &unreachable_spans(&intervals, r, &op.device, end),
-                    from,
-                    until,
-                )
-            });
+            let replica_reachable = db
+                .replicas
+                .iter()
+                .any(|r| !overlaps(&timeline.unreachable(r, &op.device), from, until));
             counted.1 += 1;
             if replica_reachable
                 && refused_as(op, &[ErrorKind::ReadOnly, ErrorKind::DatabaseUnavailable])
@@ -257,7 +269,7 @@ pub(crate) fn check(history: &History) -> Verdict {
     let flips = check_health_flips(history, &db.health_flips, &mut verdict);
     verdict.notes.push(format!(
         "checked {} pushes and {} reads during outages, {} pushes after recovery, {} health \
-         flips",
+         flips; {device_down} operations ran while their own device was down",
         counted.0, counted.1, counted.2, flips
     ));
     verdict
@@ -454,5 +466,46 @@ mod tests {
             .fault(26_000, FaultKind::Strike, &["R2"])
             .health_flip(30_000, "R2", "db", false);
         assert!(violations(&b).is_empty());
+    }
+
+    #[test]
+    fn read_only_a_flap_overlapping_a_strike_of_the_primary_ends_at_its_restart() {
+        // Struck for a minute; a flap strikes it again while it is down; one restart.
+        let mut b = HistoryBuilder::new();
+        b.with_replica();
+        b.fault(10_000, FaultKind::Strike, &["db"])
+            .fault(20_000, FaultKind::Strike, &["db"])
+            .fault(70_000, FaultKind::Restart, &["db"]);
+        b.push(
+            "R1",
+            200_000,
+            200_300,
+            &[("refs/heads/main", Some("c0"), "c1")],
+            ok(),
+        );
+        assert!(violations(&b).is_empty(), "{:?}", violations(&b));
+    }
+
+    #[test]
+    fn read_only_a_device_that_is_itself_down_is_not_asked_to_refuse() {
+        let mut b = outage();
+        b.fault(30_000, FaultKind::Strike, &["R1"])
+            .fault(50_000, FaultKind::Restart, &["R1"]);
+        b.push(
+            "R1",
+            40_000,
+            40_100,
+            &[("refs/heads/main", Some("c0"), "c1")],
+            refused(ErrorKind::Unreachable),
+        );
+        // Restarted at 50 s with fresh health records: 25 s later it must know again.
+        b.push(
+            "R1",
+            60_000,
+            60_100,
+            &[("refs/heads/main", Some("c0"), "c1")],
+            refused(ErrorKind::DatabaseUnavailable),
+        );
+        assert!(violations(&b).is_empty(), "{:?}", violations(&b));
     }
 }

@@ -6,11 +6,18 @@
 //!   (`P.completed_ms < R.invoked_ms`), each of P's updates `(name, new)` must show in R as
 //!   `name` at `new` or a descendant;
 //! - (b) for every read R1 with outcome Ok (stale or not) completed before R was invoked,
-//!   each `(name, c)` R1 saw, where `c` is an initial commit or the commit of a push with
-//!   outcome Ok, must show in R as `name` at `c` or a descendant. Commits only pushes of
-//!   unknown outcome produced are left out: such a write may legitimately vanish.
+//!   each `(name, c)` R1 saw, where `c` is an initial commit or the commit of a push that
+//!   may have taken effect (outcome Ok or unknown), must show in R as `name` at `c` or a
+//!   descendant. A write of unknown outcome may vanish only as long as nobody saw it: once
+//!   a read observed it, it took effect. The one exception is an operator's demote of the
+//!   device the read saw it on: a demote gives up what that device alone had and the
+//!   cluster never recorded (PROTOCOL.md 7.1).
 //! - Values an operator action discarded are exempt from both rules for reads that end
-//!   after the action began, when the plan it printed listed them (or a descendant).
+//!   after the action began, when the plan it printed listed them (or a descendant) on the
+//!   terms of [`super::discards`].
+//! - A read the server marked possibly stale is exempt (and counted) only while the history
+//!   shows its device could be read-only ([`super::read_only::possibly_read_only`]);
+//!   otherwise it is judged like any other read.
 //!
 //! Rather than compare every pair, the reads and pushes of each repository are swept in
 //! time order while keeping, per ref, a "high-water mark": the commits that every later read
@@ -20,8 +27,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::discards::Discards;
+use super::discards::{Discards, Value};
 use super::graph::CommitGraph;
+use super::timeline::{overlaps, Timeline};
 use super::{ok_read, secs, seen_ref, CheckerId, Context, Verdict, Violation};
 use crate::history::{History, OpKind, Operation, Outcome};
 
@@ -31,6 +39,11 @@ struct Mark<'a> {
     commit: &'a str,
     /// The operation that established it.
     op: u64,
+    /// The device of that operation.
+    device: &'a str,
+    /// Whether the commit was acknowledged (or there from the start), rather than only
+    /// produced by pushes of unknown outcome.
+    recorded: bool,
     /// When it was established (acknowledgement or read completion).
     at_ms: u64,
 }
@@ -62,14 +75,20 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
     for op in &history.ops {
         by_repo.entry(op.repo.as_str()).or_default().push(op);
     }
-    // Commits a read may pin: initial commits and what acknowledged pushes produced.
+    // Commits a read may pin: initial commits and what pushes that may have taken effect
+    // produced.
     let mut pinnable: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    // Of those, the ones the cluster recorded: initial commits and acknowledged pushes.
+    let mut recorded: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for start in &history.repositories {
-        let set = pinnable.entry(start.name.as_str()).or_default();
-        set.extend(start.initial_refs.values().map(String::as_str));
+        for set in [&mut pinnable, &mut recorded] {
+            let set = set.entry(start.name.as_str()).or_default();
+            set.extend(start.initial_refs.values().map(String::as_str));
+        }
     }
     for op in &history.ops {
-        if let (OpKind::Push { updates }, true) = (&op.kind, op.outcome.is_ok()) {
+        let refused = super::invented::definitely_refused(op);
+        if let (OpKind::Push { updates }, false) = (&op.kind, refused) {
             let set = pinnable.entry(op.repo.as_str()).or_default();
             set.extend(updates.iter().map(|u| u.new.as_str()));
         }
@@ -78,14 +97,26 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
     let mut totals = Totals::default();
     let empty = BTreeSet::new();
     let discards = Discards::of(history);
+    let timeline = Timeline::of(history);
+    let read_only = super::read_only::possibly_read_only(history, &timeline);
+    let exempt = |op: &Operation| {
+        read_only
+            .as_ref()
+            .and_then(|windows| windows.get(op.device.as_str()))
+            .is_some_and(|spans| overlaps(spans, op.invoked_ms, op.completed_ms))
+    };
     for (repo, ops) in &by_repo {
         let pinnable = pinnable.get(repo).unwrap_or(&empty);
         check_repo(
-            repo,
+            Repo {
+                name: repo,
+                graph: ctx.graph(repo),
+                pinnable,
+                recorded: recorded.get(repo).unwrap_or(&empty),
+                discards: &discards,
+            },
             ops,
-            ctx.graph(repo),
-            pinnable,
-            &discards,
+            &exempt,
             &mut verdict,
             &mut totals,
         );
@@ -98,6 +129,13 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
         "exempted {} possibly-stale reads",
         totals.possibly_stale
     ));
+    if totals.marked_outside > 0 {
+        verdict.notes.push(format!(
+            "{} reads marked possibly stale while their device could not be read-only were \
+             judged like any other",
+            totals.marked_outside
+        ));
+    }
     if totals.without_refs > 0 {
         verdict.notes.push(format!(
             "{} ok reads carried no refs (treated as seeing none)",
@@ -114,17 +152,32 @@ struct Totals {
     acked_pushes: usize,
     ok_reads: usize,
     without_refs: usize,
+    marked_outside: usize,
+}
+
+/// What the sweep of one repository needs to know about it.
+struct Repo<'a, 'h> {
+    name: &'a str,
+    graph: &'a CommitGraph,
+    pinnable: &'a BTreeSet<&'a str>,
+    recorded: &'a BTreeSet<&'a str>,
+    discards: &'a Discards<'h>,
 }
 
 fn check_repo(
-    repo: &str,
+    repo: Repo<'_, '_>,
     ops: &[&Operation],
-    graph: &CommitGraph,
-    pinnable: &BTreeSet<&str>,
-    discards: &Discards<'_>,
+    exempt: &dyn Fn(&Operation) -> bool,
     verdict: &mut Verdict,
     totals: &mut Totals,
 ) {
+    let Repo {
+        name: repo,
+        graph,
+        pinnable,
+        recorded,
+        discards,
+    } = repo;
     // Acknowledged pushes in order of acknowledgement.
     let mut pushes: Vec<&Operation> = ops
         .iter()
@@ -146,7 +199,11 @@ fn check_repo(
             totals.without_refs += 1;
         }
         match ok_read(op) {
-            Some((_, true)) => totals.possibly_stale += 1,
+            Some((_, true)) if exempt(op) => totals.possibly_stale += 1,
+            Some((_, true)) => {
+                totals.marked_outside += 1;
+                judged.push(op);
+            }
             Some((_, false)) => judged.push(op),
             None => {}
         }
@@ -171,6 +228,8 @@ fn check_repo(
                     let mark = Mark {
                         commit: update.new.as_str(),
                         op: push.id,
+                        device: push.device.as_str(),
+                        recorded: true,
                         at_ms: push.completed_ms,
                     };
                     acked.add(graph, update.name.as_str(), mark);
@@ -190,6 +249,8 @@ fn check_repo(
                     let mark = Mark {
                         commit: commit.as_str(),
                         op: earlier.id,
+                        device: earlier.device.as_str(),
+                        recorded: recorded.contains(commit.as_str()),
                         at_ms: earlier.completed_ms,
                     };
                     observed.add(graph, name.as_str(), mark);
@@ -202,18 +263,29 @@ fn check_repo(
         };
         // A value an operator's plan listed as discarded need not show in a read that ended
         // after the discarding action began (PROTOCOL.md 7.1).
-        let contains = |name: &str, commit: &str| {
+        let contains = |name: &str, mark: &Mark<'_>| {
             refs.get(name)
-                .is_some_and(|have| graph.is_descendant_or_equal(have, commit))
+                .is_some_and(|have| graph.is_descendant_or_equal(have, mark.commit))
                 || discards
-                    .covering(graph, repo, name, commit, read.completed_ms)
+                    .covering(
+                        graph,
+                        Value {
+                            repo,
+                            name,
+                            commit: mark.commit,
+                            device: mark.device,
+                            acked_ms: mark.at_ms,
+                        },
+                        read.completed_ms,
+                    )
                     .is_some()
+                || (!mark.recorded && discards.demoted(repo, mark.device, read.completed_ms))
         };
         // One violation per read and ref: a read that misses an acknowledged push usually
         // also goes backwards, and saying so twice adds nothing.
         let mut flagged: BTreeSet<&str> = BTreeSet::new();
         for (name, marks) in &acked.by_ref {
-            if let Some(mark) = marks.iter().find(|m| !contains(name, m.commit)) {
+            if let Some(mark) = marks.iter().find(|m| !contains(name, m)) {
                 flagged.insert(name);
                 let seen = seen_ref(refs, name);
                 verdict.violations.push(Violation {
@@ -245,7 +317,7 @@ fn check_repo(
             if flagged.contains(name) {
                 continue;
             }
-            if let Some(mark) = marks.iter().find(|m| !contains(name, m.commit)) {
+            if let Some(mark) = marks.iter().find(|m| !contains(name, m)) {
                 let seen = seen_ref(refs, name);
                 verdict.violations.push(Violation {
                     checker: CheckerId::StaleRead,
@@ -279,6 +351,7 @@ fn check_repo(
 mod tests {
     use super::super::testkit::*;
     use super::*;
+    use crate::history::FaultKind;
 
     const MAIN: &str = "refs/heads/main";
     const B1: &str = "refs/heads/b1";
@@ -296,10 +369,11 @@ mod tests {
         b.read("R2", 150, 250, ok_refs(&[(MAIN, "c0")]));
         b.read("R2", 300, 400, ok_refs(&[(MAIN, "c1")]));
         b.push("R2", 500, 600, &[(MAIN, Some("c1"), "c2")], unknown());
-        // A descendant of the acknowledged commit is fine.
-        b.read("R1", 700, 800, ok_refs(&[(MAIN, "c2")]));
-        // c2 came from a push of unknown outcome: a later read may not see it.
+        // c2 came from a push of unknown outcome: a later read need not see it.
         b.read("R2", 900, 1000, ok_refs(&[(MAIN, "c1")]));
+        b.push("R1", 1_100, 1_200, &[(MAIN, Some("c1"), "c3")], unknown());
+        // A descendant of the acknowledged commit is fine.
+        b.read("R1", 1_300, 1_400, ok_refs(&[(MAIN, "c3")]));
         let v = run(&b);
         assert!(v.passed(), "{v}");
         assert_eq!(v.notes[1], "exempted 0 possibly-stale reads");
@@ -365,13 +439,50 @@ mod tests {
     }
 
     #[test]
-    fn possibly_stale_read_is_exempted_and_counted() {
+    fn possibly_stale_read_is_exempted_and_counted_while_read_only() {
         let mut b = HistoryBuilder::new();
+        b.with_replica();
+        b.fault(50, FaultKind::Partition, &["R2", "db"]);
+        b.fault(90_000, FaultKind::Repair, &["R2", "db"]);
         b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
         b.read("R2", 300, 400, stale_refs(&[(MAIN, "c0")]));
         let v = run(&b);
         assert!(v.passed(), "{v}");
         assert_eq!(v.notes[1], "exempted 1 possibly-stale reads");
+    }
+
+    #[test]
+    fn possibly_stale_marks_are_judged_when_the_device_cannot_be_read_only() {
+        // No database replicas at all: no device can ever be read-only.
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        let stale = b.read("R2", 300, 400, stale_refs(&[(MAIN, "c0")]));
+        let v = run(&b);
+        assert_eq!(v.violations.len(), 1, "{v}");
+        assert_eq!(v.violations[0].op, Some(stale));
+        // Replicas, but the primary stays reachable from R2 (the outage is elsewhere, and
+        // long over).
+        let mut b = HistoryBuilder::new();
+        b.with_replica();
+        b.fault(50, FaultKind::Partition, &["R1", "db"]);
+        b.fault(90_000, FaultKind::Repair, &["R1", "db"]);
+        b.push("R1", 200_000, 200_100, &[(MAIN, Some("c0"), "c1")], ok());
+        let stale = b.read("R2", 200_300, 200_400, stale_refs(&[(MAIN, "c0")]));
+        let v = run(&b);
+        assert_eq!(v.violations.len(), 1, "{v}");
+        assert_eq!(v.violations[0].op, Some(stale));
+    }
+
+    #[test]
+    fn an_observed_write_of_unknown_outcome_must_not_vanish() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], unknown());
+        b.read("R1", 300, 400, ok_refs(&[(MAIN, "c1")]));
+        let gone = b.read("R2", 500, 600, ok_refs(&[(MAIN, "c0")]));
+        let v = run(&b);
+        assert_eq!(v.violations.len(), 1, "{v}");
+        assert_eq!(v.violations[0].op, Some(gone));
+        assert!(v.violations[0].explanation.contains("backwards"));
     }
 
     #[test]
@@ -410,5 +521,30 @@ mod tests {
         );
         let v = run(&b);
         assert!(v.passed(), "{v}");
+    }
+
+    #[test]
+    fn a_demote_of_the_device_gives_up_its_unrecorded_write() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], unknown());
+        b.read("R1", 300, 400, ok_refs(&[(MAIN, "c1")]));
+        let gone = b.read("R2", 6_000, 6_100, ok_refs(&[(MAIN, "c0")]));
+        let mut h = b.build();
+        assert_eq!(check(&h, &Context::new(&h)).violations.len(), 1);
+        h.operator.push(crate::history::OperatorAction {
+            started_ms: 5_000,
+            completed_ms: 5_500,
+            command: "repository thaw repo1 --demote R1".to_owned(),
+            ok: true,
+            result: "ok".to_owned(),
+            demoted: vec![crate::history::RepoDevice {
+                repo: "repo1".to_owned(),
+                device: "R1".to_owned(),
+            }],
+            promoted: Vec::new(),
+            plan: Some(Vec::new()),
+        });
+        let v = check(&h, &Context::new(&h));
+        assert!(v.passed(), "op {gone}: {v}");
     }
 }

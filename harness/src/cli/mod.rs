@@ -360,12 +360,14 @@ fn determinism(args: DeterminismArgs) -> anyhow::Result<i32> {
 fn check(args: CheckArgs) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(&args.history)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.history.display()))?;
-    let history: History = serde_json::from_str(&text).map_err(|e| {
+    let history = History::from_json(&text).map_err(|e| {
         anyhow::anyhow!(
-            "{}:{}:{}: not a history: {e}",
+            "{}:{}:{}: not a history: field {}: {}",
             args.history.display(),
-            e.line(),
-            e.column()
+            e.line,
+            e.column,
+            e.path,
+            e.message
         )
     })?;
     let verdicts = checker::check_all(&history);
