@@ -222,6 +222,21 @@ impl Engine {
             }));
         };
         let mine = rows.iter().find(|r| r.device == self.device);
+        // [stormcell] A write of this device that was interrupted (its process crashed, its
+        // database link or its disk failed) may have left refs that are not recorded, or
+        // not durable: they are not served until recovery decides whether they count.
+        // (A write of this device that is still running holds the read lock.)
+        if let Some(row) = mine.filter(|r| r.writing && self.hides_unrecorded_writes()) {
+            // Recovery does not wait for the next write (PROTOCOL.md 12): this device
+            // resolves its own interrupted write when the write lock is free.
+            if self.recover_own(session, &topology, row).await {
+                return Ok(None);
+            }
+            return Err(ClusterError::WriteUnrecorded {
+                repo: repo.clone(),
+                device: self.device.clone(),
+            });
+        }
         if !leaders.needs_sync(&rows, &self.device) {
             let intact = match mine {
                 Some(row) => self.working_copy_intact(repo, row).await?,
@@ -333,6 +348,24 @@ impl Engine {
         })
     }
 
+    /// Fenced recovery of this device's own interrupted write, from a read: only when the
+    /// write lock can be had at once (a read never waits for writers here, and taking it
+    /// after the read lock without waiting cannot deadlock). Returns whether it resolved.
+    async fn recover_own(
+        &self,
+        session: &mut dyn DbSession,
+        topology: &Topology,
+        row: &VersionRow,
+    ) -> bool {
+        let write = LockName::Write(row.repo.clone());
+        if !matches!(session.try_lock(&write).await, Ok(true)) {
+            return false;
+        }
+        let recovered = self.recover(session, topology, row).await.is_ok();
+        self.release(session, &write).await;
+        recovered
+    }
+
     /// **[stormcell]** Whether this device's working copy of `repo` is the one `row`
     /// describes (PROTOCOL.md 12, device incarnation): its digest matches the row's, or,
     /// for a row without one, it has a local version file or the row is the empty version
@@ -367,13 +400,14 @@ impl Engine {
     }
 
     /// **[stormcell]** The digest a leader's copy must have to be copied: the one its row
-    /// recorded, unless it is being written (its refs may be ahead of its row).
+    /// recorded. A leader being written keeps its row's digest until the write is recorded,
+    /// so an unrecorded (or not yet durable) write is never copied out of it.
     fn expected_digest(&self, rows: &[VersionRow], leader: &DeviceId) -> Option<Digest> {
         if !self.config.profile.is_stormcell() || self.plants.has(Bug::TrustEmptyWorkingCopy) {
             return None;
         }
         rows.iter()
-            .find(|r| &r.device == leader && !r.writing)
+            .find(|r| &r.device == leader)
             .and_then(|r| r.digest)
     }
 
