@@ -51,14 +51,16 @@ fn primaries(history: &History, first: &str) -> Vec<(u64, String)> {
     out
 }
 
-/// When the primary (whichever host it was) could not be reached from `device`: struck or
-/// cut from it, following the timeline's up and down state whatever overlaps.
+/// When the primary (whichever host it was) could not be reached from `device`: struck,
+/// cut or held from it, following the timeline's up and down state whatever overlaps.
 fn primary_outages(timeline: &Timeline, primaries: &[(u64, String)], device: &str) -> Spans {
     let mut out = Vec::new();
     for (i, (from, host)) in primaries.iter().enumerate() {
         let until = primaries.get(i + 1).map_or(timeline.end(), |(t, _)| *t);
         let mut spans: Spans = timeline.down(host).to_vec();
         spans.extend_from_slice(timeline.cut(host, device));
+        // A hung primary (its link holding every message) is as lost as a struck one.
+        spans.extend_from_slice(timeline.held(host, device));
         for (s, e) in spans {
             let (s, e) = (s.max(*from), e.min(until));
             if s < e {

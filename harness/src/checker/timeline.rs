@@ -168,12 +168,19 @@ impl Timeline {
         self.cut.get(&pair(a, b)).map_or(&[], Vec::as_slice)
     }
 
-    /// When `b` could not be reached from `a`: either was down or their link was cut.
+    /// When `b` could not be reached from `a`: either was down, or their link was cut or
+    /// held (a hung host answers nothing, which is all a client can tell).
     pub(crate) fn unreachable(&self, a: &str, b: &str) -> Spans {
         let mut spans: Spans = self.down(a).to_vec();
         spans.extend_from_slice(self.down(b));
         spans.extend_from_slice(self.cut(a, b));
+        spans.extend_from_slice(self.held(a, b));
         merge(spans)
+    }
+
+    /// When the link between `a` and `b` held its messages (slow, or a hung host).
+    pub(crate) fn held(&self, a: &str, b: &str) -> &[(u64, u64)] {
+        self.held.get(&pair(a, b)).map_or(&[], Vec::as_slice)
     }
 
     /// When `host`'s disk failed every sync.

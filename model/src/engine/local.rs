@@ -13,6 +13,10 @@ use crate::ids::{LockOwner, RepoId};
 #[derive(Default)]
 pub struct LocalWrites {
     running: Arc<Mutex<BTreeSet<(RepoId, LockOwner)>>>,
+    /// Repositories where a write reached the working copy but could not be made durable:
+    /// its refs may be visible and vanish with the next crash, until a recovery probe
+    /// makes them durable.
+    unsettled: Mutex<BTreeSet<RepoId>>,
     guards: Mutex<std::collections::BTreeMap<RepoId, Arc<RwLock<()>>>>,
 }
 
@@ -38,6 +42,32 @@ impl LocalWrites {
             .iter()
             .find(|(r, _)| r == repo)
             .map(|(_, owner)| owner.clone())
+    }
+
+    /// Marks `repo` as holding a write that is visible but not durable.
+    pub fn unsettle(&self, repo: &RepoId) {
+        self.unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repo.clone());
+    }
+
+    /// The working copy of `repo` is durable again.
+    pub fn settle(&self, repo: &RepoId) {
+        self.unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(repo);
+    }
+
+    /// Whether `repo` may show a write that is not durable, or one still running.
+    pub fn shows_unrecorded(&self, repo: &RepoId) -> bool {
+        self.any_running(repo).is_some()
+            || self
+                .unsettled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(repo)
     }
 
     /// Whether a write with this token is running here.

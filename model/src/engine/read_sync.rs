@@ -70,7 +70,7 @@ impl Engine {
         let refs = {
             // Held across the check and the read, so no write moves refs in between.
             let _guard = self.local.shared(repo).await;
-            if self.hides_unrecorded_writes() && self.local.any_running(repo).is_some() {
+            if self.hides_unrecorded_writes() && self.local.shows_unrecorded(repo) {
                 let e = ClusterError::WriteUnrecorded {
                     repo: repo.clone(),
                     device: self.device.clone(),
@@ -525,7 +525,7 @@ impl Engine {
             let guard = self.local.shared(repo).await;
             if unrecorded
                 || !self.hides_unrecorded_writes()
-                || self.local.any_running(repo).is_none()
+                || !self.local.shows_unrecorded(repo)
             {
                 let snapshot = self.ports.store.export(repo).await?;
                 drop(guard);

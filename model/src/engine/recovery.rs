@@ -121,6 +121,7 @@ impl Engine {
         // [stormcell] PROTOCOL.md 12: answer only for what is durable, so a write that is
         // adopted cannot vanish with the next crash.
         self.ports.store.sync(repo).await?;
+        self.local.settle(repo);
         let digest = self.ports.store.digest(repo).await?;
         let local_version = self.ports.store.local_version(repo).await?;
         Ok(ProbeResult::Idle {

@@ -418,6 +418,7 @@ impl Engine {
 
     /// A push that reached the working copy but could not be made durable.
     fn not_durable(&self, repo: &RepoId, e: crate::error::StoreError) -> ClusterError {
+        self.local.unsettle(repo);
         let error = ClusterError::NotDurable {
             repo: repo.clone(),
             device: self.device.clone(),
