@@ -514,16 +514,16 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/db-partial-partition.toml"),
     ),
     (
+        "db-primary-hang",
+        include_str!("../../../scenarios/db-primary-hang.toml"),
+    ),
+    (
         "db-primary-loss",
         include_str!("../../../scenarios/db-primary-loss.toml"),
     ),
     (
         "db-promote",
         include_str!("../../../scenarios/db-promote.toml"),
-    ),
-    (
-        "db-primary-hang",
-        include_str!("../../../scenarios/db-primary-hang.toml"),
     ),
     (
         "db-promote-restart",

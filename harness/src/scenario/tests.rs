@@ -88,7 +88,21 @@ fn builtins_say_what_the_issue_asks() {
 
     let swarm = builtin_named("swarm").unwrap();
     assert_eq!(swarm.faults.mix, FaultMix::Seeded);
-    assert_eq!(swarm.faults.kinds().len(), 5, "swarm configures every kind");
+    // Every device, link and database fault whose recovery needs no operator.
+    assert_eq!(
+        swarm.faults.kinds(),
+        vec![
+            "strikes",
+            "write_strikes",
+            "partitions",
+            "db_link_drops",
+            "slow_links",
+            "db_primary_strikes",
+            "db_replica_lag",
+            "db_primary_hangs",
+            "fsync_failures",
+        ]
+    );
 }
 
 #[test]
