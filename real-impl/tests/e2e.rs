@@ -1068,7 +1068,16 @@ fn new_repositories_go_to_open_services_and_clusterize_moves_no_data() {
     );
 
     // Off its service the repository is not served; its data stays where it was.
+    let started = client.now_ms();
     cluster.admin(&["repository", "clusterize", "R2", "--remove-service"]);
+    // Recorded, so the checkers know why the next read is refused.
+    client.operator(
+        started,
+        "stormcell repository clusterize R2 --remove-service",
+        true,
+        "",
+        None,
+    );
     let (o, text) = client.read(n3, "R2", Phase::Workload);
     assert!(matches!(o, Outcome::Refused { .. }), "{o:?} {text}");
     assert!(text.contains("not-found"), "{text}");

@@ -166,3 +166,18 @@ fn determinism_same_seed_same_trace() {
         replays_exactly("swarm", seed);
     }
 }
+
+#[test]
+fn epoch_in_memory_is_caught() {
+    caught(Bug::EpochInMemory, "db-promote-restart", 300);
+}
+
+#[test]
+fn trust_empty_working_copy_is_caught() {
+    caught(Bug::TrustEmptyWorkingCopy, "disk-loss", 100);
+}
+
+#[test]
+fn ignore_row_count_is_caught() {
+    caught(Bug::IgnoreRowCount, "demote-during-write", 40);
+}

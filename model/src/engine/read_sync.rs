@@ -523,10 +523,7 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + self.config.timing.peer_request;
         loop {
             let guard = self.local.shared(repo).await;
-            if unrecorded
-                || !self.hides_unrecorded_writes()
-                || !self.local.shows_unrecorded(repo)
-            {
+            if unrecorded || !self.hides_unrecorded_writes() || !self.local.shows_unrecorded(repo) {
                 let snapshot = self.ports.store.export(repo).await?;
                 drop(guard);
                 return Ok(snapshot);
