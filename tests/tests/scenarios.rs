@@ -47,6 +47,10 @@ macro_rules! scenario_tests {
 
 scenario_tests! {
     steady => "steady",
+    db_promote_restart => "db-promote-restart",
+    db_primary_hang => "db-primary-hang",
+    disk_loss => "disk-loss",
+    fsync_failure => "fsync-failure",
     lightning => "lightning",
     write_interruption => "write-interruption",
     loss_of_leaders => "loss-of-leaders",
@@ -248,4 +252,51 @@ fn thaw_loss_of_leaders_plan_lists_exactly_what_is_lost() {
             promote.result
         );
     }
+}
+
+/// The first seed below `seeds` whose run under phabricator has a violation whose text
+/// contains one of `kinds`; that seed must pass under stormcell.
+fn anomaly_only_under_phabricator(name: &str, seeds: u64, kinds: &[&str]) {
+    for seed in 0..seeds {
+        let phab = run_one(name, seed, Profile::Phabricator);
+        let shown = phab
+            .verdicts
+            .iter()
+            .flat_map(|v| v.violations.iter())
+            .map(ToString::to_string)
+            .find(|v| kinds.iter().any(|k| v.contains(k)));
+        if let Some(violation) = shown {
+            let storm = run_one(name, seed, Profile::Stormcell);
+            assert!(
+                storm.passed(),
+                "{name} seed {seed} fails under stormcell too: {}",
+                storm.replay_command()
+            );
+            eprintln!("{name} seed {seed} under phabricator: {violation}");
+            return;
+        }
+    }
+    panic!("{name}: no anomaly of {kinds:?} under phabricator in {seeds} seeds");
+}
+
+#[test]
+fn db_promote_restart_loses_or_hides_an_acknowledged_push_only_under_phabricator() {
+    // A device started after the promotion trusts the promoted replica's rows: it serves
+    // reads without the push the old primary acknowledged, or writes over it.
+    anomaly_only_under_phabricator(
+        "db-promote-restart",
+        20,
+        &["a stale read", "the acknowledged push was lost"],
+    );
+}
+
+#[test]
+fn disk_loss_loses_acknowledged_pushes_only_under_phabricator() {
+    // The wiped device serves its empty copy as the newest version; its next push prunes
+    // every other ref on every device.
+    anomaly_only_under_phabricator(
+        "disk-loss",
+        20,
+        &["the acknowledged push was lost", "a stale read"],
+    );
 }
