@@ -142,6 +142,11 @@ fn armed(
     }
 }
 
+/// When a fault starts: a drawn second of the fault window plus a drawn millisecond.
+fn start_ms(faults: &Faults, rng: &mut ChaCha8Rng) -> u64 {
+    secs(faults.window_s.draw(rng)) + rng.random_range(0..1000)
+}
+
 fn secs(s: u64) -> u64 {
     s.saturating_mul(1000)
 }
@@ -154,7 +159,7 @@ pub fn plan(
     rng: &mut ChaCha8Rng,
 ) -> Vec<Planned> {
     let mut out = Vec::new();
-    let start = |rng: &mut ChaCha8Rng| secs(faults.window_s.draw(rng)) + rng.random_range(0..1000);
+    let start = |rng: &mut ChaCha8Rng| start_ms(faults, rng);
     let pick =
         |rng: &mut ChaCha8Rng, hosts: &[String]| hosts[rng.random_range(0..hosts.len())].clone();
 
@@ -310,7 +315,7 @@ fn plan_database(
     rng: &mut ChaCha8Rng,
     out: &mut Vec<Planned>,
 ) {
-    let start = |rng: &mut ChaCha8Rng| secs(faults.window_s.draw(rng)) + rng.random_range(0..1000);
+    let start = |rng: &mut ChaCha8Rng| start_ms(faults, rng);
     if let Some(p) = &faults.db_primary_strikes {
         for _ in 0..p.count.draw(rng) {
             let at_ms = start(rng);
@@ -482,7 +487,7 @@ fn plan_database(
 
 /// The disk faults: lost disks (maybe restored from an older backup) and failing syncs.
 fn plan_disks(faults: &Faults, devices: &[String], rng: &mut ChaCha8Rng, out: &mut Vec<Planned>) {
-    let start = |rng: &mut ChaCha8Rng| secs(faults.window_s.draw(rng)) + rng.random_range(0..1000);
+    let start = |rng: &mut ChaCha8Rng| start_ms(faults, rng);
     if devices.is_empty() {
         return;
     }

@@ -1,12 +1,19 @@
 //! Every planted bug is caught within a fixed seed range of the scenario that exposes it,
 //! and replaying the failing seed gives the same trace hash.
 
+use stormcell_harness::checker::CheckerId;
 use stormcell_harness::runner::{run, RunSpec};
 use stormcell_harness::scenario;
 use stormcell_model::config::Profile;
 use stormcell_model::plant::Bug;
 
 fn caught(bug: Bug, scenario_name: &str, seeds: u64) {
+    caught_by(bug, scenario_name, seeds, &[]);
+}
+
+/// Like [`caught`]; when `checkers` is not empty, the first failing seed must have a
+/// violation from one of them.
+fn caught_by(bug: Bug, scenario_name: &str, seeds: u64, checkers: &[CheckerId]) {
     let s = scenario::builtin_named(scenario_name).expect("built-in scenario");
     for seed in 0..seeds {
         let spec = RunSpec {
@@ -23,6 +30,15 @@ fn caught(bug: Bug, scenario_name: &str, seeds: u64) {
             assert_eq!(
                 first.trace_hash, again.trace_hash,
                 "{bug}: replay of seed {seed} diverged"
+            );
+            let found: Vec<CheckerId> = first
+                .verdicts
+                .iter()
+                .flat_map(|v| v.violations.iter().map(|x| x.checker))
+                .collect();
+            assert!(
+                checkers.is_empty() || found.iter().any(|c| checkers.contains(c)),
+                "{bug}: seed {seed} failed through {found:?}, not {checkers:?}"
             );
             return;
         }
@@ -169,15 +185,34 @@ fn determinism_same_seed_same_trace() {
 
 #[test]
 fn epoch_in_memory_is_caught() {
-    caught(Bug::EpochInMemory, "db-promote-restart", 300);
+    // The restarted device serves reads without the push the old primary acknowledged,
+    // then writes over it.
+    caught_by(
+        Bug::EpochInMemory,
+        "db-promote-restart",
+        300,
+        &[CheckerId::StaleRead, CheckerId::Durability],
+    );
 }
 
 #[test]
 fn trust_empty_working_copy_is_caught() {
-    caught(Bug::TrustEmptyWorkingCopy, "disk-loss", 100);
+    // The wiped device serves its empty copy, and its next push prunes the others.
+    caught_by(
+        Bug::TrustEmptyWorkingCopy,
+        "disk-loss",
+        100,
+        &[CheckerId::StaleRead, CheckerId::Durability],
+    );
 }
 
 #[test]
 fn ignore_row_count_is_caught() {
-    caught(Bug::IgnoreRowCount, "demote-during-write", 40);
+    // The demoted writer's push is acknowledged, then overwritten.
+    caught_by(
+        Bug::IgnoreRowCount,
+        "demote-during-write",
+        40,
+        &[CheckerId::Durability],
+    );
 }

@@ -63,7 +63,6 @@ struct HostHealth {
     reachable: Option<bool>,
     delay: Option<Duration>,
     streaming: Option<bool>,
-    caught_up: bool,
 }
 
 /// The database side of one node daemon: configuration, health records and the choice of
@@ -291,14 +290,6 @@ impl Failover {
         lock(&self.primary_epoch).1
     }
 
-    /// Whether the replica `host` can show it holds everything its primary
-    /// committed (it is streaming and has applied all it received).
-    pub fn replica_is_current(&self, host: &str) -> bool {
-        lock(&self.health)
-            .get(host)
-            .is_some_and(|h| h.streaming == Some(true) && h.caught_up)
-    }
-
     /// Runs the health checks that are due: each enabled host gets one short connection
     /// (no retry), a ping, and for replicas a look at their replication.
     pub async fn check_due(&self) {
@@ -332,7 +323,6 @@ impl Failover {
                         let h = health.entry(host.name.clone()).or_default();
                         h.delay = state.delay;
                         h.streaming = (state.role == DbRole::Replica).then_some(state.streaming);
-                        h.caught_up = state.caught_up;
                     }
                     self.record(&host.name, true);
                 }
