@@ -100,7 +100,7 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
     let (engine, triggers) = Engine::new(
         DeviceId::new(config.device.clone()),
         protocol,
-        Plants::none(),
+        planted()?,
         ports,
     );
     let http_listener = tokio::net::TcpListener::bind(&config.listen_http)
@@ -164,4 +164,25 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+/// The planted bug named by `STORMCELL_PLANT`, in a daemon built with the `plant` feature
+/// for the tests that show the checkers catch a restored anomaly against real processes.
+/// A release build has no such feature, so no environment can switch a bug on there.
+#[cfg(feature = "plant")]
+fn planted() -> Result<Plants, NodeError> {
+    let Ok(name) = std::env::var("STORMCELL_PLANT") else {
+        return Ok(Plants::none());
+    };
+    let bug: stormcell_model::plant::Bug = name
+        .parse()
+        .map_err(|e: String| NodeError::Config(format!("STORMCELL_PLANT: {e}")))?;
+    tracing::warn!(%bug, "a planted bug is switched on: this daemon may lose data");
+    Ok(Plants::with(Some(bug)))
+}
+
+/// No planted bug: the daemon is built without the `plant` feature.
+#[cfg(not(feature = "plant"))]
+fn planted() -> Result<Plants, NodeError> {
+    Ok(Plants::none())
 }

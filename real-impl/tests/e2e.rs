@@ -1098,3 +1098,400 @@ fn new_repositories_go_to_open_services_and_clusterize_moves_no_data() {
     client.final_phase(&[n1, n3], "R2");
     client.check(&history_path("allocation"));
 }
+
+/// Reads `R1` on `node` until the read succeeds (a device coming back may refuse for a
+/// moment while it checks its peers) or a minute passed; returns the last outcome.
+fn read_until_served(client: &mut Recorder, node: &support::Node) -> (Outcome, String) {
+    let t = Instant::now();
+    loop {
+        let (o, text) = client.read(node, "R1", Phase::Workload);
+        if o.is_ok() || t.elapsed() > Duration::from_secs(60) {
+            return (o, text);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Asserts that a read served `main` at `expect` (and `others` at their commits).
+fn assert_served(read: &(Outcome, String), expect: &str, others: &[(&str, &str)], what: &str) {
+    let (o, text) = read;
+    let Outcome::Ok {
+        refs: Some(refs), ..
+    } = o
+    else {
+        panic!("{what}: not served: {o:?} {text}");
+    };
+    assert_eq!(
+        refs.get("refs/heads/main").map(String::as_str),
+        Some(expect),
+        "{what}: a stale main: {text}"
+    );
+    for (name, oid) in others {
+        assert_eq!(
+            refs.get(*name).map(String::as_str),
+            Some(*oid),
+            "{what}: {name}: {text}"
+        );
+    }
+}
+
+/// Starts `cluster`'s devices again with `plant` switched on (a daemon built with the
+/// `plant` feature), so a procedure can run against today's fixed code and a restored bug.
+fn plant_on(cluster: &mut Cluster, plant: Option<&str>) {
+    if plant.is_none() {
+        return;
+    }
+    for node in &mut cluster.nodes {
+        node.plant = plant.map(str::to_owned);
+        node.restart();
+    }
+}
+
+/// The first of the two losses once seen on the daemon: an acknowledged push W recorded
+/// on the primary only (the replica was behind), the lagging replica promoted, and the
+/// other devices restarted after the promotion. A restarted process must not trust the
+/// promoted replica's rows: the generation stored beside its working copies differs from
+/// the new primary's, so it asks its peers first. Returns the checkers' violations; under
+/// `plant` the procedure records what happens instead of asserting it.
+fn lagging_promotion(pg: &std::path::Path, plant: Option<&str>) -> Vec<String> {
+    let strict = plant.is_none();
+    let mut cluster = Cluster::start_with(pg, true, |_| String::new());
+    plant_on(&mut cluster, plant);
+    let mut client = {
+        let nodes: Vec<_> = cluster.nodes.iter().collect();
+        Recorder::new(&cluster.client_dir(), "e2e-promote-lagging", &nodes, "R1")
+    };
+    client.database_hosts("db1", &["db2"]);
+
+    // One push every device reads, so all three are leaders of version 1 on both hosts.
+    let c1 = client.commit(None);
+    let (o, text) = client.push(
+        cluster.node(0),
+        "R1",
+        "refs/heads/main",
+        None,
+        &c1,
+        Phase::Workload,
+    );
+    assert!(o.is_ok(), "first push: {text}");
+    for i in 0..3 {
+        let read = read_until_served(&mut client, cluster.node(i));
+        assert_served(&read, &c1, &[], "before the lag");
+    }
+
+    // Devices 2 and 3 go down (so they cannot pull what comes next), and the replica
+    // falls behind: W is acknowledged on device 1 and on the primary only.
+    for i in 1..3 {
+        let name = cluster.nodes[i].name.clone();
+        cluster.nodes[i].kill9();
+        client.fault(FaultKind::Strike, &name, "kill -9");
+    }
+    cluster.replica.as_mut().expect("replica").stop();
+    client.fault(
+        FaultKind::Strike,
+        "db2",
+        "replica stopped: it receives nothing",
+    );
+    let w = client.commit(Some(&c1));
+    let (o, text) = client.push(
+        cluster.node(0),
+        "R1",
+        "refs/heads/main",
+        Some(&c1),
+        &w,
+        Phase::Workload,
+    );
+    assert!(o.is_ok(), "push W: {text}");
+
+    // The primary dies; the replica comes back without W's rows and is promoted.
+    cluster.primary.stop();
+    client.fault(FaultKind::Strike, "db1", "primary stopped");
+    let replica = cluster.replica.as_mut().expect("replica");
+    replica.start();
+    let replica = replica.conninfo();
+    client.fault(
+        FaultKind::Restart,
+        "db2",
+        "replica back without W, primary gone",
+    );
+    let configs: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.config_path().display().to_string())
+        .collect();
+    let mut args = vec!["db", "promote", "db2"];
+    for c in &configs {
+        args.extend(["--config", c.as_str()]);
+    }
+    let (ok, _, err) = cluster.admin_try(&replica, None, &args);
+    assert!(ok, "db promote: {err}");
+    client.fault(FaultKind::Promote, "db2", "stormcell db promote db2");
+
+    // Devices 2 and 3 come back after the promotion: they never saw the primary change.
+    for i in 1..3 {
+        let name = cluster.nodes[i].name.clone();
+        cluster.nodes[i].restart();
+        client.fault(FaultKind::Restart, &name, "restarted");
+    }
+
+    // Every read serves W (or refuses while checking); none serves version 1 as current.
+    for i in [1, 2, 0] {
+        let read = read_until_served(&mut client, cluster.node(i));
+        if strict {
+            assert_served(&read, &w, &[], "after the promotion");
+        }
+    }
+    // A push on a restarted device builds on W; the version it takes is new everywhere.
+    let c3 = client.commit(Some(&w));
+    let t = Instant::now();
+    loop {
+        let (o, text) = client.push(
+            cluster.node(1),
+            "R1",
+            "refs/heads/main",
+            Some(&w),
+            &c3,
+            Phase::Workload,
+        );
+        let rejected = matches!(
+            o,
+            Outcome::Refused {
+                error: ErrorKind::Rejected,
+                ..
+            }
+        );
+        assert!(
+            !(strict && rejected),
+            "the restarted device did not know W: {text}"
+        );
+        if o.is_ok() || rejected || t.elapsed() > Duration::from_secs(60) {
+            assert!(o.is_ok() || !strict, "push on top of W: {text}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for i in 0..3 {
+        let read = read_until_served(&mut client, cluster.node(i));
+        if strict {
+            assert_served(&read, &c3, &[], "after the new push");
+        }
+    }
+    if strict {
+        assert!(
+            cluster
+                .node(1)
+                .log()
+                .contains("rows verified with the peers for generation"),
+            "the restarted device said why it checked its peers:\n{}",
+            cluster.node(1).log()
+        );
+    }
+
+    let nodes: Vec<_> = cluster.nodes.iter().collect();
+    let failed = client.try_final_phase(&nodes, "R1");
+    assert!(failed.is_empty() || !strict, "{}", failed.join("\n"));
+    client.violations(&history_path(&format!(
+        "promote_lagging_replica{}",
+        plant.map(|p| format!("-{p}")).unwrap_or_default()
+    )))
+}
+
+#[test]
+fn promoting_a_lagging_replica_then_restarting_devices_loses_no_acknowledged_push() {
+    let Some(pg) = prerequisites("promote_lagging_replica") else {
+        return;
+    };
+    let violations = lagging_promotion(&pg, None);
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+/// The second loss once seen on the daemon: a device restarted under the same name with
+/// its data directory gone. It must not serve the empty copy as current nor let its next
+/// push delete what the others hold: it copies the repository back from a leader. When no
+/// other device holds its version, the repository freezes with a message that names the
+/// device and the command, and bringing the disk back resolves it. Returns the checkers'
+/// violations; under `plant` the procedure records what happens instead of asserting it.
+fn lost_data_dir(pg: &std::path::Path, plant: Option<&str>) -> Vec<String> {
+    let strict = plant.is_none();
+    let mut cluster = Cluster::start(pg, |_| String::new());
+    plant_on(&mut cluster, plant);
+    let mut client = {
+        let nodes: Vec<_> = cluster.nodes.iter().collect();
+        Recorder::new(&cluster.client_dir(), "e2e-data-dir-lost", &nodes, "R1")
+    };
+    let lose_disk = |cluster: &mut Cluster, client: &mut Recorder, i: usize, to: &str| {
+        let node = &mut cluster.nodes[i];
+        node.kill9();
+        let name = node.name.clone();
+        client.fault(
+            FaultKind::Strike,
+            &name,
+            "kill -9; data directory moved away",
+        );
+        std::fs::rename(node.dir.join("data"), node.dir.join(to)).expect("move data_dir");
+        node.restart();
+        client.fault(FaultKind::Restart, &name, "restarted on an empty data_dir");
+    };
+
+    // Every device holds main and a tag.
+    let c1 = client.commit(None);
+    let (o, text) = client.push(
+        cluster.node(0),
+        "R1",
+        "refs/heads/main",
+        None,
+        &c1,
+        Phase::Workload,
+    );
+    assert!(o.is_ok(), "{text}");
+    let t1 = client.commit(Some(&c1));
+    let (o, text) = client.push(
+        cluster.node(1),
+        "R1",
+        "refs/tags/v1",
+        None,
+        &t1,
+        Phase::Workload,
+    );
+    assert!(o.is_ok(), "{text}");
+    for i in 0..3 {
+        let read = read_until_served(&mut client, cluster.node(i));
+        assert_served(&read, &c1, &[("refs/tags/v1", &t1)], "before the loss");
+    }
+
+    // Device 3 loses its disk while the others hold everything.
+    lose_disk(&mut cluster, &mut client, 2, "data.lost");
+    let read = read_until_served(&mut client, cluster.node(2));
+    if strict {
+        assert_served(&read, &c1, &[("refs/tags/v1", &t1)], "after the loss");
+    }
+    // Its next push of an unrelated branch deletes nothing anywhere.
+    let b = client.commit(None);
+    let (o, text) = client.push(
+        cluster.node(2),
+        "R1",
+        "refs/heads/other",
+        None,
+        &b,
+        Phase::Workload,
+    );
+    assert!(
+        o.is_ok() || !strict,
+        "push to the device that lost its disk: {text}"
+    );
+    for i in 0..3 {
+        let read = read_until_served(&mut client, cluster.node(i));
+        if strict {
+            let others = [
+                ("refs/tags/v1", t1.as_str()),
+                ("refs/heads/other", b.as_str()),
+            ];
+            assert_served(&read, &c1, &others, "after the unrelated push");
+        }
+    }
+
+    // Device 3 alone holds the newest version (the others are down, so they cannot pull
+    // it), and then loses its disk: nothing else holds that version, so the repository
+    // freezes and says what to do.
+    for i in 0..2 {
+        let node = &mut cluster.nodes[i];
+        node.kill9();
+        client.fault(FaultKind::Strike, &node.name.clone(), "kill -9");
+    }
+    let c2 = client.commit(Some(&c1));
+    let (o, text) = client.push(
+        cluster.node(2),
+        "R1",
+        "refs/heads/main",
+        Some(&c1),
+        &c2,
+        Phase::Workload,
+    );
+    assert!(o.is_ok() || !strict, "{text}");
+    lose_disk(&mut cluster, &mut client, 2, "data.lost2");
+    for i in 0..2 {
+        cluster.nodes[i].restart();
+        client.fault(
+            FaultKind::Restart,
+            &cluster.nodes[i].name.clone(),
+            "restarted",
+        );
+    }
+    let (o, text) = client.read(cluster.node(2), "R1", Phase::Workload);
+    if strict {
+        assert!(
+            !o.is_ok(),
+            "an empty copy is never served as current: {o:?} {text}"
+        );
+        assert!(
+            text.contains("does not hold that version") && text.contains("--demote repo003"),
+            "the refusal names the device and the command: {text}"
+        );
+    }
+    let (o, text) = client.read(cluster.node(0), "R1", Phase::Workload);
+    assert!(
+        !o.is_ok() || !strict,
+        "nor is an older copy elsewhere: {o:?} {text}"
+    );
+
+    // The disk comes back (say, it was only unmounted): the device serves it again.
+    let node = &mut cluster.nodes[2];
+    node.kill9();
+    std::fs::remove_dir_all(node.dir.join("data")).expect("remove the empty data_dir");
+    std::fs::rename(node.dir.join("data.lost2"), node.dir.join("data")).expect("restore");
+    node.restart();
+    client.fault(
+        FaultKind::Restart,
+        "repo003",
+        "restarted on its own disk again",
+    );
+    for i in [2, 0, 1] {
+        let read = read_until_served(&mut client, cluster.node(i));
+        if strict {
+            assert_served(&read, &c2, &[], "with the disk back");
+        }
+    }
+
+    let nodes: Vec<_> = cluster.nodes.iter().collect();
+    let failed = client.try_final_phase(&nodes, "R1");
+    assert!(failed.is_empty() || !strict, "{}", failed.join("\n"));
+    client.violations(&history_path(&format!(
+        "data_dir_lost{}",
+        plant.map(|p| format!("-{p}")).unwrap_or_default()
+    )))
+}
+
+#[test]
+fn a_device_whose_data_directory_is_gone_copies_back_and_loses_nothing() {
+    let Some(pg) = prerequisites("data_dir_lost") else {
+        return;
+    };
+    let violations = lost_data_dir(&pg, None);
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+/// The same two procedures against a daemon with today's fix taken out again: the
+/// checkers must see the loss (the daemon is built with the `plant` feature).
+#[cfg(feature = "plant")]
+#[test]
+fn the_checkers_catch_both_losses_when_the_fixes_are_taken_out() {
+    let Some(pg) = prerequisites("plants_of_both_losses") else {
+        return;
+    };
+    for (plant, procedure) in [
+        (
+            "epoch-in-memory",
+            lagging_promotion as fn(&std::path::Path, Option<&str>) -> Vec<String>,
+        ),
+        ("trust-empty-working-copy", lost_data_dir),
+    ] {
+        let violations = procedure(&pg, Some(plant));
+        eprintln!("{plant}: {}", violations.join("\n"));
+        assert!(
+            violations
+                .iter()
+                .any(|v| v.contains("stale-read") || v.contains("durability")),
+            "{plant}: the checkers missed the loss: {violations:?}"
+        );
+    }
+}

@@ -356,6 +356,18 @@ impl Recorder {
     /// The final probes: one push (to a ref of each device's own) and one read per device;
     /// then the working copies' refs as the final state.
     pub fn final_phase(&mut self, nodes: &[&Node], repo: &str) {
+        let failed = self.try_final_phase(nodes, repo);
+        assert!(
+            failed.is_empty(),
+            "final probes failed:\n{}",
+            failed.join("\n")
+        );
+    }
+
+    /// Like [`Recorder::final_phase`], returning the probes that failed instead of
+    /// failing the test (for runs with a planted bug, where the checkers judge).
+    pub fn try_final_phase(&mut self, nodes: &[&Node], repo: &str) -> Vec<String> {
+        let mut failed = Vec::new();
         for node in nodes {
             let c = self.commit(None);
             let (o, text) = self.push(
@@ -366,11 +378,15 @@ impl Recorder {
                 &c,
                 Phase::Final,
             );
-            assert!(o.is_ok(), "final push on {} failed: {text}", node.name);
+            if !o.is_ok() {
+                failed.push(format!("final push on {} failed: {text}", node.name));
+            }
         }
         for node in nodes {
             let (o, text) = self.read(node, repo, Phase::Final);
-            assert!(o.is_ok(), "final read on {} failed: {text}", node.name);
+            if !o.is_ok() {
+                failed.push(format!("final read on {} failed: {text}", node.name));
+            }
         }
         self.history.final_state = FinalState {
             active_devices: nodes.iter().map(|n| n.name.clone()).collect(),
@@ -383,19 +399,24 @@ impl Recorder {
                 })
                 .collect(),
         };
+        failed
+    }
+
+    /// Writes the history to `path` and returns every failing checker's verdict.
+    pub fn violations(&self, path: &Path) -> Vec<String> {
+        let json = serde_json::to_string_pretty(&self.history).expect("history serializes");
+        std::fs::write(path, json).expect("history written");
+        stormcell_harness::checker::check_all(&self.history)
+            .iter()
+            .filter(|v| !v.passed())
+            .map(|v| v.to_string())
+            .collect()
     }
 
     /// Runs the simulator's checkers on the history (also written to `path` for
     /// `stormcell-sim check`), and fails the test on any violation.
     pub fn check(&self, path: &Path) {
-        let json = serde_json::to_string_pretty(&self.history).expect("history serializes");
-        std::fs::write(path, json).expect("history written");
-        let verdicts = stormcell_harness::checker::check_all(&self.history);
-        let failed: Vec<String> = verdicts
-            .iter()
-            .filter(|v| !v.passed())
-            .map(|v| format!("{v:?}"))
-            .collect();
+        let failed = self.violations(path);
         assert!(
             failed.is_empty(),
             "checkers failed on {}:\n{}",
@@ -403,9 +424,8 @@ impl Recorder {
             failed.join("\n")
         );
         eprintln!(
-            "history {} passed {} checkers over {} operations",
+            "history {} passed every checker over {} operations",
             path.display(),
-            verdicts.len(),
             self.history.ops.len()
         );
     }

@@ -72,6 +72,9 @@ pub struct Node {
     pub http_port: u16,
     /// Its peer port.
     pub peer_port: u16,
+    /// The planted bug the process runs with (`STORMCELL_PLANT`; a daemon built with the
+    /// `plant` feature only).
+    pub plant: Option<String>,
     child: Option<Child>,
 }
 
@@ -84,6 +87,7 @@ impl Node {
             dir,
             http_port: free_port(),
             peer_port: free_port(),
+            plant: None,
             child: None,
         }
     }
@@ -153,12 +157,28 @@ write = ["*"]
     /// Starts the process and waits until its Git endpoint accepts connections.
     pub fn start(&mut self, hosts: &str, extra: &str) {
         self.write_config(hosts, extra);
+        self.spawn();
+    }
+
+    /// `kill -9`, then starts again with the configuration as it is on disk now (which
+    /// `db promote` may have rewritten).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Starts the process on the current configuration file and waits for its ports.
+    fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("node.log"))
             .expect("log file");
-        let child = Command::new(stormcell())
+        let mut command = Command::new(stormcell());
+        if let Some(bug) = &self.plant {
+            command.env("STORMCELL_PLANT", bug);
+        }
+        let child = command
             .args(["node", "--config"])
             .arg(self.config_path())
             .stdout(Stdio::null())
