@@ -420,6 +420,10 @@ pub enum FaultKind {
     DiskFailing,
     /// Its disk works again.
     DiskRecovered,
+    /// An instant: a device's working copies were lost (its disk replaced or wiped, or
+    /// restored from an older backup); it is down from the `Strike` recorded with it. Only
+    /// an operator action (or the old disk coming back) ends the freeze this may leave.
+    DiskLost,
 }
 
 /// What the run expects the cluster to look like at the end.

@@ -997,6 +997,8 @@ impl Driver {
                     Some(down_ms),
                     format!("disk lost; restarts on {from}"),
                 );
+                let from = format!("working copies lost; restarts on {from}");
+                self.event(now, FaultKind::DiskLost, vec![device.clone()], from);
                 if let Some(store) = stores.get(&device) {
                     match restore.and_then(|b| self.backups.get(&b)) {
                         Some(backup) => store.restore(backup),

@@ -6,7 +6,8 @@
 //! with the pending operations applied. [`Store::sync`] makes a repository's pending
 //! operations durable; [`SimStore::crash`] keeps a random prefix of them and drops the rest,
 //! which models both "unsynced writes are lost" and "a multi-ref update is torn at any point
-//! between objects written and all refs moved".
+//! between objects written and all refs moved". A sync that fails (a failing disk) drops
+//! them all at once, as a kernel that discards the pages it could not write back does.
 //!
 //! The store is shared between the device's software (through the [`Store`] port) and the
 //! harness (which crashes it and reads the final state), so it is a cheap handle around one
@@ -304,8 +305,9 @@ impl SimStore {
         self.lock().repos.clear();
     }
 
-    /// While `failing`, every sync fails and leaves the writes it should have made durable
-    /// pending (visible, and lost by the next crash).
+    /// While `failing`, every sync fails and drops the writes it should have made durable
+    /// (see [`Store::sync`] here); writes not yet synced stay visible until a sync or a
+    /// crash.
     pub fn set_failing_syncs(&self, failing: bool) {
         self.lock().failing_syncs = failing;
     }
@@ -436,7 +438,16 @@ impl Store for SimStore {
 
     async fn sync(&self, repo: &RepoId) -> Result<(), StoreError> {
         let mut st = self.lock();
-        Self::check_disk(&st, "sync", repo)?;
+        if let Err(e) = Self::check_disk(&st, "sync", repo) {
+            // A failed writeback does not leave the data waiting for a retry: the kernel
+            // may drop the dirty pages it could not write (and report the next fsync as
+            // clean), so what this sync should have made durable is gone at once, not
+            // only at the next crash. Software that goes on as if it were there finds out.
+            if let Some(state) = st.repos.get_mut(repo) {
+                state.pending.clear();
+            }
+            return Err(e);
+        }
         if let Some(state) = st.repos.get_mut(repo) {
             let pending = std::mem::take(&mut state.pending);
             for op in pending {

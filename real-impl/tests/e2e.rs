@@ -1329,6 +1329,7 @@ fn lost_data_dir(pg: &std::path::Path, plant: Option<&str>) -> Vec<String> {
             "kill -9; data directory moved away",
         );
         std::fs::rename(node.dir.join("data"), node.dir.join(to)).expect("move data_dir");
+        client.fault(FaultKind::DiskLost, &name, "data directory moved away");
         node.restart();
         client.fault(FaultKind::Restart, &name, "restarted on an empty data_dir");
     };

@@ -16,6 +16,9 @@
 //!   operation ran or ended less than
 //!   [`LEADER_LOST_GRACE_MS`] before it was invoked (devices take a while to catch up after
 //!   a heal). A fault between two other hosts is no cause. The message names the fault.
+//!   A device that lost its disk may have held the only copy of the newest version, which
+//!   freezes the repository until an operator acts, so a disk loss justifies leader-lost
+//!   refusals from the loss until the first operator action that begins after it.
 //! - (d) A write interruption needs a cause. `writing = true` is left behind for another
 //!   writer to see only when a writer's database session died mid-push, which takes a fault
 //!   on the writer's device or database link, or on the database host, while its push was
@@ -214,6 +217,8 @@ pub(crate) fn check(history: &History) -> Verdict {
                 });
                 if let Some(cause) = cause {
                     justified_by.push(format!("leader-lost op {} by {}", op.id, cause.describe()));
+                } else if let Some(lost) = unresolved_disk_loss(history, op) {
+                    justified_by.push(format!("leader-lost op {} by {lost}", op.id));
                 } else {
                     verdict.violations.push(violation(
                         op,
@@ -323,6 +328,33 @@ fn violation(
     explanation: String,
 ) -> Violation {
     Violation::of_op(CheckerId::Freeze, op, at_ms, expected, seen, explanation)
+}
+
+/// A disk loss that can still keep `op`'s repository from its leaders: a device lost its
+/// working copies before `op` completed, and no successful operator action on the
+/// repository has run since (the
+/// device may have held the only copy of the newest version, which freezes the
+/// repository until someone demotes it or brings the disk back).
+fn unresolved_disk_loss(history: &History, op: &Operation) -> Option<String> {
+    history
+        .faults
+        .iter()
+        .filter(|f| f.kind == FaultKind::DiskLost && f.at_ms <= op.completed_ms)
+        .filter(|f| {
+            !history.operator.iter().any(|a| {
+                a.ok && a.started_ms >= f.at_ms
+                    && a.completed_ms <= op.invoked_ms
+                    && a.command.split_whitespace().any(|w| w == op.repo)
+            })
+        })
+        .last()
+        .map(|f| {
+            format!(
+                "the disk loss of {} at {}",
+                f.hosts.join(","),
+                secs(f.at_ms)
+            )
+        })
 }
 
 /// Whether fault `f` can keep `device` from fetching from a leader: anything on `device`
@@ -765,6 +797,53 @@ mod tests {
         b.read("R2", 500, 1_200, refused(ErrorKind::LeaderLost));
         let v = run(&b);
         assert!(v.passed(), "{v}");
+    }
+
+    #[test]
+    fn a_disk_loss_justifies_leader_lost_until_an_operator_acts_on_the_repository() {
+        fn thaw(at: u64, command: &str, ok: bool) -> crate::history::OperatorAction {
+            crate::history::OperatorAction {
+                started_ms: at,
+                completed_ms: at + 100,
+                command: command.to_owned(),
+                ok,
+                result: String::new(),
+                demoted: Vec::new(),
+                promoted: Vec::new(),
+                plan: None,
+            }
+        }
+        let mut b = HistoryBuilder::new();
+        b.fault(1_000, FaultKind::Strike, &["R1"]);
+        b.fault(1_000, FaultKind::DiskLost, &["R1"]);
+        b.fault(2_000, FaultKind::Restart, &["R1"]);
+        // Long after the restart: the lost copy may have been the only newest one.
+        b.read("R2", 90_000, 90_100, refused(ErrorKind::LeaderLost));
+        // A thaw of another repository, or one that failed, resolves nothing here.
+        let operator = &mut b.history.operator;
+        operator.push(thaw(
+            95_000,
+            "stormcell repository thaw other --demote R1",
+            true,
+        ));
+        operator.push(thaw(
+            96_000,
+            "stormcell repository thaw repo1 --demote R1",
+            false,
+        ));
+        let still = b.read("R2", 97_000, 97_100, refused(ErrorKind::LeaderLost));
+        let v = run(&b);
+        assert!(v.passed(), "{v}");
+        let operator = &mut b.history.operator;
+        operator.push(thaw(
+            98_000,
+            "stormcell repository thaw repo1 --demote R1",
+            true,
+        ));
+        let after = b.read("R2", 99_000, 99_100, refused(ErrorKind::LeaderLost));
+        let v = run(&b);
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(ops, [Some(after)], "{v} (op {still} was justified)");
     }
 
     #[test]

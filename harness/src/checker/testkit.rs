@@ -11,7 +11,7 @@ use crate::history::{
 
 /// Builds a [`History`] op by op.
 pub(crate) struct HistoryBuilder {
-    history: History,
+    pub(crate) history: History,
     next_id: u64,
     /// Repository the `push`/`read` shortcuts use.
     repo: String,

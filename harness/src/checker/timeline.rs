@@ -78,8 +78,8 @@ impl Timeline {
                 FaultKind::LagEnd => (Family::Lag, false),
                 FaultKind::DiskFailing => (Family::DiskFailing, true),
                 FaultKind::DiskRecovered => (Family::DiskFailing, false),
-                // An instant, not a state.
-                FaultKind::Promote => continue,
+                // Instants, not states.
+                FaultKind::Promote | FaultKind::DiskLost => continue,
             };
             let keys: Vec<(String, String)> = match family {
                 // A strike or restart may name several hosts: each goes down or up.

@@ -55,9 +55,18 @@ impl Engine {
             return Err(self.interruption(row));
         };
         // PROTOCOL.md 12: a working copy that is not the one the write was made in (a lost
-        // or restored disk) says nothing about the write; adopting it would adopt whatever
-        // the new disk holds. A person decides.
-        if !self.plants.has(Bug::TrustEmptyWorkingCopy) && local_version != Some(row.version) {
+        // or restored disk) says nothing about what the write left; adopting it would adopt
+        // whatever the new disk holds. But a copy older than the write's base (its local
+        // version file, written durably before the write began, is lower or gone) cannot
+        // hold the write, and no other device can either (nobody copies a version before it
+        // is recorded): the write did not take effect, and clearing it is the truth. The
+        // device's own row then still claims the base version, which its copy does not
+        // match, so it copies that version back from another leader before serving.
+        let lost_copy = local_version.is_none_or(|v| v < row.version);
+        if !self.plants.has(Bug::TrustEmptyWorkingCopy)
+            && local_version != Some(row.version)
+            && !lost_copy
+        {
             self.emit(Event::Note {
                 text: format!(
                     "{}: interrupted write on {} not recovered: its working copy is at local \
@@ -67,7 +76,8 @@ impl Engine {
             });
             return Err(self.interruption(row));
         }
-        let (new_version, how) = if digest == pre_digest {
+        let lost_copy = lost_copy && !self.plants.has(Bug::TrustEmptyWorkingCopy);
+        let (new_version, how) = if digest == pre_digest || lost_copy {
             (row.version, "cleared")
         } else {
             let event = NewPushEvent {

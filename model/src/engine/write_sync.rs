@@ -216,8 +216,10 @@ impl Engine {
             digest,
         };
 
-        if self.plants.has(Bug::AckBeforeVersionBump) {
-            // The client hears "ok" now; the version is recorded a moment later.
+        if self.plants.has(Bug::AckBeforeVersionBump) && applied.accepted {
+            // The client hears "ok" now; the version is recorded a moment later. (A push
+            // the store rejected is still refused: the bug is about acknowledging early,
+            // not about acknowledging what did not happen.)
             let engine = Arc::clone(self);
             let progress = progress.clone();
             self.ports.spawn.spawn(Box::pin(async move {
