@@ -25,6 +25,9 @@ use crate::store::{encode_commits, Commit, SimStore, StoreBackup};
 use crate::trace::{sim_now_ms, Trace};
 use crate::workload::{Recorder, DEVICE_PORT};
 
+/// How many times the operator runs a thaw whose plan changed while it was read.
+const THAW_ATTEMPTS: u32 = 5;
+
 /// A fault the operator asks the driver to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriverRequest {
@@ -554,13 +557,28 @@ impl OperatorRun {
             force: t.force,
         };
         let confirm = self.person();
-        match self.admin.thaw(&request, &confirm).await {
-            Ok(outcome) => Done {
-                command,
-                result: Ok(()),
-                thaw: Some(outcome),
-            },
-            Err(e) => Done::of(command, Err(e.to_string())),
+        // A person told that the plan changed while they read it runs the command again
+        // and reads the new plan; under load that can take a few tries.
+        let mut attempt = 1;
+        loop {
+            match self.admin.thaw(&request, &confirm).await {
+                Ok(outcome) => {
+                    return Done {
+                        command,
+                        result: Ok(()),
+                        thaw: Some(outcome),
+                    }
+                }
+                Err(AdminError::PlanChanged) if attempt < THAW_ATTEMPTS => {
+                    self.trace.record(
+                        sim_now_ms(),
+                        "operator",
+                        format!("{command}: the plan changed while it was read; again"),
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Done::of(command, Err(e.to_string())),
+            }
         }
     }
 

@@ -53,7 +53,26 @@ fn skip_read_sync_is_caught() {
 
 #[test]
 fn ack_before_version_bump_is_caught() {
-    caught(Bug::AckBeforeVersionBump, "steady", 10);
+    // Caught as what it is, a read that misses an acknowledged push: the plant no longer
+    // also acknowledges pushes the store rejected.
+    caught_by(
+        Bug::AckBeforeVersionBump,
+        "steady",
+        10,
+        &[CheckerId::StaleRead],
+    );
+}
+
+#[test]
+fn ack_before_durable_is_caught() {
+    // A push acknowledged although its sync failed: the failed sync dropped it, so it is
+    // gone from the device that took it.
+    caught_by(
+        Bug::AckBeforeDurable,
+        "fsync-failure",
+        300,
+        &[CheckerId::Durability, CheckerId::StaleRead],
+    );
 }
 
 #[test]

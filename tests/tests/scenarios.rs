@@ -49,6 +49,7 @@ scenario_tests! {
     steady => "steady",
     db_promote_restart => "db-promote-restart",
     db_primary_hang => "db-primary-hang",
+    demote_under_load => "demote-under-load",
     disk_loss => "disk-loss",
     fsync_failure => "fsync-failure",
     lightning => "lightning",

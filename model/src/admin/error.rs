@@ -74,6 +74,14 @@ pub enum AdminError {
     /// The operator answered no.
     #[error("Aborted: the possibility of permanent data loss was not accepted. Nothing changed.")]
     Declined,
+    /// **[stormcell]** The plan the operator accepted is not what the thaw would do once it
+    /// held the locks: something was written or moved meanwhile.
+    #[error(
+        "Aborted: the cluster changed while the plan was being read (a push or a sync landed \
+         on a repository it covers), so the plan you accepted is no longer what the thaw \
+         would do. Nothing changed. Run the command again to see the new plan."
+    )]
+    PlanChanged,
     /// The write lock could not be taken within the budget.
     #[error(
         "Timed out after {waited:?} waiting for the write lock of repository \"{repo}\". \

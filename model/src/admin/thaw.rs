@@ -183,9 +183,15 @@ impl Admin {
         Ok(plan)
     }
 
-    /// `repository thaw`: for each selected repository, under its write lock, shows the
-    /// plan, asks for confirmation (unless forced) and demotes or promotes; then
-    /// **[stormcell]** salvages what the plan found in readable working copies.
+    /// `repository thaw`: for each selected repository, under its write lock, demotes or
+    /// promotes after the operator confirmed (unless forced); then **[stormcell]** salvages
+    /// what the plan found in readable working copies.
+    ///
+    /// **[stormcell]** The operator is asked before any lock is taken, so a person reading
+    /// the plan does not stop every push to the repositories it covers; the thaw then
+    /// takes the locks, plans again, and refuses with [`AdminError::PlanChanged`] when the
+    /// plan is not the one accepted. Under phabricator the question is asked under the
+    /// locks, as the original design does.
     pub async fn thaw(
         &self,
         req: &ThawRequest,
@@ -194,35 +200,78 @@ impl Admin {
         let mut session = self.connect().await?;
         let topology = session.topology().await?;
         let resolved = resolve(&topology, req)?;
+        let stormcell = self.config.profile.is_stormcell();
         let lockless = resolved.kind == ThawKind::Demote && self.plants.has(Bug::DemoteWithoutLock);
-        let mut locked: Vec<RepoId> = Vec::new();
-        let result = async {
+
+        let mut unlocked = None;
+        let asked = if stormcell && !req.force {
             let mut prepared = Vec::new();
             for repo in &resolved.repos {
-                if !lockless {
-                    self.acquire_write(session.as_mut(), repo, self.config.timing.thaw_lock_budget)
-                        .await?;
-                    locked.push(repo.clone());
-                }
                 prepared.push(
                     self.prepare(session.as_mut(), &topology, &resolved, repo)
                         .await?,
                 );
             }
-            let stormcell = self.config.profile.is_stormcell();
-            let plan = stormcell.then(|| ThawPlan {
-                actions: prepared.iter().flat_map(|p| p.plans.clone()).collect(),
-            });
-            if !req.force {
-                let details = match &plan {
-                    Some(p) => p.render(),
-                    None => describe(&prepared, resolved.kind),
-                };
-                if !confirm
-                    .confirm("Accept the possibility of permanent data loss?", &details)
-                    .await
-                {
-                    return Err(AdminError::Declined);
+            let plan = plan_of(&prepared);
+            if !confirm
+                .confirm(
+                    "Accept the possibility of permanent data loss?",
+                    &plan.render(),
+                )
+                .await
+            {
+                return Err(AdminError::Declined);
+            }
+            unlocked = Some(prepared);
+            Some(plan)
+        } else {
+            None
+        };
+
+        let mut locked: Vec<RepoId> = Vec::new();
+        let result = async {
+            // The planted bug acts on what the operator read, with no lock and no second
+            // look: whatever was written meanwhile is deleted unlisted.
+            let prepared = match unlocked.take().filter(|_| lockless) {
+                Some(prepared) => prepared,
+                None => {
+                    let mut prepared = Vec::new();
+                    for repo in &resolved.repos {
+                        if !lockless {
+                            self.acquire_write(
+                                session.as_mut(),
+                                repo,
+                                self.config.timing.thaw_lock_budget,
+                            )
+                            .await?;
+                            locked.push(repo.clone());
+                        }
+                        prepared.push(
+                            self.prepare(session.as_mut(), &topology, &resolved, repo)
+                                .await?,
+                        );
+                    }
+                    prepared
+                }
+            };
+            let plan = stormcell.then(|| plan_of(&prepared));
+            match &asked {
+                Some(asked) if !lockless && plan.as_ref() != Some(asked) => {
+                    return Err(AdminError::PlanChanged);
+                }
+                Some(_) => {}
+                None if req.force => {}
+                None => {
+                    let details = match &plan {
+                        Some(p) => p.render(),
+                        None => describe(&prepared, resolved.kind),
+                    };
+                    if !confirm
+                        .confirm("Accept the possibility of permanent data loss?", &details)
+                        .await
+                    {
+                        return Err(AdminError::Declined);
+                    }
                 }
             }
             let mut outcome = ThawOutcome {
@@ -240,7 +289,7 @@ impl Admin {
             self.release_write(session.as_mut(), repo).await;
         }
         let (mut outcome, prepared) = result?;
-        if self.config.profile.is_stormcell() {
+        if stormcell {
             for p in &prepared {
                 outcome.salvaged.extend(self.salvage(&topology, p).await);
             }
@@ -549,4 +598,11 @@ fn describe(prepared: &[Prepared], kind: ThawKind) -> String {
                 .map(move |d| format!("Repository {}: {verb} {d}\n", p.repo))
         })
         .collect()
+}
+
+/// The plan of everything `prepared` would do.
+fn plan_of(prepared: &[Prepared]) -> ThawPlan {
+    ThawPlan {
+        actions: prepared.iter().flat_map(|p| p.plans.clone()).collect(),
+    }
 }
