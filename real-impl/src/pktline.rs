@@ -143,6 +143,54 @@ pub fn parse_push(body: &[u8]) -> Result<PushRequest, PktError> {
     })
 }
 
+/// The request `body` with `cap` added to the capabilities its first command carries
+/// (nothing changes when the client asked for it already). Everything after the command
+/// list (push options, the pack) is kept byte for byte.
+pub fn with_capability(body: &[u8], cap: &str) -> Result<Vec<u8>, PktError> {
+    let mut out = Vec::with_capacity(body.len() + cap.len() + 1);
+    let mut rest = body;
+    let mut added = false;
+    loop {
+        let (pkt, tail) = read(rest)?;
+        let Pkt::Data(line) = pkt else {
+            // The end of the command list: the rest goes through untouched.
+            out.extend_from_slice(rest);
+            return Ok(out);
+        };
+        rest = tail;
+        let is_shallow = line.starts_with(b"shallow ");
+        if added || is_shallow {
+            write(&mut out, line);
+            continue;
+        }
+        added = true;
+        let (line, newline) = match line.strip_suffix(b"\n") {
+            Some(l) => (l, true),
+            None => (line, false),
+        };
+        let mut edited = line.to_vec();
+        match line.iter().position(|&b| b == 0) {
+            Some(i) => {
+                let caps = String::from_utf8_lossy(&line[i + 1..]);
+                if !caps.split(' ').any(|c| c == cap) {
+                    if !caps.is_empty() {
+                        edited.push(b' ');
+                    }
+                    edited.extend_from_slice(cap.as_bytes());
+                }
+            }
+            None => {
+                edited.push(0);
+                edited.extend_from_slice(cap.as_bytes());
+            }
+        }
+        if newline {
+            edited.push(b'\n');
+        }
+        write(&mut out, &edited);
+    }
+}
+
 /// One line of a status report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefStatus {
@@ -226,6 +274,35 @@ mod tests {
         assert_eq!(req.commands[0].name, "refs/heads/main");
         assert_eq!(req.commands[1].new, zero);
         assert!(req.sideband() && req.has("report-status"));
+    }
+
+    #[test]
+    fn a_capability_is_added_once_to_the_first_command_only() {
+        let zero = "0".repeat(40);
+        let a = "a".repeat(40);
+        let mut body = Vec::new();
+        write(&mut body, format!("shallow {a}\n").as_bytes());
+        write(
+            &mut body,
+            format!("{zero} {a} refs/heads/main\0report-status side-band-64k\n").as_bytes(),
+        );
+        write(&mut body, format!("{a} {zero} refs/heads/old\n").as_bytes());
+        flush(&mut body);
+        body.extend_from_slice(b"PACK....");
+        let edited = with_capability(&body, "atomic").expect("edits");
+        let req = parse_push(&edited).expect("parses");
+        assert!(req.has("atomic") && req.has("report-status") && req.sideband());
+        assert_eq!(req.commands.len(), 2);
+        assert!(edited.ends_with(b"0000PACK...."));
+        // Asked for already: the body is unchanged.
+        assert_eq!(with_capability(&edited, "atomic").expect("edits"), edited);
+        // A command list without capabilities gets them.
+        let mut bare = Vec::new();
+        write(&mut bare, format!("{zero} {a} refs/heads/main").as_bytes());
+        flush(&mut bare);
+        let req = parse_push(&with_capability(&bare, "atomic").expect("edits")).expect("parses");
+        assert_eq!(req.capabilities, vec!["atomic".to_owned()]);
+        assert!(with_capability(b"00", "atomic").is_err());
     }
 
     #[test]

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stormcell_model::error::StoreError;
-use stormcell_model::ids::{Digest, Generation, Oid, RepoId, Version};
+use stormcell_model::ids::{Generation, Oid, RepoId, Version};
 use stormcell_model::ports::{PushApplied, PushPayload, Snapshot, Store};
+use stormcell_model::rows::RefUpdate;
 use tokio::sync::Mutex;
 
 use crate::pktline::{self, RefStatus};
@@ -186,44 +187,52 @@ impl GitStore {
     /// transaction (all or nothing).
     async fn apply_sourced_push(
         &self,
-        repo: &RepoId,
         path: &Path,
         push: &PushPayload,
     ) -> Result<PushApplied, StoreError> {
-        let before = digest_of(&self.read_refs(repo).await?);
         let wanted: Vec<&str> = push
             .updates
             .iter()
             .filter_map(|u| u.new.as_ref().map(Oid::as_str))
             .collect();
         self.fetch_missing(path, &wanted, &push.pack).await?;
+        let out = self.update_refs(path, &push.updates).await?;
+        let reason = (!out.success).then(|| {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            if stderr.is_empty() {
+                "the ref transaction failed".to_owned()
+            } else {
+                stderr
+            }
+        });
+        Ok(PushApplied {
+            accepted: out.success,
+            reason,
+            report: Vec::new(),
+        })
+    }
+
+    /// Applies `updates` as one compare-and-swap ref transaction: every ref is locked and
+    /// checked against its expected old value at `prepare`, and only then are all moved at
+    /// `commit`. Any failure aborts the transaction, leaving every ref as it was.
+    async fn update_refs(
+        &self,
+        path: &Path,
+        updates: &[RefUpdate],
+    ) -> Result<git::Output, StoreError> {
         const ZERO: &str = "0000000000000000000000000000000000000000";
-        let mut script = String::new();
-        for u in &push.updates {
+        let mut script = String::from("start\n");
+        for u in updates {
             let old = u.old.as_ref().map_or(ZERO, Oid::as_str);
             match &u.new {
                 Some(new) => script.push_str(&format!("update {} {new} {old}\n", u.name)),
                 None => script.push_str(&format!("delete {} {old}\n", u.name)),
             }
         }
+        script.push_str("prepare\ncommit\n");
         let mut cmd = self.git.command(path);
         cmd.args(["update-ref", "--stdin"]);
-        let out = self.git.run(cmd, script.as_bytes()).await?;
-        let after = digest_of(&self.read_refs(repo).await?);
-        let accepted = out.success && before != after;
-        let reason = (!accepted).then(|| {
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-            if stderr.is_empty() {
-                "no ref changed".to_owned()
-            } else {
-                stderr
-            }
-        });
-        Ok(PushApplied {
-            accepted,
-            reason,
-            report: Vec::new(),
-        })
+        self.git.run(cmd, script.as_bytes()).await
     }
 
     async fn missing_objects(&self, path: &Path, oids: &[&str]) -> Result<Vec<String>, StoreError> {
@@ -274,10 +283,6 @@ fn read_refs(path: &Path) -> Result<BTreeMap<String, Oid>, StoreError> {
     Ok(refs)
 }
 
-fn digest_of(refs: &BTreeMap<String, Oid>) -> Digest {
-    Digest::of(refs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-}
-
 #[async_trait]
 impl Store for GitStore {
     async fn refs(&self, repo: &RepoId) -> Result<BTreeMap<String, Oid>, StoreError> {
@@ -292,14 +297,20 @@ impl Store for GitStore {
         let path = self.ensure(repo).await?;
         // A pkt-line body starts with four hex digits; an object source is JSON.
         if push.pack.first() == Some(&b'{') {
-            return self.apply_sourced_push(repo, &path, push).await;
+            return self.apply_sourced_push(&path, push).await;
         }
-        let before = digest_of(&self.read_refs(repo).await?);
         let request = pktline::parse_push(&push.pack).map_err(|e| StoreError(e.to_string()))?;
+        // All or nothing (the port's contract): receive-pack is asked for an atomic push
+        // whatever the client asked for, so it checks every command's old value and moves
+        // every ref in one ref transaction, or moves none. Objects arrive in its quarantine
+        // and are only kept once they pass its connectivity check.
+        let body =
+            pktline::with_capability(&push.pack, "atomic").map_err(|e| StoreError(e.to_string()))?;
+        let before = self.read_refs(repo).await?;
         let mut cmd = self.git.command(&path);
         cmd.args(["receive-pack", "--stateless-rpc", "."]);
-        let out = self.git.run(cmd, &push.pack).await?;
-        let after = digest_of(&self.read_refs(repo).await?);
+        let out = self.git.run(cmd, &body).await?;
+        let after = self.read_refs(repo).await?;
         let (unpack, statuses) = pktline::parse_report(&out.stdout, request.sideband())
             .map_err(|e| StoreError(format!("receive-pack answered badly: {e}")))?;
         if !out.success && statuses.is_empty() {
@@ -308,28 +319,50 @@ impl Store for GitStore {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        // Git applies a non-atomic push ref by ref: what counts is whether any ref moved.
-        let accepted = before != after;
-        let reason = (!accepted).then(|| {
-            let mut reasons: Vec<String> = statuses
-                .iter()
-                .filter_map(|s| match s {
-                    RefStatus::Ng(name, why) => Some(format!("{name}: {why}")),
-                    RefStatus::Ok(_) => None,
-                })
-                .collect();
-            if unpack != "ok" && !unpack.is_empty() {
-                reasons.insert(0, format!("unpack failed: {unpack}"));
-            }
-            if reasons.is_empty() {
-                "no ref changed".to_owned()
-            } else {
-                reasons.join("; ")
-            }
+        let reported_ok = if request.has("report-status") || request.has("report-status-v2") {
+            unpack == "ok"
+                && statuses.len() == request.commands.len()
+                && statuses.iter().all(|s| matches!(s, RefStatus::Ok(_)))
+        } else {
+            out.success
+        };
+        let applied = request.commands.iter().all(|c| {
+            let new = (!c.new.bytes().all(|b| b == b'0')).then(|| Oid::new(c.new.as_str()));
+            after.get(&c.name) == new.as_ref()
         });
+        if reported_ok && applied {
+            return Ok(PushApplied {
+                accepted: true,
+                reason: None,
+                report: out.stdout,
+            });
+        }
+        if before != after {
+            // An atomic push cannot end like this; the refs on disk are no longer the ones
+            // any version vouches for, so the write is not counted either way.
+            return Err(StoreError(format!(
+                "receive-pack moved only some refs of an atomic push: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let mut reasons: Vec<String> = statuses
+            .iter()
+            .filter_map(|s| match s {
+                RefStatus::Ng(name, why) => Some(format!("{name}: {why}")),
+                RefStatus::Ok(_) => None,
+            })
+            .collect();
+        if unpack != "ok" && !unpack.is_empty() {
+            reasons.insert(0, format!("unpack failed: {unpack}"));
+        }
+        let reason = if reasons.is_empty() {
+            "receive-pack applied nothing".to_owned()
+        } else {
+            reasons.join("; ")
+        };
         Ok(PushApplied {
-            accepted,
-            reason,
+            accepted: false,
+            reason: Some(reason),
             report: out.stdout,
         })
     }
