@@ -143,52 +143,59 @@ pub fn parse_push(body: &[u8]) -> Result<PushRequest, PktError> {
     })
 }
 
-/// The request `body` with `cap` added to the capabilities its first command carries
-/// (nothing changes when the client asked for it already). Everything after the command
-/// list (push options, the pack) is kept byte for byte.
-pub fn with_capability(body: &[u8], cap: &str) -> Result<Vec<u8>, PktError> {
-    let mut out = Vec::with_capacity(body.len() + cap.len() + 1);
+/// The request `body` with its commands replaced by `commands`, the first carrying
+/// `capabilities`. Shallow lines and everything after the command list (push options, the
+/// pack) are kept byte for byte.
+pub fn restage(
+    body: &[u8],
+    commands: &[Command],
+    capabilities: &[String],
+) -> Result<Vec<u8>, PktError> {
+    let mut out = Vec::with_capacity(body.len());
     let mut rest = body;
-    let mut added = false;
     loop {
         let (pkt, tail) = read(rest)?;
-        let Pkt::Data(line) = pkt else {
-            // The end of the command list: the rest goes through untouched.
-            out.extend_from_slice(rest);
-            return Ok(out);
-        };
         rest = tail;
-        let is_shallow = line.starts_with(b"shallow ");
-        if added || is_shallow {
-            write(&mut out, line);
-            continue;
+        match pkt {
+            Pkt::Data(line) if line.starts_with(b"shallow ") => write(&mut out, line),
+            Pkt::Data(_) => {}
+            _ => break,
         }
-        added = true;
-        let (line, newline) = match line.strip_suffix(b"\n") {
-            Some(l) => (l, true),
-            None => (line, false),
-        };
-        let mut edited = line.to_vec();
-        match line.iter().position(|&b| b == 0) {
-            Some(i) => {
-                let caps = String::from_utf8_lossy(&line[i + 1..]);
-                if !caps.split(' ').any(|c| c == cap) {
-                    if !caps.is_empty() {
-                        edited.push(b' ');
-                    }
-                    edited.extend_from_slice(cap.as_bytes());
-                }
-            }
-            None => {
-                edited.push(0);
-                edited.extend_from_slice(cap.as_bytes());
-            }
-        }
-        if newline {
-            edited.push(b'\n');
-        }
-        write(&mut out, &edited);
     }
+    for (i, c) in commands.iter().enumerate() {
+        let mut line = format!("{} {} {}", c.old, c.new, c.name).into_bytes();
+        if i == 0 {
+            line.push(0);
+            line.extend_from_slice(capabilities.join(" ").as_bytes());
+        }
+        line.push(b'\n');
+        write(&mut out, &line);
+    }
+    flush(&mut out);
+    out.extend_from_slice(rest);
+    Ok(out)
+}
+
+/// A status report as receive-pack writes it: the unpack status, then `ok` or `ng` per
+/// command in order (`None` is ok), then a flush; inside side band 1 when `sideband`.
+pub fn status_report(unpack: &str, statuses: &[(&str, Option<&str>)], banded: bool) -> Vec<u8> {
+    let mut report = Vec::new();
+    write(&mut report, format!("unpack {unpack}\n").as_bytes());
+    for (name, failure) in statuses {
+        let line = match failure {
+            None => format!("ok {name}\n"),
+            Some(why) => format!("ng {name} {}\n", why.replace('\n', " ")),
+        };
+        write(&mut report, line.as_bytes());
+    }
+    flush(&mut report);
+    if !banded {
+        return report;
+    }
+    let mut out = Vec::new();
+    sideband(&mut out, 1, &report);
+    flush(&mut out);
+    out
 }
 
 /// One line of a status report.
@@ -277,7 +284,7 @@ mod tests {
     }
 
     #[test]
-    fn a_capability_is_added_once_to_the_first_command_only() {
+    fn restaged_commands_keep_shallow_lines_and_the_pack() {
         let zero = "0".repeat(40);
         let a = "a".repeat(40);
         let mut body = Vec::new();
@@ -286,23 +293,44 @@ mod tests {
             &mut body,
             format!("{zero} {a} refs/heads/main\0report-status side-band-64k\n").as_bytes(),
         );
-        write(&mut body, format!("{a} {zero} refs/heads/old\n").as_bytes());
         flush(&mut body);
         body.extend_from_slice(b"PACK....");
-        let edited = with_capability(&body, "atomic").expect("edits");
+        let staged = [Command {
+            old: zero.clone(),
+            new: a.clone(),
+            name: "refs/incoming/0".to_owned(),
+        }];
+        let caps = vec!["report-status".to_owned(), "atomic".to_owned()];
+        let edited = restage(&body, &staged, &caps).expect("restages");
         let req = parse_push(&edited).expect("parses");
-        assert!(req.has("atomic") && req.has("report-status") && req.sideband());
-        assert_eq!(req.commands.len(), 2);
+        assert_eq!(req.commands, staged.to_vec());
+        assert_eq!(req.capabilities, caps);
+        assert!(edited.starts_with(format!("0035shallow {a}\n").as_bytes()));
         assert!(edited.ends_with(b"0000PACK...."));
-        // Asked for already: the body is unchanged.
-        assert_eq!(with_capability(&edited, "atomic").expect("edits"), edited);
-        // A command list without capabilities gets them.
-        let mut bare = Vec::new();
-        write(&mut bare, format!("{zero} {a} refs/heads/main").as_bytes());
-        flush(&mut bare);
-        let req = parse_push(&with_capability(&bare, "atomic").expect("edits")).expect("parses");
-        assert_eq!(req.capabilities, vec!["atomic".to_owned()]);
-        assert!(with_capability(b"00", "atomic").is_err());
+        assert!(restage(b"00", &staged, &caps).is_err());
+    }
+
+    #[test]
+    fn status_reports_round_trip() {
+        for sideband in [false, true] {
+            let report = status_report(
+                "ok",
+                &[
+                    ("refs/heads/a", None),
+                    ("refs/heads/b", Some("stale\ninfo")),
+                ],
+                sideband,
+            );
+            let (unpack, refs) = parse_report(&report, sideband).expect("parses");
+            assert_eq!(unpack, "ok");
+            assert_eq!(
+                refs,
+                vec![
+                    RefStatus::Ok("refs/heads/a".to_owned()),
+                    RefStatus::Ng("refs/heads/b".to_owned(), "stale info".to_owned()),
+                ]
+            );
+        }
     }
 
     #[test]

@@ -110,39 +110,75 @@ macro_rules! db_tests {
             use crate::db;
             #[test]
             fn locks_exclude_and_end_with_their_session() {
-                $run("locks_exclude_and_end_with_their_session", false, db::locks_exclude_and_end_with_their_session);
+                $run(
+                    "locks_exclude_and_end_with_their_session",
+                    false,
+                    db::locks_exclude_and_end_with_their_session,
+                );
             }
             #[test]
             fn a_lost_session_loses_its_locks() {
-                $run("a_lost_session_loses_its_locks", false, db::a_lost_session_loses_its_locks);
+                $run(
+                    "a_lost_session_loses_its_locks",
+                    false,
+                    db::a_lost_session_loses_its_locks,
+                );
             }
             #[test]
             fn connect_never_hands_out_a_dead_session() {
-                $run("connect_never_hands_out_a_dead_session", false, db::connect_never_hands_out_a_dead_session);
+                $run(
+                    "connect_never_hands_out_a_dead_session",
+                    false,
+                    db::connect_never_hands_out_a_dead_session,
+                );
             }
             #[test]
             fn a_hung_host_costs_bounded_waits() {
-                $run("a_hung_host_costs_bounded_waits", false, db::a_hung_host_costs_bounded_waits);
+                $run(
+                    "a_hung_host_costs_bounded_waits",
+                    false,
+                    db::a_hung_host_costs_bounded_waits,
+                );
             }
             #[test]
             fn set_version_is_conditional_on_the_rows() {
-                $run("set_version_is_conditional_on_the_rows", false, db::set_version_is_conditional_on_the_rows);
+                $run(
+                    "set_version_is_conditional_on_the_rows",
+                    false,
+                    db::set_version_is_conditional_on_the_rows,
+                );
             }
             #[test]
             fn finish_write_changes_only_the_writers_row() {
-                $run("finish_write_changes_only_the_writers_row", false, db::finish_write_changes_only_the_writers_row);
+                $run(
+                    "finish_write_changes_only_the_writers_row",
+                    false,
+                    db::finish_write_changes_only_the_writers_row,
+                );
             }
             #[test]
             fn push_ids_rise_above_every_version() {
-                $run("push_ids_rise_above_every_version", false, db::push_ids_rise_above_every_version);
+                $run(
+                    "push_ids_rise_above_every_version",
+                    false,
+                    db::push_ids_rise_above_every_version,
+                );
             }
             #[test]
             fn admin_edits_and_demotes() {
-                $run("admin_edits_and_demotes", false, db::admin_edits_and_demotes);
+                $run(
+                    "admin_edits_and_demotes",
+                    false,
+                    db::admin_edits_and_demotes,
+                );
             }
             #[test]
             fn a_promotion_starts_a_new_generation() {
-                $run("a_promotion_starts_a_new_generation", true, db::a_promotion_starts_a_new_generation);
+                $run(
+                    "a_promotion_starts_a_new_generation",
+                    true,
+                    db::a_promotion_starts_a_new_generation,
+                );
             }
         }
     };

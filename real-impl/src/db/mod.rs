@@ -400,6 +400,9 @@ pub async fn load_rows(client: &Client, repo: &RepoId) -> Result<Vec<VersionRow>
 #[async_trait]
 impl DbSession for PgSession {
     async fn try_lock(&mut self, lock: &LockName) -> Result<bool, DbError> {
+        // A broken session holds nothing any more, whatever it took before: the server
+        // released its locks when the session ended.
+        self.client()?;
         if self.held.contains(lock) {
             return Ok(true);
         }

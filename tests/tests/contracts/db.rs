@@ -9,7 +9,9 @@ use stormcell_model::error::DbError;
 use stormcell_model::failover::{DbHostConfig, DbRole};
 use stormcell_model::ids::{DeviceId, Digest, LockOwner, Oid, RepoId, ServiceId};
 use stormcell_model::ports::{ClusterDb, DbSession, FinishWrite, LockName};
-use stormcell_model::rows::{Binding, Device, NewPushEvent, PushKind, RefUpdate, Repository, WriteProps};
+use stormcell_model::rows::{
+    Binding, Device, NewPushEvent, PushKind, RefUpdate, Repository, WriteProps,
+};
 use tokio::time::{sleep, Instant};
 
 use crate::Checked;
@@ -202,7 +204,10 @@ pub(crate) async fn a_hung_host_costs_bounded_waits<E: DbEnv>(env: E) -> Checked
     let mut b = session(&env).await?;
     b.ping().await?;
     // The late answer to the missed query must not be taken for another one's.
-    assert!(a.ping().await.is_err(), "a session that missed an answer was reused");
+    assert!(
+        a.ping().await.is_err(),
+        "a session that missed an answer was reused"
+    );
     assert!(a.try_lock(&LockName::Write(r1())).await.is_err());
     Ok(())
 }
@@ -229,14 +234,23 @@ pub(crate) async fn set_version_is_conditional_on_the_rows<E: DbEnv>(env: E) -> 
     // The rows changed (repo002's row appeared): the same condition fails now.
     assert!(!a.set_version(&r, &dev(2), 5, None, Some(&read)).await?);
     // Someone else moves repo001 on.
-    assert!(b.set_version(&r, &dev(1), 3, Some(Digest(33)), None).await?);
+    assert!(
+        b.set_version(&r, &dev(1), 3, Some(Digest(33)), None)
+            .await?
+    );
     let stale = vec![(dev(1), 0), (dev(2), 0)];
-    assert!(!a.set_version(&r, &dev(2), 3, Some(Digest(33)), Some(&stale)).await?);
+    assert!(
+        !a.set_version(&r, &dev(2), 3, Some(Digest(33)), Some(&stale))
+            .await?
+    );
     let rows = a.rows(&r).await?;
     let versions: Vec<_> = rows.iter().map(|r| (r.device.clone(), r.version)).collect();
     assert_eq!(versions, vec![(dev(1), 3), (dev(2), 0)], "nothing changed");
     let current = vec![(dev(1), 3), (dev(2), 0)];
-    assert!(a.set_version(&r, &dev(2), 3, Some(Digest(33)), Some(&current)).await?);
+    assert!(
+        a.set_version(&r, &dev(2), 3, Some(Digest(33)), Some(&current))
+            .await?
+    );
     let rows = a.rows(&r).await?;
     assert_eq!(rows[1].version, 3);
     assert_eq!(rows[1].digest, Some(Digest(33)));
@@ -264,7 +278,8 @@ pub(crate) async fn finish_write_changes_only_the_writers_row<E: DbEnv>(env: E) 
     assert_eq!(row.write_props, Some(props.clone()));
     assert_eq!(row.lock_owner, Some(owner.clone()));
     // A new device's row starts at version 0.
-    s.begin_write(&r, &dev(2), &props, &LockOwner::new("owner-2")).await?;
+    s.begin_write(&r, &dev(2), &props, &LockOwner::new("owner-2"))
+        .await?;
     assert_eq!(s.rows(&r).await?[1].version, 0);
 
     let finish = FinishWrite {
@@ -410,7 +425,10 @@ pub(crate) async fn a_promotion_starts_a_new_generation<E: DbEnv>(env: E) -> Che
     assert_eq!(r.replication().await?.role, DbRole::Primary);
     let after = r.generation().await?;
     assert_ne!(after, before);
-    assert!(after.promotions > before.promotions, "{before:?} -> {after:?}");
+    assert!(
+        after.promotions > before.promotions,
+        "{before:?} -> {after:?}"
+    );
     assert!(r.set_version(&r1(), &dev(2), 1, None, None).await?);
     Ok(())
 }

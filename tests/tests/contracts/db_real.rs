@@ -105,7 +105,9 @@ impl DbEnv for RealEnv {
             Duration::from_secs(60),
         )
         .expect("a valid connection string");
-        promote::promote(&db, 60).await.expect("the replica is promoted");
+        promote::promote(&db, 60)
+            .await
+            .expect("the replica is promoted");
     }
 }
 
@@ -134,7 +136,9 @@ async fn start(bin: &Path, replica: bool) -> RealEnv {
     )
     .expect("a valid connection string");
     let mut client = db.client().await.expect("the new server answers");
-    schema::migrate(&mut client).await.expect("the schema applies");
+    schema::migrate(&mut client)
+        .await
+        .expect("the schema applies");
     admin::create_service(&client, "S1")
         .await
         .expect("service S1 is created");

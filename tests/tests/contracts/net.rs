@@ -76,9 +76,7 @@ pub(crate) async fn bytes_cross_both_ways_and_a_close_is_seen<E: NetEnv>(env: E)
 }
 
 /// A connect where nothing listens (or no longer listens) fails promptly.
-pub(crate) async fn a_connect_where_nothing_listens_fails_promptly<E: NetEnv>(
-    env: E,
-) -> Checked {
+pub(crate) async fn a_connect_where_nothing_listens_fails_promptly<E: NetEnv>(env: E) -> Checked {
     let start = Instant::now();
     assert!(env.net().connect(&env.unused()).await.is_err());
     assert!(start.elapsed() < SLACK, "{:?}", start.elapsed());

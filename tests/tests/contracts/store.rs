@@ -290,16 +290,24 @@ pub async fn equal_refs_have_equal_digests_and_a_mirror_is_exact<K: StoreKit>(
 
 /// A mirror that would leave a ref pointing at an object neither the snapshot nor the
 /// working copy has is refused before any ref moves.
-pub async fn an_import_with_a_missing_object_changes_nothing<K: StoreKit>(
-    mut kit: K,
-) -> Checked {
+pub async fn an_import_with_a_missing_object_changes_nothing<K: StoreKit>(mut kit: K) -> Checked {
     let a = kit.device();
     let b = kit.device();
     let r = repo();
     let c1 = kit.commit(None);
     let c2 = kit.commit(Some(&c1));
-    push_ok(&mut kit, &a, vec![update("refs/heads/main", None, Some(&c2))]).await?;
-    push_ok(&mut kit, &b, vec![update("refs/heads/main", None, Some(&c1))]).await?;
+    push_ok(
+        &mut kit,
+        &a,
+        vec![update("refs/heads/main", None, Some(&c2))],
+    )
+    .await?;
+    push_ok(
+        &mut kit,
+        &b,
+        vec![update("refs/heads/main", None, Some(&c1))],
+    )
+    .await?;
     let before = b.refs(&r).await?;
     let mut snap = a.export(&r).await?;
     snap.refs

@@ -208,7 +208,10 @@ impl StoreKit for GitKit {
             } else {
                 ""
             };
-            pktline::write(&mut body, format!("{old} {new} {}{caps}\n", u.name).as_bytes());
+            pktline::write(
+                &mut body,
+                format!("{old} {new} {}{caps}\n", u.name).as_bytes(),
+            );
         }
         pktline::flush(&mut body);
         // Like a Git client: a pack unless every command deletes; it holds what the kit
