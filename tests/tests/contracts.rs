@@ -13,6 +13,21 @@
 //!
 //! Real database tests need the PostgreSQL server binaries; without them they say so
 //! (`SKIPPED ...` on standard error) and pass without checking anything.
+//!
+//! Differences these checks found between the adapters, each fixed on the weaker side:
+//! - `GitStore` counted a push as accepted when any ref moved, and Git's own atomic
+//!   receive-pack still applies the other refs when one command fails its connectivity
+//!   check; pushes now stage objects with receive-pack and move refs in one transaction.
+//! - `GitStore` refused to delete the branch `HEAD` names (receive-pack's policy); the
+//!   port's compare-and-swap delete now applies like any other update.
+//! - `PgConnector` handed out a pooled session without a round trip, so a hung host cost
+//!   the full query timeout on first use; pooled sessions are checked within the connect
+//!   timeout.
+//! - A `PgSession` that missed an answer could be used again (and take a late answer for
+//!   the next query's), and after its server restarted still claimed the locks it had
+//!   held; like the simulated session it now fails every call once broken.
+//! - `TcpNetwork` put no bound on a connect (nor the handshake after it) to a host that
+//!   stopped answering; it fails as timed out after the connect timeout, as `SimNet` does.
 
 #[path = "contracts/db.rs"]
 mod db;
