@@ -30,6 +30,10 @@ const GREETING: &str = "stormcell-peer 1";
 const MAX_HANDSHAKE: usize = 1024;
 /// How long a connecting peer has to introduce itself.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// How long [`Network::connect`] may take by default, handshakes included: the same bound
+/// the simulated network puts on a connect, so a peer whose host stops answering fails the
+/// call as unreachable in both, rather than only when the caller's own limit runs out.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// TCP between devices, authenticated per device.
 pub struct TcpNetwork {
@@ -38,6 +42,7 @@ pub struct TcpNetwork {
     credentials: Arc<PeerCredentials>,
     metrics: Arc<Metrics>,
     tls: Option<PeerTls>,
+    connect_timeout: Duration,
 }
 
 impl TcpNetwork {
@@ -54,7 +59,14 @@ impl TcpNetwork {
             credentials,
             metrics,
             tls: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
+    }
+
+    /// Bounds every connect (TCP, TLS and the credential handshake) by `timeout`.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// Runs every peer connection over TLS with `tls`; `None` keeps plain TCP.
@@ -94,16 +106,17 @@ fn parse_hello(line: &str) -> Option<(&str, &str)> {
 #[async_trait]
 impl Network for TcpNetwork {
     async fn connect(&self, addr: &str) -> io::Result<BoxConn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        match &self.tls {
-            None => Ok(Box::new(self.hello(addr, stream).await?)),
-            Some(tls) => {
-                let stream = tls.connect(addr, stream).await.inspect_err(|e| {
-                    tracing::warn!(peer = %addr, error = %e, "connection to peer failed");
-                })?;
-                Ok(Box::new(self.hello(addr, stream).await?))
-            }
+        // A host that accepts in its kernel but never answers (stopped, hung) would hold a
+        // connect, or the handshake after it, for as long as TCP keeps trying.
+        match tokio::time::timeout(self.connect_timeout, self.connect_unbounded(addr)).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "connect to {addr} timed out after {:?}",
+                    self.connect_timeout
+                ),
+            )),
         }
     }
 
@@ -157,6 +170,21 @@ impl Network for TcpNetwork {
 }
 
 impl TcpNetwork {
+    /// TCP, TLS when configured, then the credential handshake, with no time limit.
+    async fn connect_unbounded(&self, addr: &str) -> io::Result<BoxConn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        match &self.tls {
+            None => Ok(Box::new(self.hello(addr, stream).await?)),
+            Some(tls) => {
+                let stream = tls.connect(addr, stream).await.inspect_err(|e| {
+                    tracing::warn!(peer = %addr, error = %e, "connection to peer failed");
+                })?;
+                Ok(Box::new(self.hello(addr, stream).await?))
+            }
+        }
+    }
+
     /// Runs the connecting side of the credential handshake on `stream`.
     async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
         &self,

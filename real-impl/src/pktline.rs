@@ -143,6 +143,61 @@ pub fn parse_push(body: &[u8]) -> Result<PushRequest, PktError> {
     })
 }
 
+/// The request `body` with its commands replaced by `commands`, the first carrying
+/// `capabilities`. Shallow lines and everything after the command list (push options, the
+/// pack) are kept byte for byte.
+pub fn restage(
+    body: &[u8],
+    commands: &[Command],
+    capabilities: &[String],
+) -> Result<Vec<u8>, PktError> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    loop {
+        let (pkt, tail) = read(rest)?;
+        rest = tail;
+        match pkt {
+            Pkt::Data(line) if line.starts_with(b"shallow ") => write(&mut out, line),
+            Pkt::Data(_) => {}
+            _ => break,
+        }
+    }
+    for (i, c) in commands.iter().enumerate() {
+        let mut line = format!("{} {} {}", c.old, c.new, c.name).into_bytes();
+        if i == 0 {
+            line.push(0);
+            line.extend_from_slice(capabilities.join(" ").as_bytes());
+        }
+        line.push(b'\n');
+        write(&mut out, &line);
+    }
+    flush(&mut out);
+    out.extend_from_slice(rest);
+    Ok(out)
+}
+
+/// A status report as receive-pack writes it: the unpack status, then `ok` or `ng` per
+/// command in order (`None` is ok), then a flush; inside side band 1 when `sideband`.
+pub fn status_report(unpack: &str, statuses: &[(&str, Option<&str>)], banded: bool) -> Vec<u8> {
+    let mut report = Vec::new();
+    write(&mut report, format!("unpack {unpack}\n").as_bytes());
+    for (name, failure) in statuses {
+        let line = match failure {
+            None => format!("ok {name}\n"),
+            Some(why) => format!("ng {name} {}\n", why.replace('\n', " ")),
+        };
+        write(&mut report, line.as_bytes());
+    }
+    flush(&mut report);
+    if !banded {
+        return report;
+    }
+    let mut out = Vec::new();
+    sideband(&mut out, 1, &report);
+    flush(&mut out);
+    out
+}
+
 /// One line of a status report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefStatus {
@@ -226,6 +281,56 @@ mod tests {
         assert_eq!(req.commands[0].name, "refs/heads/main");
         assert_eq!(req.commands[1].new, zero);
         assert!(req.sideband() && req.has("report-status"));
+    }
+
+    #[test]
+    fn restaged_commands_keep_shallow_lines_and_the_pack() {
+        let zero = "0".repeat(40);
+        let a = "a".repeat(40);
+        let mut body = Vec::new();
+        write(&mut body, format!("shallow {a}\n").as_bytes());
+        write(
+            &mut body,
+            format!("{zero} {a} refs/heads/main\0report-status side-band-64k\n").as_bytes(),
+        );
+        flush(&mut body);
+        body.extend_from_slice(b"PACK....");
+        let staged = [Command {
+            old: zero.clone(),
+            new: a.clone(),
+            name: "refs/incoming/0".to_owned(),
+        }];
+        let caps = vec!["report-status".to_owned(), "atomic".to_owned()];
+        let edited = restage(&body, &staged, &caps).expect("restages");
+        let req = parse_push(&edited).expect("parses");
+        assert_eq!(req.commands, staged.to_vec());
+        assert_eq!(req.capabilities, caps);
+        assert!(edited.starts_with(format!("0035shallow {a}\n").as_bytes()));
+        assert!(edited.ends_with(b"0000PACK...."));
+        assert!(restage(b"00", &staged, &caps).is_err());
+    }
+
+    #[test]
+    fn status_reports_round_trip() {
+        for sideband in [false, true] {
+            let report = status_report(
+                "ok",
+                &[
+                    ("refs/heads/a", None),
+                    ("refs/heads/b", Some("stale\ninfo")),
+                ],
+                sideband,
+            );
+            let (unpack, refs) = parse_report(&report, sideband).expect("parses");
+            assert_eq!(unpack, "ok");
+            assert_eq!(
+                refs,
+                vec![
+                    RefStatus::Ok("refs/heads/a".to_owned()),
+                    RefStatus::Ng("refs/heads/b".to_owned(), "stale info".to_owned()),
+                ]
+            );
+        }
     }
 
     #[test]

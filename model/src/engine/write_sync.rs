@@ -209,7 +209,13 @@ impl Engine {
                 device: self.device.clone(),
                 user: payload.user.clone(),
                 started_ms,
-                updates: payload.updates.clone(),
+                // A push applies all or nothing (the store port's contract), and the thaw
+                // plan reads this log: it names the updates only when they were applied.
+                updates: if applied.accepted {
+                    payload.updates.clone()
+                } else {
+                    Vec::new()
+                },
                 accepted: applied.accepted,
                 kind: PushKind::Push,
             },

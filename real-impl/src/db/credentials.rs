@@ -62,9 +62,10 @@ impl PeerCredentials {
         None
     }
 
-    /// Takes `credential` as `device`'s without asking the database (tests).
-    #[cfg(test)]
-    pub(crate) fn remember(&self, device: &str, credential: &str) {
+    /// Takes `credential` as `device`'s without asking the database: for peers whose
+    /// credential is known some other way, and for tests of the network port that run
+    /// without a database.
+    pub fn remember(&self, device: &str, credential: &str) {
         self.verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -112,6 +112,7 @@ impl PgClusterDb {
             query_timeout: self.query_timeout,
             home: None,
             suspect: Default::default(),
+            broken: Default::default(),
         })
     }
 }
@@ -154,14 +155,35 @@ impl ClusterDb for PgConnector {
         timeout: Duration,
     ) -> Result<Box<dyn DbSession>, DbError> {
         let home = Some((Arc::clone(&self.pool), host.address.clone()));
-        if let Some(client) = self.pool.take(&host.address) {
-            return Ok(Box::new(PgSession {
-                client: Some(client),
-                held: BTreeSet::new(),
-                query_timeout: self.query_timeout,
-                home,
-                suspect: Default::default(),
-            }));
+        while let Some(client) = self.pool.take(&host.address) {
+            // An idle session may have died with its server or its link since it was
+            // pooled, without the client noticing yet: it is handed out only after a round
+            // trip within the connect timeout, as a new connection would have to make.
+            match tokio::time::timeout(timeout, client.simple_query("")).await {
+                Ok(Ok(_)) => {
+                    return Ok(Box::new(PgSession {
+                        client: Some(client),
+                        held: BTreeSet::new(),
+                        query_timeout: self.query_timeout,
+                        home,
+                        suspect: Default::default(),
+                        broken: Default::default(),
+                    }))
+                }
+                // Closed under us: dropped, and the next one is tried.
+                Ok(Err(e)) => {
+                    tracing::debug!(host = %host.name, error = %e, "dropped a dead pooled session");
+                }
+                Err(_) => {
+                    // The host does not answer: none of its idle sessions is worth a wait.
+                    self.pool.clear(&host.address);
+                    return Err(DbError::Connection(format!(
+                        "no answer from {} within {}s",
+                        host.name,
+                        timeout.as_secs_f64()
+                    )));
+                }
+            }
         }
         let mut session = self.host(host, timeout)?.session().await?;
         session.home = home;
@@ -183,6 +205,10 @@ pub struct PgSession {
     /// Set when a query failed or ran out of time: the link may be broken or a late
     /// answer pending, so the session is closed rather than reused.
     suspect: std::sync::atomic::AtomicBool,
+    /// Set when the link failed or an answer did not come in time: every later call fails
+    /// at once with this reason. A late answer could otherwise be taken for the next
+    /// query's, and a link that missed one answer is not trusted with another.
+    broken: std::sync::OnceLock<String>,
 }
 
 impl Drop for PgSession {
@@ -257,15 +283,21 @@ impl PgSession {
                 self.query_timeout.as_secs()
             ))),
         };
-        if result.is_err() {
+        if let Err(e) = &result {
             self.suspect
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+            if let DbError::Connection(reason) = e {
+                let _ = self.broken.set(reason.clone());
+            }
         }
         result
     }
 
     /// The underlying client.
     pub fn client(&self) -> Result<&Client, DbError> {
+        if let Some(reason) = self.broken.get() {
+            return Err(DbError::Connection(format!("session broken: {reason}")));
+        }
         self.client
             .as_ref()
             .ok_or_else(|| DbError::Connection("the session is closed".to_owned()))
@@ -278,20 +310,20 @@ impl PgSession {
 async fn in_transaction<T>(
     query_timeout: Duration,
     home: &mut Option<(Arc<pool::SessionPool>, String)>,
+    broken: &std::sync::OnceLock<String>,
     tx: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, DbError> {
-    match tokio::time::timeout(query_timeout, tx).await {
-        Ok(r) => {
-            if r.is_err() {
-                *home = None;
-            }
-            r.map_err(query_error)
-        }
-        Err(_) => {
-            *home = None;
-            Err(DbError::Connection("no answer in time".to_owned()))
+    let result = match tokio::time::timeout(query_timeout, tx).await {
+        Ok(r) => r.map_err(query_error),
+        Err(_) => Err(DbError::Connection("no answer in time".to_owned())),
+    };
+    if let Err(e) = &result {
+        *home = None;
+        if let DbError::Connection(reason) = e {
+            let _ = broken.set(reason.clone());
         }
     }
+    result
 }
 
 /// Loads the configuration with four queries sent together.
@@ -368,6 +400,9 @@ pub async fn load_rows(client: &Client, repo: &RepoId) -> Result<Vec<VersionRow>
 #[async_trait]
 impl DbSession for PgSession {
     async fn try_lock(&mut self, lock: &LockName) -> Result<bool, DbError> {
+        // A broken session holds nothing any more, whatever it took before: the server
+        // released its locks when the session ended.
+        self.client()?;
         if self.held.contains(lock) {
             return Ok(true);
         }
@@ -419,8 +454,11 @@ impl DbSession for PgSession {
                 Ok(r) => r,
                 Err(_) => Err(DbError::Connection("no answer in time".to_owned())),
             };
-        if result.is_err() {
+        if let Err(e) = &result {
             self.home = None;
+            if let DbError::Connection(reason) = e {
+                let _ = self.broken.set(reason.clone());
+            }
         }
         result
     }
@@ -508,6 +546,8 @@ impl DbSession for PgSession {
             return Ok(true);
         };
         let key = lock_key::rows_key(repo);
+        // A broken session answers nothing, transactions included.
+        self.client()?;
         let client = self
             .client
             .as_mut()
@@ -543,7 +583,7 @@ impl DbSession for PgSession {
             tx.commit().await?;
             Ok(true)
         };
-        in_transaction(self.query_timeout, &mut self.home, update).await
+        in_transaction(self.query_timeout, &mut self.home, &self.broken, update).await
     }
 
     async fn generation(&mut self) -> Result<Generation, DbError> {
@@ -577,6 +617,8 @@ impl DbSession for PgSession {
     ) -> Result<bool, DbError> {
         let digest = digest.map(|d| d.0 as i64);
         let key = lock_key::rows_key(repo);
+        // A broken session answers nothing, transactions included.
+        self.client()?;
         let client = self
             .client
             .as_mut()
@@ -598,7 +640,7 @@ impl DbSession for PgSession {
             tx.commit().await?;
             Ok(n == 1)
         };
-        in_transaction(self.query_timeout, &mut self.home, insert).await
+        in_transaction(self.query_timeout, &mut self.home, &self.broken, insert).await
     }
 
     async fn record_push(&mut self, event: &NewPushEvent) -> Result<u64, DbError> {

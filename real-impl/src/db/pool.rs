@@ -58,6 +58,14 @@ impl SessionPool {
         }
     }
 
+    /// Closes every idle session to `address` (its host stopped answering).
+    pub fn clear(&self, address: &str) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(address);
+    }
+
     /// How many idle sessions are kept for `address`.
     pub fn idle(&self, address: &str) -> usize {
         self.idle

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stormcell_model::error::StoreError;
-use stormcell_model::ids::{Digest, Generation, Oid, RepoId, Version};
+use stormcell_model::ids::{Generation, Oid, RepoId, Version};
 use stormcell_model::ports::{PushApplied, PushPayload, Snapshot, Store};
+use stormcell_model::rows::RefUpdate;
 use tokio::sync::Mutex;
 
 use crate::pktline::{self, RefStatus};
@@ -41,6 +42,28 @@ const REPO_CONFIG: &str = "\
 [transfer]
 \tunpackLimit = 1
 ";
+
+/// Where a push's refs wait, as seen by receive-pack, until the push's own ref transaction
+/// moves the client's refs (see `GitStore::receive`). Never part of what the store shows.
+const INCOMING: &str = "refs/stormcell-incoming/";
+
+/// The object id Git uses for "no object".
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+fn is_zero(oid: &str) -> bool {
+    oid.bytes().all(|b| b == b'0')
+}
+
+/// A name for one push's staging refs, unique within this process.
+fn staging_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 /// Where a peer finds the objects of a snapshot: the exporting device's Git endpoint.
 /// This is what [`Snapshot::objects`] holds for this store.
@@ -186,44 +209,207 @@ impl GitStore {
     /// transaction (all or nothing).
     async fn apply_sourced_push(
         &self,
-        repo: &RepoId,
         path: &Path,
         push: &PushPayload,
     ) -> Result<PushApplied, StoreError> {
-        let before = digest_of(&self.read_refs(repo).await?);
         let wanted: Vec<&str> = push
             .updates
             .iter()
             .filter_map(|u| u.new.as_ref().map(Oid::as_str))
             .collect();
         self.fetch_missing(path, &wanted, &push.pack).await?;
-        const ZERO: &str = "0000000000000000000000000000000000000000";
-        let mut script = String::new();
-        for u in &push.updates {
+        let out = self.update_refs(path, &push.updates).await?;
+        let reason = (!out.success).then(|| {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            if stderr.is_empty() {
+                "the ref transaction failed".to_owned()
+            } else {
+                stderr
+            }
+        });
+        Ok(PushApplied {
+            accepted: out.success,
+            reason,
+            report: Vec::new(),
+        })
+    }
+
+    /// Applies `updates` as one compare-and-swap ref transaction: every ref is locked and
+    /// checked against its expected old value at `prepare`, and only then are all moved at
+    /// `commit`. Any failure aborts the transaction, leaving every ref as it was.
+    async fn update_refs(
+        &self,
+        path: &Path,
+        updates: &[RefUpdate],
+    ) -> Result<git::Output, StoreError> {
+        let mut script = String::from("start\n");
+        for u in updates {
             let old = u.old.as_ref().map_or(ZERO, Oid::as_str);
             match &u.new {
                 Some(new) => script.push_str(&format!("update {} {new} {old}\n", u.name)),
                 None => script.push_str(&format!("delete {} {old}\n", u.name)),
             }
         }
+        script.push_str("prepare\ncommit\n");
         let mut cmd = self.git.command(path);
         cmd.args(["update-ref", "--stdin"]);
-        let out = self.git.run(cmd, script.as_bytes()).await?;
-        let after = digest_of(&self.read_refs(repo).await?);
-        let accepted = out.success && before != after;
+        self.git.run(cmd, script.as_bytes()).await
+    }
+
+    /// Receives a push all or nothing (the port's contract). `git receive-pack` only
+    /// receives the objects: each command is handed to it as the creation of a staging ref
+    /// under [`INCOMING`], so the objects pass its quarantine and connectivity check and
+    /// stay reachable. The client's refs then move in one ref transaction of our own, which
+    /// also drops the staging refs, or none moves. (Receive-pack's own `atomic` mode is not
+    /// enough: a command that fails its connectivity check is left out of the transaction
+    /// while the others still apply.) The status report for the client is written here.
+    async fn receive(&self, path: &Path, body: &[u8]) -> Result<PushApplied, StoreError> {
+        let request = pktline::parse_push(body).map_err(|e| StoreError(e.to_string()))?;
+        self.drop_staging(path).await?;
+        let token = staging_token();
+        // Staged: (index of the command, staging ref).
+        let staged: Vec<(usize, pktline::Command)> = request
+            .commands
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !is_zero(&c.new))
+            .map(|(i, c)| {
+                let staging = pktline::Command {
+                    old: ZERO.to_owned(),
+                    new: c.new.clone(),
+                    name: format!("{INCOMING}{token}/{i}"),
+                };
+                (i, staging)
+            })
+            .collect();
+        let mut failures: Vec<Option<String>> = vec![None; request.commands.len()];
+        let mut unpack = "ok".to_owned();
+        if !staged.is_empty() {
+            let mut caps: Vec<String> = request
+                .capabilities
+                .iter()
+                .filter(|c| !matches!(c.as_str(), "atomic" | "report-status-v2"))
+                .cloned()
+                .collect();
+            // Our own reading of what receive-pack did needs its report.
+            if !caps.iter().any(|c| c == "report-status") {
+                caps.push("report-status".to_owned());
+            }
+            let commands: Vec<pktline::Command> = staged.iter().map(|(_, c)| c.clone()).collect();
+            let staged_body =
+                pktline::restage(body, &commands, &caps).map_err(|e| StoreError(e.to_string()))?;
+            let mut cmd = self.git.command(path);
+            cmd.args(["receive-pack", "--stateless-rpc", "."]);
+            let out = self.git.run(cmd, &staged_body).await?;
+            let (unpacked, statuses) = pktline::parse_report(&out.stdout, request.sideband())
+                .map_err(|e| StoreError(format!("receive-pack answered badly: {e}")))?;
+            if !out.success && statuses.is_empty() {
+                self.drop_staging(path).await?;
+                return Err(StoreError(format!(
+                    "receive-pack failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            unpack = unpacked;
+            for (i, staging) in &staged {
+                let status = statuses.iter().find(|s| match s {
+                    RefStatus::Ok(n) | RefStatus::Ng(n, _) => n == &staging.name,
+                });
+                failures[*i] = match status {
+                    Some(RefStatus::Ok(_)) if unpack == "ok" => None,
+                    Some(RefStatus::Ng(_, why)) => Some(why.clone()),
+                    _ => Some(format!("unpack failed: {unpack}")),
+                };
+            }
+        }
+        let mut accepted = failures.iter().all(Option::is_none);
+        if accepted {
+            let mut updates: Vec<RefUpdate> = request
+                .commands
+                .iter()
+                .map(|c| RefUpdate {
+                    name: c.name.clone(),
+                    old: (!is_zero(&c.old)).then(|| Oid::new(c.old.as_str())),
+                    new: (!is_zero(&c.new)).then(|| Oid::new(c.new.as_str())),
+                })
+                .collect();
+            updates.extend(staged.iter().map(|(_, s)| RefUpdate {
+                name: s.name.clone(),
+                old: Some(Oid::new(s.new.as_str())),
+                new: None,
+            }));
+            let out = self.update_refs(path, &updates).await?;
+            if !out.success {
+                accepted = false;
+                let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                for (c, failure) in request.commands.iter().zip(failures.iter_mut()) {
+                    *failure = Some(if stderr.contains(&format!("'{}'", c.name)) {
+                        stderr.clone()
+                    } else {
+                        "atomic push failure".to_owned()
+                    });
+                }
+            }
+        } else {
+            for failure in failures.iter_mut().filter(|f| f.is_none()) {
+                *failure = Some("atomic push failure".to_owned());
+            }
+        }
+        if !accepted {
+            self.drop_staging(path).await?;
+        }
         let reason = (!accepted).then(|| {
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-            if stderr.is_empty() {
-                "no ref changed".to_owned()
+            let mut reasons: Vec<String> = request
+                .commands
+                .iter()
+                .zip(&failures)
+                .filter_map(|(c, f)| match f.as_deref() {
+                    Some("atomic push failure") | None => None,
+                    Some(why) => Some(format!("{}: {why}", c.name)),
+                })
+                .collect();
+            if unpack != "ok" && !unpack.is_empty() {
+                reasons.insert(0, format!("unpack failed: {unpack}"));
+            }
+            if reasons.is_empty() {
+                "the ref transaction failed".to_owned()
             } else {
-                stderr
+                reasons.join("; ")
             }
         });
+        let wants_report = request.has("report-status") || request.has("report-status-v2");
+        let report = if wants_report {
+            let statuses: Vec<(&str, Option<&str>)> = request
+                .commands
+                .iter()
+                .zip(&failures)
+                .map(|(c, f)| (c.name.as_str(), f.as_deref()))
+                .collect();
+            pktline::status_report(&unpack, &statuses, request.sideband())
+        } else {
+            Vec::new()
+        };
         Ok(PushApplied {
             accepted,
             reason,
-            report: Vec::new(),
+            report,
         })
+    }
+
+    /// Deletes every staging ref (left by a push that failed, or by a crash mid-push).
+    async fn drop_staging(&self, path: &Path) -> Result<(), StoreError> {
+        let mut cmd = self.git.command(path);
+        cmd.args(["for-each-ref", "--format=delete %(refname)", INCOMING]);
+        let out = self.git.run_ok(cmd, b"", "git for-each-ref").await?;
+        if out.stdout.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = self.git.command(path);
+        cmd.args(["update-ref", "--stdin"]);
+        self.git
+            .run_ok(cmd, &out.stdout, "dropping staging refs")
+            .await?;
+        Ok(())
     }
 
     async fn missing_objects(&self, path: &Path, oids: &[&str]) -> Result<Vec<String>, StoreError> {
@@ -263,7 +449,7 @@ fn read_refs(path: &Path) -> Result<BTreeMap<String, Oid>, StoreError> {
     for r in platform.all().map_err(|e| err(&e))? {
         let r = r.map_err(|e| err(&e))?;
         let name = r.name().as_bstr().to_string();
-        if !name.starts_with("refs/") {
+        if !name.starts_with("refs/") || name.starts_with(INCOMING) {
             continue;
         }
         // Symbolic refs point at other refs, which are listed themselves.
@@ -272,10 +458,6 @@ fn read_refs(path: &Path) -> Result<BTreeMap<String, Oid>, StoreError> {
         }
     }
     Ok(refs)
-}
-
-fn digest_of(refs: &BTreeMap<String, Oid>) -> Digest {
-    Digest::of(refs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 #[async_trait]
@@ -292,46 +474,9 @@ impl Store for GitStore {
         let path = self.ensure(repo).await?;
         // A pkt-line body starts with four hex digits; an object source is JSON.
         if push.pack.first() == Some(&b'{') {
-            return self.apply_sourced_push(repo, &path, push).await;
+            return self.apply_sourced_push(&path, push).await;
         }
-        let before = digest_of(&self.read_refs(repo).await?);
-        let request = pktline::parse_push(&push.pack).map_err(|e| StoreError(e.to_string()))?;
-        let mut cmd = self.git.command(&path);
-        cmd.args(["receive-pack", "--stateless-rpc", "."]);
-        let out = self.git.run(cmd, &push.pack).await?;
-        let after = digest_of(&self.read_refs(repo).await?);
-        let (unpack, statuses) = pktline::parse_report(&out.stdout, request.sideband())
-            .map_err(|e| StoreError(format!("receive-pack answered badly: {e}")))?;
-        if !out.success && statuses.is_empty() {
-            return Err(StoreError(format!(
-                "receive-pack failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        // Git applies a non-atomic push ref by ref: what counts is whether any ref moved.
-        let accepted = before != after;
-        let reason = (!accepted).then(|| {
-            let mut reasons: Vec<String> = statuses
-                .iter()
-                .filter_map(|s| match s {
-                    RefStatus::Ng(name, why) => Some(format!("{name}: {why}")),
-                    RefStatus::Ok(_) => None,
-                })
-                .collect();
-            if unpack != "ok" && !unpack.is_empty() {
-                reasons.insert(0, format!("unpack failed: {unpack}"));
-            }
-            if reasons.is_empty() {
-                "no ref changed".to_owned()
-            } else {
-                reasons.join("; ")
-            }
-        });
-        Ok(PushApplied {
-            accepted,
-            reason,
-            report: out.stdout,
-        })
+        self.receive(&path, &push.pack).await
     }
 
     async fn sync(&self, repo: &RepoId) -> Result<(), StoreError> {

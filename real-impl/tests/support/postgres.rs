@@ -154,6 +154,44 @@ impl Postgres {
         self.running = false;
     }
 
+    /// The server's processes: the postmaster (from `postmaster.pid`) and its children.
+    pub fn pids(&self) -> Vec<u32> {
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .expect("postmaster.pid of a running server");
+        let main: u32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("postmaster.pid starts with the pid");
+        let mut pids = vec![main];
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`; comm may hold spaces, so parse after the ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(main) {
+                if let Ok(pid) = entry.file_name().to_string_lossy().parse() {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to every process of the server, by pid.
+    pub fn signal(&self, signal: &str) {
+        for pid in self.pids() {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     /// The connection string of the `stormcell` database.
     pub fn conninfo(&self) -> String {
         format!(
