@@ -332,22 +332,23 @@ fn violation(
 
 /// A disk loss that can still keep `op`'s repository from its leaders: a device lost its
 /// working copies before `op` completed, and no successful operator action on the
-/// repository has run since (the
-/// device may have held the only copy of the newest version, which freezes the
-/// repository until someone demotes it or brings the disk back).
+/// repository has run since (the device may have held the only copy of the newest
+/// version, which freezes the repository until someone demotes it or brings the disk
+/// back).
 fn unresolved_disk_loss(history: &History, op: &Operation) -> Option<String> {
+    let resolved_since = |at_ms: u64| {
+        history.operator.iter().any(|a| {
+            a.ok && a.started_ms >= at_ms
+                && a.completed_ms <= op.invoked_ms
+                && a.command.split_whitespace().any(|w| w == op.repo)
+        })
+    };
     history
         .faults
         .iter()
-        .filter(|f| f.kind == FaultKind::DiskLost && f.at_ms <= op.completed_ms)
-        .filter(|f| {
-            !history.operator.iter().any(|a| {
-                a.ok && a.started_ms >= f.at_ms
-                    && a.completed_ms <= op.invoked_ms
-                    && a.command.split_whitespace().any(|w| w == op.repo)
-            })
+        .rfind(|f| {
+            f.kind == FaultKind::DiskLost && f.at_ms <= op.completed_ms && !resolved_since(f.at_ms)
         })
-        .last()
         .map(|f| {
             format!(
                 "the disk loss of {} at {}",
