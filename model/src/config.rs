@@ -61,8 +61,13 @@ pub struct Timing {
     pub lock_budget: Duration,
     /// Budget for taking the write lock of a thaw.
     pub thaw_lock_budget: Duration,
-    /// Time limit of one peer fetch.
+    /// Time limit of one whole copy from a leader: its answer and the transfer of the
+    /// objects, which is stopped (the transfer killed) when the limit passes.
     pub copy_limit: Duration,
+    /// Time limit for a leader to answer a fetch request (its refs and where to get the
+    /// objects; in the simulator, the objects too), within `copy_limit`: a hung leader is
+    /// given up after this, not after the whole copy limit.
+    pub fetch_answer: Duration,
     /// How long step 6 of a write keeps retrying on connection errors.
     pub release_window: Duration,
     /// Pause between release retries.
@@ -87,6 +92,7 @@ impl Default for Timing {
             lock_budget: Duration::from_secs(120),
             thaw_lock_budget: Duration::from_secs(300),
             copy_limit: Duration::from_secs(15 * 60),
+            fetch_answer: Duration::from_secs(60),
             release_window: Duration::from_secs(300),
             release_retry: Duration::from_secs(1),
             peer_request: Duration::from_secs(10),

@@ -245,8 +245,10 @@ pub struct TimingConfig {
     pub lock_budget_s: Option<f64>,
     /// Budget for the write lock of a thaw.
     pub thaw_lock_budget_s: Option<f64>,
-    /// Time limit of one peer fetch.
+    /// Time limit of one whole copy from a leader (its answer and the object transfer).
     pub copy_limit_s: Option<f64>,
+    /// Time limit for a leader to answer a fetch request, within the copy limit.
+    pub fetch_answer_s: Option<f64>,
     /// How long recording a write keeps retrying.
     pub release_window_s: Option<f64>,
     /// Pause between those retries.
@@ -394,6 +396,7 @@ impl TimingConfig {
             &mut t.thaw_lock_budget,
         )?;
         set("copy_limit_s", self.copy_limit_s, &mut t.copy_limit)?;
+        set("fetch_answer_s", self.fetch_answer_s, &mut t.fetch_answer)?;
         set(
             "release_window_s",
             self.release_window_s,

@@ -162,11 +162,17 @@ impl Engine {
         // [stormcell] this device's own durable version beats a replica's stale row of it,
         // and a row whose working copy is gone or replaced claims nothing (PROTOCOL.md 12).
         let mine = if verify {
-            let row = match own_row {
-                Some(r) if self.working_copy_intact(repo, r).await? => Some(r.version),
-                _ => None,
-            };
-            self.ports.store.local_version(repo).await?.max(row)
+            let local = self.ports.store.local_version(repo).await?;
+            match own_row {
+                Some(r) if self.working_copy_intact(repo, r).await? => local.max(Some(r.version)),
+                // The local version file is written before a push touches the copy, so a
+                // copy at its row's version that no longer has the row's digest holds a
+                // write that was never recorded (its record lost with an old primary, or
+                // the device crashed before recording it): the file vouches for nothing
+                // and the copy claims nothing; it is copied again from a holder.
+                Some(r) if r.digest.is_some() && local == Some(r.version) => None,
+                _ => local,
+            }
         } else {
             own_row.map(|r| r.version)
         };

@@ -2,6 +2,7 @@
 //! newest version of the repository, fetching from a leader when it does not.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::read_only::ReadOnlyView;
 use super::{Engine, Progress};
@@ -431,11 +432,9 @@ impl Engine {
             repo: repo.clone(),
             unrecorded: false,
         };
-        let limit = self
-            .config
-            .timing
-            .copy_limit
-            .min(self.config.timing.peer_request * 6);
+        let timing = &self.config.timing;
+        let started_ms = self.ports.clock.now_ms();
+        let limit = timing.fetch_answer.min(timing.copy_limit);
         let answer = peer::call(self.ports.net.as_ref(), leader, addr, &request, limit)
             .await
             .map_err(|e| {
@@ -464,14 +463,33 @@ impl Engine {
                 ));
             }
         }
+        // The object transfer gets what is left of the copy limit; past it the transfer is
+        // dropped (a real store kills its fetch), and the refs stay as they were.
+        let spent = Duration::from_millis(self.ports.clock.now_ms().saturating_sub(started_ms));
+        let left = timing.copy_limit.saturating_sub(spent);
         let store_err = |e: crate::error::StoreError| (e.to_string(), SyncResult::Error);
-        let _guard = self.local.exclusive(repo).await;
-        self.ports
-            .store
-            .import(repo, &snapshot)
-            .await
-            .map_err(store_err)?;
-        self.ports.store.sync(repo).await.map_err(store_err)?;
+        let copy = async {
+            let _guard = self.local.exclusive(repo).await;
+            self.ports
+                .store
+                .import(repo, &snapshot)
+                .await
+                .map_err(store_err)?;
+            self.ports.store.sync(repo).await.map_err(store_err)
+        };
+        match tokio::time::timeout(left, copy).await {
+            Ok(copied) => copied?,
+            Err(_) => {
+                return Err((
+                    format!(
+                        "copying from device \"{leader}\" took longer than the copy limit \
+                         ({:?})",
+                        timing.copy_limit
+                    ),
+                    SyncResult::Timeout,
+                ))
+            }
+        }
         Ok(snapshot)
     }
 
