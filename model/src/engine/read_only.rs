@@ -169,8 +169,17 @@ impl Engine {
                 // copy at its row's version that no longer has the row's digest holds a
                 // write that was never recorded (its record lost with an old primary, or
                 // the device crashed before recording it): the file vouches for nothing
-                // and the copy claims nothing; it is copied again from a holder.
-                Some(r) if r.digest.is_some() && local == Some(r.version) => None,
+                // and the copy claims nothing; it is copied again from a holder. A write
+                // running here right now is not that: its copy is ahead of its row only
+                // until it records (copying over it would undo it).
+                Some(r)
+                    if r.digest.is_some()
+                        && local == Some(r.version)
+                        && self.local.any_running(repo).is_none()
+                        && !self.local.shows_unrecorded(repo) =>
+                {
+                    None
+                }
                 _ => local,
             }
         } else {
