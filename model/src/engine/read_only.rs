@@ -108,6 +108,15 @@ impl Engine {
         for_write: bool,
         generation: Generation,
     ) -> Result<SyncOutcome, ClusterError> {
+        // A write running here (or one that could not be made durable) shows in the copy
+        // before it is recorded: recording this copy's digest now would make it count.
+        // Reads go to another device until it ends.
+        if self.local.shows_unrecorded(repo) {
+            return Err(ClusterError::WriteUnrecorded {
+                repo: repo.clone(),
+                device: self.device.clone(),
+            });
+        }
         progress
             .say("The cluster database changed primary; checking versions with the other devices.");
         let outcome = self
