@@ -8,27 +8,26 @@ use stormcell_model::config::Profile;
 const SEEDS: u64 = 6;
 
 fn all_pass(name: &str) {
-    let s = scenario::builtin_named(name).expect("built-in scenario");
     for seed in 0..SEEDS {
-        let r = run(&RunSpec {
-            scenario: s.clone(),
-            seed,
-            profile: Profile::Stormcell,
-            plant: None,
-            keep_trace: false,
-        });
-        let violations: Vec<String> = r
-            .verdicts
-            .iter()
-            .flat_map(|v| v.violations.iter().map(ToString::to_string))
-            .collect();
-        assert!(
-            r.passed(),
-            "{name} seed {seed} failed ({}):\n{}",
-            r.replay_command(),
-            violations.join("\n")
-        );
+        assert_passes(name, seed, "");
     }
+}
+
+/// Runs `name` at `seed` under stormcell and fails with every violation unless it passed;
+/// `why` says what the seed once showed.
+fn assert_passes(name: &str, seed: u64, why: &str) {
+    let r = run_one(name, seed, Profile::Stormcell);
+    let violations: Vec<String> = r
+        .verdicts
+        .iter()
+        .flat_map(|v| v.violations.iter().map(ToString::to_string))
+        .collect();
+    assert!(
+        r.passed(),
+        "{name} seed {seed} failed ({}) {why}:\n{}",
+        r.replay_command(),
+        violations.join("\n")
+    );
 }
 
 macro_rules! scenario_tests {
@@ -333,16 +332,6 @@ fn seeds_that_once_failed_pass() {
             "an unrecorded write served after a promotion",
         ),
     ] {
-        let r = run_one(name, seed, Profile::Stormcell);
-        let violations: Vec<String> = r
-            .verdicts
-            .iter()
-            .flat_map(|v| v.violations.iter().map(ToString::to_string))
-            .collect();
-        assert!(
-            r.passed(),
-            "{name} seed {seed} ({found}):\n{}",
-            violations.join("\n")
-        );
+        assert_passes(name, seed, found);
     }
 }

@@ -62,11 +62,9 @@ impl Engine {
         // is recorded): the write did not take effect, and clearing it is the truth. The
         // device's own row then still claims the base version, which its copy does not
         // match, so it copies that version back from another leader before serving.
-        let lost_copy = local_version.is_none_or(|v| v < row.version);
-        if !self.plants.has(Bug::TrustEmptyWorkingCopy)
-            && local_version != Some(row.version)
-            && !lost_copy
-        {
+        let trust_any_copy = self.plants.has(Bug::TrustEmptyWorkingCopy);
+        let lost_copy = !trust_any_copy && local_version.is_none_or(|v| v < row.version);
+        if !trust_any_copy && local_version != Some(row.version) && !lost_copy {
             self.emit(Event::Note {
                 text: format!(
                     "{}: interrupted write on {} not recovered: its working copy is at local \
@@ -76,7 +74,6 @@ impl Engine {
             });
             return Err(self.interruption(row));
         }
-        let lost_copy = lost_copy && !self.plants.has(Bug::TrustEmptyWorkingCopy);
         let (new_version, how) = if digest == pre_digest || lost_copy {
             (row.version, "cleared")
         } else {
