@@ -19,12 +19,13 @@
 //!   judged like any other read;
 //! - when the run is expected to converge, each active device's final refs are one more
 //!   read after everything else;
-//! - a successful operator action that demoted, promoted or listed discards in `R` may
-//!   discard values on purpose (PROTOCOL.md 7.1): while it runs, every ref of `R` may be
-//!   reset to any value that is not from the future (any value some push invoked by then
-//!   wrote, an initial value, or absent). This is looser than the plan (which names the
-//!   values and devices) but never cries wolf, and every operation outside the action's
-//!   interval is still judged;
+//! - a successful operator action may discard values on purpose (PROTOCOL.md 7.1): the
+//!   refs its printed plan listed, and, where it demoted or promoted a row, refs that a
+//!   push of unknown outcome wrote (a demote gives up what the cluster never recorded).
+//!   While it runs, such a ref may be reset to any value that is not from the future (any
+//!   value some push invoked by then wrote, an initial value, or absent). This is looser
+//!   than the plan, which names the values and devices, but never cries wolf; other refs,
+//!   and every operation outside the action's interval, are still judged;
 //! - salvage refs (`refs/salvage/...`) are made by thaws, not by pushes, and are not
 //!   checked.
 //!
@@ -179,7 +180,12 @@ impl<'h> Register<'h> {
         match v {
             ABSENT => format!("no {}", self.name),
             HAVOC => "any value".to_owned(),
-            v => self.values.get(v as usize).copied().unwrap_or("?").to_owned(),
+            v => self
+                .values
+                .get(v as usize)
+                .copied()
+                .unwrap_or("?")
+                .to_owned(),
         }
     }
 
@@ -285,11 +291,7 @@ struct Analysis {
 pub(crate) fn check(history: &History) -> Verdict {
     let analysis = analyse(history, MAIN_BUDGET);
     let mut verdict = Verdict::new(CheckerId::Linearizable);
-    verdict.violations = analysis
-        .findings
-        .into_iter()
-        .map(|f| f.violation)
-        .collect();
+    verdict.violations = analysis.findings.into_iter().map(|f| f.violation).collect();
     verdict.notes = analysis.notes;
     verdict
 }
@@ -334,23 +336,34 @@ fn analyse(history: &History, budget: Budget) -> Analysis {
         // from a guess there, which a window cannot repeat.
         let mut cuts: Vec<u64> = outcome.exhausted.iter().map(|e| e.at_ms).collect();
         let mut reported = 0usize;
+        let mut cascades = 0usize;
         for failure in &outcome.failures {
             let lower = cuts.iter().copied().filter(|&c| c < failure.at_ms).max();
             cuts.push(failure.at_ms);
             if reported >= REPORTED_PER_REF {
                 continue;
             }
-            reported += 1;
-            analysis
-                .findings
-                .push(describe(history, &built, reg, failure.op, lower));
+            match describe(history, &built, reg, failure.op, lower) {
+                Some(finding) => {
+                    reported += 1;
+                    analysis.findings.push(finding);
+                }
+                None => cascades += 1,
+            }
         }
-        if outcome.failures.len() > reported {
+        if cascades > 0 {
             analysis.notes.push(format!(
-                "{} {}: {} more failing operations after the first {reported} not listed",
-                reg.repo,
-                reg.name,
-                outcome.failures.len() - reported
+                "{} {}: {cascades} later failing operations not reported: no window after \
+                 the earlier failure fails on its own, so they may only echo it",
+                reg.repo, reg.name
+            ));
+        }
+        let unlisted = outcome.failures.len() - reported - cascades;
+        if unlisted > 0 {
+            analysis.notes.push(format!(
+                "{} {}: {unlisted} more failing operations after the first {reported} not \
+                 listed",
+                reg.repo, reg.name
             ));
         }
     }
@@ -377,8 +390,9 @@ fn analyse(history: &History, budget: Budget) -> Analysis {
     }
     if !built.actions.is_empty() {
         notes.push(format!(
-            "operator actions that may discard values let every ref of their repository \
-             take any earlier value while they ran: {}",
+            "operator actions that may discard values let the refs their plans listed (and, \
+             where they changed rows, refs with writes of unknown outcome) take any earlier \
+             value while they ran: {}",
             built.actions.join("; ")
         ));
     }
@@ -402,6 +416,16 @@ fn analyse(history: &History, budget: Budget) -> Analysis {
     notes.append(&mut analysis.notes);
     analysis.notes = notes;
     analysis
+}
+
+/// What one operator action may discard in one repository.
+struct Discarding<'h> {
+    /// Index in `history.operator`.
+    action: usize,
+    /// The refs its plan listed.
+    listed: BTreeSet<&'h str>,
+    /// Whether it demoted or promoted a row.
+    rows_changed: bool,
 }
 
 /// Every register of a history.
@@ -470,18 +494,35 @@ fn build(history: &History) -> Built<'_> {
                 .extend(refs.keys().map(String::as_str));
         }
     }
-    // Operator actions that may discard values, per repository.
-    let mut havocs: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    // Operator actions that may discard values, per repository: the refs their plans
+    // listed, and whether they changed rows there (a demote or promote gives up writes the
+    // cluster never recorded, PROTOCOL.md 7.1).
+    let mut havocs: BTreeMap<&str, Vec<Discarding<'_>>> = BTreeMap::new();
     let mut actions = Vec::new();
     for (i, action) in history.operator.iter().enumerate() {
         if !action.ok {
             continue;
         }
-        let mut repos: BTreeSet<&str> = BTreeSet::new();
-        repos.extend(action.demoted.iter().map(|d| d.repo.as_str()));
-        repos.extend(action.promoted.iter().map(|d| d.repo.as_str()));
-        repos.extend(action.plan.iter().flatten().map(|d| d.repo.as_str()));
-        if repos.is_empty() {
+        let mut per_repo: BTreeMap<&str, Discarding<'_>> = BTreeMap::new();
+        let fresh = || Discarding {
+            action: i,
+            listed: BTreeSet::new(),
+            rows_changed: false,
+        };
+        for d in action.demoted.iter().chain(&action.promoted) {
+            per_repo
+                .entry(d.repo.as_str())
+                .or_insert_with(fresh)
+                .rows_changed = true;
+        }
+        for d in action.plan.iter().flatten() {
+            per_repo
+                .entry(d.repo.as_str())
+                .or_insert_with(fresh)
+                .listed
+                .insert(d.name.as_str());
+        }
+        if per_repo.is_empty() {
             continue;
         }
         actions.push(format!(
@@ -490,8 +531,8 @@ fn build(history: &History) -> Built<'_> {
             secs(action.started_ms),
             secs(action.completed_ms)
         ));
-        for repo in repos {
-            havocs.entry(repo).or_default().push(i);
+        for (repo, d) in per_repo {
+            havocs.entry(repo).or_default().push(d);
         }
     }
 
@@ -580,9 +621,17 @@ fn build(history: &History) -> Built<'_> {
                 }
             }
         }
-        for &a in havocs.get(repo).unwrap_or(&no_ops) {
-            let action = &history.operator[a];
+        for d in havocs.get(repo).into_iter().flatten() {
+            let action = &history.operator[d.action];
+            let done_ms = action.completed_ms.max(action.started_ms);
             for reg in &mut regs {
+                let unrecorded = reg
+                    .ops
+                    .iter()
+                    .any(|o| o.need == Need::Forever && o.inv <= done_ms);
+                if !d.listed.contains(reg.name) && !(d.rows_changed && unrecorded) {
+                    continue;
+                }
                 reg.push_op(
                     SOp {
                         inv: action.started_ms,
@@ -590,7 +639,7 @@ fn build(history: &History) -> Built<'_> {
                         act: Act::Havoc,
                         need: Need::Optional,
                     },
-                    Source::Action(a),
+                    Source::Action(d.action),
                 );
             }
         }
@@ -643,12 +692,7 @@ struct Window {
 
 /// Runs the window of `reg` starting at `start_ms` (or from the initial value) up to the
 /// completion of `x`; `Some(ops in it)` when it fails.
-fn window_fails(
-    reg: &Register<'_>,
-    x: u32,
-    start_ms: u64,
-    from_initial: bool,
-) -> Option<Vec<u32>> {
+fn window_fails(reg: &Register<'_>, x: u32, start_ms: u64, from_initial: bool) -> Option<Vec<u32>> {
     let until = reg.ops[x as usize].comp;
     let mut sub: Vec<SOp> = Vec::new();
     let mut tracked: Vec<bool> = Vec::new();
@@ -746,16 +790,21 @@ fn smallest_window(reg: &Register<'_>, x: u32, lower: Option<u64>) -> Option<Win
     })
 }
 
-/// The violation for the failure of operation `x` of `reg`.
+/// The violation for the failure of operation `x` of `reg`; `None` when it follows an
+/// earlier failure (or exhausted search) at `lower` and no window after that fails on its
+/// own: the sweep went on from a guess there, so the failure may only echo the first.
 fn describe(
     history: &History,
     built: &Built<'_>,
     reg: &Register<'_>,
     x: u32,
     lower: Option<u64>,
-) -> Finding {
+) -> Option<Finding> {
     let xo = reg.ops[x as usize];
     let window = smallest_window(reg, x, lower);
+    if window.is_none() && lower.is_some() {
+        return None;
+    }
     let (anomaly, why) = classify(history, built, reg, x);
 
     // The operations worth listing: the required ones and writes that started inside the
@@ -858,7 +907,7 @@ fn describe(
         secs(xo.comp),
         shown.join("; ")
     );
-    Finding {
+    Some(Finding {
         anomaly,
         window_ops,
         violation: Violation {
@@ -871,7 +920,7 @@ fn describe(
             seen,
             explanation,
         },
-    }
+    })
 }
 
 /// `"read op 17 on R2"`, `"push op 12 on R1"`, `"the final state of R1"`.
@@ -909,12 +958,7 @@ fn describe_op(history: &History, built: &Built<'_>, reg: &Register<'_>, j: u32)
 }
 
 /// Names the anomaly of failing operation `x` and says why, from what came before it.
-fn classify(
-    history: &History,
-    built: &Built<'_>,
-    reg: &Register<'_>,
-    x: u32,
-) -> (Anomaly, String) {
+fn classify(history: &History, built: &Built<'_>, reg: &Register<'_>, x: u32) -> (Anomaly, String) {
     let xo = reg.ops[x as usize];
     let who = what(history, built, reg, x);
     let (v, is_read) = match xo.act {

@@ -356,12 +356,7 @@ impl Engine<'_> {
     /// which `target` took effect (for an operator action: in which the value was reset);
     /// expansion stops there, what follows is explored at later completions. `Err` when
     /// the budget ran out.
-    fn closure(
-        &mut self,
-        configs: &[Config],
-        target: u32,
-        now_ms: u64,
-    ) -> Result<Vec<Config>, ()> {
+    fn closure(&mut self, configs: &[Config], target: u32, now_ms: u64) -> Result<Vec<Config>, ()> {
         let mut seen: BTreeSet<Config> = BTreeSet::new();
         let mut stack: Vec<Config> = Vec::new();
         for c in configs {
