@@ -629,7 +629,8 @@ fn build(history: &History) -> Built<'_> {
                     .ops
                     .iter()
                     .any(|o| o.need == Need::Forever && o.inv <= done_ms);
-                if !d.listed.contains(reg.name) && !(d.rows_changed && unrecorded) {
+                let may_discard = d.listed.contains(reg.name) || (d.rows_changed && unrecorded);
+                if !may_discard {
                     continue;
                 }
                 reg.push_op(
