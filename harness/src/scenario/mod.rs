@@ -538,12 +538,12 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/demote-all-promote.toml"),
     ),
     (
-        "demote-under-load",
-        include_str!("../../../scenarios/demote-under-load.toml"),
-    ),
-    (
         "demote-during-write",
         include_str!("../../../scenarios/demote-during-write.toml"),
+    ),
+    (
+        "demote-under-load",
+        include_str!("../../../scenarios/demote-under-load.toml"),
     ),
     (
         "disk-loss",
