@@ -806,7 +806,7 @@ fn describe(
     if window.is_none() && lower.is_some() {
         return None;
     }
-    let (anomaly, why) = classify(history, built, reg, x);
+    let (anomaly, why) = classify(history, built, reg, x, window.as_ref());
 
     // The operations worth listing: the required ones and writes that started inside the
     // window, plus straddling writes that touch a value the window's required operations
@@ -958,8 +958,15 @@ fn describe_op(history: &History, built: &Built<'_>, reg: &Register<'_>, j: u32)
     format!("{} [{when}] {act}", what(history, built, reg, j))
 }
 
-/// Names the anomaly of failing operation `x` and says why, from what came before it.
-fn classify(history: &History, built: &Built<'_>, reg: &Register<'_>, x: u32) -> (Anomaly, String) {
+/// Names the anomaly of failing operation `x` and says why, from what came before it and
+/// what its failing window holds.
+fn classify(
+    history: &History,
+    built: &Built<'_>,
+    reg: &Register<'_>,
+    x: u32,
+    window: Option<&Window>,
+) -> (Anomaly, String) {
     let xo = reg.ops[x as usize];
     let who = what(history, built, reg, x);
     let (v, is_read) = match xo.act {
@@ -1107,6 +1114,29 @@ fn classify(history: &History, built: &Built<'_>, reg: &Register<'_>, x: u32) ->
                 ),
             );
         }
+    }
+    // Overlapping reads of the window that saw an older and a newer value, with no write
+    // in the window to move between them as often as they need: one went backwards.
+    let rival = window.into_iter().flat_map(|w| &w.ops).find_map(|&j| {
+        let o = reg.ops[j as usize];
+        match o.act {
+            Act::Read(w) if j != x && o.need == Need::Required && w != v => {
+                (reg.reaches(w, v) || reg.reaches(v, w)).then_some((j, w))
+            }
+            _ => None,
+        }
+    });
+    if let (Some((j, w)), true) = (rival, is_read) {
+        return (
+            Anomaly::NonMonotonicRead,
+            format!(
+                "{who} saw {} at {shown} while {} saw {}, and no write in the window moves \
+                 the ref between them as often as these reads need: some read went backwards",
+                reg.name,
+                what(history, built, reg, j),
+                reg.show(w)
+            ),
+        );
     }
     (
         Anomaly::NotLinearizable,

@@ -156,10 +156,9 @@ fn an_operator_discard_lets_values_go_while_it_runs_only() {
         a.notes
     );
     // After the action, reads are judged again.
-    let mut b2 = HistoryBuilder::new();
-    b2.history = h;
-    let back = b2.read("R1", 7_000, 7_100, ok_refs(&[(MAIN, "c1")]));
-    let f = single(&b2, Anomaly::NotLinearizable, back);
+    b.history = h;
+    let back = b.read("R1", 7_000, 7_100, ok_refs(&[(MAIN, "c1")]));
+    let f = single(&b, Anomaly::NonMonotonicRead, back);
     assert!(
         f.violation.explanation.contains("6.100s"),
         "{}",
@@ -512,4 +511,25 @@ fn a_demote_excuses_only_listed_refs_and_unrecorded_writes() {
     b.read("R2", 6_000, 6_100, ok_refs(&[(MAIN, "c0")]));
     b.final_refs_all(&[(MAIN, "c0")]);
     assert_passes(&b);
+}
+
+#[test]
+fn overlapping_reads_that_flip_between_values_are_non_monotonic() {
+    let mut b = HistoryBuilder::new();
+    b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+    // All three overlap; no write in their window: c1, then c0, then c1 again cannot be
+    // ordered, whichever way the overlaps are taken.
+    b.read("R1", 1_000, 1_300, ok_refs(&[(MAIN, "c0")]));
+    b.read("R2", 1_050, 1_100, ok_refs(&[(MAIN, "c1")]));
+    b.read("R1", 1_200, 1_250, ok_refs(&[(MAIN, "c0")]));
+    b.final_refs_all(&[(MAIN, "c1")]);
+    let a = run(&b);
+    assert!(!a.findings.is_empty());
+    assert!(
+        a.findings
+            .iter()
+            .any(|f| matches!(f.anomaly, Anomaly::StaleRead | Anomaly::NonMonotonicRead)),
+        "{:?}",
+        a.findings
+    );
 }
