@@ -25,6 +25,7 @@ pub mod durability;
 pub mod freeze;
 pub mod graph;
 pub mod invented;
+pub mod linearizable;
 pub mod read_only;
 pub mod stale_read;
 mod timeline;
@@ -55,11 +56,14 @@ pub enum CheckerId {
     /// 7: with no fault active, every operation is served; every failure to serve has a
     /// cause.
     Availability,
+    /// 8: every ref of every repository behaves as one linearizable compare-and-swap
+    /// register.
+    Linearizable,
 }
 
 impl CheckerId {
     /// Every checker, in the order [`check_all`] runs them.
-    pub const ALL: [CheckerId; 7] = [
+    pub const ALL: [CheckerId; 8] = [
         CheckerId::Durability,
         CheckerId::StaleRead,
         CheckerId::InventedState,
@@ -67,6 +71,7 @@ impl CheckerId {
         CheckerId::ReadOnly,
         CheckerId::Convergence,
         CheckerId::Availability,
+        CheckerId::Linearizable,
     ];
 
     /// The checker's number in `ARCHITECTURE.md`.
@@ -79,6 +84,7 @@ impl CheckerId {
             CheckerId::ReadOnly => 5,
             CheckerId::Convergence => 6,
             CheckerId::Availability => 7,
+            CheckerId::Linearizable => 8,
         }
     }
 
@@ -92,6 +98,7 @@ impl CheckerId {
             CheckerId::ReadOnly => "read-only",
             CheckerId::Convergence => "convergence",
             CheckerId::Availability => "availability",
+            CheckerId::Linearizable => "linearizable",
         }
     }
 }
@@ -252,6 +259,7 @@ fn run(checker: CheckerId, history: &History, ctx: &Context) -> Verdict {
         CheckerId::ReadOnly => read_only::check(history),
         CheckerId::Convergence => convergence::check(history),
         CheckerId::Availability => availability::check(history),
+        CheckerId::Linearizable => linearizable::check(history),
     }
 }
 
@@ -380,7 +388,8 @@ mod tests {
                 "4 freeze",
                 "5 read-only",
                 "6 convergence",
-                "7 availability"
+                "7 availability",
+                "8 linearizable"
             ]
         );
         for id in CheckerId::ALL {
