@@ -350,6 +350,11 @@ impl Outcome {
     pub fn is_ok(&self) -> bool {
         matches!(self, Outcome::Ok { .. })
     }
+
+    /// Whether the client cannot tell if the operation took effect.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Outcome::Unknown { .. })
+    }
 }
 
 /// The cause of a refusal, as the client can tell it from the error it got.

@@ -5,9 +5,9 @@
 //!
 //! A plan excuses a value only on the terms it was printed on: it was about one device's
 //! data, so the value must have been on that device (the push went there, or a read there
-//! saw it, or a push there built on it, before the action ended), and it can only discard
-//! what existed before it ran, so the push must have been acknowledged before the action
-//! began.
+//! saw it, or a push there built on it, or a push of unknown outcome there wrote it, before
+//! the action ended), and it can only discard what existed before it ran, so the push must
+//! have been acknowledged before the action began.
 
 use std::collections::BTreeMap;
 
@@ -42,7 +42,8 @@ type Holding<'h> = (&'h str, &'h str, u64);
 pub(crate) struct Discards<'h> {
     pub listed: Vec<Listed<'h>>,
     /// (repository, ref name) to where the history shows a value of it: `(device, commit,
-    /// at_ms)` for acknowledged pushes (their old and new values) and acknowledged reads.
+    /// at_ms)` for acknowledged pushes (their old and new values), acknowledged reads, and
+    /// the new values of pushes of unknown outcome (which may have landed on their device).
     held: BTreeMap<(&'h str, &'h str), Vec<Holding<'h>>>,
     /// `(repository, device, started_ms)` of every row a successful thaw demoted.
     demoted: Vec<(&'h str, &'h str, u64)>,
@@ -85,13 +86,21 @@ impl<'h> Discards<'h> {
                             .push((op.device.as_str(), commit.as_str(), op.completed_ms));
                     }
                 }
-                if let (OpKind::Push { updates }, true) = (&op.kind, op.outcome.is_ok()) {
-                    for u in updates {
-                        let list = held.entry((op.repo.as_str(), u.name.as_str())).or_default();
+                let OpKind::Push { updates } = &op.kind else {
+                    continue;
+                };
+                for u in updates {
+                    let list = held.entry((op.repo.as_str(), u.name.as_str())).or_default();
+                    if op.outcome.is_ok() {
                         list.push((op.device.as_str(), u.new.as_str(), op.completed_ms));
                         if let Some(old) = &u.old {
                             list.push((op.device.as_str(), old.as_str(), op.invoked_ms));
                         }
+                    } else if op.outcome.is_unknown() {
+                        // It may have taken effect on its device any time after it was
+                        // invoked; a plan listing its value there is the evidence that it
+                        // did.
+                        list.push((op.device.as_str(), u.new.as_str(), op.invoked_ms));
                     }
                 }
             }

@@ -350,4 +350,22 @@ mod tests {
         assert_eq!(v.violations.len(), 2, "{v}");
         assert!(v.violations.iter().all(|x| x.op == Some(late)));
     }
+
+    #[test]
+    fn a_push_of_unknown_outcome_shows_where_a_listed_descendant_was() {
+        // c1 is acknowledged on R1; a push of c2 on top of it reaches R2 with an unknown
+        // outcome; every copy is then lost and the plan lists c2 on R2. Giving up c2 on R2
+        // gives up c1 with it, since R2 can only have taken c2 on top of c1.
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        b.push("R2", 300, 400, &[(MAIN, Some("c1"), "c2")], unknown());
+        b.final_refs_all(&[(MAIN, "c0")]);
+        let h = thaw(&mut b, 5_000, "R2", "c2");
+        let v = check(&h, &Context::new(&h));
+        assert!(v.passed(), "{v}");
+        // A listing on a device no push of it went to still excuses nothing.
+        let h = thaw(&mut b, 5_000, "R3", "c2");
+        let v = check(&h, &Context::new(&h));
+        assert!(!v.passed(), "{v}");
+    }
 }
