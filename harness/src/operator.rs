@@ -25,7 +25,8 @@ use crate::store::{encode_commits, Commit, SimStore, StoreBackup};
 use crate::trace::{sim_now_ms, Trace};
 use crate::workload::{Recorder, DEVICE_PORT};
 
-/// How many times the operator runs a thaw whose plan changed while it was read.
+/// How many times the operator runs a thaw refused because the cluster moved while it
+/// looked (the plan changed, a surviving copy not recorded yet).
 const THAW_ATTEMPTS: u32 = 5;
 
 /// A fault the operator asks the driver to apply.
@@ -141,6 +142,10 @@ struct Done {
     command: String,
     result: Result<(), String>,
     thaw: Option<ThawOutcome>,
+    /// When the attempt that produced this result began, when it is not the step's start
+    /// (a thaw run again after its plan changed): the accepted plan was read then, so what
+    /// it lists existed by then and no earlier.
+    started_ms: Option<u64>,
 }
 
 impl Done {
@@ -149,6 +154,7 @@ impl Done {
             command,
             result,
             thaw: None,
+            started_ms: None,
         }
     }
 }
@@ -200,7 +206,7 @@ impl OperatorRun {
             format!("{}: {result}", done.command),
         );
         let mut action = OperatorAction {
-            started_ms,
+            started_ms: done.started_ms.unwrap_or(started_ms),
             completed_ms,
             command: done.command,
             ok,
@@ -560,6 +566,7 @@ impl OperatorRun {
         // A person told that the plan changed while they read it runs the command again
         // and reads the new plan; under load that can take a few tries.
         let mut attempt = 1;
+        let mut started_ms = sim_now_ms();
         loop {
             match self.admin.thaw(&request, &confirm).await {
                 Ok(outcome) => {
@@ -567,17 +574,26 @@ impl OperatorRun {
                         command,
                         result: Ok(()),
                         thaw: Some(outcome),
+                        started_ms: Some(started_ms),
                     }
                 }
-                Err(AdminError::PlanChanged) if attempt < THAW_ATTEMPTS => {
-                    self.trace.record(
-                        sim_now_ms(),
-                        "operator",
-                        format!("{command}: the plan changed while it was read; again"),
-                    );
+                Err(e) if e.is_transient() && attempt < THAW_ATTEMPTS => {
+                    // Each attempt is an action of its own in the history: the refused
+                    // ones changed nothing but held the write lock for a moment.
+                    let refused = Done {
+                        started_ms: Some(started_ms),
+                        ..Done::of(command.clone(), Err(e.to_string()))
+                    };
+                    self.record(started_ms, refused);
                     attempt += 1;
+                    started_ms = sim_now_ms();
                 }
-                Err(e) => return Done::of(command, Err(e.to_string())),
+                Err(e) => {
+                    return Done {
+                        started_ms: Some(started_ms),
+                        ..Done::of(command, Err(e.to_string()))
+                    }
+                }
             }
         }
     }

@@ -6,8 +6,9 @@
 //! A plan excuses a value only on the terms it was printed on: it was about one device's
 //! data, so the value must have been on that device (the push went there, or a read there
 //! saw it, or a push there built on it, or a push of unknown outcome there wrote it, before
-//! the action ended), and it can only discard what existed before it ran, so the push must
-//! have been acknowledged before the action began.
+//! the action ended, or a salvage ref of that device keeps it at the end), and it can only
+//! discard what existed before it ran, so the push must have been acknowledged before the
+//! action began.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +48,10 @@ pub(crate) struct Discards<'h> {
     held: BTreeMap<(&'h str, &'h str), Vec<Holding<'h>>>,
     /// `(repository, device, started_ms)` of every row a successful thaw demoted.
     demoted: Vec<(&'h str, &'h str, u64)>,
+    /// `(repository, device, ref name, commit)` of every salvage ref in the final refs of
+    /// an active device: the named device's copy held that commit once, whether or not a
+    /// client saw it there (syncs are invisible to clients).
+    salvaged: Vec<(&'h str, &'h str, &'h str, &'h str)>,
 }
 
 impl<'h> Discards<'h> {
@@ -105,10 +110,21 @@ impl<'h> Discards<'h> {
                 }
             }
         }
+        let mut salvaged = Vec::new();
+        for device in &history.final_state.active_devices {
+            for (repo, refs) in history.final_state.refs.get(device).into_iter().flatten() {
+                for (name, commit) in refs {
+                    if let Some((from, original)) = salvaged_name(name) {
+                        salvaged.push((repo.as_str(), from, original, commit.as_str()));
+                    }
+                }
+            }
+        }
         Discards {
             listed,
             held,
             demoted,
+            salvaged,
         }
     }
 
@@ -147,7 +163,14 @@ impl<'h> Discards<'h> {
         if value.device == l.device {
             return true;
         }
-        self.held
+        let kept = self.salvaged.iter().any(|&(repo, device, name, commit)| {
+            repo == value.repo
+                && device == l.device
+                && name == value.name
+                && graph.is_descendant_or_equal(commit, value.commit)
+        });
+        kept || self
+            .held
             .get(&(value.repo, value.name))
             .is_some_and(|list| {
                 list.iter().any(|&(device, commit, at)| {

@@ -352,6 +352,26 @@ mod tests {
     }
 
     #[test]
+    fn a_salvage_ref_of_the_listed_device_shows_it_held_the_value() {
+        // c1 reached R2 by a sync no client saw; the plan lists it there and the salvage
+        // ref of R2 keeps it: nothing is lost.
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        b.final_refs_all(&[(MAIN, "c0"), ("refs/salvage/R2/3/refs/heads/main", "c1")]);
+        let mut h = thaw(&mut b, 5_000, "R2", "c1");
+        for plan in h.operator.iter_mut().filter_map(|a| a.plan.as_mut()) {
+            plan.iter_mut().for_each(|d| d.salvageable = true);
+        }
+        let v = check(&h, &Context::new(&h));
+        assert!(v.passed(), "{v}");
+        // The salvage ref of another device says nothing of R2.
+        b.final_refs_all(&[(MAIN, "c0"), ("refs/salvage/R3/3/refs/heads/main", "c1")]);
+        let h = thaw(&mut b, 5_000, "R2", "c1");
+        let v = check(&h, &Context::new(&h));
+        assert!(!v.passed(), "{v}");
+    }
+
+    #[test]
     fn a_push_of_unknown_outcome_shows_where_a_listed_descendant_was() {
         // c1 is acknowledged on R1; a push of c2 on top of it reaches R2 with an unknown
         // outcome; every copy is then lost and the plan lists c2 on R2. Giving up c2 on R2

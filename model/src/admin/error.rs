@@ -82,6 +82,20 @@ pub enum AdminError {
          would do. Nothing changed. Run the command again to see the new plan."
     )]
     PlanChanged,
+    /// **[stormcell]** No leader that survives a demote holds the copy its row describes
+    /// (a copy or a write there is not recorded yet), so what the demote keeps is unknown.
+    #[error(
+        "Aborted: device \"{device}\", which would keep repository \"{repo}\" after the \
+         demote, holds a working copy that is not the version its row records (a copy or a \
+         write on it is not recorded yet), so the plan cannot say what survives. Nothing \
+         changed. Run the command again in a moment; if this persists, check that device."
+    )]
+    SurvivorUnsettled {
+        /// The repository.
+        repo: RepoId,
+        /// The surviving leader.
+        device: DeviceId,
+    },
     /// The write lock could not be taken within the budget.
     #[error(
         "Timed out after {waited:?} waiting for the write lock of repository \"{repo}\". \
@@ -135,4 +149,15 @@ pub enum AdminError {
     /// The database refused or could not be reached.
     #[error("{0} Nothing more was changed.")]
     Db(#[from] DbError),
+}
+
+impl AdminError {
+    /// Whether running the same command again may succeed without anyone acting: the
+    /// cluster moved while the thaw looked at it.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            AdminError::PlanChanged | AdminError::SurvivorUnsettled { .. }
+        )
+    }
 }

@@ -375,7 +375,7 @@ impl Admin {
             }),
             ThawKind::Demote => {
                 self.surviving_leader(topology, repo, &prepared.rows, &prepared.devices)
-                    .await
+                    .await?
             }
         };
         let facts = Facts {
@@ -401,30 +401,48 @@ impl Admin {
 
     /// The refs of a leader among the rows that survive a demote: active devices first,
     /// in name order, the first that can be read.
+    ///
+    /// **[stormcell]** A leader's copy counts only when it is the one its row describes
+    /// (same digest). A copy from another leader lands in the working copy before its
+    /// version is recorded, and this thaw's own demote can keep it from ever being
+    /// recorded (the copy is then undone): a plan that took those refs as kept would
+    /// discard them unlisted. When every surviving leader's copy differs from its row, the
+    /// thaw refuses and changes nothing.
     async fn surviving_leader(
         &self,
         topology: &Topology,
         repo: &RepoId,
         rows: &[VersionRow],
         demoted: &[DeviceId],
-    ) -> Option<(DeviceId, Refs)> {
+    ) -> Result<Option<(DeviceId, Refs)>, AdminError> {
         let survivors: Vec<&VersionRow> = rows
             .iter()
             .filter(|r| !demoted.contains(&r.device))
             .collect();
-        let max = survivors.iter().map(|r| r.version).max()?;
-        let mut leaders: Vec<&DeviceId> = survivors
-            .iter()
-            .filter(|r| r.version == max)
-            .map(|r| &r.device)
-            .collect();
-        leaders.sort_by_key(|d| (!topology.is_active(repo, d), (*d).clone()));
-        for d in leaders {
-            if let Ok(s) = self.snapshot_of(topology, repo, d).await {
-                return Some((d.clone(), s.refs));
+        let Some(max) = survivors.iter().map(|r| r.version).max() else {
+            return Ok(None);
+        };
+        let mut leaders: Vec<&VersionRow> =
+            survivors.into_iter().filter(|r| r.version == max).collect();
+        leaders.sort_by_key(|r| (!topology.is_active(repo, &r.device), r.device.clone()));
+        let mut unsettled = None;
+        for row in leaders {
+            let Ok(s) = self.snapshot_of(topology, repo, &row.device).await else {
+                continue;
+            };
+            if row.digest.is_some_and(|d| d != s.digest()) {
+                unsettled.get_or_insert_with(|| row.device.clone());
+                continue;
             }
+            return Ok(Some((row.device.clone(), s.refs)));
         }
-        None
+        match unsettled {
+            Some(device) => Err(AdminError::SurvivorUnsettled {
+                repo: repo.clone(),
+                device,
+            }),
+            None => Ok(None),
+        }
     }
 
     /// The promote rules of 7.1.

@@ -43,6 +43,15 @@ pub struct ReadReceipt {
     pub possibly_stale: bool,
 }
 
+/// A copy from a leader that landed in the working copy.
+pub(crate) struct Fetched {
+    /// What the leader sent.
+    pub snapshot: Snapshot,
+    /// The working copy's refs just before the copy, to put back if its version cannot be
+    /// recorded.
+    pub before: BTreeMap<String, Oid>,
+}
+
 impl Engine {
     /// A client read: read sync, then the working copy's refs.
     pub async fn read(
@@ -279,7 +288,10 @@ impl Engine {
             ));
             let expected = self.expected_digest(&rows, leader);
             match self.fetch_from(&topology, repo, leader, expected).await {
-                Ok(snapshot) => {
+                Ok(Fetched {
+                    snapshot,
+                    before: refs_before,
+                }) => {
                     let digest = snapshot.digest();
                     let stormcell = self.config.profile.is_stormcell();
                     let recorded = stormcell.then_some(digest);
@@ -290,6 +302,12 @@ impl Engine {
                         .set_version(repo, &self.device, max, recorded, condition)
                         .await?;
                     if !changed {
+                        // [stormcell] PROTOCOL.md 12: the rows changed since they were read
+                        // (a demote, a promote or a thaw in between), so the copied refs
+                        // may be what the operator gave up, and this device's row still
+                        // describes the copy it had: that copy comes back, or it would no
+                        // longer match its row and could never lead again.
+                        self.restore_refs(repo, refs_before).await?;
                         return Ok(None);
                     }
                     self.ports.store.set_local_version(repo, max).await?;
@@ -421,7 +439,7 @@ impl Engine {
         repo: &RepoId,
         leader: &DeviceId,
         expected: Option<Digest>,
-    ) -> Result<Snapshot, (String, SyncResult)> {
+    ) -> Result<Fetched, (String, SyncResult)> {
         let addr = topology.address_of(leader).ok_or_else(|| {
             (
                 format!("device \"{leader}\" has no address"),
@@ -470,14 +488,16 @@ impl Engine {
         let store_err = |e: crate::error::StoreError| (e.to_string(), SyncResult::Error);
         let copy = async {
             let _guard = self.local.exclusive(repo).await;
+            let before = self.ports.store.refs(repo).await.map_err(store_err)?;
             self.ports
                 .store
                 .import(repo, &snapshot)
                 .await
                 .map_err(store_err)?;
-            self.ports.store.sync(repo).await.map_err(store_err)
+            self.ports.store.sync(repo).await.map_err(store_err)?;
+            Ok(before)
         };
-        match tokio::time::timeout(left, copy).await {
+        let before = match tokio::time::timeout(left, copy).await {
             Ok(copied) => copied?,
             Err(_) => {
                 return Err((
@@ -489,8 +509,25 @@ impl Engine {
                     SyncResult::Timeout,
                 ))
             }
-        }
-        Ok(snapshot)
+        };
+        Ok(Fetched { snapshot, before })
+    }
+
+    /// Puts a working copy's refs back as they were before a copy whose version could not
+    /// be recorded; the copied objects stay, unreferenced.
+    async fn restore_refs(
+        &self,
+        repo: &RepoId,
+        refs: BTreeMap<String, Oid>,
+    ) -> Result<(), ClusterError> {
+        let _guard = self.local.exclusive(repo).await;
+        let snapshot = Snapshot {
+            refs,
+            objects: Vec::new(),
+        };
+        self.ports.store.import(repo, &snapshot).await?;
+        self.ports.store.sync(repo).await?;
+        Ok(())
     }
 
     /// Records a sync event; losing the log row is not worth failing the read for.
