@@ -14,11 +14,22 @@ use stormcell_model::ports::{Clock, Event, Events, Failpoints, Random, WritePoin
 use crate::history::HealthFlip;
 use crate::trace::{sim_now_ms, Trace};
 
+/// Milliseconds since the Unix epoch at virtual time zero.
+pub const SIM_EPOCH_MS: u64 = 1_750_000_000_000;
+
 /// Wall-clock time: a fixed epoch plus virtual time.
 #[derive(Debug, Clone, Copy)]
 pub struct SimClock {
     /// Milliseconds since the Unix epoch at virtual time zero.
     pub epoch_ms: u64,
+}
+
+impl Default for SimClock {
+    fn default() -> Self {
+        SimClock {
+            epoch_ms: SIM_EPOCH_MS,
+        }
+    }
 }
 
 impl Clock for SimClock {

@@ -190,6 +190,10 @@ pub struct OperatorAction {
     /// it would discard. Absent when no plan was printed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<PlannedDiscard>>,
+    /// When a thaw changed the rows, if known: the values its plan lists were given up
+    /// then (the action's start stands in when this is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_ms: Option<u64>,
 }
 
 impl OperatorAction {

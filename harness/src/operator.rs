@@ -19,6 +19,7 @@ use stormcell_model::ids::{DeviceId, Oid, RepoId, ServiceId};
 use stormcell_model::ports::{PushPayload, Store};
 use stormcell_model::rows::RefUpdate as ModelRefUpdate;
 
+use crate::env::SIM_EPOCH_MS;
 use crate::history::{OpKind, Operation, OperatorAction, Outcome, Phase, RefUpdate};
 use crate::scenario::{Action, Condition, Operator, Step, ThawStep};
 use crate::store::{encode_commits, Commit, SimStore, StoreBackup};
@@ -206,6 +207,7 @@ impl OperatorRun {
             format!("{}: {result}", done.command),
         );
         let mut action = OperatorAction {
+            applied_ms: None,
             started_ms: done.started_ms.unwrap_or(started_ms),
             completed_ms,
             command: done.command,
@@ -217,6 +219,9 @@ impl OperatorRun {
         };
         if let Some(outcome) = done.thaw {
             action.record_thaw(&outcome);
+            action.applied_ms = outcome
+                .applied_at_ms
+                .map(|at| at.saturating_sub(SIM_EPOCH_MS));
             for s in &outcome.salvaged {
                 self.trace.record(
                     completed_ms,

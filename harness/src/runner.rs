@@ -362,9 +362,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
                 db_hosts: db_hosts.clone(),
                 store: Arc::new(store.clone()),
                 net: Arc::new(SimNet::new()),
-                clock: Arc::new(SimClock {
-                    epoch_ms: 1_750_000_000_000,
-                }),
+                clock: Arc::new(SimClock::default()),
                 rng: Arc::new(SimRandom::new(seed, rng_stream)),
                 failpoints: Arc::new(SimFailpoints {
                     device: name.clone(),
@@ -396,8 +394,15 @@ pub fn run(spec: &RunSpec) -> RunResult {
         .zip(setup.starts.iter().map(|s| s.initial_refs.clone()))
         .collect();
     let device_ids: Vec<DeviceId> = setup.devices.iter().cloned().map(DeviceId::new).collect();
+    let push_devices: Vec<DeviceId> = scenario
+        .workload
+        .push_to
+        .iter()
+        .map(|d| DeviceId::new(d))
+        .collect();
     let client_setup = |name: String| ClientSetup {
         name,
+        push_devices: push_devices.clone(),
         devices: device_ids.clone(),
         repos: setup.repos.clone(),
         branches: setup.branches.clone(),
@@ -475,9 +480,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
                 stormcell_model::admin::AdminPorts {
                     db: Arc::new(db::SimDb::new(format!("{DB_HOST}:{DB_PORT}"))),
                     net: Arc::new(SimNet::new()),
-                    clock: Arc::new(SimClock {
-                        epoch_ms: 1_750_000_000_000,
-                    }),
+                    clock: Arc::new(SimClock::default()),
                     rng: Arc::new(SimRandom::new(seed, streams::OPERATOR)),
                     events: Arc::new(SimEvents {
                         host: "operator".to_owned(),

@@ -56,6 +56,8 @@ impl Recorder {
 pub struct ClientSetup {
     /// Its name.
     pub name: String,
+    /// The devices pushes go to; empty for any of `devices`.
+    pub push_devices: Vec<DeviceId>,
     /// The devices it may talk to.
     pub devices: Vec<DeviceId>,
     /// The repositories.
@@ -293,6 +295,10 @@ impl Client {
         };
         let order = match only {
             Some(d) => vec![d.clone()],
+            None if !self.setup.push_devices.is_empty() => {
+                let rng = RngAdapter(Mutex::new(&mut self.rng));
+                routing::read_order(&self.setup.push_devices, &rng)
+            }
             None => self.device_order(),
         };
         for device in order {

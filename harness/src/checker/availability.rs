@@ -242,6 +242,7 @@ mod tests {
         let after = b.read("R1", 90_000, 90_100, refused(ErrorKind::Other));
         let mut h = b.build();
         h.operator.push(crate::history::OperatorAction {
+            applied_ms: None,
             started_ms: 5_000,
             completed_ms: 5_100,
             command: "stormcell repository clusterize repo1 --service svc".to_owned(),

@@ -7,8 +7,8 @@
 //! data, so the value must have been on that device (the push went there, or a read there
 //! saw it, or a push there built on it, or a push of unknown outcome there wrote it, before
 //! the action ended, or a salvage ref of that device keeps it at the end), and it can only
-//! discard what existed before it ran, so the push must have been acknowledged before the
-//! action began.
+//! discard what existed when it changed the rows, so the push must have been invoked (not
+//! necessarily acknowledged: an answer can be held up on its way back) before then.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +27,8 @@ pub(crate) struct Listed<'h> {
     pub name: &'h str,
     pub commit: &'h str,
     pub salvageable: bool,
-    /// When the action that listed it started: the earliest it can have taken effect.
+    /// When the action that listed it changed the rows (or, when the history does not say,
+    /// when it started): the values it lists were given up then.
     pub at_ms: u64,
     /// When that action ended.
     pub ended_ms: u64,
@@ -65,7 +66,7 @@ impl<'h> Discards<'h> {
                     name: &d.name,
                     commit: &d.commit,
                     salvageable: d.salvageable,
-                    at_ms: action.started_ms,
+                    at_ms: action.applied_ms.unwrap_or(action.started_ms),
                     ended_ms: action.completed_ms,
                     command: &action.command,
                 });
@@ -139,8 +140,8 @@ impl<'h> Discards<'h> {
 
     /// The listing that accounts for `commit` of ref `name` being gone: it listed that
     /// commit or a descendant as the data of a device the history shows holding it, by an
-    /// action that started no later than `before_ms` and no earlier than `acked_ms` (when
-    /// the value was acknowledged or seen).
+    /// action that took effect no later than `before_ms` and no earlier than the value's
+    /// `since_ms` (a push invoked after the rows changed cannot be what the plan saw).
     pub(crate) fn covering(
         &self,
         graph: &CommitGraph,
@@ -151,7 +152,7 @@ impl<'h> Discards<'h> {
             l.repo == value.repo
                 && l.name == value.name
                 && l.at_ms <= before_ms
-                && value.acked_ms <= l.at_ms
+                && value.since_ms <= l.at_ms
                 && graph.is_descendant_or_equal(l.commit, value.commit)
                 && self.was_on(graph, l, value)
         })
@@ -191,8 +192,10 @@ pub(crate) struct Value<'a> {
     pub commit: &'a str,
     /// The device the push went to, or the read was served by.
     pub device: &'a str,
-    /// When the push was acknowledged or the read completed.
-    pub acked_ms: u64,
+    /// The earliest it can have been in a working copy: when the push that wrote it, or
+    /// the read that saw it, was invoked. A push takes effect before its acknowledgement
+    /// comes back, sometimes long before.
+    pub since_ms: u64,
 }
 
 /// The original ref name a salvage ref keeps, with the device it came from:

@@ -111,7 +111,7 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
                     name: &update.name,
                     commit: &update.new,
                     device: &op.device,
-                    acked_ms: op.completed_ms,
+                    since_ms: op.invoked_ms,
                 };
                 if let Some(listed) = discards.covering(graph, value, end_ms) {
                     // Discarded on purpose, as the plan said. Under stormcell what the plan
@@ -307,6 +307,7 @@ mod tests {
     fn thaw(b: &mut HistoryBuilder, at_ms: u64, device: &str, commit: &str) -> History {
         let mut h = b.build();
         h.operator.push(crate::history::OperatorAction {
+            applied_ms: None,
             started_ms: at_ms,
             completed_ms: at_ms + 1_000,
             command: "repository thaw repo1 --demote R1 --force".to_owned(),
@@ -349,6 +350,18 @@ mod tests {
         let v = check(&h, &Context::new(&h));
         assert_eq!(v.violations.len(), 2, "{v}");
         assert!(v.violations.iter().all(|x| x.op == Some(late)));
+    }
+
+    #[test]
+    fn a_push_recorded_before_the_thaw_and_acknowledged_after_it_may_be_listed() {
+        // The push took effect before the demote; its acknowledgement was held up on the
+        // way back. The plan saw it in the working copy and listed it.
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 9_000, &[(MAIN, Some("c0"), "c1")], ok());
+        b.final_refs_all(&[(MAIN, "c0")]);
+        let h = thaw(&mut b, 5_000, "R1", "c1");
+        let v = check(&h, &Context::new(&h));
+        assert!(v.passed(), "{v}");
     }
 
     #[test]

@@ -804,6 +804,7 @@ mod tests {
     fn a_disk_loss_justifies_leader_lost_until_an_operator_acts_on_the_repository() {
         fn thaw(at: u64, command: &str, ok: bool) -> crate::history::OperatorAction {
             crate::history::OperatorAction {
+                applied_ms: None,
                 started_ms: at,
                 completed_ms: at + 100,
                 command: command.to_owned(),

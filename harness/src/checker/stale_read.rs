@@ -46,6 +46,8 @@ struct Mark<'a> {
     recorded: bool,
     /// When it was established (acknowledgement or read completion).
     at_ms: u64,
+    /// When the operation that established it was invoked.
+    since_ms: u64,
 }
 
 /// High-water marks per ref name.
@@ -231,6 +233,7 @@ fn check_repo(
                         device: push.device.as_str(),
                         recorded: true,
                         at_ms: push.completed_ms,
+                        since_ms: push.invoked_ms,
                     };
                     acked.add(graph, update.name.as_str(), mark);
                 }
@@ -252,6 +255,7 @@ fn check_repo(
                         device: earlier.device.as_str(),
                         recorded: recorded.contains(commit.as_str()),
                         at_ms: earlier.completed_ms,
+                        since_ms: earlier.invoked_ms,
                     };
                     observed.add(graph, name.as_str(), mark);
                 }
@@ -274,7 +278,7 @@ fn check_repo(
                             name,
                             commit: mark.commit,
                             device: mark.device,
-                            acked_ms: mark.at_ms,
+                            since_ms: mark.since_ms,
                         },
                         read.completed_ms,
                     )
@@ -532,6 +536,7 @@ mod tests {
         let mut h = b.build();
         assert_eq!(check(&h, &Context::new(&h)).violations.len(), 1);
         h.operator.push(crate::history::OperatorAction {
+            applied_ms: None,
             started_ms: 5_000,
             completed_ms: 5_500,
             command: "repository thaw repo1 --demote R1".to_owned(),

@@ -113,6 +113,9 @@ pub struct Workload {
     pub client_timeout_s: u64,
     /// Virtual seconds between healing every fault and the final probes.
     pub settle_s: u64,
+    /// The devices pushes go to (tried in random order, like reads); empty for any
+    /// device. Aims a scenario at one writer while the others copy from it.
+    pub push_to: Vec<String>,
 }
 
 impl Default for Workload {
@@ -127,6 +130,7 @@ impl Default for Workload {
             think_ms: Range::new(50, 1000),
             client_timeout_s: 30,
             settle_s: 30,
+            push_to: Vec::new(),
         }
     }
 }

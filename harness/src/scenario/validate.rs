@@ -86,6 +86,22 @@ pub(super) fn check(scenario: &Scenario) -> Checked {
     if workload.client_timeout_s == 0 {
         return invalid("workload.client_timeout_s", "must be at least 1");
     }
+    // Device names are `repo001` upwards; a name must exist whatever count is drawn.
+    for name in &workload.push_to {
+        let known = name
+            .strip_prefix("repo")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n >= 1 && n <= topology.devices.min && name.len() == 7);
+        if !known {
+            return invalid(
+                "workload.push_to",
+                format!(
+                    "`{name}` is not a device of every run (devices are repo001 to repo{:03})",
+                    topology.devices.min
+                ),
+            );
+        }
+    }
 
     let faults = &scenario.faults;
     ordered("faults.window_s", &faults.window_s)?;

@@ -72,6 +72,9 @@ pub struct ThawOutcome {
     pub applied: Vec<(RepoId, DeviceId, ThawKind)>,
     /// **[stormcell]** What was salvaged.
     pub salvaged: Vec<Salvaged>,
+    /// When the rows were changed (the clock port's milliseconds): what the plan lists
+    /// was given up then, and pushes acknowledged later were not.
+    pub applied_at_ms: Option<u64>,
 }
 
 /// The devices and repositories a request names.
@@ -276,6 +279,7 @@ impl Admin {
             }
             let mut outcome = ThawOutcome {
                 plan,
+                applied_at_ms: Some(self.ports.clock.now_ms()),
                 ..ThawOutcome::default()
             };
             for p in &prepared {

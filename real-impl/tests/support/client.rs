@@ -327,6 +327,7 @@ impl Recorder {
         thaw: Option<&ThawOutcome>,
     ) {
         let mut action = OperatorAction {
+            applied_ms: None,
             started_ms,
             completed_ms: self.now(),
             command: command.to_owned(),

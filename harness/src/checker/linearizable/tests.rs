@@ -42,6 +42,7 @@ fn thaw(
     listed: &[(&str, &str)],
 ) -> OperatorAction {
     OperatorAction {
+        applied_ms: None,
         started_ms,
         completed_ms,
         command: format!("repository thaw repo1 --demote {demote}"),
