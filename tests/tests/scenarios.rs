@@ -68,6 +68,7 @@ scenario_tests! {
     maintenance_lock => "maintenance-lock",
     maintenance_lock_interrupted => "maintenance-lock-interrupted",
     demote_during_write => "demote-during-write",
+    demote_during_read_sync => "demote-during-read-sync",
     db_flap => "db-flap",
     db_partial_partition => "db-partial-partition",
     db_primary_loss => "db-primary-loss",
@@ -338,6 +339,26 @@ fn seeds_that_once_failed_pass() {
             "demote-all-promote",
             36,
             "a listed push of unknown outcome not taken as where its value was",
+        ),
+        // A read sync copied a leader's version and the demote of that leader kept it from
+        // being recorded: the copy stayed, no longer matched its row, and froze the only
+        // surviving leader, losing what the demotes had listed.
+        (
+            "demote-during-read-sync",
+            40,
+            "a copy whose version was never recorded froze the survivor",
+        ),
+        // False alarms: a thaw retried after its plan changed was judged from the first
+        // attempt's start; a listed value had reached the demoted device by a sync.
+        (
+            "demote-during-read-sync",
+            54,
+            "a retried thaw judged from its first attempt",
+        ),
+        (
+            "demote-during-read-sync",
+            261,
+            "a value synced to the listed device not taken as held there",
         ),
     ] {
         assert_passes(name, seed, found);

@@ -542,6 +542,10 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/demote-all-promote.toml"),
     ),
     (
+        "demote-during-read-sync",
+        include_str!("../../../scenarios/demote-during-read-sync.toml"),
+    ),
+    (
         "demote-during-write",
         include_str!("../../../scenarios/demote-during-write.toml"),
     ),
