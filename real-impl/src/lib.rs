@@ -2,6 +2,9 @@
 //! `stormcell-model` and the adapters around them.
 //!
 //! - [`net`]: the network port over tokio TCP, with a per-device credential handshake;
+//! - [`access`]: what one device may ask of another (PROTOCOL.md section 10);
+//! - [`objects`]: object transfer between devices over the peer connection;
+//! - [`secret`]: constant-time comparison of tokens and credentials;
 //! - [`store`]: the working-copy port over bare Git repositories on disk;
 //! - [`db`]: the cluster database port over PostgreSQL (schema, migrations, advisory locks);
 //! - [`http`]: Git smart HTTP in front of the protocol engine;
@@ -14,6 +17,7 @@
 //! Everything that decides what the cluster does lives in `stormcell-model`; this crate
 //! only connects it to the world.
 
+pub mod access;
 pub mod config;
 pub mod db;
 pub mod env;
@@ -21,7 +25,9 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod objects;
 pub mod pktline;
 pub mod reload;
+pub mod secret;
 pub mod store;
 pub mod tls;

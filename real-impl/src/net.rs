@@ -1,17 +1,21 @@
 //! The network port over tokio TCP, with a per-device credential handshake (PROTOCOL.md
 //! section 10).
 //!
-//! Before any peer-protocol frame, the connecting device sends one line,
+//! Before anything else, the connecting device sends one line,
 //! `stormcell-peer 1 <device> <credential>\n`, and the listener answers `ok\n` or
 //! `denied\n`. A wrong or missing credential is refused and logged; the model's peer
-//! protocol then runs unchanged on the stream.
+//! protocol then runs unchanged on the stream, once the node's [`PeerGate`] has checked
+//! the request is one the device may make ([`crate::access`]). A connection introduced
+//! with `stormcell-objects 1 <device> <credential>\n` instead is an object transfer
+//! ([`crate::objects`]), which the gate serves itself. Credentials are compared in
+//! constant time.
 //!
 //! With [`PeerTls`] (the node's `[tls]` section), every connection is first a mutually
 //! verified TLS session, and the handshake above runs inside it: the certificate proves
 //! the connection comes from a cluster member, the credential which member it is.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,8 +28,39 @@ use crate::db::credentials::PeerCredentials;
 use crate::metrics::Metrics;
 use crate::tls::PeerTls;
 
-/// The handshake's first word and version.
+/// The handshake's first word and version, for the peer protocol.
 const GREETING: &str = "stormcell-peer 1";
+/// The same for an object transfer.
+const OBJECTS_GREETING: &str = "stormcell-objects 1";
+
+/// What a peer connection is for, as its handshake line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The model's peer protocol.
+    Protocol,
+    /// An object transfer.
+    Objects,
+}
+
+impl Purpose {
+    fn greeting(self) -> &'static str {
+        match self {
+            Purpose::Protocol => GREETING,
+            Purpose::Objects => OBJECTS_GREETING,
+        }
+    }
+}
+
+/// What the node checks and serves on admitted connections (PROTOCOL.md section 10).
+#[async_trait]
+pub trait PeerGate: Send + Sync {
+    /// Reads the first request of an admitted peer-protocol connection from `device` and
+    /// refuses it (answering the peer) unless the device may make it; an allowed request
+    /// comes back with the connection, to be read again by the node service.
+    async fn screen(&self, device: &str, conn: BoxConn) -> Option<BoxConn>;
+    /// Serves an object transfer to `device`.
+    async fn serve_objects(&self, device: &str, conn: BoxConn);
+}
 /// The longest handshake line accepted.
 const MAX_HANDSHAKE: usize = 1024;
 /// How long a connecting peer has to introduce itself.
@@ -43,6 +78,7 @@ pub struct TcpNetwork {
     metrics: Arc<Metrics>,
     tls: Option<PeerTls>,
     connect_timeout: Duration,
+    gate: Arc<OnceLock<Arc<dyn PeerGate>>>,
 }
 
 impl TcpNetwork {
@@ -60,6 +96,37 @@ impl TcpNetwork {
             metrics,
             tls: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            gate: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Checks every request admitted connections make with `gate`, and lets it serve object
+    /// transfers. Without a gate (tests of the port alone), requests pass unchecked and
+    /// object transfers are refused. Set once, before listening.
+    pub fn set_gate(&self, gate: Arc<dyn PeerGate>) {
+        let _ = self.gate.set(gate);
+    }
+
+    /// Connects to a peer for an object transfer ([`crate::objects`]), with the same TLS,
+    /// handshake and time bound as [`Network::connect`].
+    pub async fn connect_objects(&self, addr: &str) -> io::Result<BoxConn> {
+        self.connect_for(addr, Purpose::Objects).await
+    }
+
+    async fn connect_for(&self, addr: &str, purpose: Purpose) -> io::Result<BoxConn> {
+        // A host that accepts in its kernel but never answers (stopped, hung) would hold a
+        // connect, or the handshake after it, for as long as TCP keeps trying.
+        match tokio::time::timeout(self.connect_timeout, self.connect_unbounded(addr, purpose))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "connect to {addr} timed out after {:?}",
+                    self.connect_timeout
+                ),
+            )),
         }
     }
 
@@ -96,28 +163,19 @@ async fn read_line<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<String> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "handshake is not text"))
 }
 
-/// Splits a handshake line into device and credential.
-fn parse_hello(line: &str) -> Option<(&str, &str)> {
-    let rest = line.strip_prefix(GREETING)?.strip_prefix(' ')?;
+/// Splits a handshake line into purpose, device and credential.
+fn parse_hello(line: &str) -> Option<(Purpose, &str, &str)> {
+    let (purpose, rest) = [Purpose::Protocol, Purpose::Objects]
+        .into_iter()
+        .find_map(|p| Some((p, line.strip_prefix(p.greeting())?.strip_prefix(' ')?)))?;
     let (device, credential) = rest.split_once(' ')?;
-    (!device.is_empty() && !credential.is_empty()).then_some((device, credential))
+    (!device.is_empty() && !credential.is_empty()).then_some((purpose, device, credential))
 }
 
 #[async_trait]
 impl Network for TcpNetwork {
     async fn connect(&self, addr: &str) -> io::Result<BoxConn> {
-        // A host that accepts in its kernel but never answers (stopped, hung) would hold a
-        // connect, or the handshake after it, for as long as TCP keeps trying.
-        match tokio::time::timeout(self.connect_timeout, self.connect_unbounded(addr)).await {
-            Ok(result) => result,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "connect to {addr} timed out after {:?}",
-                    self.connect_timeout
-                ),
-            )),
-        }
+        self.connect_for(addr, Purpose::Protocol).await
     }
 
     async fn listen(&self, addr: &str) -> io::Result<Box<dyn Listener>> {
@@ -126,6 +184,7 @@ impl Network for TcpNetwork {
         let credentials = Arc::clone(&self.credentials);
         let metrics = Arc::clone(&self.metrics);
         let tls = self.tls.clone();
+        let gate = Arc::clone(&self.gate);
         // Handshakes run beside the accept loop, so one slow peer cannot hold up others.
         let accepting = tokio::spawn(async move {
             loop {
@@ -140,6 +199,7 @@ impl Network for TcpNetwork {
                 let credentials = Arc::clone(&credentials);
                 let metrics = Arc::clone(&metrics);
                 let tls = tls.clone();
+                let gate = gate.get().cloned();
                 tokio::spawn(async move {
                     let admitted = tokio::time::timeout(
                         HANDSHAKE_LIMIT,
@@ -147,7 +207,24 @@ impl Network for TcpNetwork {
                     )
                     .await;
                     match admitted {
-                        Ok(Ok((stream, device))) => {
+                        Ok(Ok((stream, device, purpose))) => {
+                            let stream = match (purpose, gate) {
+                                (Purpose::Protocol, None) => stream,
+                                (Purpose::Protocol, Some(gate)) => {
+                                    match gate.screen(&device, stream).await {
+                                        Some(stream) => stream,
+                                        None => return,
+                                    }
+                                }
+                                (Purpose::Objects, Some(gate)) => {
+                                    gate.serve_objects(&device, stream).await;
+                                    return;
+                                }
+                                (Purpose::Objects, None) => {
+                                    tracing::warn!(peer = %peer, "object transfer refused: this listener serves none");
+                                    return;
+                                }
+                            };
                             let _ = tx.send(Ok((stream, format!("{device}@{peer}")))).await;
                         }
                         Ok(Err(reason)) => {
@@ -171,16 +248,16 @@ impl Network for TcpNetwork {
 
 impl TcpNetwork {
     /// TCP, TLS when configured, then the credential handshake, with no time limit.
-    async fn connect_unbounded(&self, addr: &str) -> io::Result<BoxConn> {
+    async fn connect_unbounded(&self, addr: &str, purpose: Purpose) -> io::Result<BoxConn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         match &self.tls {
-            None => Ok(Box::new(self.hello(addr, stream).await?)),
+            None => Ok(Box::new(self.hello(addr, stream, purpose).await?)),
             Some(tls) => {
                 let stream = tls.connect(addr, stream).await.inspect_err(|e| {
                     tracing::warn!(peer = %addr, error = %e, "connection to peer failed");
                 })?;
-                Ok(Box::new(self.hello(addr, stream).await?))
+                Ok(Box::new(self.hello(addr, stream, purpose).await?))
             }
         }
     }
@@ -190,8 +267,14 @@ impl TcpNetwork {
         &self,
         addr: &str,
         mut stream: S,
+        purpose: Purpose,
     ) -> io::Result<S> {
-        let hello = format!("{GREETING} {} {}\n", self.device, self.credential);
+        let hello = format!(
+            "{} {} {}\n",
+            purpose.greeting(),
+            self.device,
+            self.credential
+        );
         stream.write_all(hello.as_bytes()).await?;
         stream.flush().await?;
         let answer = read_line(&mut stream).await?;
@@ -211,20 +294,20 @@ async fn admit_over(
     tls: Option<&PeerTls>,
     stream: TcpStream,
     credentials: &PeerCredentials,
-) -> Result<(BoxConn, String), String> {
+) -> Result<(BoxConn, String, Purpose), String> {
     let _ = stream.set_nodelay(true);
     match tls {
         None => {
-            let (stream, device) = admit(stream, credentials).await?;
-            Ok((Box::new(stream), device))
+            let (stream, device, purpose) = admit(stream, credentials).await?;
+            Ok((Box::new(stream), device, purpose))
         }
         Some(tls) => {
             let stream = tls
                 .accept(stream)
                 .await
                 .map_err(|e| format!("TLS handshake failed: {e}"))?;
-            let (stream, device) = admit(stream, credentials).await?;
-            Ok((Box::new(stream), device))
+            let (stream, device, purpose) = admit(stream, credentials).await?;
+            Ok((Box::new(stream), device, purpose))
         }
     }
 }
@@ -233,9 +316,9 @@ async fn admit_over(
 async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     credentials: &PeerCredentials,
-) -> Result<(S, String), String> {
+) -> Result<(S, String, Purpose), String> {
     let line = read_line(&mut stream).await.map_err(|e| e.to_string())?;
-    let Some((device, credential)) = parse_hello(&line) else {
+    let Some((purpose, device, credential)) = parse_hello(&line) else {
         let _ = stream.write_all(b"denied\n").await;
         let _ = stream.flush().await;
         return Err("no credential presented".to_owned());
@@ -248,7 +331,67 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
     let device = device.to_owned();
     stream.write_all(b"ok\n").await.map_err(|e| e.to_string())?;
     stream.flush().await.map_err(|e| e.to_string())?;
-    Ok((stream, device))
+    Ok((stream, device, purpose))
+}
+
+/// A connection whose first bytes were already read (a screened request): they are read
+/// again, then the rest of the stream.
+pub struct Replayed {
+    head: Vec<u8>,
+    read: usize,
+    inner: BoxConn,
+}
+
+impl Replayed {
+    /// `head` first, then `inner`.
+    pub fn new(head: Vec<u8>, inner: BoxConn) -> Self {
+        Replayed {
+            head,
+            read: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Replayed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.read < this.head.len() {
+            let n = buf.remaining().min(this.head.len() - this.read);
+            buf.put_slice(&this.head[this.read..this.read + n]);
+            this.read += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replayed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Connections that passed the handshake.
@@ -400,8 +543,13 @@ mod tests {
     fn handshake_lines_parse() {
         assert_eq!(
             parse_hello("stormcell-peer 1 repo001 s3cret"),
-            Some(("repo001", "s3cret"))
+            Some((Purpose::Protocol, "repo001", "s3cret"))
         );
+        assert_eq!(
+            parse_hello("stormcell-objects 1 repo001 s3cret"),
+            Some((Purpose::Objects, "repo001", "s3cret"))
+        );
+        assert_eq!(parse_hello("stormcell-objects 2 repo001 s3cret"), None);
         assert_eq!(parse_hello("stormcell-peer 1 repo001"), None);
         assert_eq!(parse_hello("stormcell-peer 2 repo001 s3cret"), None);
         assert_eq!(parse_hello("GET / HTTP/1.1"), None);

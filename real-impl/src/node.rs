@@ -9,6 +9,7 @@ use stormcell_model::ids::DeviceId;
 use stormcell_model::plant::Plants;
 use thiserror::Error;
 
+use crate::access::{ClusterView, Gatekeeper};
 use crate::config::NodeConfig;
 use crate::db::credentials::PeerCredentials;
 use crate::db::observed::ObservedDb;
@@ -17,6 +18,7 @@ use crate::env::{HoldAt, LoggedEvents, OsRandom, SystemClock};
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::net::TcpNetwork;
+use crate::objects::PeerObjects;
 use crate::store::git::Git;
 use crate::store::GitStore;
 
@@ -64,12 +66,29 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         Arc::clone(&db_hosts),
         connector.clone(),
     ));
-    let git = Git::new(config.git.clone(), &config.device, &config.credential);
+    let git = Git::new(config.git.clone());
     let store = Arc::new(GitStore::new(
         &config.data_dir,
         git.clone(),
-        &config.http_url,
+        &config.device,
     )?);
+    let net = Arc::new(
+        TcpNetwork::new(
+            &config.device,
+            &config.credential,
+            Arc::clone(&peers),
+            Arc::clone(&metrics),
+        )
+        .with_tls(tls),
+    );
+    // What peers may ask and where objects come from depend on the cluster's topology,
+    // which the engine reads; both are connected to it once it exists.
+    let view = Arc::new(ClusterView::new());
+    store.set_object_fetcher(Arc::new(PeerObjects::new(
+        Arc::clone(&view),
+        Arc::clone(&net),
+        git.clone(),
+    )));
     let failpoints = match &config.failpoint {
         Some(f) => HoldAt::new(Some(f.point), f.marker.clone()),
         None => HoldAt::new(None, None),
@@ -82,15 +101,7 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         )),
         db_hosts,
         store: store.clone(),
-        net: Arc::new(
-            TcpNetwork::new(
-                &config.device,
-                &config.credential,
-                Arc::clone(&peers),
-                Arc::clone(&metrics),
-            )
-            .with_tls(tls),
-        ),
+        net: Arc::clone(&net) as Arc<dyn stormcell_model::ports::Network>,
         clock: Arc::new(SystemClock),
         rng: Arc::new(OsRandom),
         failpoints: Arc::new(failpoints),
@@ -103,6 +114,14 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         planted()?,
         ports,
     );
+    view.set_engine(&engine);
+    net.set_gate(Arc::new(Gatekeeper::new(
+        Arc::clone(&view),
+        config.users.clone(),
+        Arc::clone(&store),
+        git.clone(),
+        Arc::clone(&metrics),
+    )));
     let http_listener = tokio::net::TcpListener::bind(&config.listen_http)
         .await
         .map_err(|source| NodeError::Listen {
@@ -114,7 +133,6 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         store,
         git,
         users: config.users.clone(),
-        peers,
         metrics,
         stale: Default::default(),
     });

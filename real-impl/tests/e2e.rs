@@ -140,11 +140,9 @@ fn push_to_one_device_clone_from_another() {
         .env("GIT_TERMINAL_PROMPT", "0")
         .output()
         .expect("ls-remote");
+    // Devices never log in to the Git endpoint (objects move over the peer connection),
+    // so peer headers open nothing there; tests/peers.rs covers the peer port.
     assert!(!out.status.success());
-    assert!(
-        nodes[0].log().contains("wrong credential"),
-        "the refusal is logged"
-    );
 
     // Every device ran its peer connections over TLS, and none was refused.
     for node in &nodes {

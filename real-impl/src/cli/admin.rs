@@ -66,7 +66,9 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             for (role, conninfo) in hosts {
                 let db =
                     PgClusterDb::new(&conninfo, "stormcell-admin", ADMIN_CONNECT, ADMIN_QUERY)?;
-                statuses.push(admin::host_status(&db, &role, &conninfo).await);
+                // The connection string may hold a password; only a redacted one is shown.
+                let shown = stormcell_node::secret::redact_conninfo(&conninfo);
+                statuses.push(admin::host_status(&db, &role, &shown).await);
             }
             if json {
                 return table::json(&statuses);

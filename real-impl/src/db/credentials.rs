@@ -78,12 +78,18 @@ impl PeerCredentials {
         let h = hash(credential);
         {
             let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if verified.get(device) == Some(&h) {
+            if verified
+                .get(device)
+                .is_some_and(|known| crate::secret::same(known.as_bytes(), h.as_bytes()))
+            {
                 return true;
             }
         }
         let stored = self.stored(device).await;
-        if stored.as_deref() == Some(h.as_str()) {
+        if stored
+            .as_deref()
+            .is_some_and(|s| crate::secret::same(s.as_bytes(), h.as_bytes()))
+        {
             self.verified
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -1,26 +1,13 @@
 //! Who is calling the Git endpoint: a user with a token (HTTP basic or bearer) and
-//! per-repository read/write permission, or a peer device presenting its credential
-//! (PROTOCOL.md section 10).
+//! per-repository read/write permission (PROTOCOL.md section 10). Devices never call it:
+//! objects move between devices over the peer connection ([`crate::objects`]), so no
+//! device credential ever travels in an HTTP header.
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
 
 use crate::config::UserConfig;
-use crate::db::credentials::PeerCredentials;
-
-/// The header a peer names itself in.
-pub const PEER_DEVICE_HEADER: &str = "X-Stormcell-Device";
-/// The header a peer presents its credential in.
-pub const PEER_CREDENTIAL_HEADER: &str = "X-Stormcell-Credential";
-
-/// An authenticated caller.
-#[derive(Debug, Clone)]
-pub enum Caller {
-    /// A user from the configuration.
-    User(UserConfig),
-    /// A peer device fetching objects.
-    Peer(String),
-}
+use crate::secret::same;
 
 /// Why a caller was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,47 +16,45 @@ pub enum Denied {
     Missing,
     /// A user credential that matches no user.
     BadUser,
-    /// A peer credential that does not match the device.
-    BadPeer(String),
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Finds the user a basic or bearer `Authorization` header belongs to.
+/// Finds the user a basic or bearer `Authorization` header belongs to. Tokens are compared
+/// in constant time, and every user's token is compared, so the time taken says nothing
+/// about which user or how much of a token matched.
 pub fn user_of<'a>(authorization: &str, users: &'a [UserConfig]) -> Option<&'a UserConfig> {
-    if let Some(token) = authorization.strip_prefix("Bearer ") {
-        return users.iter().find(|u| u.token == token.trim());
+    let (name, token) = if let Some(token) = authorization.strip_prefix("Bearer ") {
+        (None, token.trim().to_owned())
+    } else {
+        let encoded = authorization.strip_prefix("Basic ")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (name, token) = text.split_once(':')?;
+        (Some(name.to_owned()), token.to_owned())
+    };
+    let mut found = None;
+    for user in users {
+        let token_matches = same(user.token.as_bytes(), token.as_bytes());
+        let name_matches = name.as_deref().is_none_or(|n| n == user.name);
+        if token_matches && name_matches && found.is_none() {
+            found = Some(user);
+        }
     }
-    let encoded = authorization.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (name, token) = text.split_once(':')?;
-    users.iter().find(|u| u.name == name && u.token == token)
+    found
 }
 
 /// Authenticates a request.
-pub async fn authenticate(
-    headers: &HeaderMap,
-    users: &[UserConfig],
-    peers: &PeerCredentials,
-) -> Result<Caller, Denied> {
-    if let Some(device) = header(headers, PEER_DEVICE_HEADER) {
-        let credential = header(headers, PEER_CREDENTIAL_HEADER).unwrap_or("");
-        if peers.check(device, credential).await {
-            return Ok(Caller::Peer(device.to_owned()));
-        }
-        return Err(Denied::BadPeer(device.to_owned()));
-    }
+pub fn authenticate(headers: &HeaderMap, users: &[UserConfig]) -> Result<UserConfig, Denied> {
     let Some(authorization) = header(headers, "Authorization") else {
         return Err(Denied::Missing);
     };
     user_of(authorization, users)
         .cloned()
-        .map(Caller::User)
         .ok_or(Denied::BadUser)
 }
 

@@ -1,16 +1,20 @@
 //! Git smart HTTP in front of the protocol engine (ARCHITECTURE.md, "The real daemon").
 //!
-//! - `GET /<repo>.git/info/refs?service=git-upload-pack|git-receive-pack`: the read sync
-//!   of PROTOCOL.md 4.1 runs first, then Git advertises the working copy's refs;
-//! - `POST /<repo>.git/git-upload-pack`: `git upload-pack`, protocol v2 when the client
-//!   asks for it (the `Git-Protocol` header is passed through);
+//! - `GET /<repo>.git/info/refs?service=git-upload-pack|git-receive-pack`: the engine's
+//!   read (the read sync of PROTOCOL.md 4.1 and its check) runs first, and the
+//!   advertisement lists exactly the refs it checked ([`advertise`]);
+//! - `POST /<repo>.git/git-upload-pack`: protocol v2 `ls-refs` answered from the refs the
+//!   engine's read checked, and `fetch` run by `git upload-pack` after the same read;
+//!   protocol v0 the pack for the advertisement just shown;
 //! - `POST /<repo>.git/git-receive-pack`: the write path of 4.2 around
 //!   `git receive-pack`; progress lines go to the client's side band while it runs, and
-//!   receive-pack's status report only once the version is recorded;
+//!   receive-pack's status report only once the version is recorded. Git's probe before
+//!   a large push (a body of one flush packet) is answered at once, with no write;
 //! - a read that may be stale (read-only mode, freshness unproven) is marked with a header
 //!   and a progress line ([`stale`]);
 //! - `GET /metrics`: Prometheus metrics.
 
+mod advertise;
 pub mod auth;
 mod receive;
 pub mod stale;
@@ -28,11 +32,10 @@ use stormcell_model::error::{ClusterError, ErrorCode};
 use stormcell_model::ids::RepoId;
 
 use crate::config::UserConfig;
-use crate::db::credentials::PeerCredentials;
 use crate::metrics::{code_name, Metrics};
 use crate::store::git::Git;
 use crate::store::GitStore;
-use auth::{Caller, Denied};
+use auth::Denied;
 
 /// The largest request body accepted (a push's pack).
 const MAX_BODY: usize = 4 << 30;
@@ -47,8 +50,6 @@ pub struct HttpState {
     pub git: Git,
     /// Users and their permissions.
     pub users: Vec<UserConfig>,
-    /// Peer credential checks.
-    pub peers: Arc<PeerCredentials>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Users whose latest read may be stale.
@@ -203,13 +204,8 @@ async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
         )
             .into_response();
     }
-    let caller = match auth::authenticate(&parts.headers, &st.users, &st.peers).await {
-        Ok(c) => c,
-        Err(Denied::BadPeer(device)) => {
-            st.metrics.peer_auth_failed();
-            tracing::warn!(device = %device, "Git request from a peer with a wrong credential refused");
-            return text(StatusCode::FORBIDDEN, "Peer credential refused.");
-        }
+    let user = match auth::authenticate(&parts.headers, &st.users) {
+        Ok(u) => u,
         Err(denied) => {
             let mut r = text(
                 StatusCode::UNAUTHORIZED,
@@ -233,11 +229,9 @@ async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     if let Err(e) = crate::store::check_name(&repo) {
         return text(StatusCode::NOT_FOUND, e.0);
     }
-    let allowed = match (&caller, service) {
-        (Caller::Peer(_), Service::UploadPack) => true,
-        (Caller::Peer(_), Service::ReceivePack) => false,
-        (Caller::User(u), Service::UploadPack) => u.can_read(&repo),
-        (Caller::User(u), Service::ReceivePack) => u.can_write(&repo),
+    let allowed = match service {
+        Service::UploadPack => user.can_read(&repo),
+        Service::ReceivePack => user.can_write(&repo),
     };
     if !allowed {
         let what = if service == Service::ReceivePack {
@@ -254,22 +248,16 @@ async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     let protocol = git_protocol(&parts.headers);
     let is_info_refs = parts.uri.path().ends_with("/info/refs");
     if is_info_refs {
-        return upload::info_refs(&st, &caller, &repo, service, protocol).await;
+        return upload::info_refs(&st, &user, &repo, service, protocol).await;
     }
     let body = match read_body(&parts.headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    match (service, caller) {
-        (Service::UploadPack, caller) => {
-            upload::upload_pack(&st, &caller, &repo, protocol, body).await
-        }
-        (Service::ReceivePack, Caller::User(user)) => {
-            receive::receive_pack(Arc::clone(&st), repo, user, body).await
-        }
-        (Service::ReceivePack, Caller::Peer(_)) => {
-            text(StatusCode::FORBIDDEN, "Peers do not push.")
-        }
+    match service {
+        Service::UploadPack => upload::upload_pack(&st, &user, &repo, protocol, body).await,
+        Service::ReceivePack if receive::is_probe(&body) => receive::probe_answer(),
+        Service::ReceivePack => receive::receive_pack(Arc::clone(&st), repo, user, body).await,
     }
 }
 

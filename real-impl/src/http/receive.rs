@@ -33,6 +33,28 @@ fn progress_packet(line: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// Whether a request body is Git's authentication probe: before sending a push too large
+/// for one buffer, Git posts a lone flush packet to learn whether its credentials work.
+/// It carries no command, so it is not a push: no write lock, no push recorded.
+pub(super) fn is_probe(body: &[u8]) -> bool {
+    body == b"0000"
+}
+
+/// The answer `git receive-pack` gives an empty request: success and nothing to say.
+pub(super) fn probe_answer() -> Response {
+    tracing::debug!("authentication probe answered");
+    let mut r = (
+        [(
+            header::CONTENT_TYPE,
+            "application/x-git-receive-pack-result",
+        )],
+        Body::empty(),
+    )
+        .into_response();
+    no_cache(r.headers_mut());
+    r
+}
+
 pub(super) async fn receive_pack(
     st: Arc<HttpState>,
     repo: RepoId,

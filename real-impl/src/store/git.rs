@@ -12,8 +12,6 @@ use tokio::process::Command;
 #[derive(Debug, Clone)]
 pub struct Git {
     program: PathBuf,
-    /// Extra environment for commands that talk to peers (their credential headers).
-    peer_env: Vec<(String, String)>,
 }
 
 /// What a finished command printed.
@@ -28,30 +26,11 @@ pub struct Output {
 }
 
 impl Git {
-    /// Runs `program`; commands that fetch from peers present `device` and `credential`.
-    pub fn new(program: PathBuf, device: &str, credential: &str) -> Self {
-        // Given through the environment rather than the command line, so the credential
-        // does not show in process listings.
-        let peer_env = vec![
-            ("GIT_CONFIG_COUNT".to_owned(), "2".to_owned()),
-            ("GIT_CONFIG_KEY_0".to_owned(), "http.extraHeader".to_owned()),
-            (
-                "GIT_CONFIG_VALUE_0".to_owned(),
-                format!("{}: {device}", crate::http::auth::PEER_DEVICE_HEADER),
-            ),
-            ("GIT_CONFIG_KEY_1".to_owned(), "http.extraHeader".to_owned()),
-            (
-                "GIT_CONFIG_VALUE_1".to_owned(),
-                format!(
-                    "{}: {credential}",
-                    crate::http::auth::PEER_CREDENTIAL_HEADER
-                ),
-            ),
-        ];
-        Git {
-            program: program.clone(),
-            peer_env,
-        }
+    /// Runs `program`. Git never talks to other devices itself: objects move between
+    /// devices over the peer connection ([`crate::objects`]), so no command carries a
+    /// device credential.
+    pub fn new(program: PathBuf) -> Self {
+        Git { program }
     }
 
     /// The program.
@@ -72,13 +51,6 @@ impl Git {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        cmd
-    }
-
-    /// A command that authenticates to peers.
-    pub fn peer_command(&self, dir: &Path) -> Command {
-        let mut cmd = self.command(dir);
-        cmd.envs(self.peer_env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -3,8 +3,9 @@
 //! Each repository is a bare repository `<data>/repos/<name>.git`, with the device's
 //! durable local version beside it in `<data>/repos/<name>.version`. Refs and digests are
 //! read with gix; pushes go through `git receive-pack`; mirroring a leader fetches the
-//! objects with Git's own transport from the leader's Git endpoint and then sets every ref
-//! in one transaction. Git is configured to fsync objects and refs; [`Store::sync`] adds
+//! objects the copy lacks from the device the snapshot names, through an
+//! [`ObjectFetcher`] (the daemon's goes over the peer connection, [`crate::objects`]), and
+//! then sets every ref in one transaction. Git is configured to fsync objects and refs; [`Store::sync`] adds
 //! the directories.
 
 pub mod durable;
@@ -12,6 +13,7 @@ pub mod git;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -65,19 +67,37 @@ fn staging_token() -> String {
     )
 }
 
-/// Where a peer finds the objects of a snapshot: the exporting device's Git endpoint.
-/// This is what [`Snapshot::objects`] holds for this store.
+/// Where a peer finds the objects of a snapshot: the exporting device, by name. This is
+/// what [`Snapshot::objects`] holds for this store. A name, never an address: the device
+/// that imports the snapshot looks the address up itself, among the devices registered and
+/// bound to the repository's service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectSource {
-    /// The repository's URL on the exporting device.
-    pub url: String,
+    /// The exporting device.
+    pub device: String,
+}
+
+/// Gets the objects a working copy lacks from another device's copy of the repository.
+#[async_trait]
+pub trait ObjectFetcher: Send + Sync {
+    /// Copies every object `wants` reach (that the refs of the repository at `into` do not
+    /// already reach) from device `from`'s copy of `repo` into `into`; on success all of
+    /// them are present.
+    async fn fetch(
+        &self,
+        repo: &RepoId,
+        from: &str,
+        into: &Path,
+        wants: &[String],
+    ) -> Result<(), StoreError>;
 }
 
 /// The working copies of this device.
 pub struct GitStore {
     root: PathBuf,
     git: Git,
-    http_url: String,
+    device: String,
+    objects: OnceLock<Arc<dyn ObjectFetcher>>,
     creating: Mutex<()>,
 }
 
@@ -101,16 +121,24 @@ fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl GitStore {
-    /// Working copies under `data_dir/repos`, served to peers from `http_url`.
-    pub fn new(data_dir: &Path, git: Git, http_url: &str) -> Result<Self, StoreError> {
+    /// Working copies of device `device` under `data_dir/repos`. Until
+    /// [`GitStore::set_object_fetcher`], it cannot copy objects from other devices.
+    pub fn new(data_dir: &Path, git: Git, device: &str) -> Result<Self, StoreError> {
         let root = data_dir.join("repos");
         std::fs::create_dir_all(&root).map_err(|e| io_err("cannot create", &root, e))?;
         Ok(GitStore {
             root,
             git,
-            http_url: http_url.trim_end_matches('/').to_owned(),
+            device: device.to_owned(),
+            objects: OnceLock::new(),
             creating: Mutex::new(()),
         })
+    }
+
+    /// Where this store gets objects from other devices (set once; the daemon's needs the
+    /// engine, which is built on this store).
+    pub fn set_object_fetcher(&self, fetcher: Arc<dyn ObjectFetcher>) {
+        let _ = self.objects.set(fetcher);
     }
 
     /// The path of a repository's working copy (which may not exist yet).
@@ -172,10 +200,11 @@ impl GitStore {
         blocking(move || read_refs(&path)).await
     }
 
-    /// Fetches whichever of `wanted` the working copy at `path` lacks from the object
-    /// source `objects` names (what [`Store::export`] put in a snapshot).
+    /// Fetches whichever of `wanted` the working copy at `path` lacks from the device
+    /// `objects` names (what [`Store::export`] put in a snapshot).
     async fn fetch_missing(
         &self,
+        repo: &RepoId,
         path: &Path,
         wanted: &[&str],
         objects: &[u8],
@@ -186,21 +215,10 @@ impl GitStore {
         }
         let source: ObjectSource = serde_json::from_slice(objects)
             .map_err(|e| StoreError(format!("snapshot names no object source: {e}")))?;
-        let mut cmd = self.git.peer_command(path);
-        cmd.args([
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--no-auto-gc",
-            "--stdin",
-        ])
-        .arg(&source.url);
-        let input: String = missing.iter().map(|o| format!("{o}\n")).collect();
-        self.git
-            .run_ok(cmd, input.as_bytes(), "fetching objects from the leader")
-            .await?;
-        Ok(())
+        let fetcher = self.objects.get().ok_or_else(|| {
+            StoreError("this store cannot fetch objects from other devices".to_owned())
+        })?;
+        fetcher.fetch(repo, &source.device, path, &missing).await
     }
 
     /// A push whose objects are on another device rather than in a pack: an operator's
@@ -209,6 +227,7 @@ impl GitStore {
     /// transaction (all or nothing).
     async fn apply_sourced_push(
         &self,
+        repo: &RepoId,
         path: &Path,
         push: &PushPayload,
     ) -> Result<PushApplied, StoreError> {
@@ -217,7 +236,15 @@ impl GitStore {
             .iter()
             .filter_map(|u| u.new.as_ref().map(Oid::as_str))
             .collect();
-        self.fetch_missing(path, &wanted, &push.pack).await?;
+        // Nothing is written until the objects are here, so a source that cannot (or may
+        // not) give them makes a clean refusal rather than a write of unknown outcome.
+        if let Err(e) = self.fetch_missing(repo, path, &wanted, &push.pack).await {
+            return Ok(PushApplied {
+                accepted: false,
+                reason: Some(format!("the objects could not be fetched: {e}")),
+                report: Vec::new(),
+            });
+        }
         let out = self.update_refs(path, &push.updates).await?;
         let reason = (!out.success).then(|| {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
@@ -440,8 +467,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError(format!("file-system task failed: {e}")))?
 }
 
-/// Every direct ref under `refs/` of the repository at `path`, read with gix.
-fn read_refs(path: &Path) -> Result<BTreeMap<String, Oid>, StoreError> {
+/// Every direct ref under `refs/` of the repository at `path`, read with gix (staging refs
+/// left out).
+pub(crate) fn read_refs(path: &Path) -> Result<BTreeMap<String, Oid>, StoreError> {
     let err = |e: &dyn std::fmt::Display| io_err("cannot read refs of", path, e);
     let repo = gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| err(&e))?;
     let platform = repo.references().map_err(|e| err(&e))?;
@@ -474,7 +502,7 @@ impl Store for GitStore {
         let path = self.ensure(repo).await?;
         // A pkt-line body starts with four hex digits; an object source is JSON.
         if push.pack.first() == Some(&b'{') {
-            return self.apply_sourced_push(&path, push).await;
+            return self.apply_sourced_push(repo, &path, push).await;
         }
         self.receive(&path, &push.pack).await
     }
@@ -498,7 +526,7 @@ impl Store for GitStore {
     async fn export(&self, repo: &RepoId) -> Result<Snapshot, StoreError> {
         let refs = self.read_refs(repo).await?;
         let source = ObjectSource {
-            url: format!("{}/{repo}.git", self.http_url),
+            device: self.device.clone(),
         };
         let objects = serde_json::to_vec(&source).map_err(|e| StoreError(e.to_string()))?;
         Ok(Snapshot { refs, objects })
@@ -512,7 +540,7 @@ impl Store for GitStore {
             v.dedup();
             v
         };
-        self.fetch_missing(&path, &wanted, &snapshot.objects)
+        self.fetch_missing(repo, &path, &wanted, &snapshot.objects)
             .await?;
         let current = self.read_refs(repo).await?;
         let mut script = String::new();

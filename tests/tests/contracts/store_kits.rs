@@ -13,7 +13,7 @@ use stormcell_model::ports::PushPayload;
 use stormcell_model::rows::RefUpdate;
 use stormcell_node::pktline;
 use stormcell_node::store::git::Git;
-use stormcell_node::store::GitStore;
+use stormcell_node::store::{GitStore, ObjectFetcher};
 
 use crate::store::StoreKit;
 
@@ -148,15 +148,18 @@ impl GitKit {
     }
 
     fn open(&self, data: &Path) -> GitStore {
-        // Peers fetch objects from a snapshot's source URL; a plain path works with Git's
-        // local transport, so the export of one device can be imported by another.
-        let url = data.join("repos");
-        GitStore::new(
-            data,
-            Git::new(PathBuf::from("git"), "contract", "contract-credential"),
-            url.to_str().expect("a UTF-8 temporary path"),
-        )
-        .expect("a store in a new directory")
+        // A snapshot names the device it came from; the kit's devices are directories
+        // side by side, so objects are fetched from the named one's directory.
+        let device = data
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a UTF-8 device directory");
+        let store = GitStore::new(data, Git::new(PathBuf::from("git")), device)
+            .expect("a store in a new directory");
+        store.set_object_fetcher(std::sync::Arc::new(SideBySide {
+            root: self.dir.path().to_owned(),
+        }));
+        store
     }
 
     fn data_dir(&self, store: &GitStore) -> PathBuf {
@@ -168,6 +171,62 @@ impl GitKit {
             .and_then(Path::parent)
             .expect("the data directory")
             .to_owned()
+    }
+}
+
+/// Fetches objects from the kit's other devices, with Git's local transport.
+struct SideBySide {
+    root: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl ObjectFetcher for SideBySide {
+    async fn fetch(
+        &self,
+        repo: &stormcell_model::ids::RepoId,
+        from: &str,
+        into: &Path,
+        wants: &[String],
+    ) -> Result<(), stormcell_model::error::StoreError> {
+        let source = self
+            .root
+            .join(from)
+            .join("repos")
+            .join(format!("{repo}.git"));
+        let input: String = wants.iter().map(|o| format!("{o}\n")).collect();
+        let mut child = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(into)
+            .args([
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--stdin",
+            ])
+            .arg(&source)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| stormcell_model::error::StoreError(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            // A fetch that exits early reports why in its status.
+            let _ = stdin.write_all(input.as_bytes()).await;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| stormcell_model::error::StoreError(e.to_string()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(stormcell_model::error::StoreError(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
     }
 }
 
