@@ -398,7 +398,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         .workload
         .push_to
         .iter()
-        .map(|d| DeviceId::new(d))
+        .map(DeviceId::new)
         .collect();
     let client_setup = |name: String| ClientSetup {
         name,
