@@ -7,8 +7,8 @@
 //! data, so the value must have been on that device (the push went there, or a read there
 //! saw it, or a push there built on it, or a push of unknown outcome there wrote it, before
 //! the action ended, or a salvage ref of that device keeps it at the end), and it can only
-//! discard what existed when it changed the rows, so the push must have been invoked (not
-//! necessarily acknowledged: an answer can be held up on its way back) before then.
+//! discard what existed when it changed the rows, so the push must have been acknowledged
+//! before then.
 
 use std::collections::BTreeMap;
 
@@ -140,8 +140,8 @@ impl<'h> Discards<'h> {
 
     /// The listing that accounts for `commit` of ref `name` being gone: it listed that
     /// commit or a descendant as the data of a device the history shows holding it, by an
-    /// action that took effect no later than `before_ms` and no earlier than the value's
-    /// `since_ms` (a push invoked after the rows changed cannot be what the plan saw).
+    /// action that took effect no later than `before_ms` and no earlier than the value was
+    /// acknowledged or seen.
     pub(crate) fn covering(
         &self,
         graph: &CommitGraph,
@@ -152,7 +152,7 @@ impl<'h> Discards<'h> {
             l.repo == value.repo
                 && l.name == value.name
                 && l.at_ms <= before_ms
-                && value.since_ms <= l.at_ms
+                && value.acked_ms <= l.at_ms
                 && graph.is_descendant_or_equal(l.commit, value.commit)
                 && self.was_on(graph, l, value)
         })
@@ -192,10 +192,11 @@ pub(crate) struct Value<'a> {
     pub commit: &'a str,
     /// The device the push went to, or the read was served by.
     pub device: &'a str,
-    /// The earliest it can have been in a working copy: when the push that wrote it, or
-    /// the read that saw it, was invoked. A push takes effect before its acknowledgement
-    /// comes back, sometimes long before.
-    pub since_ms: u64,
+    /// When the push was acknowledged or the read completed: a plan can only give up
+    /// what the cluster had acknowledged by the time the rows changed. (A push recorded
+    /// before a demote whose answer comes back after it looks, from outside, like one the
+    /// demote kept from being recorded and that was acknowledged anyway.)
+    pub acked_ms: u64,
 }
 
 /// The original ref name a salvage ref keeps, with the device it came from:

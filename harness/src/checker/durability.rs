@@ -111,7 +111,7 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
                     name: &update.name,
                     commit: &update.new,
                     device: &op.device,
-                    since_ms: op.invoked_ms,
+                    acked_ms: op.completed_ms,
                 };
                 if let Some(listed) = discards.covering(graph, value, end_ms) {
                     // Discarded on purpose, as the plan said. Under stormcell what the plan
@@ -353,13 +353,20 @@ mod tests {
     }
 
     #[test]
-    fn a_push_recorded_before_the_thaw_and_acknowledged_after_it_may_be_listed() {
-        // The push took effect before the demote; its acknowledgement was held up on the
-        // way back. The plan saw it in the working copy and listed it.
+    fn a_push_acknowledged_after_the_rows_changed_is_not_excused_by_the_plan() {
+        // Invoked before the demote and acknowledged after it: from outside this is a push
+        // the demote kept from being recorded that was acknowledged all the same.
         let mut b = HistoryBuilder::new();
         b.push("R1", 100, 9_000, &[(MAIN, Some("c0"), "c1")], ok());
         b.final_refs_all(&[(MAIN, "c0")]);
-        let h = thaw(&mut b, 5_000, "R1", "c1");
+        let mut h = thaw(&mut b, 5_000, "R1", "c1");
+        let v = check(&h, &Context::new(&h));
+        assert!(!v.passed(), "{v}");
+        // The rows changed after the acknowledgement, though the action began before it.
+        h = thaw(&mut b, 8_500, "R1", "c1");
+        let v = check(&h, &Context::new(&h));
+        assert!(!v.passed(), "{v}");
+        h.operator[0].applied_ms = Some(9_200);
         let v = check(&h, &Context::new(&h));
         assert!(v.passed(), "{v}");
     }

@@ -46,8 +46,6 @@ struct Mark<'a> {
     recorded: bool,
     /// When it was established (acknowledgement or read completion).
     at_ms: u64,
-    /// When the operation that established it was invoked.
-    since_ms: u64,
 }
 
 /// High-water marks per ref name.
@@ -233,7 +231,6 @@ fn check_repo(
                         device: push.device.as_str(),
                         recorded: true,
                         at_ms: push.completed_ms,
-                        since_ms: push.invoked_ms,
                     };
                     acked.add(graph, update.name.as_str(), mark);
                 }
@@ -255,7 +252,6 @@ fn check_repo(
                         device: earlier.device.as_str(),
                         recorded: recorded.contains(commit.as_str()),
                         at_ms: earlier.completed_ms,
-                        since_ms: earlier.invoked_ms,
                     };
                     observed.add(graph, name.as_str(), mark);
                 }
@@ -278,7 +274,7 @@ fn check_repo(
                             name,
                             commit: mark.commit,
                             device: mark.device,
-                            since_ms: mark.since_ms,
+                            acked_ms: mark.at_ms,
                         },
                         read.completed_ms,
                     )
