@@ -8,6 +8,7 @@
 //! - [`env`]: clock, randomness, failpoints and events (logs and metrics);
 //! - [`config`]: the node's TOML configuration;
 //! - [`node`]: assembling and running a device;
+//! - [`startup`]: what a node checks about its own identity before it serves;
 //! - [`reload`]: re-reading the database hosts of a running node's configuration;
 //! - [`tls`]: intra-cluster TLS for peer connections.
 //!
@@ -23,5 +24,6 @@ pub mod net;
 pub mod node;
 pub mod pktline;
 pub mod reload;
+pub mod startup;
 pub mod store;
 pub mod tls;

@@ -35,6 +35,9 @@ pub enum NodeError {
     /// The `[tls]` section is unusable.
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The device's name or credential is not the registered one.
+    #[error("{0}")]
+    Identity(#[from] crate::startup::IdentityError),
     /// A listener failed.
     #[error("cannot serve on {addr}: {source}")]
     Listen {
@@ -64,6 +67,25 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         Arc::clone(&db_hosts),
         connector.clone(),
     ));
+    let net = Arc::new(
+        TcpNetwork::new(
+            &config.device,
+            &config.credential,
+            Arc::clone(&peers),
+            Arc::clone(&metrics),
+        )
+        .with_tls(tls),
+    );
+    match crate::startup::registered_devices(&config.database.cluster(), &connector).await {
+        Some(devices) => {
+            crate::startup::check_registration(&devices, &config.device, &config.credential)?;
+            crate::startup::check_with_a_peer(&devices, &config.device, net.as_ref()).await?;
+        }
+        None => tracing::warn!(
+            "no database host answered at start: the device's registration and credential \
+             are not checked"
+        ),
+    }
     let git = Git::new(config.git.clone(), &config.device, &config.credential);
     let store = Arc::new(GitStore::new(
         &config.data_dir,
@@ -82,15 +104,7 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         )),
         db_hosts,
         store: store.clone(),
-        net: Arc::new(
-            TcpNetwork::new(
-                &config.device,
-                &config.credential,
-                Arc::clone(&peers),
-                Arc::clone(&metrics),
-            )
-            .with_tls(tls),
-        ),
+        net,
         clock: Arc::new(SystemClock),
         rng: Arc::new(OsRandom),
         failpoints: Arc::new(failpoints),
