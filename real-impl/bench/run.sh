@@ -177,7 +177,7 @@ mkdir "$WORK/pg2"; chmod 700 "$WORK/pg2"
 [ "$(id -u)" = 0 ] && chown postgres: "$WORK/pg2"
 as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PGPORT" -U postgres -X stream -R --no-sync -c fast -D "$WORK/pg2" >/dev/null
 PG2PORT=$(free_port)
-as_pg "$PG_BIN/pg_ctl" start -w -D "$WORK/pg2" -l "$WORK/pg2.log" \
+as_pg "$PG_BIN/pg_ctl" start -w -D "$WORK/pg2" -l "$WORK/pg2/log" \
     -o "-p $PG2PORT -c listen_addresses=127.0.0.1 -k $WORK/pg2 -c hot_standby=on" >/dev/null
 # The nodes re-read their [database] section when the file changes.
 for i in 1 2 3; do
