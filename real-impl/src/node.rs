@@ -58,7 +58,8 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
     let connector = PgConnector::new(
         &format!("stormcell-{}", config.device),
         protocol.failover.query_timeout,
-    );
+    )
+    .with_round_trip_limit(protocol.failover.unhealthy_connect);
     let db_hosts = Arc::new(Mutex::new(config.database.cluster()));
     if let Some(path) = path {
         tokio::spawn(crate::reload::watch(path, Arc::clone(&db_hosts)));

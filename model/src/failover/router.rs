@@ -184,9 +184,10 @@ impl Failover {
     /// Connects to `host` with the policy its health calls for: a healthy host gets
     /// retries and a long connect timeout, an unhealthy one a single short try.
     /// **[stormcell]** A host the last health check could not reach gets the short try
-    /// too, and no retry follows an attempt that ran out its whole timeout or that a
-    /// health check found the host not answering meanwhile: retries would only multiply
-    /// the wait.
+    /// too. An attempt that got no answer within the short timeout marks the host the
+    /// same way (and ends other waits on it), and no retry follows it or an attempt during
+    /// which a health check found the host not answering: retries would only multiply the
+    /// wait.
     async fn open(&self, host: &DbHostConfig) -> Result<Box<dyn DbSession>, DbError> {
         let (attempts, timeout) = if self.is_healthy(&host.name) && !self.went_quiet(&host.name) {
             (self.timing.healthy_retries + 1, self.timing.healthy_connect)
@@ -205,9 +206,18 @@ impl Failover {
                 Err(e) => {
                     self.record(&host.name, false);
                     last = Some(e);
-                    if self.profile.is_stormcell()
-                        && (started.elapsed() >= timeout || self.went_quiet(&host.name))
-                    {
+                    if !self.profile.is_stormcell() {
+                        continue;
+                    }
+                    // No answer within the short limit: the host is treated as the
+                    // health checks treat it, so this request and every other one
+                    // stop waiting on it at once.
+                    if started.elapsed() >= self.timing.unhealthy_connect.min(timeout) {
+                        self.set_unanswered(&host.name, true);
+                        self.connector.not_answering(host);
+                        break;
+                    }
+                    if self.went_quiet(&host.name) {
                         break;
                     }
                 }

@@ -128,6 +128,9 @@ pub struct PgConnector {
     query_timeout: Duration,
     pool: Arc<pool::SessionPool>,
     silences: Arc<Silences>,
+    /// The longest a pooled session's check may wait, below the connect timeout: it is
+    /// one round trip on an open link, with no handshake or authentication to allow for.
+    round_trip_limit: Option<Duration>,
 }
 
 impl PgConnector {
@@ -138,7 +141,14 @@ impl PgConnector {
             query_timeout,
             pool: Arc::default(),
             silences: Arc::default(),
+            round_trip_limit: None,
         }
+    }
+
+    /// Checks pooled sessions within `limit` (or the connect timeout, if shorter).
+    pub fn with_round_trip_limit(mut self, limit: Duration) -> Self {
+        self.round_trip_limit = Some(limit);
+        self
     }
 
     /// How many idle sessions to `address` are kept for reuse.
@@ -174,13 +184,14 @@ impl ClusterDb for PgConnector {
                 host.name
             ))
         };
+        let check_limit = self.round_trip_limit.map_or(timeout, |l| l.min(timeout));
         while let Some(client) = self.pool.take(&host.address) {
             // An idle session may have died with its server or its link since it was
             // pooled, without the client noticing yet: it is handed out only after a round
             // trip within the connect timeout, as a new connection would have to make.
             let checked = tokio::select! {
                 biased;
-                answer = tokio::time::timeout(timeout, client.simple_query("")) => answer,
+                answer = tokio::time::timeout(check_limit, client.simple_query("")) => answer,
                 () = silenced(Some(&silence)) => {
                     self.pool.clear(&host.address);
                     return Err(gone("no answer to a pooled session's check"));
@@ -205,7 +216,7 @@ impl ClusterDb for PgConnector {
                     return Err(DbError::Connection(format!(
                         "no answer from {} within {}s",
                         host.name,
-                        timeout.as_secs_f64()
+                        check_limit.as_secs_f64()
                     )));
                 }
             }
