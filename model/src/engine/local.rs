@@ -18,6 +18,9 @@ pub struct LocalWrites {
     /// makes them durable.
     unsettled: Mutex<BTreeSet<RepoId>>,
     guards: Mutex<std::collections::BTreeMap<RepoId, Arc<RwLock<()>>>>,
+    /// How many times each working copy's refs were moved by a push or a copy: a sync
+    /// undoing its own copy must know that nothing landed after it.
+    changes: Mutex<std::collections::BTreeMap<RepoId, u64>>,
 }
 
 impl LocalWrites {
@@ -85,6 +88,25 @@ impl LocalWrites {
             .entry(repo.clone())
             .or_default()
             .clone()
+    }
+
+    /// Counts a move of `repo`'s refs (made under [`LocalWrites::exclusive`]) and returns
+    /// the new count.
+    pub fn moved(&self, repo: &RepoId) -> u64 {
+        let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let count = changes.entry(repo.clone()).or_default();
+        *count += 1;
+        *count
+    }
+
+    /// How many times `repo`'s refs were moved so far.
+    pub fn moves(&self, repo: &RepoId) -> u64 {
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(repo)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Exclusive access to a working copy while its refs move.

@@ -50,6 +50,8 @@ pub(crate) struct Fetched {
     /// The working copy's refs just before the copy, to put back if its version cannot be
     /// recorded.
     pub before: BTreeMap<String, Oid>,
+    /// The count of moves of the copy's refs once this copy landed.
+    pub moves: u64,
 }
 
 impl Engine {
@@ -291,6 +293,7 @@ impl Engine {
                 Ok(Fetched {
                     snapshot,
                     before: refs_before,
+                    moves,
                 }) => {
                     let digest = snapshot.digest();
                     let stormcell = self.config.profile.is_stormcell();
@@ -307,7 +310,7 @@ impl Engine {
                         // may be what the operator gave up, and this device's row still
                         // describes the copy it had: that copy comes back, or it would no
                         // longer match its row and could never lead again.
-                        self.restore_refs(repo, refs_before).await?;
+                        self.restore_refs(repo, refs_before, moves).await?;
                         return Ok(None);
                     }
                     self.ports.store.set_local_version(repo, max).await?;
@@ -495,9 +498,9 @@ impl Engine {
                 .await
                 .map_err(store_err)?;
             self.ports.store.sync(repo).await.map_err(store_err)?;
-            Ok(before)
+            Ok((before, self.local.moved(repo)))
         };
-        let before = match tokio::time::timeout(left, copy).await {
+        let (before, moves) = match tokio::time::timeout(left, copy).await {
             Ok(copied) => copied?,
             Err(_) => {
                 return Err((
@@ -510,17 +513,29 @@ impl Engine {
                 ))
             }
         };
-        Ok(Fetched { snapshot, before })
+        Ok(Fetched {
+            snapshot,
+            before,
+            moves,
+        })
     }
 
     /// Puts a working copy's refs back as they were before a copy whose version could not
-    /// be recorded; the copied objects stay, unreferenced.
+    /// be recorded; the copied objects stay, unreferenced. Unless something moved the refs
+    /// since (`moves` is the count when the copy landed): a push, or another sync that
+    /// holds no database lock (while read-only) and recorded its version locally, must not
+    /// be undone.
     async fn restore_refs(
         &self,
         repo: &RepoId,
         refs: BTreeMap<String, Oid>,
+        moves: u64,
     ) -> Result<(), ClusterError> {
         let _guard = self.local.exclusive(repo).await;
+        if self.local.moves(repo) != moves {
+            return Ok(());
+        }
+        self.local.moved(repo);
         let snapshot = Snapshot {
             refs,
             objects: Vec::new(),

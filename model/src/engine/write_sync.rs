@@ -179,6 +179,7 @@ impl Engine {
         ));
         let applied = {
             let _guard = self.local.exclusive(repo).await;
+            self.local.moved(repo);
             let applied = match self.ports.store.apply_push(repo, payload).await {
                 Ok(applied) => applied,
                 Err(e) => return Err(self.not_durable(repo, e)),
