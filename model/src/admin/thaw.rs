@@ -179,7 +179,7 @@ impl Admin {
         let mut plan = ThawPlan::default();
         for repo in &resolved.repos {
             let prepared = self
-                .prepare(session.as_mut(), &topology, &resolved, repo)
+                .prepare(session.as_mut(), &topology, &resolved, repo, false)
                 .await?;
             plan.actions.extend(prepared.plans);
         }
@@ -211,7 +211,7 @@ impl Admin {
             let mut prepared = Vec::new();
             for repo in &resolved.repos {
                 prepared.push(
-                    self.prepare(session.as_mut(), &topology, &resolved, repo)
+                    self.prepare(session.as_mut(), &topology, &resolved, repo, false)
                         .await?,
                 );
             }
@@ -250,7 +250,7 @@ impl Admin {
                             locked.push(repo.clone());
                         }
                         prepared.push(
-                            self.prepare(session.as_mut(), &topology, &resolved, repo)
+                            self.prepare(session.as_mut(), &topology, &resolved, repo, !lockless)
                                 .await?,
                         );
                     }
@@ -303,12 +303,15 @@ impl Admin {
     }
 
     /// Reads what the plan needs and checks the promote rules, for one repository.
+    /// `locked`: the thaw holds the repository's write lock, so no push can move a copy
+    /// while it looks.
     async fn prepare(
         &self,
         session: &mut dyn AdminSession,
         topology: &Topology,
         resolved: &Resolved,
         repo: &RepoId,
+        locked: bool,
     ) -> Result<Prepared, AdminError> {
         let rows = session.rows(repo).await?;
         let active = topology.active_devices(repo);
@@ -378,7 +381,7 @@ impl Admin {
                     .map(|s| (d.clone(), s.refs.clone()))
             }),
             ThawKind::Demote => {
-                self.surviving_leader(topology, repo, &prepared.rows, &prepared.devices)
+                self.surviving_leader(topology, repo, &prepared.rows, &prepared.devices, locked)
                     .await?
             }
         };
@@ -410,14 +413,18 @@ impl Admin {
     /// (same digest). A copy from another leader lands in the working copy before its
     /// version is recorded, and this thaw's own demote can keep it from ever being
     /// recorded (the copy is then undone): a plan that took those refs as kept would
-    /// discard them unlisted. When every surviving leader's copy differs from its row, the
-    /// thaw refuses and changes nothing.
+    /// discard them unlisted. When every surviving leader's copy differs from its row, a
+    /// thaw holding the write lock refuses and changes nothing. Without the lock (the plan
+    /// shown before asking) pushes move copies past the rows all the time, so the first
+    /// readable copy stands in: the plan is made again under the lock before anything
+    /// changes.
     async fn surviving_leader(
         &self,
         topology: &Topology,
         repo: &RepoId,
         rows: &[VersionRow],
         demoted: &[DeviceId],
+        locked: bool,
     ) -> Result<Option<(DeviceId, Refs)>, AdminError> {
         let survivors: Vec<&VersionRow> = rows
             .iter()
@@ -435,17 +442,17 @@ impl Admin {
                 continue;
             };
             if row.digest.is_some_and(|d| d != s.digest()) {
-                unsettled.get_or_insert_with(|| row.device.clone());
+                unsettled.get_or_insert_with(|| (row.device.clone(), s.refs));
                 continue;
             }
             return Ok(Some((row.device.clone(), s.refs)));
         }
         match unsettled {
-            Some(device) => Err(AdminError::SurvivorUnsettled {
+            Some((device, _)) if locked => Err(AdminError::SurvivorUnsettled {
                 repo: repo.clone(),
                 device,
             }),
-            None => Ok(None),
+            other => Ok(other),
         }
     }
 
