@@ -360,6 +360,14 @@ fn seeds_that_once_failed_pass() {
             261,
             "a value synced to the listed device not taken as held there",
         ),
+        // A thaw refused for a surviving copy that its row did not describe, also on the
+        // plan shown before asking, where pushes move copies all the time: every retry
+        // was refused and the demote never happened.
+        (
+            "thaw-loss-of-leaders",
+            36,
+            "a thaw refused until its retries ran out",
+        ),
     ] {
         assert_passes(name, seed, found);
     }
