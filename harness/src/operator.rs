@@ -144,8 +144,7 @@ struct Done {
     result: Result<(), String>,
     thaw: Option<ThawOutcome>,
     /// When the attempt that produced this result began, when it is not the step's start
-    /// (a thaw run again after its plan changed): the accepted plan was read then, so what
-    /// it lists existed by then and no earlier.
+    /// (a thaw run again after the cluster moved while it looked).
     started_ms: Option<u64>,
 }
 
@@ -585,11 +584,7 @@ impl OperatorRun {
                 Err(e) if e.is_transient() && attempt < THAW_ATTEMPTS => {
                     // Each attempt is an action of its own in the history: the refused
                     // ones changed nothing but held the write lock for a moment.
-                    let refused = Done {
-                        started_ms: Some(started_ms),
-                        ..Done::of(command.clone(), Err(e.to_string()))
-                    };
-                    self.record(started_ms, refused);
+                    self.record(started_ms, Done::of(command.clone(), Err(e.to_string())));
                     attempt += 1;
                     started_ms = sim_now_ms();
                 }
