@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Benchmark: push and clone a repository with thousands of commits through one stormcell
 # device and through plain `git http-backend`, and the time for a push to reach every
-# device. Prints medians and ratios.
+# device. Prints medians and ratios. Then hangs the primary database (SIGSTOP) with a
+# streaming replica configured, and reports how long git requests took meanwhile and how
+# soon pushes were refused as read-only.
 #
+#   cargo build --release -p stormcell-node      # the script builds nothing itself
 #   bash real-impl/bench/run.sh [COMMITS] [RUNS]
 #
-# Needs the PostgreSQL server binaries, git and python3; run as root it starts PostgreSQL
-# as the postgres user.
+# STORMCELL_BIN names the binary to time (default target/release/stormcell). Needs the
+# PostgreSQL server binaries, git and python3; run as root it starts PostgreSQL as the
+# postgres user.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 COMMITS=${1:-3000}
@@ -16,15 +20,20 @@ HERE=$PWD
 PG_BIN=${STORMCELL_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found" >&2; exit 2; }
 
-cargo build --release -q -p stormcell-node
-S=$HERE/target/release/stormcell
+S=${STORMCELL_BIN:-$HERE/target/release/stormcell}
+[ -x "$S" ] || { echo "no stormcell binary at $S: build it first (cargo build --release -p stormcell-node) or set STORMCELL_BIN" >&2; exit 2; }
+HANG_S=${HANG_S:-20}
 
 WORK=$(mktemp -d /tmp/stormcell-bench.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
+STOPPED=()
 cleanup() {
+    # A primary stopped by the hang section is continued first, so it can be shut down.
+    for p in "${STOPPED[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     as_pg "$PG_BIN/pg_ctl" stop -m immediate -D "$WORK/pg" >/dev/null 2>&1 || true
+    as_pg "$PG_BIN/pg_ctl" stop -m immediate -D "$WORK/pg2" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -161,3 +170,73 @@ printf "%-28s %8s ms %8s ms %8.2f\n" "push (whole history)" "$ps" "$pp" "$(awk "
 printf "%-28s %8s ms %8s ms %8.2f\n" "clone" "$cs" "$cp" "$(awk "BEGIN{print $cs/$cp}")"
 printf "%-28s %8s ms %8s ms %8.2f\n" "clone while copying a push" "$cb" "$cp" "$(awk "BEGIN{print $cb/$cp}")"
 printf "%-28s %8s ms\n" "push on every device" "$sp"
+
+echo
+echo "== the primary hangs (SIGSTOP) for ${HANG_S}s, with a streaming replica"
+mkdir "$WORK/pg2"; chmod 700 "$WORK/pg2"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK/pg2"
+as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PGPORT" -U postgres -X stream -R --no-sync -c fast -D "$WORK/pg2" >/dev/null
+PG2PORT=$(free_port)
+as_pg "$PG_BIN/pg_ctl" start -w -D "$WORK/pg2" -l "$WORK/pg2/log" \
+    -o "-p $PG2PORT -c listen_addresses=127.0.0.1 -k $WORK/pg2 -c hot_standby=on" >/dev/null
+# The nodes re-read their [database] section when the file changes.
+for i in 1 2 3; do
+    cat >> "$WORK/repo00$i/node.toml" <<TOML
+[[database.hosts]]
+name = "db2"
+address = "host=127.0.0.1 port=$PG2PORT user=postgres dbname=stormcell"
+role = "replica"
+TOML
+done
+$S repository create H --service S1 >/dev/null
+git -C "$SRC" commit -q --allow-empty -m "before the hang"
+before=$(git -C "$SRC" rev-parse HEAD)
+$GIT -C "$SRC" push -q "$(SC_URL H)" HEAD:main 2>/dev/null
+on_every_device H "$before" "$(now_ms)" >/dev/null
+sleep 5   # the replica has the push; every node has had health checks of both hosts
+git -C "$SRC" commit -q --allow-empty -m "during the hang"
+
+# Lists refs from every device in turn, across the whole hang: "ms ok|fail" per request.
+: > "$WORK/hang_reads"
+(
+    i=0
+    while [ ! -e "$WORK/hang_over" ]; do
+        i=$(( i % 3 + 1 ))
+        t0=$(now_ms)
+        if $GIT ls-remote "http://bench:bench-token@127.0.0.1:${HTTP[$i]}/H.git" >/dev/null 2>&1; then r=ok; else r=fail; fi
+        echo "$(( $(now_ms) - t0 )) $r" >> "$WORK/hang_reads"
+        sleep 0.1
+    done
+) & PIDS+=($!)
+sleep 1
+
+PG_PIDS=$(as_pg head -1 "$WORK/pg/postmaster.pid"); PG_PIDS="$PG_PIDS $(pgrep -P "$PG_PIDS" | tr '\n' ' ')"
+for p in $PG_PIDS; do STOPPED+=("$p"); kill -STOP "$p"; done
+t_stop=$(now_ms)
+: > "$WORK/hang_pushes"; refused_after=""
+while [ $(( $(now_ms) - t_stop )) -lt $(( HANG_S * 1000 )) ]; do
+    t0=$(now_ms)
+    out=$($GIT -C "$SRC" push "$(SC_URL H)" HEAD:main 2>&1 || true)
+    t1=$(now_ms)
+    echo $(( t1 - t0 )) >> "$WORK/hang_pushes"
+    if [ -z "$refused_after" ] && grep -q "read-only mode" <<<"$out"; then refused_after=$(( t1 - t_stop )); fi
+    sleep 0.5
+done
+for p in "${STOPPED[@]}"; do kill -CONT "$p"; done
+STOPPED=()
+t_cont=$(now_ms)
+touch "$WORK/hang_over"
+until $GIT -C "$SRC" push -q "$(SC_URL H)" HEAD:main 2>/dev/null; do
+    [ $(( $(now_ms) - t_cont )) -lt 120000 ] || { echo "writes never came back" >&2; exit 1; }
+    sleep 0.5
+done
+back_after=$(( $(now_ms) - t_cont ))
+sleep 1
+longest_read=$(awk '{print $1}' "$WORK/hang_reads" | sort -n | tail -1)
+longest_push=$(sort -n "$WORK/hang_pushes" | tail -1)
+reads_ok=$(grep -c " ok" "$WORK/hang_reads" || true)
+reads_all=$(wc -l < "$WORK/hang_reads")
+printf "%-44s %8s ms  (target <= 5000)\n" "hung primary: longest git request" "$(( longest_read > longest_push ? longest_read : longest_push ))"
+printf "%-44s %8s ms  (target <= 5000)\n" "hung primary: pushes refused read-only after" "${refused_after:-never}"
+printf "%-44s %8s\n" "hung primary: reads served" "$reads_ok/$reads_all"
+printf "%-44s %8s ms\n" "writes back after SIGCONT" "$back_after"

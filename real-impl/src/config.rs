@@ -237,6 +237,43 @@ fn default_level() -> String {
     "info".to_owned()
 }
 
+/// The levels a log filter may name.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+impl LogConfig {
+    /// A level, or comma-separated `target=level` directives (with at most one bare
+    /// level as the default). The filter parser itself takes any bare word as a target
+    /// name, so `level = "verbose"` would silently log nothing of ours.
+    fn validate(&self) -> Result<(), String> {
+        let bad = |why: &str| {
+            Err(format!(
+                "field `log.level`: `{}` {why}; use one of {} or directives such as \
+                 \"stormcell_node=debug,info\"",
+                self.level,
+                LEVELS.join(", ")
+            ))
+        };
+        if self.level.trim().is_empty() {
+            return bad("is empty");
+        }
+        let is_level = |l: &str| LEVELS.iter().any(|v| v.eq_ignore_ascii_case(l.trim()));
+        for directive in self.level.split(',') {
+            let level = match directive.rsplit_once('=') {
+                Some((target, level)) if !target.trim().is_empty() => level,
+                Some(_) => return bad("has a directive without a target"),
+                None => directive,
+            };
+            if !is_level(level) {
+                return bad(&format!("names no level in `{}`", directive.trim()));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
+            return bad("is not a valid filter");
+        }
+        Ok(())
+    }
+}
+
 /// Protocol timings, in seconds; each absent one keeps PROTOCOL.md's default.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -363,6 +400,7 @@ impl NodeConfig {
                 ));
             }
         }
+        self.log.validate()?;
         self.timing.to_timing()?;
         self.database.validate()
     }
@@ -507,5 +545,31 @@ write = ["R1"]
             format!("{GOOD}\n[tls]\ncert = \"a\"\nkey = \"b\"\ncert_authority = \"c\"\n");
         let e = NodeConfig::parse(&tls_typo).unwrap_err();
         assert!(e.contains("cert_authority"), "{e}");
+    }
+
+    #[test]
+    fn the_log_level_must_name_levels() {
+        let with_level = |level: &str| format!("{GOOD}\n[log]\nlevel = \"{level}\"\n");
+        for good in [
+            "info",
+            "WARN",
+            "stormcell_node=debug,info",
+            "off",
+            "a::b=trace",
+        ] {
+            NodeConfig::parse(&with_level(good)).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        // `verbose` and `inof` parse as target names and would log nothing of ours.
+        for bad in [
+            "verbose",
+            "inof",
+            "stormcell_node=loud",
+            "",
+            "=info",
+            "info,",
+        ] {
+            let e = NodeConfig::parse(&with_level(bad)).unwrap_err();
+            assert!(e.contains("field `log.level`"), "{bad}: {e}");
+        }
     }
 }

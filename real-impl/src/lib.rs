@@ -11,6 +11,7 @@
 //! - [`env`]: clock, randomness, failpoints and events (logs and metrics);
 //! - [`config`]: the node's TOML configuration;
 //! - [`node`]: assembling and running a device;
+//! - [`startup`]: what a node checks about its own identity before it serves;
 //! - [`reload`]: re-reading the database hosts of a running node's configuration;
 //! - [`tls`]: intra-cluster TLS for peer connections.
 //!
@@ -29,5 +30,6 @@ pub mod objects;
 pub mod pktline;
 pub mod reload;
 pub mod secret;
+pub mod startup;
 pub mod store;
 pub mod tls;

@@ -37,6 +37,9 @@ pub enum NodeError {
     /// The `[tls]` section is unusable.
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The device's name or credential is not the registered one.
+    #[error("{0}")]
+    Identity(#[from] crate::startup::IdentityError),
     /// A listener failed.
     #[error("cannot serve on {addr}: {source}")]
     Listen {
@@ -57,7 +60,8 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
     let connector = PgConnector::new(
         &format!("stormcell-{}", config.device),
         protocol.failover.query_timeout,
-    );
+    )
+    .with_round_trip_limit(protocol.failover.unhealthy_connect);
     let db_hosts = Arc::new(Mutex::new(config.database.cluster()));
     if let Some(path) = path {
         tokio::spawn(crate::reload::watch(path, Arc::clone(&db_hosts)));
@@ -66,12 +70,6 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         Arc::clone(&db_hosts),
         connector.clone(),
     ));
-    let git = Git::new(config.git.clone());
-    let store = Arc::new(GitStore::new(
-        &config.data_dir,
-        git.clone(),
-        &config.device,
-    )?);
     let net = Arc::new(
         TcpNetwork::new(
             &config.device,
@@ -81,6 +79,22 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         )
         .with_tls(tls),
     );
+    match crate::startup::registered_devices(&config.database.cluster(), &connector).await {
+        Some(devices) => {
+            crate::startup::check_registration(&devices, &config.device, &config.credential)?;
+            crate::startup::check_with_a_peer(&devices, &config.device, net.as_ref()).await?;
+        }
+        None => tracing::warn!(
+            "no database host answered at start: the device's registration and credential \
+             are not checked"
+        ),
+    }
+    let git = Git::new(config.git.clone());
+    let store = Arc::new(GitStore::new(
+        &config.data_dir,
+        git.clone(),
+        &config.device,
+    )?);
     // What peers may ask and where objects come from depend on the cluster's topology,
     // which the engine reads; both are connected to it once it exists.
     let view = Arc::new(ClusterView::new());

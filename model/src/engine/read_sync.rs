@@ -66,8 +66,37 @@ impl Engine {
             let synced = match self.connect(Intent::Read).await {
                 Ok(mut link) => {
                     let view = self.view(&link);
-                    self.read_sync(link.session.as_mut(), repo, progress, false, view)
-                        .await
+                    let first = self
+                        .read_sync(link.session.as_mut(), repo, progress, false, view)
+                        .await;
+                    match first {
+                        // **[stormcell]** The primary stopped answering during the read:
+                        // a read may go on elsewhere, so it asks the failover once more,
+                        // which now tries that host briefly and falls back to a replica
+                        // (PROTOCOL.md 9.4: anything but a write switches to read-only).
+                        Err(ClusterError::Database(e))
+                            if e.is_connection()
+                                && link.read_only.is_none()
+                                && self.config.profile.is_stormcell() =>
+                        {
+                            drop(link);
+                            match self.connect(Intent::Read).await {
+                                Ok(mut link) => {
+                                    let view = self.view(&link);
+                                    self.read_sync(
+                                        link.session.as_mut(),
+                                        repo,
+                                        progress,
+                                        false,
+                                        view,
+                                    )
+                                    .await
+                                }
+                                Err(again) => Err(again),
+                            }
+                        }
+                        other => other,
+                    }
                 }
                 Err(e) => Err(e),
             };

@@ -61,6 +61,9 @@ pub struct HostStatus {
 struct HostHealth {
     record: HealthRecord,
     reachable: Option<bool>,
+    /// The last health check could not reach the host (no answer in time, or no link),
+    /// and nothing has reached it since.
+    unanswered: bool,
     delay: Option<Duration>,
     streaming: Option<bool>,
 }
@@ -162,24 +165,61 @@ impl Failover {
         }
     }
 
+    /// Whether the last health check could not reach `host`, so that **[stormcell]** a
+    /// request gives it only the short try of an unhealthy host until it answers again.
+    /// Its record takes a whole window of failures to say unhealthy; until then every
+    /// request would otherwise wait out the long policy, retries included, on a host that
+    /// has stopped answering.
+    fn went_quiet(&self, host: &str) -> bool {
+        self.profile.is_stormcell() && lock(&self.health).get(host).is_some_and(|h| h.unanswered)
+    }
+
+    fn set_unanswered(&self, host: &str, unanswered: bool) {
+        lock(&self.health)
+            .entry(host.to_owned())
+            .or_default()
+            .unanswered = unanswered;
+    }
+
     /// Connects to `host` with the policy its health calls for: a healthy host gets
     /// retries and a long connect timeout, an unhealthy one a single short try.
+    /// **[stormcell]** A host the last health check could not reach gets the short try
+    /// too. An attempt that got no answer within the short timeout marks the host the
+    /// same way (and ends other waits on it), and no retry follows it or an attempt during
+    /// which a health check found the host not answering: retries would only multiply the
+    /// wait.
     async fn open(&self, host: &DbHostConfig) -> Result<Box<dyn DbSession>, DbError> {
-        let (attempts, timeout) = if self.is_healthy(&host.name) {
+        let (attempts, timeout) = if self.is_healthy(&host.name) && !self.went_quiet(&host.name) {
             (self.timing.healthy_retries + 1, self.timing.healthy_connect)
         } else {
             (1, self.timing.unhealthy_connect)
         };
         let mut last = None;
         for _ in 0..attempts {
+            let started = Instant::now();
             match self.connector.connect(host, timeout).await {
                 Ok(session) => {
                     self.record(&host.name, true);
+                    self.set_unanswered(&host.name, false);
                     return Ok(session);
                 }
                 Err(e) => {
                     self.record(&host.name, false);
                     last = Some(e);
+                    if !self.profile.is_stormcell() {
+                        continue;
+                    }
+                    // No answer within the short limit: the host is treated as the
+                    // health checks treat it, so this request and every other one
+                    // stop waiting on it at once.
+                    if started.elapsed() >= self.timing.unhealthy_connect.min(timeout) {
+                        self.set_unanswered(&host.name, true);
+                        self.connector.not_answering(host);
+                        break;
+                    }
+                    if self.went_quiet(&host.name) {
+                        break;
+                    }
                 }
             }
         }
@@ -290,32 +330,53 @@ impl Failover {
         lock(&self.primary_epoch).1
     }
 
-    /// Runs the health checks that are due: each enabled host gets one short connection
-    /// (no retry), a ping, and for replicas a look at their replication.
+    /// Runs the health checks that are due, every host at once. A check is one short
+    /// connection (no retry), a ping and for replicas a look at their replication, all
+    /// within the short connect timeout of 9.3: a host that accepts connections but does
+    /// not answer (a hung server) counts as down after that long, not after the query
+    /// timeout, and the connector is told that the host was not reached, so that sessions
+    /// waiting on it give up too.
     pub async fn check_due(&self) {
         let config = self.config();
         // A single host is never severed, so its health decides nothing.
         if !config.is_clustered() {
             return;
         }
-        for host in config.hosts.iter().filter(|h| h.enabled) {
-            let due = {
+        let due: Vec<&DbHostConfig> = config
+            .hosts
+            .iter()
+            .filter(|h| h.enabled)
+            .filter(|host| {
                 let mut health = lock(&self.health);
                 let h = health.entry(host.name.clone()).or_default();
                 h.record.take_check(Instant::now(), &self.timing)
-            };
-            if !due {
-                continue;
-            }
-            let result = async {
-                let mut s = self
-                    .connector
-                    .connect(host, self.timing.unhealthy_connect)
-                    .await?;
+            })
+            .collect();
+        let checks = due.iter().map(|&host| async move {
+            let limit = self.timing.unhealthy_connect;
+            let check = async {
+                let mut s = self.connector.connect(host, limit).await?;
                 s.ping().await?;
                 s.replication().await
+            };
+            let result = match tokio::time::timeout(limit, check).await {
+                Ok(result) => result,
+                Err(_) => Err(DbError::Connection(format!(
+                    "{}: no answer to the health check within {limit:?}",
+                    host.name
+                ))),
+            };
+            // Not reached (no answer in time, or the link failed), as opposed to an
+            // answer that was an error: whatever else waits on the host waits in vain.
+            let unanswered = result.as_ref().is_err_and(DbError::is_connection);
+            self.set_unanswered(&host.name, unanswered);
+            if unanswered {
+                self.connector.not_answering(host);
             }
-            .await;
+            result
+        });
+        let results = futures_util::future::join_all(checks).await;
+        for (host, result) in due.into_iter().zip(results) {
             match result {
                 Ok(state) => {
                     {

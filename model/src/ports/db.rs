@@ -151,4 +151,10 @@ pub trait ClusterDb: Send + Sync {
         host: &DbHostConfig,
         timeout: Duration,
     ) -> Result<Box<dyn DbSession>, DbError>;
+
+    /// A health check found `host` not answering within its time limit. Sessions to it
+    /// that are waiting for an answer may fail now instead of at their own (longer) query
+    /// timeout, so a request can go on elsewhere. Adapters whose waits end otherwise need
+    /// not act.
+    fn not_answering(&self, _host: &DbHostConfig) {}
 }

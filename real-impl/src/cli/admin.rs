@@ -6,7 +6,7 @@
 use stormcell_model::admin::{AdminError, BindingChange};
 use stormcell_model::ids::{DeviceId, ServiceId};
 use stormcell_model::status::ServiceSync;
-use stormcell_node::db::{admin, schema, PgClusterDb};
+use stormcell_node::db::{admin, schema};
 
 use super::context::{context, database, ADMIN_CONNECT, ADMIN_QUERY};
 use super::table::{self, done, opt};
@@ -48,8 +48,13 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
                 .iter()
                 .map(|m| format!("{} {}", m.version, m.name))
                 .collect();
+            let (role, may_promote) = admin::promote_right(&c).await?;
             if json {
-                return table::json(&serde_json::json!({ "applied": names }));
+                return table::json(&serde_json::json!({
+                    "applied": names,
+                    "role": role,
+                    "may_promote": may_promote,
+                }));
             }
             if names.is_empty() {
                 println!("schema is up to date");
@@ -57,19 +62,22 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             for n in names {
                 println!("applied migration {n}");
             }
+            println!("{}", promote_note(&role, may_promote));
             Ok(())
+        }
+        Command::Db(DbCommand::Grant { role, db }) => {
+            name("--role", &role)?;
+            let c = database(&db)?.client().await?;
+            admin::grant_promote(&c, &role).await?;
+            done(
+                json,
+                format!("role \"{role}\" may run pg_promote (db promote) on every host"),
+            )
         }
         Command::Db(DbCommand::Promote(args)) => super::promote::run(args, json).await,
         Command::Db(DbCommand::Status(target)) => {
             let hosts = target.hosts()?;
-            let mut statuses = Vec::new();
-            for (role, conninfo) in hosts {
-                let db =
-                    PgClusterDb::new(&conninfo, "stormcell-admin", ADMIN_CONNECT, ADMIN_QUERY)?;
-                // The connection string may hold a password; only a redacted one is shown.
-                let shown = stormcell_node::secret::redact_conninfo(&conninfo);
-                statuses.push(admin::host_status(&db, &role, &shown).await);
-            }
+            let statuses = admin::cluster_status(&hosts, ADMIN_CONNECT, ADMIN_QUERY).await;
             if json {
                 return table::json(&statuses);
             }
@@ -83,11 +91,7 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
                         opt(&s
                             .in_recovery
                             .map(|r| if r { "standby" } else { "read/write" })),
-                        match s.replication_delay_s {
-                            Some(d) if d > 30.0 => format!("{d:.1}s (slow: data is at risk)"),
-                            Some(d) => format!("{d:.1}s"),
-                            None => "-".to_owned(),
-                        },
+                        lag_text(s),
                         format!("{:?}", s.migrations),
                         opt(&s.error),
                     ]
@@ -99,7 +103,7 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
                     "HOST",
                     "REACHABLE",
                     "MODE",
-                    "DELAY",
+                    "LAG",
                     "MIGRATIONS",
                     "ERROR",
                 ],
@@ -117,9 +121,7 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
             db,
         }) => {
             name("NAME", &device)?;
-            if address.parse::<std::net::SocketAddr>().is_err() {
-                anyhow::bail!("--address: `{address}` is not host:port (an IP address and a port)");
-            }
+            peer_address(&address)?;
             if !(http_url.starts_with("http://") || http_url.starts_with("https://")) {
                 anyhow::bail!("--http-url: `{http_url}` must start with http:// or https://");
             }
@@ -153,6 +155,32 @@ pub async fn run(command: Command, json: bool) -> anyhow::Result<()> {
                     .await?;
             }
             done(json, format!("added device \"{device}\""))
+        }
+        Command::Device(DeviceCommand::Remove { name: device, db }) => {
+            name("NAME", &device)?;
+            let mut c = database(&db)?.client().await?;
+            admin::remove_device(&mut c, &device).await?;
+            done(json, format!("removed device \"{device}\""))
+        }
+        Command::Device(DeviceCommand::Credential {
+            name: device,
+            credential,
+            db,
+        }) => {
+            name("NAME", &device)?;
+            if credential.len() < 8 {
+                anyhow::bail!("--credential: must be at least 8 characters");
+            }
+            let c = database(&db)?.client().await?;
+            admin::set_device_credential(&c, &device, &credential).await?;
+            done(
+                json,
+                format!(
+                    "set the credential of device \"{device}\": put it in its configuration \
+                     and restart it (peers refuse the old one within {}s)",
+                    stormcell_node::db::credentials::VERIFIED_FOR.as_secs()
+                ),
+            )
         }
         Command::Device(DeviceCommand::List(db)) => {
             let c = database(&db)?.client().await?;
@@ -289,6 +317,96 @@ fn repo_text(s: &stormcell_model::status::RepoSync) -> String {
     }
 }
 
+/// What `db migrate` says about the right `db promote` needs.
+fn promote_note(role: &str, may_promote: bool) -> String {
+    if may_promote {
+        format!("role \"{role}\" may run pg_promote: `db promote` will work with it")
+    } else {
+        format!(
+            "role \"{role}\" may not run pg_promote, which `db promote` needs on the replica it \
+             promotes. While this primary is up (a standby takes no grant), run as a superuser \
+             `stormcell db grant --role {role}` or `{};`",
+            admin::grant_promote_sql(role)
+        )
+    }
+}
+
+/// A replica's lag as `db status` shows it.
+fn lag_text(s: &admin::HostStatus) -> String {
+    if s.in_recovery != Some(true) {
+        return "-".to_owned();
+    }
+    let mut text = match (s.lag_bytes, s.lag_s) {
+        (Some(b), Some(t)) => format!("{b} bytes, {t:.1}s"),
+        (Some(b), None) => format!("{b} bytes"),
+        (None, _) => "unknown (primary not reached)".to_owned(),
+    };
+    if s.lag_s.is_some_and(|t| t > 30.0) {
+        text.push_str(" (slow: data is at risk)");
+    }
+    if s.streaming == Some(false) {
+        text.push_str(" (not replicating)");
+    }
+    text
+}
+
+/// A peer address as `device add --address` takes it: `host:port`, the host a name or an
+/// IP address (IPv6 in brackets).
+fn peer_address(address: &str) -> anyhow::Result<()> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--address: `{address}` is not host:port (a host name or IP address, and a port)"
+        )
+    };
+    if address.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(valid_label) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 fn unreachable_node() -> anyhow::Result<()> {
     anyhow::bail!("`node` is not an admin command")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_address;
+
+    #[test]
+    fn peer_addresses_take_host_names_and_ip_addresses() {
+        for good in [
+            "127.0.0.1:7001",
+            "[::1]:7001",
+            "repo001:7001",
+            "repo001.dc1.example.com:7001",
+        ] {
+            peer_address(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "repo001",
+            "repo001:",
+            ":7001",
+            "repo001:0",
+            "repo 001:7001",
+            "-a:1",
+            "a..b:1",
+        ] {
+            let e = peer_address(bad).unwrap_err();
+            assert!(e.to_string().starts_with("--address"), "{bad}: {e}");
+        }
+    }
 }

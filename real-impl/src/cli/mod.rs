@@ -69,9 +69,27 @@ pub struct DbTarget {
 #[derive(Debug, Subcommand)]
 enum DbCommand {
     /// Create or update the schema.
+    ///
+    /// Also says whether the connected role may run `pg_promote()`, which `db promote`
+    /// needs on the replica it promotes. A standby takes no grant, so give it on the
+    /// primary while it is up (`db grant`); the replicas receive it by replication.
     Migrate(DbTarget),
-    /// Show each database host: reachable, role, replication delay, schema.
+    /// Show each database host: reachable, mode, replication lag behind the primary (bytes
+    /// and time), schema.
     Status(DbTarget),
+    /// Let a database role run `pg_promote()`, as `db promote` needs.
+    ///
+    /// Runs `GRANT EXECUTE ON FUNCTION pg_catalog.pg_promote(boolean, integer) TO ROLE` on
+    /// the primary: connect as a superuser. Do it while the primary is up, before a
+    /// promotion is needed: a standby refuses every change.
+    Grant {
+        /// The role `db promote` connects as (the `user` of the replicas' connection
+        /// strings).
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        db: DbTarget,
+    },
     /// Promote a streaming replica to primary and re-point the devices at it.
     ///
     /// Runs `pg_promote()` on HOST (unless it already is a primary), then rewrites the
@@ -88,7 +106,8 @@ enum DeviceCommand {
     Add {
         /// Its name, such as `repo001`.
         name: String,
-        /// The peer address other devices connect to (`host:port`, its `listen_peer`).
+        /// The peer address other devices connect to (`host:port`, its `listen_peer`; the
+        /// host may be a name or an IP address).
         #[arg(long)]
         address: String,
         /// Its Git endpoint (its `http_url`).
@@ -108,6 +127,30 @@ enum DeviceCommand {
     },
     /// List devices and their bindings.
     List(DbTarget),
+    /// Remove a device that serves nothing any more (PROTOCOL.md 7.5: contract it first).
+    ///
+    /// Refused while a binding of the device is not disabled, or while it alone holds the
+    /// newest version of a repository. Its version rows, bindings and registration are
+    /// deleted; peers refuse its credential from then on.
+    Remove {
+        /// The device.
+        name: String,
+        #[command(flatten)]
+        db: DbTarget,
+    },
+    /// Rotate a device's credential: store the new one's hash.
+    ///
+    /// Peers take the new credential at once and refuse the old one within 30 seconds.
+    /// Put the new credential in the device's configuration and restart it right after.
+    Credential {
+        /// The device.
+        name: String,
+        /// Its new credential (at least 8 characters).
+        #[arg(long, env = "STORMCELL_DEVICE_CREDENTIAL")]
+        credential: String,
+        #[command(flatten)]
+        db: DbTarget,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,17 +246,24 @@ impl DbTarget {
         anyhow::bail!("say where the cluster database is: --database CONNINFO, STORMCELL_DATABASE, or --config FILE")
     }
 
-    /// Every database host: those of the configuration file, or the one given.
-    fn hosts(&self) -> anyhow::Result<Vec<(String, String)>> {
+    /// Every database host: those of the configuration file, or the one given; with
+    /// whether it is the configured primary.
+    fn hosts(&self) -> anyhow::Result<Vec<(String, String, bool)>> {
         match &self.config {
             Some(path) => Ok(NodeConfig::load(path)?
                 .database
                 .hosts
                 .iter()
                 .filter(|h| h.enabled)
-                .map(|h| (format!("{} ({})", h.name, h.role.name()), h.address.clone()))
+                .map(|h| {
+                    (
+                        format!("{} ({})", h.name, h.role.name()),
+                        h.address.clone(),
+                        h.role == stormcell_model::failover::DbRole::Primary,
+                    )
+                })
                 .collect()),
-            None => Ok(vec![("primary".to_owned(), self.conninfo()?)]),
+            None => Ok(vec![("primary".to_owned(), self.conninfo()?, true)]),
         }
     }
 }

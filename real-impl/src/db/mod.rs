@@ -12,9 +12,11 @@ pub mod observed;
 pub mod pool;
 pub mod promote;
 pub mod schema;
+pub mod silence;
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +28,10 @@ use stormcell_model::rows::{
     Binding, Device, NewPushEvent, NewSyncEvent, PushKind, Repository, Service, SyncResult,
     Topology, VersionRow, WriteProps,
 };
+use tokio::sync::watch;
 use tokio_postgres::{Client, Config, NoTls, Row};
+
+use silence::{silenced, Silences};
 
 pub use stormcell_model::error::DbError;
 
@@ -106,14 +111,12 @@ impl PgClusterDb {
 
     /// A new session of the port.
     pub async fn session(&self) -> Result<PgSession, DbError> {
-        Ok(PgSession {
-            client: Some(self.client().await?),
-            held: BTreeSet::new(),
-            query_timeout: self.query_timeout,
-            home: None,
-            suspect: Default::default(),
-            broken: Default::default(),
-        })
+        Ok(PgSession::new(
+            self.client().await?,
+            self.query_timeout,
+            None,
+            None,
+        ))
     }
 }
 
@@ -124,6 +127,10 @@ pub struct PgConnector {
     application: String,
     query_timeout: Duration,
     pool: Arc<pool::SessionPool>,
+    silences: Arc<Silences>,
+    /// The longest a pooled session's check may wait, below the connect timeout: it is
+    /// one round trip on an open link, with no handshake or authentication to allow for.
+    round_trip_limit: Option<Duration>,
 }
 
 impl PgConnector {
@@ -133,7 +140,20 @@ impl PgConnector {
             application: application.to_owned(),
             query_timeout,
             pool: Arc::default(),
+            silences: Arc::default(),
+            round_trip_limit: None,
         }
+    }
+
+    /// Checks pooled sessions within `limit` (or the connect timeout, if shorter).
+    pub fn with_round_trip_limit(mut self, limit: Duration) -> Self {
+        self.round_trip_limit = Some(limit);
+        self
+    }
+
+    /// How many idle sessions to `address` are kept for reuse.
+    pub fn idle_sessions(&self, address: &str) -> usize {
+        self.pool.idle(address)
     }
 
     /// The connection settings of one host.
@@ -155,20 +175,36 @@ impl ClusterDb for PgConnector {
         timeout: Duration,
     ) -> Result<Box<dyn DbSession>, DbError> {
         let home = Some((Arc::clone(&self.pool), host.address.clone()));
+        // Subscribed before any wait, so a report that the host stopped answering made
+        // during this connect, or later during the session, ends the wait.
+        let silence = self.silences.watch(&host.address);
+        let gone = |what: &str| {
+            DbError::Connection(format!(
+                "{}: {what} (a health check found it not answering)",
+                host.name
+            ))
+        };
+        let check_limit = self.round_trip_limit.map_or(timeout, |l| l.min(timeout));
         while let Some(client) = self.pool.take(&host.address) {
             // An idle session may have died with its server or its link since it was
             // pooled, without the client noticing yet: it is handed out only after a round
             // trip within the connect timeout, as a new connection would have to make.
-            match tokio::time::timeout(timeout, client.simple_query("")).await {
+            let checked = tokio::select! {
+                biased;
+                answer = tokio::time::timeout(check_limit, client.simple_query("")) => answer,
+                () = silenced(Some(&silence)) => {
+                    self.pool.clear(&host.address);
+                    return Err(gone("no answer to a pooled session's check"));
+                }
+            };
+            match checked {
                 Ok(Ok(_)) => {
-                    return Ok(Box::new(PgSession {
-                        client: Some(client),
-                        held: BTreeSet::new(),
-                        query_timeout: self.query_timeout,
+                    return Ok(Box::new(PgSession::new(
+                        client,
+                        self.query_timeout,
                         home,
-                        suspect: Default::default(),
-                        broken: Default::default(),
-                    }))
+                        Some(silence),
+                    )))
                 }
                 // Closed under us: dropped, and the next one is tried.
                 Ok(Err(e)) => {
@@ -180,14 +216,29 @@ impl ClusterDb for PgConnector {
                     return Err(DbError::Connection(format!(
                         "no answer from {} within {}s",
                         host.name,
-                        timeout.as_secs_f64()
+                        check_limit.as_secs_f64()
                     )));
                 }
             }
         }
-        let mut session = self.host(host, timeout)?.session().await?;
-        session.home = home;
-        Ok(Box::new(session))
+        let db = self.host(host, timeout)?;
+        let client = tokio::select! {
+            biased;
+            client = db.client() => client?,
+            () = silenced(Some(&silence)) => return Err(gone("no answer to a new connection")),
+        };
+        Ok(Box::new(PgSession::new(
+            client,
+            self.query_timeout,
+            home,
+            Some(silence),
+        )))
+    }
+
+    fn not_answering(&self, host: &DbHostConfig) {
+        tracing::warn!(host = %host.name, "database host not answering: waits on it end now");
+        self.pool.clear(&host.address);
+        self.silences.raise(&host.address);
     }
 }
 
@@ -204,7 +255,14 @@ pub struct PgSession {
     home: Option<(Arc<pool::SessionPool>, String)>,
     /// Set when a query failed or ran out of time: the link may be broken or a late
     /// answer pending, so the session is closed rather than reused.
-    suspect: std::sync::atomic::AtomicBool,
+    suspect: AtomicBool,
+    /// Set while a query waits for its answer. A caller that gives up on the query (its
+    /// own time limit ran out) drops it with the flag still set, so the session, whose
+    /// answer may still come, is closed rather than pooled.
+    in_flight: AtomicBool,
+    /// Raised when a health check finds this session's host not answering: a query
+    /// waiting on it fails then rather than at the query timeout.
+    silence: Option<watch::Receiver<u64>>,
     /// Set when the link failed or an answer did not come in time: every later call fails
     /// at once with this reason. A late answer could otherwise be taken for the next
     /// query's, and a link that missed one answer is not trusted with another.
@@ -217,7 +275,7 @@ impl Drop for PgSession {
         if let (Some((pool, address)), Some(client), true) = (
             self.home.take(),
             self.client.take(),
-            self.held.is_empty() && !*self.suspect.get_mut(),
+            self.held.is_empty() && !*self.suspect.get_mut() && !*self.in_flight.get_mut(),
         ) {
             pool.give(&address, client);
         }
@@ -270,22 +328,35 @@ fn result_name(result: SyncResult) -> &'static str {
 }
 
 impl PgSession {
-    /// Runs one query within the query time limit; running past it counts as a lost
-    /// link (the session is not reused after that by the engine's callers).
+    fn new(
+        client: Client,
+        query_timeout: Duration,
+        home: Option<(Arc<pool::SessionPool>, String)>,
+        silence: Option<watch::Receiver<u64>>,
+    ) -> Self {
+        PgSession {
+            client: Some(client),
+            held: BTreeSet::new(),
+            query_timeout,
+            home,
+            suspect: AtomicBool::new(false),
+            in_flight: AtomicBool::new(false),
+            silence,
+            broken: Default::default(),
+        }
+    }
+
+    /// Runs one query within the query time limit; running past it, or its host being
+    /// found not answering meanwhile, counts as a lost link (the session is not reused).
     async fn timed<T>(
         &self,
         query: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, DbError> {
-        let result = match tokio::time::timeout(self.query_timeout, query).await {
-            Ok(r) => r.map_err(query_error),
-            Err(_) => Err(DbError::Connection(format!(
-                "no answer within {}s",
-                self.query_timeout.as_secs()
-            ))),
-        };
+        self.in_flight.store(true, Ordering::Relaxed);
+        let result = answer_within(self.query_timeout, self.silence.as_ref(), query).await;
+        self.in_flight.store(false, Ordering::Relaxed);
         if let Err(e) = &result {
-            self.suspect
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.suspect.store(true, Ordering::Relaxed);
             if let DbError::Connection(reason) = e {
                 let _ = self.broken.set(reason.clone());
             }
@@ -304,19 +375,53 @@ impl PgSession {
     }
 }
 
+/// Waits for `query` within `limit`, or until `silence` reports its host not answering.
+async fn answer_within<T>(
+    limit: Duration,
+    silence: Option<&watch::Receiver<u64>>,
+    query: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, DbError> {
+    tokio::select! {
+        biased;
+        answer = tokio::time::timeout(limit, query) => match answer {
+            Ok(r) => r.map_err(query_error),
+            Err(_) => Err(DbError::Connection(format!(
+                "no answer within {}s",
+                limit.as_secs_f64()
+            ))),
+        },
+        () = silenced(silence) => Err(DbError::Connection(
+            "no answer: a health check found the host not answering".to_owned(),
+        )),
+    }
+}
+
+/// The parts of a session a transaction touches besides its client.
+struct TxGuard<'a> {
+    query_timeout: Duration,
+    home: &'a mut Option<(Arc<pool::SessionPool>, String)>,
+    broken: &'a std::sync::OnceLock<String>,
+    in_flight: &'a AtomicBool,
+    silence: Option<&'a watch::Receiver<u64>>,
+}
+
 /// Runs a transaction of a session within its query time limit. A transaction that failed
 /// or was cut off midway leaves the session's pool (`home`), so it is closed rather than
 /// reused.
 async fn in_transaction<T>(
-    query_timeout: Duration,
-    home: &mut Option<(Arc<pool::SessionPool>, String)>,
-    broken: &std::sync::OnceLock<String>,
+    guard: TxGuard<'_>,
     tx: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, DbError> {
-    let result = match tokio::time::timeout(query_timeout, tx).await {
-        Ok(r) => r.map_err(query_error),
-        Err(_) => Err(DbError::Connection("no answer in time".to_owned())),
-    };
+    let TxGuard {
+        query_timeout,
+        home,
+        broken,
+        in_flight,
+        silence,
+    } = guard;
+    in_flight.store(true, Ordering::Relaxed);
+    let result = answer_within(query_timeout, silence, tx).await;
+    in_flight.store(false, Ordering::Relaxed);
     if let Err(e) = &result {
         *home = None;
         if let DbError::Connection(reason) = e {
@@ -583,7 +688,17 @@ impl DbSession for PgSession {
             tx.commit().await?;
             Ok(true)
         };
-        in_transaction(self.query_timeout, &mut self.home, &self.broken, update).await
+        in_transaction(
+            TxGuard {
+                query_timeout: self.query_timeout,
+                home: &mut self.home,
+                broken: &self.broken,
+                in_flight: &self.in_flight,
+                silence: self.silence.as_ref(),
+            },
+            update,
+        )
+        .await
     }
 
     async fn generation(&mut self) -> Result<Generation, DbError> {
@@ -640,7 +755,17 @@ impl DbSession for PgSession {
             tx.commit().await?;
             Ok(n == 1)
         };
-        in_transaction(self.query_timeout, &mut self.home, &self.broken, insert).await
+        in_transaction(
+            TxGuard {
+                query_timeout: self.query_timeout,
+                home: &mut self.home,
+                broken: &self.broken,
+                in_flight: &self.in_flight,
+                silence: self.silence.as_ref(),
+            },
+            insert,
+        )
+        .await
     }
 
     async fn record_push(&mut self, event: &NewPushEvent) -> Result<u64, DbError> {

@@ -48,6 +48,10 @@ impl<D: ClusterDb> ClusterDb for ObservedDb<D> {
             metrics: Arc::clone(&self.metrics),
         }))
     }
+
+    fn not_answering(&self, host: &DbHostConfig) {
+        self.inner.not_answering(host);
+    }
 }
 
 /// One watched session.
