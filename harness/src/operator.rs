@@ -135,6 +135,8 @@ struct State {
     writing: Option<String>,
     /// The device a `not_intact` condition found.
     not_intact: Option<String>,
+    /// The repository it was found in.
+    not_intact_repo: Option<String>,
     commits: u64,
 }
 
@@ -296,40 +298,60 @@ impl OperatorRun {
                     .filter(|l| l.version == max)
                     .all(|l| board.down.contains(l.device.as_str()))
             }
-            Condition::NotIntact(repo) => {
-                let repo = RepoId::new(repo);
-                let Ok(s) = self.admin.repository_status(&repo).await else {
-                    return false;
-                };
-                let Some(max) = s.lines.iter().map(|l| l.version).max() else {
-                    return false;
-                };
-                let down = lock_board(&self.board).down.clone();
-                let mut lost = Vec::new();
-                for line in s.lines.iter().filter(|l| l.version == max) {
-                    let device = line.device.as_str();
-                    let (on_disk, local) = match self.stores.get(device) {
-                        Some(store) => (
-                            store.digest(&repo).await.ok(),
-                            store.local_version(&repo).await.ok().flatten(),
-                        ),
-                        None => (None, None),
-                    };
-                    // A copy being written is judged by the version it started from.
-                    let intact = if line.writing_since_ms.is_some() {
-                        local == Some(line.version)
-                    } else {
-                        line.digest.is_none() || on_disk == line.digest
-                    };
-                    if intact || down.contains(device) {
-                        return false;
+            Condition::NotIntact(name) => {
+                // `@any` looks at every repository of the service, in name order.
+                let repos = if name == crate::scenario::ANY_REPOSITORY {
+                    match self.admin.service_status(&self.service).await {
+                        Ok(s) => s.repos.into_iter().map(|(r, _)| r).collect(),
+                        Err(_) => return false,
                     }
-                    lost.push(device.to_owned());
+                } else {
+                    vec![RepoId::new(name)]
+                };
+                for repo in repos {
+                    if let Some(device) = self.not_intact(&repo).await {
+                        state.not_intact = Some(device);
+                        state.not_intact_repo = Some(repo.to_string());
+                        return true;
+                    }
                 }
-                state.not_intact = lost.into_iter().next();
-                state.not_intact.is_some()
+                false
             }
         }
+    }
+
+    /// The first device at `repo`'s largest version whose working copy is not the version
+    /// its row claims, when every such device is up and none is intact.
+    async fn not_intact(&self, repo: &RepoId) -> Option<String> {
+        let Ok(s) = self.admin.repository_status(repo).await else {
+            return None;
+        };
+        let Some(max) = s.lines.iter().map(|l| l.version).max() else {
+            return None;
+        };
+        let down = lock_board(&self.board).down.clone();
+        let mut lost = Vec::new();
+        for line in s.lines.iter().filter(|l| l.version == max) {
+            let device = line.device.as_str();
+            let (on_disk, local) = match self.stores.get(device) {
+                Some(store) => (
+                    store.digest(repo).await.ok(),
+                    store.local_version(repo).await.ok().flatten(),
+                ),
+                None => (None, None),
+            };
+            // A copy being written is judged by the version it started from.
+            let intact = if line.writing_since_ms.is_some() {
+                local == Some(line.version)
+            } else {
+                line.digest.is_none() || on_disk == line.digest
+            };
+            if intact || down.contains(device) {
+                return None;
+            }
+            lost.push(device.to_owned());
+        }
+        lost.into_iter().next()
     }
 
     /// The device a name stands for (`@struck`, `@cut`, `@writing` or itself).
@@ -547,7 +569,15 @@ impl OperatorRun {
         let repos = if t.all_repositories {
             RepoSelection::All
         } else {
-            RepoSelection::Named(t.repos.iter().map(RepoId::new).collect())
+            RepoSelection::Named(
+                t.repos
+                    .iter()
+                    .map(|r| match (r.as_str(), &state.not_intact_repo) {
+                        ("@not-intact", Some(found)) => RepoId::new(found),
+                        _ => RepoId::new(r),
+                    })
+                    .collect(),
+            )
         };
         let command = format!(
             "stormcell repository thaw {} {}{}",

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use self::database::{
     Database, DeviceRestarts, Flaps, PrimaryCuts, PrimaryHangs, PrimaryStrikes, ReplicaLag,
 };
-pub use self::operator::{Action, Condition, Operator, Step, ThawStep};
+pub use self::operator::{Action, Condition, Operator, Step, ThawStep, ANY_REPOSITORY};
 pub use self::range::Range;
 use crate::history::FinalExpectation;
 

@@ -18,6 +18,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The repository name a `not_intact` condition takes to look at every repository; a
+/// thaw's `repos` may then name `@not-intact`, the repository it found.
+pub const ANY_REPOSITORY: &str = "@any";
+
 /// What the operator does during a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -85,7 +89,8 @@ pub enum Condition {
     LeadersDown(String),
     /// Every device at the repository's largest version is up and its working copy is not
     /// the version its row claims (a lost or restored disk), as a person looking at the
-    /// devices would find (PROTOCOL.md 12). `@not-intact` names the first such device.
+    /// devices would find (PROTOCOL.md 12). `@not-intact` names the first such device (and,
+    /// in a thaw's `repos`, its repository); `@any` looks at every repository.
     NotIntact(String),
 }
 
@@ -249,7 +254,8 @@ pub(super) fn check(
             | Condition::NotIntact(r),
         ) = &step.when
         {
-            if !known_repo(r) {
+            let any = matches!(&step.when, Some(Condition::NotIntact(_))) && r == ANY_REPOSITORY;
+            if !any && !known_repo(r) {
                 return invalid(
                     at("when"),
                     format!("no repository `{r}` (R1..R{repositories})"),
@@ -271,7 +277,11 @@ pub(super) fn check(
                             .to_owned(),
                     );
                 }
-                if let Some(r) = t.repos.iter().find(|r| !known_repo(r)) {
+                if let Some(r) = t
+                    .repos
+                    .iter()
+                    .find(|r| !known_repo(r) && r.as_str() != "@not-intact")
+                {
                     return invalid(at("action.thaw.repos"), format!("no repository `{r}`"));
                 }
                 t.demote.iter().chain(t.promote.iter()).collect()

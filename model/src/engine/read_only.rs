@@ -168,6 +168,25 @@ impl Engine {
             self.ask_peers(&topology, repo, &mut claims).await;
         }
         let own_row = rows.iter().find(|r| r.device == self.device);
+        // [stormcell] A write of this device that was interrupted (the process restarted,
+        // so nothing here remembers it running) may have left refs in the copy that no
+        // database recorded. While the rows come from a replica, recovery cannot settle
+        // it: serving (or counting) that copy would show a write that may yet be undone,
+        // and copying over it would destroy what recovery adopts once the primary is back.
+        // Reads go to another device until then; a copy that still has the write's
+        // pre-write digest holds nothing unrecorded.
+        if let Some(row) = own_row.filter(|r| r.writing && verify && self.hides_unrecorded_writes())
+        {
+            if self.local.any_running(repo).is_none() {
+                let pre = row.write_props.as_ref().and_then(|p| p.pre_digest);
+                if pre != Some(self.ports.store.digest(repo).await?) {
+                    return Err(ClusterError::WriteUnrecorded {
+                        repo: repo.clone(),
+                        device: self.device.clone(),
+                    });
+                }
+            }
+        }
         // [stormcell] this device's own durable version beats a replica's stale row of it,
         // and a row whose working copy is gone or replaced claims nothing (PROTOCOL.md 12).
         let mine = if verify {
@@ -221,7 +240,15 @@ impl Engine {
                 "Synchronizing this device (\"{}\") from device \"{holder}\".",
                 self.device
             ));
-            match self.fetch_from(&topology, repo, holder, None).await {
+            // A holder whose row claims the target is copied only at its row's digest, as
+            // on the primary; a claim raised by the holder's own answer has no recorded
+            // digest to hold it to.
+            let expected = rows
+                .iter()
+                .find(|r| &r.device == holder && r.version == target)
+                .and_then(|r| r.digest)
+                .filter(|_| verify && self.hides_unrecorded_writes());
+            match self.fetch_from(&topology, repo, holder, expected).await {
                 Ok(_) => {
                     self.ports.store.set_local_version(repo, target).await?;
                     self.emit(Event::Synced {

@@ -607,7 +607,7 @@ impl Engine {
     /// a writer whose database session died (its locks went with it) and read-only mode,
     /// where reads take no lock on the primary. Otherwise a read could see a push that a
     /// later read elsewhere does not, and reads would go backwards.
-    fn hides_unrecorded_writes(&self) -> bool {
+    pub(crate) fn hides_unrecorded_writes(&self) -> bool {
         self.config.profile.is_stormcell()
     }
 
