@@ -30,6 +30,9 @@ use crate::workload::{Recorder, DEVICE_PORT};
 /// looked (the plan changed, a surviving copy not recorded yet).
 const THAW_ATTEMPTS: u32 = 5;
 
+/// How long a person waits before running a thaw again that could not reach the database.
+const DATABASE_RETRY: Duration = Duration::from_secs(10);
+
 /// A fault the operator asks the driver to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriverRequest {
@@ -615,6 +618,10 @@ impl OperatorRun {
                     // Each attempt is an action of its own in the history: the refused
                     // ones changed nothing but held the write lock for a moment.
                     self.record(started_ms, Done::of(command.clone(), Err(e.to_string())));
+                    if matches!(e, AdminError::Db(_)) {
+                        // The database is out of reach: a person waits a while first.
+                        tokio::time::sleep(DATABASE_RETRY).await;
+                    }
                     attempt += 1;
                     started_ms = sim_now_ms();
                 }

@@ -528,6 +528,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         faults: Vec::new(),
         down_until: BTreeMap::new(),
         partitioned: BTreeSet::new(),
+        one_way: BTreeMap::new(),
         held: BTreeSet::new(),
         timers: Vec::new(),
         db: db_cluster.clone(),
@@ -818,6 +819,8 @@ struct Driver {
     faults: Vec<FaultEvent>,
     down_until: BTreeMap<String, u64>,
     partitioned: BTreeSet<(String, String)>,
+    /// The cut links of `partitioned` that drop one direction only: (from, to).
+    one_way: BTreeMap<(String, String), (String, String)>,
     held: BTreeSet<(String, String)>,
     timers: Vec<(u64, Timer)>,
     db: db::SimDbCluster,
@@ -908,10 +911,9 @@ impl Driver {
         let p = pair(a, b);
         if self.partitioned.insert(p.clone()) {
             if one_way {
-                sim.partition_oneway(a, b);
-            } else {
-                sim.partition(a, b);
+                self.one_way.insert(p.clone(), (a.to_owned(), b.to_owned()));
             }
+            self.settle_link(sim, &p);
             let detail = if one_way {
                 format!("{detail} (one-way: {a} -> {b} dropped)")
             } else {
@@ -1079,6 +1081,35 @@ impl Driver {
         }
     }
 
+    /// Puts a link into the state its faults call for together. The engine keeps one state
+    /// per direction, so a hold put on a partitioned link would lift the partition, and
+    /// the end of one fault would lift the other: a partition outlasts a hold and the
+    /// other way round. A cut drops what the link held (connections break); the end of
+    /// the last hold delivers what it held.
+    fn settle_link(&self, sim: &mut turmoil::Sim<'_>, p: &(String, String)) {
+        let (a, b) = (p.0.as_str(), p.1.as_str());
+        let held = self.held.contains(p);
+        if !self.partitioned.contains(p) {
+            if held {
+                sim.hold(a, b);
+            } else {
+                sim.release(a, b);
+            }
+            return;
+        }
+        match self.one_way.get(p) {
+            None => sim.partition(a, b),
+            Some((from, to)) => {
+                if held {
+                    sim.hold(a, b);
+                } else {
+                    sim.repair(a, b);
+                }
+                sim.partition_oneway(from.as_str(), to.as_str());
+            }
+        }
+    }
+
     fn hold(
         &mut self,
         sim: &mut turmoil::Sim<'_>,
@@ -1090,7 +1121,7 @@ impl Driver {
     ) {
         let p = pair(a, b);
         if self.held.insert(p.clone()) {
-            sim.hold(a, b);
+            self.settle_link(sim, &p);
             self.event(
                 now,
                 FaultKind::Hold,
@@ -1249,7 +1280,8 @@ impl Driver {
                     .iter()
                     .any(|(_, t)| matches!(t, Timer::Repair(x, y) if *x == a && *y == b));
                 if (force || !later) && self.partitioned.remove(&(a.clone(), b.clone())) {
-                    sim.repair(a.as_str(), b.as_str());
+                    self.one_way.remove(&(a.clone(), b.clone()));
+                    self.settle_link(sim, &(a.clone(), b.clone()));
                     self.event(now, FaultKind::Repair, vec![a, b], String::new());
                 }
             }
@@ -1259,7 +1291,7 @@ impl Driver {
                     .iter()
                     .any(|(_, t)| matches!(t, Timer::Release(x, y) if *x == a && *y == b));
                 if (force || !later) && self.held.remove(&(a.clone(), b.clone())) {
-                    sim.release(a.as_str(), b.as_str());
+                    self.settle_link(sim, &(a.clone(), b.clone()));
                     self.event(now, FaultKind::Release, vec![a, b], String::new());
                 }
             }

@@ -16,6 +16,9 @@
 //!   operation ran or ended less than
 //!   [`LEADER_LOST_GRACE_MS`] before it was invoked (devices take a while to catch up after
 //!   a heal). A fault between two other hosts is no cause. The message names the fault.
+//!   A push interrupted on another device (as in (d), while the freeze it left lasts) is a
+//!   cause too: that leader's copy holds refs its row does not vouch for until the write is
+//!   recorded or recovered, so it cannot be copied from.
 //!   A device that lost its disk may have held the only copy of the newest version, which
 //!   freezes the repository until an operator acts, so a disk loss justifies leader-lost
 //!   refusals from the loss until the first operator action that begins after it.
@@ -215,8 +218,22 @@ pub(crate) fn check(history: &History) -> Verdict {
                         && f.end_ms.saturating_add(LEADER_LOST_GRACE_MS) > op.invoked_ms
                         && can_lose_leaders(f, &op.device, history)
                 });
+                // A leader whose push was interrupted keeps its copy to itself until the
+                // write is recorded or recovered: it holds refs its row does not vouch for.
+                let interrupted_leader = interrupted.get(op.repo.as_str()).and_then(|kills| {
+                    kills.iter().find(|k| {
+                        k.device != op.device
+                            && k.hit_ms <= op.completed_ms
+                            && op.invoked_ms <= k.frozen_until_ms
+                    })
+                });
                 if let Some(cause) = cause {
                     justified_by.push(format!("leader-lost op {} by {}", op.id, cause.describe()));
+                } else if let Some(k) = interrupted_leader {
+                    justified_by.push(format!(
+                        "leader-lost op {} by push op {} on {} hit by {}",
+                        op.id, k.op, k.device, k.fault
+                    ));
                 } else if let Some(lost) = unresolved_disk_loss(history, op) {
                     justified_by.push(format!("leader-lost op {} by {lost}", op.id));
                 } else {
@@ -383,6 +400,8 @@ fn can_lose_leaders(f: &Fault, device: &str, history: &History) -> bool {
 #[derive(Debug, Clone)]
 struct Kill {
     op: u64,
+    /// The device the push ran on.
+    device: String,
     invoked_ms: u64,
     /// The earliest moment the fault can have killed the session.
     hit_ms: u64,
@@ -491,6 +510,7 @@ fn interrupted_pushes<'h>(
         };
         kills.entry(op.repo.as_str()).or_default().push(Kill {
             op: op.id,
+            device: op.device.clone(),
             invoked_ms: op.invoked_ms,
             hit_ms,
             frozen_until_ms,
@@ -644,6 +664,30 @@ mod tests {
         b.push("R1", 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], unknown());
         let x = interrupted(&mut b, "R2", 5_000, 5_100);
         assert_eq!(blamed(&b), [x]);
+    }
+
+    #[test]
+    fn a_push_interrupted_on_a_leader_justifies_leader_lost_elsewhere_while_its_freeze_lasts() {
+        // The database dies under a push on R2; R1, behind, cannot copy R2's unrecorded
+        // write long after the database fault itself is past its grace.
+        let judged = |writer: &str, read_at: u64| {
+            let mut b = HistoryBuilder::new();
+            b.push(writer, 1_000, 3_000, &[(MAIN, Some("c0"), "c1")], unknown());
+            b.fault(1_500, FaultKind::Strike, &["db"]);
+            b.fault(2_000, FaultKind::Restart, &["db"]);
+            b.read("R1", read_at, read_at + 100, refused(ErrorKind::LeaderLost));
+            run(&b)
+        };
+        let v = judged("R2", 40_000);
+        assert!(v.passed(), "{v}");
+        assert!(
+            v.notes.iter().any(|n| n.contains("by push op 1 on R2")),
+            "{v}"
+        );
+        // The device's own interrupted push does not keep it from a leader.
+        assert_eq!(judged("R1", 40_000).violations.len(), 1);
+        // Nor does one whose freeze has long ended.
+        assert_eq!(judged("R2", 200_000).violations.len(), 1);
     }
 
     #[test]

@@ -332,7 +332,7 @@ pub struct Partitions {
 
 /// Disk losses: a device's working copies and local version files are gone (disk replaced,
 /// data directory wiped), optionally restored from an older backup; it restarts under the
-/// same name.
+/// same name. A run with a single device draws none (that device holds every copy).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskLosses {

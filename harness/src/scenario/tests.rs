@@ -88,7 +88,8 @@ fn builtins_say_what_the_issue_asks() {
 
     let swarm = builtin_named("swarm").unwrap();
     assert_eq!(swarm.faults.mix, FaultMix::Seeded);
-    // Every device, link and database fault whose recovery needs no operator.
+    // Every device, link, disk and database fault kind, and the operator who demotes a
+    // device that alone held the newest push when it lost its disk.
     assert_eq!(
         swarm.faults.kinds(),
         vec![
@@ -98,10 +99,18 @@ fn builtins_say_what_the_issue_asks() {
             "db_link_drops",
             "slow_links",
             "db_primary_strikes",
+            "db_primary_cuts",
             "db_replica_lag",
+            "db_replica_strikes",
+            "db_flaps",
             "db_primary_hangs",
+            "disk_losses",
             "fsync_failures",
         ]
+    );
+    assert_eq!(
+        swarm.operator.steps[0].when,
+        Some(Condition::NotIntact(ANY_REPOSITORY.to_owned()))
     );
 }
 
@@ -442,4 +451,21 @@ fn operator_steps_are_validated_with_their_field() {
     let text = format!("{MINIMAL}\n[[operator.steps]]\naction = {{ dance = {{}} }}\n");
     let e = error_of(&text);
     assert!(e.message.contains("dance"), "{e}");
+}
+
+#[test]
+fn any_repository_is_a_not_intact_condition_only() {
+    let step = |when: &str| {
+        format!(
+            "{MINIMAL}\n[[operator.steps]]\nwhen = {{ {when} = \"@any\" }}\naction = {{ thaw = {{ demote = \"@not-intact\", repos = [\"@not-intact\"] }} }}\n"
+        )
+    };
+    let s = parse("t.toml", &step("not_intact")).expect("`@any` names every repository");
+    assert_eq!(
+        s.operator.steps[0].when,
+        Some(Condition::NotIntact(ANY_REPOSITORY.to_owned()))
+    );
+    let e = error_of(&step("frozen"));
+    assert_eq!(e.field.as_deref(), Some("operator.steps[0].when"), "{e}");
+    assert!(e.message.contains("no repository `@any`"), "{e}");
 }

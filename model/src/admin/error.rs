@@ -153,11 +153,12 @@ pub enum AdminError {
 
 impl AdminError {
     /// Whether running the same command again may succeed without anyone acting: the
-    /// cluster moved while the thaw looked at it.
+    /// cluster moved while the thaw looked at it, or the database could not be reached.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            AdminError::PlanChanged | AdminError::SurvivorUnsettled { .. }
-        )
+        match self {
+            AdminError::PlanChanged | AdminError::SurvivorUnsettled { .. } => true,
+            AdminError::Db(e) => e.is_connection(),
+            _ => false,
+        }
     }
 }
