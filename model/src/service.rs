@@ -83,10 +83,10 @@ async fn handle(engine: Arc<Engine>, mut conn: BoxConn) {
                 }
             }
         }
-        Request::PeerVersion { repo } => {
-            let reply = match engine.ports().store.local_version(&repo).await {
+        Request::PeerVersion { repo, read_only } => {
+            let reply = match engine.version_for_peer(&repo, read_only).await {
                 Ok(version) => Response::Version { version },
-                Err(e) => error_response(&e.into()),
+                Err(e) => error_response(&e),
             };
             let _ = write_frame(&mut conn, &reply).await;
         }

@@ -129,7 +129,7 @@ pub fn may_send(
 ) -> Result<(), Refusal> {
     match request {
         Request::Read { repo, .. }
-        | Request::PeerVersion { repo }
+        | Request::PeerVersion { repo, .. }
         | Request::PeerFetch { repo, .. }
         | Request::RecoverProbe { repo, .. } => may_read(topology, device, repo),
         Request::Push { repo, payload, .. } => {
@@ -403,7 +403,10 @@ mod tests {
                 repo: r1.clone(),
                 progress: false,
             },
-            Request::PeerVersion { repo: r1.clone() },
+            Request::PeerVersion {
+                repo: r1.clone(),
+                read_only: false,
+            },
             Request::PeerFetch {
                 repo: r1.clone(),
                 unrecorded: true,

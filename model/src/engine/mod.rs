@@ -84,6 +84,10 @@ pub struct Engine {
     /// Per repository, the primary epoch whose rows this device has checked against its
     /// peers' durable versions (see `read_only.rs`).
     verified: Mutex<std::collections::BTreeMap<RepoId, u64>>,
+    /// **[stormcell]** Repositories whose working copy this process has checked against
+    /// its row on the primary since it started: only for those can it vouch for its local
+    /// version to a read-only peer (a restart may have come with a restored disk).
+    confirmed: Mutex<std::collections::BTreeSet<RepoId>>,
     /// Sessions kept open on purpose on error paths under the phabricator profile, which
     /// leaked their locks until the process exited.
     leaked: Mutex<Vec<Box<dyn DbSession>>>,
@@ -114,6 +118,7 @@ impl Engine {
             plants,
             failover,
             verified: Mutex::new(std::collections::BTreeMap::new()),
+            confirmed: Mutex::new(std::collections::BTreeSet::new()),
             ports,
             local: LocalWrites::default(),
             leaked: Mutex::new(Vec::new()),

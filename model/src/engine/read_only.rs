@@ -58,7 +58,8 @@ impl Engine {
             "The cluster database is read-only ({}); synchronizing from a replica.",
             view.reason.describe()
         ));
-        self.verified_sync(session, repo, progress, false).await
+        self.verified_sync(session, repo, progress, false, true)
+            .await
     }
 
     /// **[stormcell]** Whether this device must check `repo`'s rows against its peers before
@@ -120,7 +121,7 @@ impl Engine {
         progress
             .say("The cluster database changed primary; checking versions with the other devices.");
         let outcome = self
-            .verified_sync(session, repo, progress, for_write)
+            .verified_sync(session, repo, progress, for_write, false)
             .await?;
         if outcome.possibly_stale {
             return Ok(outcome);
@@ -143,18 +144,21 @@ impl Engine {
         self.emit(Event::Note {
             text: format!("{repo}: rows verified with the peers for generation {generation}"),
         });
+        self.confirm(repo);
         Ok(outcome)
     }
 
     /// The peer-verified sync: version rows raised by what the peers say of themselves,
     /// then a fetch from a holder of the newest version. With `refuse_unproven` (a write),
-    /// a sync that cannot be shown fresh is refused whatever the configuration says.
+    /// a sync that cannot be shown fresh is refused whatever the configuration says;
+    /// `read_only` says the rows come from a replica.
     async fn verified_sync(
         &self,
         session: &mut dyn DbSession,
         repo: &RepoId,
         progress: &Progress,
         refuse_unproven: bool,
+        read_only: bool,
     ) -> Result<SyncOutcome, ClusterError> {
         let topology = self.bound_topology(session, repo).await?;
         let rows = session.rows(repo).await?;
@@ -165,7 +169,8 @@ impl Engine {
             refuse_unproven,
         };
         if verify {
-            self.ask_peers(&topology, repo, &mut claims).await;
+            self.ask_peers(&topology, repo, &mut claims, read_only)
+                .await;
         }
         let own_row = rows.iter().find(|r| r.device == self.device);
         // [stormcell] A write of this device that was interrupted (the process restarted,
@@ -276,8 +281,47 @@ impl Engine {
         })
     }
 
+    /// Records that this process checked `repo`'s working copy against its row on the
+    /// primary.
+    pub(crate) fn confirm(&self, repo: &RepoId) {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repo.clone());
+    }
+
+    /// **[stormcell]** This device's durable local version of `repo`, as told to a peer.
+    /// A peer that is read-only counts it as proof that no newer version exists here, so
+    /// it is told only once this process has checked the copy against its row on the
+    /// primary: a device restarted on a disk restored from a backup has a version file
+    /// that is consistent and old, and would vouch for a stale read (PROTOCOL.md 9.6, 12).
+    pub async fn version_for_peer(
+        &self,
+        repo: &RepoId,
+        asker_read_only: bool,
+    ) -> Result<Option<Version>, ClusterError> {
+        let unconfirmed = !self
+            .confirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(repo);
+        if asker_read_only && unconfirmed && self.verifies() {
+            return Err(ClusterError::Unverified {
+                repo: repo.clone(),
+                unanswered: vec![self.device.clone()],
+            });
+        }
+        Ok(self.ports.store.local_version(repo).await?)
+    }
+
     /// Asks every other active device for its durable local version.
-    async fn ask_peers(&self, topology: &Topology, repo: &RepoId, claims: &mut Claims) {
+    async fn ask_peers(
+        &self,
+        topology: &Topology,
+        repo: &RepoId,
+        claims: &mut Claims,
+        read_only: bool,
+    ) {
         for peer_id in topology.active_devices(repo) {
             if peer_id == self.device {
                 continue;
@@ -286,7 +330,10 @@ impl Engine {
                 claims.unanswered.push(peer_id);
                 continue;
             };
-            let request = Request::PeerVersion { repo: repo.clone() };
+            let request = Request::PeerVersion {
+                repo: repo.clone(),
+                read_only,
+            };
             let limit = self.config.timing.peer_request;
             match peer::call(self.ports.net.as_ref(), &peer_id, addr, &request, limit).await {
                 Ok(Response::Version { version }) => {

@@ -180,8 +180,13 @@ impl Engine {
                         .await
                 }
                 Ok(None) => {
-                    self.read_sync_locked(session, repo, progress, waited.as_millis() as u64)
-                        .await
+                    let synced = self
+                        .read_sync_locked(session, repo, progress, waited.as_millis() as u64)
+                        .await;
+                    if synced.is_ok() {
+                        self.confirm(repo);
+                    }
+                    synced
                 }
                 Err(e) => Err(e),
             },

@@ -33,6 +33,10 @@ pub enum Request {
     PeerVersion {
         /// The repository.
         repo: RepoId,
+        /// Whether the asker is read-only (its rows come from a replica), so the answer
+        /// must be one this device can vouch for.
+        #[serde(default)]
+        read_only: bool,
     },
     /// A peer fetches everything this device holds of a repository.
     PeerFetch {
