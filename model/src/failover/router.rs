@@ -125,7 +125,7 @@ impl Failover {
     }
 
     fn may_recover(&self) -> bool {
-        self.profile.is_stormcell() && !self.plants.has(Bug::NeverRecover)
+        self.profile.rules().daemon_recovers_read_write && !self.plants.has(Bug::NeverRecover)
     }
 
     fn is_healthy(&self, host: &str) -> bool {
@@ -211,7 +211,7 @@ impl Failover {
     /// least replication delay; the seed design took the first enabled one.
     fn replica_order<'a>(&self, config: &'a DbClusterConfig) -> Vec<&'a DbHostConfig> {
         let replicas: Vec<&DbHostConfig> = config.replicas().collect();
-        if !self.profile.is_stormcell() {
+        if !self.profile.rules().least_lagged_replica {
             return replicas.into_iter().take(1).collect();
         }
         let health = lock(&self.health);
