@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::profile::ProfileRules;
+
 /// Which behaviour the protocol follows where stormcell differs from the design it was
 /// learned from (PROTOCOL.md, "Profiles").
 #[derive(
@@ -31,9 +33,13 @@ impl Profile {
         }
     }
 
-    /// Whether this is the stormcell profile (the one with every **[stormcell]** item).
-    pub fn is_stormcell(self) -> bool {
-        self == Profile::Stormcell
+    /// What the profile does at each **[stormcell]** item: all of them under stormcell,
+    /// none under phabricator.
+    pub const fn rules(self) -> ProfileRules {
+        match self {
+            Profile::Stormcell => ProfileRules::STORMCELL,
+            Profile::Phabricator => ProfileRules::PHABRICATOR,
+        }
     }
 }
 
@@ -114,4 +120,11 @@ pub struct ProtocolConfig {
     pub timing: Timing,
     /// Database health and connection numbers.
     pub failover: crate::failover::FailoverTiming,
+}
+
+impl ProtocolConfig {
+    /// What the profile does at each **[stormcell]** item.
+    pub const fn rules(&self) -> ProfileRules {
+        self.profile.rules()
+    }
 }

@@ -17,6 +17,7 @@ pub mod node;
 pub mod peer;
 pub mod plant;
 pub mod ports;
+pub mod profile;
 pub mod replication;
 pub mod routing;
 pub mod rows;

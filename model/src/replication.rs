@@ -78,7 +78,7 @@ impl Engine {
                 Ok(Some(outcome.version))
             }
             Err(e) => {
-                if self.config().profile.is_stormcell() {
+                if self.config().rules().release_locks_on_every_path {
                     self.release(session.as_mut(), &lock).await;
                 } else {
                     self.end_failed_session(session, &lock.to_string());

@@ -148,7 +148,7 @@ impl Admin {
             let refs = self.synced_refs(&lock.topology, repo, &lock.device).await?;
             // [stormcell] Like a push, the lock keeps the device's read lock, so no read
             // there sees the changes before they are recorded.
-            if self.config.profile.is_stormcell() {
+            if self.config.rules().writes_hidden_until_recorded {
                 let read = LockName::Read(repo.clone(), lock.device.clone());
                 self.acquire(lock.session.as_mut(), &read, self.config.timing.lock_budget)
                     .await?;
@@ -168,7 +168,11 @@ impl Admin {
                 user: OPERATOR_USER.to_owned(),
                 device: lock.device.clone(),
                 since_ms: started_ms,
-                pre_digest: self.config.profile.is_stormcell().then(|| digest_of(&refs)),
+                pre_digest: self
+                    .config
+                    .rules()
+                    .pre_write_digest
+                    .then(|| digest_of(&refs)),
             };
             lock.session
                 .begin_write(repo, &lock.device, &props, &owner)
@@ -197,7 +201,7 @@ impl Admin {
 
     /// Step 6 without a change for every held repository, then the write locks go.
     async fn release_unchanged(&self, lock: &mut MaintenanceLock) {
-        let stormcell = self.config.profile.is_stormcell();
+        let rules = self.config.rules();
         for h in std::mem::take(&mut lock.held) {
             let finish = FinishWrite {
                 repo: h.repo.clone(),
@@ -205,7 +209,7 @@ impl Admin {
                 old_version: h.version,
                 owner: h.owner.clone(),
                 new_version: h.version,
-                digest: stormcell.then(|| digest_of(&h.refs)),
+                digest: rules.digest_in_rows.then(|| digest_of(&h.refs)),
             };
             if let Err(e) = lock.session.finish_write(&finish).await {
                 self.emit(format!(
@@ -221,7 +225,7 @@ impl Admin {
 
     /// Releases the device's read lock of `repo` if this session holds it.
     async fn release_reads(&self, lock: &mut MaintenanceLock, repo: &RepoId) {
-        if self.config.profile.is_stormcell() {
+        if self.config.rules().writes_hidden_until_recorded {
             let read = LockName::Read(repo.clone(), lock.device.clone());
             self.release(lock.session.as_mut(), &read).await;
         }
@@ -235,7 +239,7 @@ impl Admin {
         &self,
         mut lock: MaintenanceLock,
     ) -> Result<BTreeMap<RepoId, Version>, AdminError> {
-        let stormcell = self.config.profile.is_stormcell();
+        let rules = self.config.rules();
         let mut versions = BTreeMap::new();
         let held = std::mem::take(&mut lock.held);
         let mut first_error = None;
@@ -268,10 +272,10 @@ impl Admin {
                     old_version: h.version,
                     owner: h.owner.clone(),
                     new_version: id,
-                    digest: stormcell.then(|| digest_of(&after)),
+                    digest: rules.digest_in_rows.then(|| digest_of(&after)),
                 };
                 let changed = lock.session.finish_write(&finish).await?;
-                if stormcell && changed != 1 {
+                if rules.release_checks_row_count && changed != 1 {
                     return Err(AdminError::Fenced {
                         repo: h.repo.clone(),
                         device: lock.device.clone(),

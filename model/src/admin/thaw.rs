@@ -170,7 +170,7 @@ impl Admin {
     /// **[stormcell]** `repository thaw ... --plan`: what the thaw would discard. Changes
     /// nothing and takes no lock.
     pub async fn plan(&self, req: &ThawRequest) -> Result<ThawPlan, AdminError> {
-        if !self.config.profile.is_stormcell() {
+        if !self.config.rules().thaw_plan {
             return Err(AdminError::NoPlan);
         }
         let mut session = self.connect().await?;
@@ -203,11 +203,11 @@ impl Admin {
         let mut session = self.connect().await?;
         let topology = session.topology().await?;
         let resolved = resolve(&topology, req)?;
-        let stormcell = self.config.profile.is_stormcell();
+        let rules = self.config.rules();
         let lockless = resolved.kind == ThawKind::Demote && self.plants.has(Bug::DemoteWithoutLock);
 
         let mut unlocked = None;
-        let asked = if stormcell && !req.force {
+        let asked = if rules.thaw_asks_before_locking && !req.force {
             let mut prepared = Vec::new();
             for repo in &resolved.repos {
                 prepared.push(
@@ -257,7 +257,7 @@ impl Admin {
                     prepared
                 }
             };
-            let plan = stormcell.then(|| plan_of(&prepared));
+            let plan = rules.thaw_plan.then(|| plan_of(&prepared));
             match &asked {
                 Some(asked) if !lockless && plan.as_ref() != Some(asked) => {
                     return Err(AdminError::PlanChanged);
@@ -293,7 +293,7 @@ impl Admin {
             self.release_write(session.as_mut(), repo).await;
         }
         let (mut outcome, prepared) = result?;
-        if stormcell {
+        if rules.salvage {
             for p in &prepared {
                 outcome.salvaged.extend(self.salvage(&topology, p).await);
             }
@@ -331,7 +331,7 @@ impl Admin {
                 self.check_promote(repo, device, &rows, &active)?;
             }
         }
-        let stormcell = self.config.profile.is_stormcell();
+        let rules = self.config.rules();
         let mut prepared = Prepared {
             repo: repo.clone(),
             rows,
@@ -349,7 +349,7 @@ impl Admin {
                 }
             }
         }
-        if !stormcell {
+        if !(rules.thaw_plan || rules.salvage) {
             return Ok(prepared);
         }
         let events = session.push_events(repo, None).await?;

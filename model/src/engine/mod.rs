@@ -170,7 +170,7 @@ impl Engine {
     /// stays open, so its pull lock leaks until the process exits, as in the seed design
     /// (background pulls of that repository stop; reads still synchronize on demand).
     pub(crate) fn end_failed_session(&self, session: Box<dyn DbSession>, what: &str) {
-        if self.config.profile.is_stormcell() {
+        if self.config.rules().release_locks_on_every_path {
             drop(session);
             return;
         }

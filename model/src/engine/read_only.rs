@@ -41,8 +41,10 @@ impl Engine {
         link.read_only.map(|reason| ReadOnlyView { reason })
     }
 
+    /// **[stormcell]** Whether a read-only sync asks the peers rather than trusting the
+    /// replica's rows (PROTOCOL.md 9.6).
     fn verifies(&self) -> bool {
-        self.config.profile.is_stormcell() && !self.plants.has(Bug::TrustReplicaVersions)
+        self.config.rules().peer_verified_reads && !self.plants.has(Bug::TrustReplicaVersions)
     }
 
     /// The read sync of 4.1 on a replica session. Nothing is written to the database (a
@@ -71,7 +73,8 @@ impl Engine {
         session: &mut dyn DbSession,
         repo: &RepoId,
     ) -> Result<Option<Generation>, ClusterError> {
-        if !self.verifies() {
+        // The planted bug trusts the rows after a promotion as it trusts a replica's.
+        if !self.config.rules().durable_generation || self.plants.has(Bug::TrustReplicaVersions) {
             return Ok(None);
         }
         if self.plants.has(Bug::EpochInMemory) {

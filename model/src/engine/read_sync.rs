@@ -77,7 +77,7 @@ impl Engine {
                         Err(ClusterError::Database(e))
                             if e.is_connection()
                                 && link.read_only.is_none()
-                                && self.config.profile.is_stormcell() =>
+                                && self.config.rules().bounded_database_waits =>
                         {
                             drop(link);
                             match self.connect(Intent::Read).await {
@@ -275,7 +275,9 @@ impl Engine {
         if let Some(row) = mine.filter(|r| r.writing && self.hides_unrecorded_writes()) {
             // Recovery does not wait for the next write (PROTOCOL.md 12): this device
             // resolves its own interrupted write when the write lock is free.
-            if self.recover_own(session, &topology, row).await {
+            if self.config.rules().background_recovery
+                && self.recover_own(session, &topology, row).await
+            {
                 return Ok(None);
             }
             return Err(ClusterError::WriteUnrecorded {
@@ -330,11 +332,12 @@ impl Engine {
                     moves,
                 }) => {
                     let digest = snapshot.digest();
-                    let stormcell = self.config.profile.is_stormcell();
-                    let recorded = stormcell.then_some(digest);
+                    let rules = self.config.rules();
+                    let recorded = rules.sync_records_leader_digest.then_some(digest);
                     let seen = row_versions(&rows);
-                    let condition = (stormcell && !self.plants.has(Bug::UnconditionalSyncUpdate))
-                        .then_some(seen.as_slice());
+                    let condition = (rules.conditional_sync
+                        && !self.plants.has(Bug::UnconditionalSyncUpdate))
+                    .then_some(seen.as_slice());
                     let changed = session
                         .set_version(repo, &self.device, max, recorded, condition)
                         .await?;
@@ -431,7 +434,7 @@ impl Engine {
         repo: &RepoId,
         row: &VersionRow,
     ) -> Result<bool, ClusterError> {
-        if !self.config.profile.is_stormcell()
+        if !self.config.rules().device_incarnation
             || self.plants.has(Bug::TrustEmptyWorkingCopy)
             || row.writing
         {
@@ -459,7 +462,7 @@ impl Engine {
     /// recorded. A leader being written keeps its row's digest until the write is recorded,
     /// so an unrecorded (or not yet durable) write is never copied out of it.
     fn expected_digest(&self, rows: &[VersionRow], leader: &DeviceId) -> Option<Digest> {
-        if !self.config.profile.is_stormcell() || self.plants.has(Bug::TrustEmptyWorkingCopy) {
+        if !self.config.rules().device_incarnation || self.plants.has(Bug::TrustEmptyWorkingCopy) {
             return None;
         }
         rows.iter()
@@ -613,7 +616,7 @@ impl Engine {
     /// where reads take no lock on the primary. Otherwise a read could see a push that a
     /// later read elsewhere does not, and reads would go backwards.
     pub(crate) fn hides_unrecorded_writes(&self) -> bool {
-        self.config.profile.is_stormcell()
+        self.config.rules().writes_hidden_until_recorded
     }
 
     /// Serves a peer's fetch: a consistent copy of the working copy, **[stormcell]** once

@@ -103,7 +103,7 @@ impl Engine {
         if !self.plants.has(Bug::IgnoreWritingFlag) {
             let rows = session.rows(repo).await?;
             for row in writing_rows(&rows) {
-                if self.config.profile.is_stormcell() {
+                if self.config.rules().fenced_recovery {
                     self.recover(session, &topology, row).await?;
                 } else {
                     return Err(self.interruption(row));
@@ -115,7 +115,7 @@ impl Engine {
                 session,
                 repo,
                 progress,
-                self.config.profile.is_stormcell(),
+                self.config.rules().writes_hidden_until_recorded,
                 None,
             )
             .await?;
@@ -142,13 +142,13 @@ impl Engine {
             user: payload.user.clone(),
             device: self.device.clone(),
             since_ms: started_ms,
-            pre_digest: self.config.profile.is_stormcell().then_some(pre_digest),
+            pre_digest: self.config.rules().pre_write_digest.then_some(pre_digest),
         };
         // [stormcell] Recovery adopts a write only from the working copy it was made in,
         // known by its local version file (PROTOCOL.md 12): the file must say the version
         // the write starts from before the row says `writing`. A disk that cannot even
         // write that file refuses the push while nothing has happened yet.
-        if self.config.profile.is_stormcell()
+        if self.config.rules().device_incarnation
             && self.ports.store.local_version(repo).await? != Some(old_version)
         {
             self.ports
@@ -293,7 +293,7 @@ impl Engine {
             .hit(WritePoint::AfterVersionBump, &rec.repo)
             .await;
         if let Some(mut session) = session {
-            if self.config.profile.is_stormcell() {
+            if self.config.rules().writes_hidden_until_recorded {
                 self.release(session.as_mut(), &read).await;
             }
             self.release(session.as_mut(), &write).await;
@@ -311,7 +311,7 @@ impl Engine {
         progress: &Progress,
     ) -> Result<(Version, Option<Box<dyn DbSession>>), ClusterError> {
         let deadline = Instant::now() + self.config.timing.release_window;
-        let stormcell = self.config.profile.is_stormcell();
+        let rules = self.config.rules();
         // The push event's id, with the primary it was recorded on: an id from a primary
         // that has since been replaced may be missing from the new one, so it is recorded
         // again there rather than reused.
@@ -331,7 +331,7 @@ impl Engine {
                 };
                 let result = async {
                     // [stormcell] a push that changed nothing keeps the version.
-                    let new_version = if stormcell && !rec.event.accepted {
+                    let new_version = if rules.bump_only_on_change && !rec.event.accepted {
                         rec.old_version
                     } else {
                         let epoch = self.failover.primary_epoch();
@@ -348,7 +348,7 @@ impl Engine {
                         old_version: rec.old_version,
                         owner: rec.owner.clone(),
                         new_version,
-                        digest: stormcell.then_some(rec.digest),
+                        digest: rules.digest_in_rows.then_some(rec.digest),
                     };
                     let changed = s.finish_write(&finish).await?;
                     Ok::<_, DbError>((new_version, changed))
@@ -362,7 +362,10 @@ impl Engine {
                     if warned {
                         progress.say("RECOVERED. Link to primary database was restored.");
                     }
-                    if stormcell && changed != 1 && !self.plants.has(Bug::IgnoreRowCount) {
+                    if rules.release_checks_row_count
+                        && changed != 1
+                        && !self.plants.has(Bug::IgnoreRowCount)
+                    {
                         return Err(ClusterError::Fenced {
                             repo: rec.repo.clone(),
                         });
@@ -398,7 +401,7 @@ impl Engine {
     /// other active devices to pull at once.
     pub async fn after_ack(self: &Arc<Self>, repo: &RepoId, version: Version) {
         self.ports.failpoints.hit(WritePoint::AfterAck, repo).await;
-        if !self.config.profile.is_stormcell() {
+        if !self.config.rules().notify_after_write {
             return;
         }
         let topology = match self.connect(Intent::Read).await {

@@ -128,7 +128,7 @@ impl Failover {
     }
 
     fn may_recover(&self) -> bool {
-        self.profile.is_stormcell() && !self.plants.has(Bug::NeverRecover)
+        self.profile.rules().daemon_recovers_read_write && !self.plants.has(Bug::NeverRecover)
     }
 
     fn is_healthy(&self, host: &str) -> bool {
@@ -171,7 +171,7 @@ impl Failover {
     /// request would otherwise wait out the long policy, retries included, on a host that
     /// has stopped answering.
     fn went_quiet(&self, host: &str) -> bool {
-        self.profile.is_stormcell() && lock(&self.health).get(host).is_some_and(|h| h.unanswered)
+        self.profile.rules().bounded_database_waits && lock(&self.health).get(host).is_some_and(|h| h.unanswered)
     }
 
     fn set_unanswered(&self, host: &str, unanswered: bool) {
@@ -206,7 +206,7 @@ impl Failover {
                 Err(e) => {
                     self.record(&host.name, false);
                     last = Some(e);
-                    if !self.profile.is_stormcell() {
+                    if !self.profile.rules().bounded_database_waits {
                         continue;
                     }
                     // No answer within the short limit: the host is treated as the
@@ -251,7 +251,7 @@ impl Failover {
     /// least replication delay; the seed design took the first enabled one.
     fn replica_order<'a>(&self, config: &'a DbClusterConfig) -> Vec<&'a DbHostConfig> {
         let replicas: Vec<&DbHostConfig> = config.replicas().collect();
-        if !self.profile.is_stormcell() {
+        if !self.profile.rules().least_lagged_replica {
             return replicas.into_iter().take(1).collect();
         }
         let health = lock(&self.health);
