@@ -329,9 +329,7 @@ impl OperatorRun {
         let Ok(s) = self.admin.repository_status(repo).await else {
             return None;
         };
-        let Some(max) = s.lines.iter().map(|l| l.version).max() else {
-            return None;
-        };
+        let max = s.lines.iter().map(|l| l.version).max()?;
         let down = lock_board(&self.board).down.clone();
         let mut lost = Vec::new();
         for line in s.lines.iter().filter(|l| l.version == max) {

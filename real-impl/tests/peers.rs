@@ -196,7 +196,10 @@ fn peers_cannot_overreach() {
             repo: r1.clone(),
             unrecorded: true,
         },
-        Request::PeerVersion { repo: r1.clone() },
+        Request::PeerVersion {
+            repo: r1.clone(),
+            read_only: false,
+        },
     ] {
         refused_with(
             &call(nodes[0], "loner", &request),

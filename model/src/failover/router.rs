@@ -171,7 +171,8 @@ impl Failover {
     /// request would otherwise wait out the long policy, retries included, on a host that
     /// has stopped answering.
     fn went_quiet(&self, host: &str) -> bool {
-        self.profile.rules().bounded_database_waits && lock(&self.health).get(host).is_some_and(|h| h.unanswered)
+        self.profile.rules().bounded_database_waits
+            && lock(&self.health).get(host).is_some_and(|h| h.unanswered)
     }
 
     fn set_unanswered(&self, host: &str, unanswered: bool) {
