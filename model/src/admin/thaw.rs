@@ -517,15 +517,29 @@ impl Admin {
                 }
             }
         }
+        // A demoted device whose copy could not be read (often a dead one) has nothing to
+        // bundle even when the log lists nothing of its own: say so all the same.
+        for plan in &p.plans {
+            if plan.kind == ThawKind::Demote && !p.snapshots.contains_key(&plan.device) {
+                log_only.entry(plan.device.clone()).or_default();
+            }
+        }
         for (device, n) in log_only {
-            outcome.unbundled.push(Unbundled {
-                repo: p.repo.clone(),
-                device,
-                reason: format!(
+            let reason = if n == 0 {
+                "the device's working copy could not be read, so there is nothing to bundle; \
+                 writes on it that were never recorded are lost with it"
+                    .to_owned()
+            } else {
+                format!(
                     "{n} discarded value(s) seen only in the push log: the device's working \
                      copy could not be read or no longer holds them, so there is nothing to \
                      bundle"
-                ),
+                )
+            };
+            outcome.unbundled.push(Unbundled {
+                repo: p.repo.clone(),
+                device,
+                reason,
             });
         }
         let mut records = Vec::new();
