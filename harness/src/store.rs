@@ -22,7 +22,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use stormcell_model::error::StoreError;
 use stormcell_model::ids::{Generation, Oid, RepoId, Version};
-use stormcell_model::ports::{PushApplied, PushPayload, Snapshot, Store};
+use stormcell_model::ports::{
+    valid_bundle_label, PushApplied, PushPayload, SalvageBundle, Snapshot, Store,
+};
 
 /// A simulated commit: an id and at most one parent.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -70,6 +72,13 @@ enum PendingOp {
     DeleteRef(String),
 }
 
+/// A salvage bundle as the simulated disk keeps it: its refs and every commit they reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SimBundle {
+    refs: BTreeMap<String, Oid>,
+    commits: Vec<Commit>,
+}
+
 /// What survives a crash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Durable {
@@ -77,6 +86,9 @@ struct Durable {
     objects: BTreeMap<String, Commit>,
     local_version: Option<Version>,
     verified_generation: Option<Generation>,
+    /// Salvage bundles by label; written durably at once (a bundle is synced before the
+    /// thaw that asked for it changes any row).
+    bundles: BTreeMap<String, SimBundle>,
 }
 
 impl Durable {
@@ -127,6 +139,37 @@ impl RepoState {
                 .pending
                 .iter()
                 .any(|op| matches!(op, PendingOp::Object(c) if c.id == id))
+    }
+
+    /// A visible object.
+    fn object(&self, id: &str) -> Option<Commit> {
+        self.pending
+            .iter()
+            .rev()
+            .find_map(|op| match op {
+                PendingOp::Object(c) if c.id == id => Some(c.clone()),
+                _ => None,
+            })
+            .or_else(|| self.durable.objects.get(id).cloned())
+    }
+
+    /// `commit` and every ancestor of it, in walk order, or the first id that is missing.
+    /// Bounded by the number of objects, so a cycle cannot loop forever.
+    fn history(&self, commit: &str) -> Result<Vec<Commit>, String> {
+        let objects = self.visible_objects();
+        let mut out = Vec::new();
+        let mut at = Some(commit.to_owned());
+        while let Some(id) = at {
+            if out.len() > objects.len() {
+                break;
+            }
+            let Some(c) = objects.get(&id) else {
+                return Err(id);
+            };
+            at = c.parent.clone();
+            out.push(c.clone());
+        }
+        Ok(out)
     }
 
     /// Every visible object, in id order.
@@ -237,6 +280,7 @@ impl SimStore {
             objects: commits.into_iter().map(|c| (c.id.clone(), c)).collect(),
             local_version: None,
             verified_generation: None,
+            bundles: BTreeMap::new(),
         };
         st.repos.insert(
             RepoId::new(repo),
@@ -359,6 +403,11 @@ impl SimStore {
             .map(|s| s.visible_objects().into_values().collect())
             .unwrap_or_default()
     }
+}
+
+/// Where a salvage bundle is, as this store names it.
+fn bundle_location(repo: &RepoId, label: &str) -> String {
+    format!("salvage/{repo}/{label}.bundle")
 }
 
 fn show(oid: Option<&Oid>) -> &str {
@@ -544,6 +593,94 @@ impl Store for SimStore {
             .durable
             .verified_generation = Some(generation.clone());
         Ok(())
+    }
+
+    async fn is_ancestor(
+        &self,
+        repo: &RepoId,
+        ancestor: &Oid,
+        descendant: &Oid,
+    ) -> Result<bool, StoreError> {
+        let st = self.lock();
+        let Some(state) = st.repos.get(repo) else {
+            return Ok(false);
+        };
+        // Walk the parents down from `descendant`; a missing object ends the walk. Bounded
+        // by the number of objects, so a cycle cannot loop forever.
+        let limit = state.durable.objects.len() + state.pending.len();
+        let mut at = state.object(descendant.as_str());
+        let mut steps = 0;
+        while let Some(c) = at {
+            if c.id == ancestor.as_str() {
+                return Ok(true);
+            }
+            steps += 1;
+            if steps > limit {
+                break;
+            }
+            at = c.parent.as_deref().and_then(|p| state.object(p));
+        }
+        Ok(false)
+    }
+
+    async fn write_salvage_bundle(
+        &self,
+        repo: &RepoId,
+        label: &str,
+        refs: &BTreeMap<String, Oid>,
+    ) -> Result<SalvageBundle, StoreError> {
+        if !valid_bundle_label(label) {
+            return Err(StoreError(format!(
+                "invalid salvage bundle label {label:?}"
+            )));
+        }
+        if refs.is_empty() {
+            return Err(StoreError(format!(
+                "salvage bundle {label} of {repo}: no refs to keep"
+            )));
+        }
+        let mut st = self.lock();
+        Self::check_disk(&st, "writing a salvage bundle", repo)?;
+        let state = st.repos.entry(repo.clone()).or_default();
+        let mut commits: BTreeMap<String, Commit> = BTreeMap::new();
+        for (name, oid) in refs {
+            let history = state.history(oid.as_str()).map_err(|missing| {
+                StoreError(format!(
+                    "salvage bundle {label} of {repo}: {name} needs missing object {missing}"
+                ))
+            })?;
+            commits.extend(history.into_iter().map(|c| (c.id.clone(), c)));
+        }
+        state.durable.bundles.insert(
+            label.to_owned(),
+            SimBundle {
+                refs: refs.clone(),
+                commits: commits.into_values().collect(),
+            },
+        );
+        Ok(SalvageBundle {
+            location: bundle_location(repo, label),
+            refs: refs.clone(),
+        })
+    }
+
+    async fn salvage_bundles(&self, repo: &RepoId) -> Result<Vec<SalvageBundle>, StoreError> {
+        let st = self.lock();
+        Ok(st
+            .repos
+            .get(repo)
+            .map(|state| {
+                state
+                    .durable
+                    .bundles
+                    .iter()
+                    .map(|(label, b)| SalvageBundle {
+                        location: bundle_location(repo, label),
+                        refs: b.refs.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 

@@ -108,6 +108,20 @@ async fn handle(engine: Arc<Engine>, mut conn: BoxConn) {
             };
             let _ = write_frame(&mut conn, &reply).await;
         }
+        Request::PeerAncestry { repo, queries } => {
+            let reply = match engine.ancestry_for_peer(&repo, &queries).await {
+                Ok(answers) => Response::Ancestry { answers },
+                Err(e) => error_response(&e),
+            };
+            let _ = write_frame(&mut conn, &reply).await;
+        }
+        Request::SalvageBundle { repo, label, refs } => {
+            let reply = match engine.salvage_bundle_for_peer(&repo, &label, &refs).await {
+                Ok(bundle) => Response::Bundle { bundle },
+                Err(e) => error_response(&e),
+            };
+            let _ = write_frame(&mut conn, &reply).await;
+        }
     }
 }
 

@@ -131,7 +131,11 @@ pub fn may_send(
         Request::Read { repo, .. }
         | Request::PeerVersion { repo, .. }
         | Request::PeerFetch { repo, .. }
+        | Request::PeerAncestry { repo, .. }
         | Request::RecoverProbe { repo, .. } => may_read(topology, device, repo),
+        // A bundle writes only to this device's own salvage directory, for an operator's
+        // thaw, which runs on a device bound to the repository's service.
+        Request::SalvageBundle { repo, .. } => may_read(topology, device, repo),
         Request::Push { repo, payload, .. } => {
             may_push(topology, users, device, repo, &payload.user)
         }
@@ -301,6 +305,8 @@ fn op_name(request: &Request) -> &'static str {
         Request::PeerFetch { .. } => "peer-fetch",
         Request::Notify { .. } => "notify",
         Request::RecoverProbe { .. } => "recover-probe",
+        Request::PeerAncestry { .. } => "peer-ancestry",
+        Request::SalvageBundle { .. } => "salvage-bundle",
     }
 }
 
@@ -414,6 +420,15 @@ mod tests {
             Request::RecoverProbe {
                 repo: r1.clone(),
                 owner: LockOwner::new("x"),
+            },
+            Request::PeerAncestry {
+                repo: r1.clone(),
+                queries: Vec::new(),
+            },
+            Request::SalvageBundle {
+                repo: r1.clone(),
+                label: "x".to_owned(),
+                refs: std::collections::BTreeMap::new(),
             },
         ] {
             assert!(

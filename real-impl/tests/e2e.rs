@@ -913,6 +913,31 @@ fn thaw_through_the_cli_plans_demotes_and_promotes() {
     );
     assert_eq!(rows(&cluster), before, "a plan changes nothing");
 
+    // A device that cannot write its salvage bundle stops the thaw, --force or not, and
+    // no row changes.
+    let salvage = cluster.nodes[0].dir.join("data/salvage");
+    std::fs::create_dir_all(&salvage).expect("salvage directory");
+    let blocker = salvage.join("R1");
+    std::fs::write(&blocker, b"not a directory").expect("blocking file");
+    let (ok, _, err) = cluster.admin_try(
+        &cluster.primary.conninfo(),
+        Some(1),
+        &[
+            "repository",
+            "thaw",
+            "R1",
+            "--promote",
+            "repo002",
+            "--force",
+        ],
+    );
+    assert!(
+        !ok && err.contains("\"repo001\" could not write the salvage bundle"),
+        "{err}"
+    );
+    assert_eq!(rows(&cluster), before, "a refused bundle changes no row");
+    std::fs::remove_file(&blocker).expect("unblock");
+
     // ...and the promote salvages it onto the promoted device: writes resume on top of
     // the promoted device's refs.
     let outcome = thaw(
@@ -927,6 +952,44 @@ fn thaw_through_the_cli_plans_demotes_and_promotes() {
             .iter()
             .any(|s| s.to.as_ref().is_some_and(|t| t.as_str() == "repo002")),
         "{outcome:?}"
+    );
+    // Before the row changed, repo001 kept what it held in a salvage bundle on its own
+    // disk: a real bundle file, which Git accepts and which holds the interrupted write.
+    let bundle = outcome
+        .bundles
+        .iter()
+        .find(|b| b.device.as_str() == "repo001")
+        .unwrap_or_else(|| panic!("no bundle of repo001: {outcome:?}"));
+    assert!(
+        bundle.refs.values().any(|c| c.to_string() == c2),
+        "{bundle:?}"
+    );
+    let file = std::path::Path::new(&bundle.location);
+    assert!(file.is_file(), "{}", bundle.location);
+    assert!(
+        file.to_string_lossy().contains("/salvage/R1/repo001-"),
+        "{}",
+        bundle.location
+    );
+    let verify = git(&cluster.client_dir().join("scratch"))
+        .args(["bundle", "verify"])
+        .arg(file)
+        .output()
+        .expect("git bundle verify");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let heads = git(&cluster.client_dir().join("scratch"))
+        .args(["bundle", "list-heads"])
+        .arg(file)
+        .output()
+        .expect("git bundle list-heads");
+    assert!(
+        String::from_utf8_lossy(&heads.stdout).contains(&c2),
+        "{}",
+        String::from_utf8_lossy(&heads.stdout)
     );
     let c4 = client.commit(Some(&c3));
     let (o, text) = client.push(

@@ -108,6 +108,8 @@ contract_tests!(store_sim, crate::on_sim_store, store:
     what_sync_made_durable_survives_a_restart,
     equal_refs_have_equal_digests_and_a_mirror_is_exact,
     an_import_with_a_missing_object_changes_nothing,
+    ancestry_is_read_from_the_commit_graph,
+    a_salvage_bundle_keeps_refs_the_copy_no_longer_holds,
 );
 contract_tests!(store_git, crate::on_git_store, store:
     an_unknown_repository_is_empty,
@@ -116,6 +118,8 @@ contract_tests!(store_git, crate::on_git_store, store:
     what_sync_made_durable_survives_a_restart,
     equal_refs_have_equal_digests_and_a_mirror_is_exact,
     an_import_with_a_missing_object_changes_nothing,
+    ancestry_is_read_from_the_commit_graph,
+    a_salvage_bundle_keeps_refs_the_copy_no_longer_holds,
 );
 
 /// The database checks; the ones that need a replica say so.
@@ -185,6 +189,14 @@ macro_rules! db_tests {
                     "admin_edits_and_demotes",
                     false,
                     db::admin_edits_and_demotes,
+                );
+            }
+            #[test]
+            fn salvage_bundles_are_recorded() {
+                $run(
+                    "salvage_bundles_are_recorded",
+                    false,
+                    db::salvage_bundles_are_recorded,
                 );
             }
             #[test]

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use stormcell_model::admin::{AdminDb, AdminSession, ConfigEdit};
+use stormcell_model::admin::{AdminDb, AdminSession, ConfigEdit, SalvageRecord};
 use stormcell_model::error::DbError;
 use stormcell_model::ids::{DeviceId, RepoId};
 use stormcell_model::rows::PushEvent;
@@ -35,14 +35,26 @@ pub enum AdminRequest {
         /// Only events with a larger id.
         after: Option<u64>,
     },
+    /// `record_salvage`.
+    RecordSalvage {
+        /// The record.
+        record: SalvageRecord,
+    },
+    /// `salvage_records`.
+    SalvageRecords {
+        /// The repository.
+        repo: RepoId,
+    },
 }
 
 impl AdminRequest {
     /// Whether the request changes the tables (replicas refuse it; a primary ships it).
     pub fn is_write(&self) -> bool {
         match self {
-            AdminRequest::Edit { .. } | AdminRequest::DeleteRow { .. } => true,
-            AdminRequest::PushEvents { .. } => false,
+            AdminRequest::Edit { .. }
+            | AdminRequest::DeleteRow { .. }
+            | AdminRequest::RecordSalvage { .. } => true,
+            AdminRequest::PushEvents { .. } | AdminRequest::SalvageRecords { .. } => false,
         }
     }
 }
@@ -65,6 +77,13 @@ pub fn execute_admin(tables: &mut Tables, req: &AdminRequest) -> DbResponse {
                 .cloned()
                 .collect(),
         ),
+        AdminRequest::RecordSalvage { record } => {
+            tables.record_salvage(record);
+            DbResponse::Done
+        }
+        AdminRequest::SalvageRecords { repo } => {
+            DbResponse::SalvageRecords(tables.salvage_records(repo))
+        }
     }
 }
 
@@ -190,6 +209,29 @@ impl AdminSession for SimDbSession {
             DbResponse::PushEvents(events) => Ok(events),
             other => Err(DbError::Query(format!(
                 "unexpected answer to push_events: {other:?}"
+            ))),
+        }
+    }
+
+    async fn record_salvage(&mut self, record: &SalvageRecord) -> Result<(), DbError> {
+        let request = AdminRequest::RecordSalvage {
+            record: record.clone(),
+        };
+        match self.call(DbRequest::Admin { request }).await? {
+            DbResponse::Done => Ok(()),
+            DbResponse::Error(message) => Err(DbError::Query(message)),
+            other => Err(DbError::Query(format!(
+                "unexpected answer to record_salvage: {other:?}"
+            ))),
+        }
+    }
+
+    async fn salvage_records(&mut self, repo: &RepoId) -> Result<Vec<SalvageRecord>, DbError> {
+        let request = AdminRequest::SalvageRecords { repo: repo.clone() };
+        match self.call(DbRequest::Admin { request }).await? {
+            DbResponse::SalvageRecords(records) => Ok(records),
+            other => Err(DbError::Query(format!(
+                "unexpected answer to salvage_records: {other:?}"
             ))),
         }
     }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use stormcell_model::admin::SalvageRecord;
 use stormcell_model::ids::{DeviceId, Digest, Generation, LockOwner, RepoId, Version};
 use stormcell_model::ports::{FinishWrite, LockName};
 use stormcell_model::rows::{
@@ -29,6 +30,8 @@ pub struct Tables {
     sync_events_total: u64,
     locks: BTreeMap<LockName, SessionId>,
     generation: Generation,
+    /// **[stormcell]** Salvage bundles thaws wrote, oldest first.
+    salvage: Vec<SalvageRecord>,
 }
 
 impl Tables {
@@ -242,6 +245,20 @@ impl Tables {
     /// Every push event, oldest first.
     pub fn push_events(&self) -> &[PushEvent] {
         &self.push_events
+    }
+
+    /// Records a salvage bundle.
+    pub fn record_salvage(&mut self, record: &SalvageRecord) {
+        self.salvage.push(record.clone());
+    }
+
+    /// The salvage bundles recorded for a repository, oldest first.
+    pub fn salvage_records(&self, repo: &RepoId) -> Vec<SalvageRecord> {
+        self.salvage
+            .iter()
+            .filter(|r| &r.repo == repo)
+            .cloned()
+            .collect()
     }
 
     /// Appends a sync event, dropping the oldest beyond [`SYNC_EVENTS_KEPT`].

@@ -201,6 +201,8 @@ pub enum DbResponse {
     },
     /// `push_events`.
     PushEvents(Vec<stormcell_model::rows::PushEvent>),
+    /// `salvage_records`.
+    SalvageRecords(Vec<stormcell_model::admin::SalvageRecord>),
     /// The database refused the request (a query error).
     Error(String),
 }

@@ -96,6 +96,24 @@ pub enum AdminError {
         /// The surviving leader.
         device: DeviceId,
     },
+    /// **[stormcell]** A device whose working copy holds refs the thaw would discard could
+    /// not keep them in a salvage bundle, so the thaw stopped before changing any row.
+    #[error(
+        "Aborted: device \"{device}\" could not write the salvage bundle of repository \
+         \"{repo}\" ({reason}), so the refs it holds that the thaw would discard could not be \
+         kept. No version row changed. Fix what stops the device from writing (a full or \
+         failing disk) and run the command again; to give its data up without a bundle, stop \
+         the device first: its copy then cannot be read and the plan lists those values from \
+         the push log only."
+    )]
+    SalvageBundle {
+        /// The repository.
+        repo: RepoId,
+        /// The device whose data is at stake.
+        device: DeviceId,
+        /// Why the bundle could not be written.
+        reason: String,
+    },
     /// The write lock could not be taken within the budget.
     #[error(
         "Timed out after {waited:?} waiting for the write lock of repository \"{repo}\". \

@@ -31,9 +31,9 @@ pub use bindings::BindingChange;
 pub use error::AdminError;
 pub use maintenance::MaintenanceLock;
 pub use plan::{ActionPlan, Discard, DiscardSource, ThawKind, ThawPlan};
-pub use session::{AdminDb, AdminSession, ConfigEdit};
+pub use session::{AdminDb, AdminSession, ConfigEdit, SalvageRecord};
 pub use status::{sync_text, RepositoryStatus, ServiceStatus};
-pub use thaw::{RepoSelection, Salvaged, ThawOutcome, ThawRequest, ThawTarget};
+pub use thaw::{RepoSelection, Salvaged, ThawOutcome, ThawRequest, ThawTarget, Unbundled};
 
 /// The user recorded on writes an operator command makes.
 pub const OPERATOR_USER: &str = "stormcell-operator";

@@ -3,17 +3,21 @@
 //! working copies and the push log with what the surviving leader holds.
 //!
 //! A ref value is discarded when the surviving leader's value of that ref neither is it
-//! nor descends from it. Descent is read off the push log (each update moves a ref from
-//! `old` to `new`, so `old` is the parent of `new`): the protocol needs no access to the
-//! objects themselves.
+//! nor descends from it. **[stormcell]** Descent is read from the surviving copy's commit
+//! graph (PROTOCOL.md 12), asked of the device that holds it: the push log only says a ref
+//! moved from `old` to `new`, which is not descent after a force push (a rewind, or a
+//! ref replaced by unrelated history) and misses the commits in between of a push of
+//! several. Only when the surviving device cannot answer is descent read off the push log
+//! (`old` taken as the parent of `new`), and the plan says so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeviceId, Oid, RepoId, Version};
 use crate::rows::{PushEvent, PushKind, VersionRow};
+use crate::wire::AncestryQuery;
 
 /// Refs of one working copy.
 pub type Refs = BTreeMap<String, Oid>;
@@ -146,6 +150,67 @@ pub(crate) struct Facts<'a> {
     pub kept: Option<(&'a DeviceId, &'a Refs)>,
     /// The working copies of the devices whose data is at stake: refs, or why unreadable.
     pub copies: &'a BTreeMap<DeviceId, Result<Refs, String>>,
+    /// What the kept device's commit graph said about the questions of [`graph_queries`].
+    pub graph: Graph<'a>,
+}
+
+/// Answers of the kept device's commit graph: `(ancestor, descendant)` to whether the first
+/// is the second or one of its ancestors.
+pub(crate) type GraphAnswers = BTreeMap<(Oid, Oid), bool>;
+
+/// Where descent comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Graph<'a> {
+    /// Nothing was asked: no kept copy to compare with, or nothing to ask.
+    NotAsked,
+    /// The kept device's commit graph answered.
+    Read(&'a GraphAnswers),
+    /// The kept device could not answer (why): descent is read off the push log.
+    Unreadable(&'a str),
+}
+
+/// The ancestry questions a plan may need answered by the kept copy's commit graph: for
+/// every value of a ref that the copies at stake or the push log hold and the kept copy
+/// holds at another commit, whether that value is an ancestor of the kept one. A superset
+/// of what [`plan_demote`] and [`plan_promote`] look up, in a stable order.
+pub(crate) fn graph_queries(
+    kept: &Refs,
+    copies: &BTreeMap<DeviceId, Result<Refs, String>>,
+    events: &[PushEvent],
+) -> Vec<AncestryQuery> {
+    let mut pairs: BTreeSet<(Oid, Oid)> = BTreeSet::new();
+    let mut ask = |name: &str, commit: &Oid| {
+        if let Some(have) = kept.get(name) {
+            if have != commit {
+                pairs.insert((commit.clone(), have.clone()));
+            }
+        }
+    };
+    for refs in copies.values().flatten() {
+        for (name, commit) in refs {
+            ask(name, commit);
+        }
+    }
+    // The newest logged value per ref over every event contains the newest after any id.
+    let (latest, _) = logged_values(events, None);
+    for (name, (commit, _, _)) in &latest {
+        ask(name, commit);
+    }
+    pairs
+        .into_iter()
+        .map(|(ancestor, descendant)| AncestryQuery {
+            ancestor,
+            descendant,
+        })
+        .collect()
+}
+
+/// The note a plan carries when descent had to be read off the push log.
+fn log_note(kept: &DeviceId, why: &str) -> String {
+    format!(
+        "the commit graph of {kept} could not be read ({why}): descent was read off the push \
+         log, which a force push or a push of several commits can mislead"
+    )
 }
 
 fn row_version(rows: &[VersionRow], device: &DeviceId) -> Option<Version> {
@@ -181,31 +246,50 @@ fn logged_values(events: &[PushEvent], after: Option<Version>) -> (Logged, Vec<&
     (latest, opaque)
 }
 
-/// Parent links read off the push log: `new` to `old` of every update.
-pub(crate) struct Ancestry(BTreeMap<Oid, Oid>);
+/// Descent: the kept copy's commit graph where it answered, else parent links read off
+/// the push log (`new` to `old` of every update).
+pub(crate) struct Ancestry<'a> {
+    log: BTreeMap<Oid, Oid>,
+    graph: Option<&'a GraphAnswers>,
+}
 
-impl Ancestry {
-    pub(crate) fn of(events: &[PushEvent]) -> Self {
-        let mut parents = BTreeMap::new();
+impl<'a> Ancestry<'a> {
+    pub(crate) fn of(events: &[PushEvent], graph: Graph<'a>) -> Self {
+        let mut log = BTreeMap::new();
         for e in events {
             for u in &e.event.updates {
                 if let (Some(old), Some(new)) = (&u.old, &u.new) {
-                    parents.insert(new.clone(), old.clone());
+                    log.insert(new.clone(), old.clone());
                 }
             }
         }
-        Ancestry(parents)
+        let graph = match graph {
+            Graph::Read(answers) => Some(answers),
+            Graph::NotAsked | Graph::Unreadable(_) => None,
+        };
+        Ancestry { log, graph }
     }
 
-    /// Whether `descendant` is `ancestor` or reaches it through parent links.
+    /// Whether `descendant` is `ancestor` or descends from it.
     fn reaches(&self, descendant: &Oid, ancestor: &Oid) -> bool {
+        if descendant == ancestor {
+            return true;
+        }
+        // The graph answers every question `graph_queries` asked; the log stands in only
+        // for a question nobody could ask.
+        if let Some(answer) = self
+            .graph
+            .and_then(|g| g.get(&(ancestor.clone(), descendant.clone())))
+        {
+            return *answer;
+        }
         let mut current = descendant;
         // Bounded by the number of links, so a malformed log cannot loop forever.
-        for _ in 0..=self.0.len() {
+        for _ in 0..=self.log.len() {
             if current == ancestor {
                 return true;
             }
-            match self.0.get(current) {
+            match self.log.get(current) {
                 Some(parent) => current = parent,
                 None => return false,
             }
@@ -215,7 +299,7 @@ impl Ancestry {
 }
 
 /// Whether `commit` of ref `name` is gone once only `kept` survives.
-fn differs(kept: Option<&Refs>, ancestry: &Ancestry, name: &str, commit: &Oid) -> bool {
+fn differs(kept: Option<&Refs>, ancestry: &Ancestry<'_>, name: &str, commit: &Oid) -> bool {
     kept.is_none_or(|k| {
         k.get(name)
             .is_none_or(|have| !ancestry.reaches(have, commit))
@@ -231,7 +315,7 @@ pub(crate) fn plan_demote(facts: &Facts<'_>, targets: &[DeviceId]) -> Vec<Action
         .collect();
     let new_max = survivors.iter().map(|r| r.version).max();
     let kept_refs = facts.kept.map(|(_, r)| r);
-    let ancestry = Ancestry::of(facts.events);
+    let ancestry = Ancestry::of(facts.events, facts.graph);
     let mut actions: Vec<ActionPlan> = targets
         .iter()
         .map(|d| ActionPlan {
@@ -293,6 +377,9 @@ pub(crate) fn plan_demote(facts: &Facts<'_>, targets: &[DeviceId]) -> Vec<Action
                 "no surviving leader could be read: only the push log was compared".to_owned(),
             );
         }
+        if let (Some((k, _)), Graph::Unreadable(why)) = (facts.kept, facts.graph) {
+            a.notes.push(log_note(k, why));
+        }
     }
     let (latest, opaque) = logged_values(facts.events, new_max);
     for (name, (commit, event, writer)) in latest {
@@ -333,7 +420,7 @@ pub(crate) fn plan_demote(facts: &Facts<'_>, targets: &[DeviceId]) -> Vec<Action
 /// are discarded once they synchronize from it.
 pub(crate) fn plan_promote(facts: &Facts<'_>, device: &DeviceId) -> ActionPlan {
     let kept_refs = facts.kept.map(|(_, r)| r);
-    let ancestry = Ancestry::of(facts.events);
+    let ancestry = Ancestry::of(facts.events, facts.graph);
     let mut a = ActionPlan {
         repo: facts.repo.clone(),
         device: device.clone(),
@@ -350,6 +437,9 @@ pub(crate) fn plan_promote(facts: &Facts<'_>, device: &DeviceId) -> ActionPlan {
         ));
         return a;
     };
+    if let Graph::Unreadable(why) = facts.graph {
+        a.notes.push(log_note(device, why));
+    }
     let mut seen: BTreeMap<(String, Oid), ()> = BTreeMap::new();
     for (other, copy) in facts.copies {
         if other == device {

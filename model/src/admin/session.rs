@@ -2,11 +2,13 @@
 //! apart from the [`DbSession`] every request uses: configuration edits, deleting a version
 //! row, and reading the push log.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DbError;
-use crate::ids::{DeviceId, RepoId, ServiceId};
+use crate::ids::{DeviceId, Oid, RepoId, ServiceId, Version};
 use crate::ports::DbSession;
 use crate::rows::{Binding, Device, PushEvent, Repository};
 
@@ -63,6 +65,25 @@ pub enum ConfigEdit {
     },
 }
 
+/// **[stormcell]** A salvage bundle as the cluster database records it (PROTOCOL.md 12):
+/// written by a thaw on the device whose data it keeps, before that thaw changed the
+/// device's version row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalvageRecord {
+    /// The repository.
+    pub repo: RepoId,
+    /// The device whose refs the bundle keeps, and which holds the bundle.
+    pub device: DeviceId,
+    /// The device's version row before the thaw (`None`: it had none).
+    pub version: Option<Version>,
+    /// When the bundle was written (the clock port's milliseconds).
+    pub at_ms: u64,
+    /// Where the bundle is on that device (for the daemon, the file's path).
+    pub location: String,
+    /// The refs it holds, under their names in the discarded working copy.
+    pub refs: BTreeMap<String, Oid>,
+}
+
 /// A database session that can also run administrative operations.
 #[async_trait]
 pub trait AdminSession: DbSession {
@@ -78,6 +99,10 @@ pub trait AdminSession: DbSession {
         repo: &RepoId,
         after: Option<u64>,
     ) -> Result<Vec<PushEvent>, DbError>;
+    /// **[stormcell]** Records a salvage bundle.
+    async fn record_salvage(&mut self, record: &SalvageRecord) -> Result<(), DbError>;
+    /// **[stormcell]** The salvage bundles recorded for a repository, oldest first.
+    async fn salvage_records(&mut self, repo: &RepoId) -> Result<Vec<SalvageRecord>, DbError>;
 }
 
 /// The cluster database, as administrative commands reach it.

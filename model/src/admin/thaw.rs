@@ -1,19 +1,29 @@
 //! Thaw (PROTOCOL.md 7.1): demote devices (delete their version rows) or promote one
 //! (insert version 0 where a repository has no rows), under each repository's write lock,
 //! with **[stormcell]** the plan of what is discarded and the salvage of what can be kept.
+//!
+//! **[stormcell]** Salvage has two steps (PROTOCOL.md 12). First, before any row changes,
+//! each device whose working copy holds discarded refs writes them with their objects to a
+//! salvage bundle on its own disk, and the bundle is recorded in the database; a bundle that
+//! cannot be written stops the thaw with nothing changed, `--force` or not (`--force` only
+//! skips the question: it never gives up data that could have been kept). Second, after the
+//! rows changed, the same refs are pushed under `refs/salvage/...` to the device whose refs
+//! survive, best effort.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{plan_demote, plan_promote, salvage_ref, Facts, Refs};
+use super::plan::{
+    graph_queries, plan_demote, plan_promote, salvage_ref, Facts, Graph, GraphAnswers, Refs,
+};
 use super::{ActionPlan, Admin, AdminError, AdminSession, Confirm, ThawKind, ThawPlan};
-use super::{DiscardSource, OPERATOR_USER};
+use super::{DiscardSource, SalvageRecord, OPERATOR_USER};
 use crate::ids::{DeviceId, Digest, Oid, RepoId, ServiceId, Version};
 use crate::plant::Bug;
 use crate::ports::{PushPayload, Snapshot};
 use crate::rows::{RefUpdate, Topology, VersionRow};
-use crate::wire::{Request, Response};
+use crate::wire::{AncestryQuery, Request, Response};
 
 /// Which repositories a command works on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +73,17 @@ pub struct Salvaged {
     pub error: Option<String>,
 }
 
+/// **[stormcell]** Discarded values a thaw could not put in a bundle, for one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unbundled {
+    /// The repository.
+    pub repo: RepoId,
+    /// The device whose data they were.
+    pub device: DeviceId,
+    /// Why there is no bundle of them.
+    pub reason: String,
+}
+
 /// What a thaw did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThawOutcome {
@@ -72,6 +93,14 @@ pub struct ThawOutcome {
     pub applied: Vec<(RepoId, DeviceId, ThawKind)>,
     /// **[stormcell]** What was salvaged.
     pub salvaged: Vec<Salvaged>,
+    /// **[stormcell]** The salvage bundles written (and recorded) before the rows changed.
+    #[serde(default)]
+    pub bundles: Vec<SalvageRecord>,
+    /// **[stormcell]** Discarded values that are in no bundle: those seen only in the push
+    /// log, because the device's working copy could not be read (a demote of a dead
+    /// device) or no longer holds them.
+    #[serde(default)]
+    pub unbundled: Vec<Unbundled>,
     /// When the rows were changed (the clock port's milliseconds): what the plan lists
     /// was given up then, and pushes acknowledged later were not.
     pub applied_at_ms: Option<u64>,
@@ -277,12 +306,24 @@ impl Admin {
                     }
                 }
             }
+            let at_ms = self.ports.clock.now_ms();
             let mut outcome = ThawOutcome {
                 plan,
-                applied_at_ms: Some(self.ports.clock.now_ms()),
+                applied_at_ms: Some(at_ms),
                 ..ThawOutcome::default()
             };
-            for p in &prepared {
+            // Every bundle is written before any row changes, so a refusal changes nothing.
+            let mut bundles = Vec::new();
+            if stormcell {
+                for p in &prepared {
+                    bundles.push(self.bundle(&topology, p, at_ms, &mut outcome).await?);
+                }
+            }
+            for (i, p) in prepared.iter().enumerate() {
+                for record in bundles.get(i).into_iter().flatten() {
+                    session.record_salvage(record).await?;
+                    outcome.bundles.push(record.clone());
+                }
                 self.apply(session.as_mut(), p, resolved.kind, &mut outcome)
                     .await?;
             }
@@ -385,12 +426,25 @@ impl Admin {
                     .await?
             }
         };
+        let answers = match &kept {
+            Some((device, refs)) => {
+                let queries = graph_queries(refs, &copies, &events);
+                self.ancestry_of(topology, repo, device, queries).await
+            }
+            None => Ok(None),
+        };
+        let graph = match &answers {
+            Ok(Some(a)) => Graph::Read(a),
+            Ok(None) => Graph::NotAsked,
+            Err(why) => Graph::Unreadable(why),
+        };
         let facts = Facts {
             repo,
             rows: &prepared.rows,
             events: &events,
             kept: kept.as_ref().map(|(d, r)| (d, r)),
             copies: &copies,
+            graph,
         };
         prepared.plans = match resolved.kind {
             ThawKind::Demote => plan_demote(&facts, &prepared.devices),
@@ -404,6 +458,139 @@ impl Admin {
             ThawKind::Promote => Vec::new(),
         };
         Ok(prepared)
+    }
+
+    /// **[stormcell]** Asks `device` the ancestry questions of a plan about its commit
+    /// graph; `None` when there is nothing to ask, an error (why) when it cannot answer.
+    async fn ancestry_of(
+        &self,
+        topology: &Topology,
+        repo: &RepoId,
+        device: &DeviceId,
+        queries: Vec<AncestryQuery>,
+    ) -> Result<Option<GraphAnswers>, String> {
+        if queries.is_empty() {
+            return Ok(None);
+        }
+        let request = Request::PeerAncestry {
+            repo: repo.clone(),
+            queries: queries.clone(),
+        };
+        let limit = self.config.timing.peer_request * 3;
+        match self.call(topology, device, &request, limit).await? {
+            Response::Ancestry { answers } if answers.len() == queries.len() => Ok(Some(
+                queries
+                    .into_iter()
+                    .zip(answers)
+                    .map(|(q, a)| ((q.ancestor, q.descendant), a))
+                    .collect(),
+            )),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// **[stormcell]** Has every device whose working copy holds values the plans of `p`
+    /// discard write them to a salvage bundle, and returns the records to enter in the
+    /// database. Values seen only in the push log are noted in `outcome` as unbundled.
+    /// Fails, naming the device and the reason, when a bundle cannot be written.
+    async fn bundle(
+        &self,
+        topology: &Topology,
+        p: &Prepared,
+        at_ms: u64,
+        outcome: &mut ThawOutcome,
+    ) -> Result<Vec<SalvageRecord>, AdminError> {
+        let mut by_device: BTreeMap<DeviceId, Refs> = BTreeMap::new();
+        let mut log_only: BTreeMap<DeviceId, usize> = BTreeMap::new();
+        for plan in &p.plans {
+            for d in &plan.discards {
+                match d.source {
+                    DiscardSource::WorkingCopy => {
+                        by_device
+                            .entry(d.device.clone())
+                            .or_default()
+                            .insert(d.ref_name.clone(), d.commit.clone());
+                    }
+                    DiscardSource::PushLog { .. } => {
+                        *log_only.entry(d.device.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        // A demoted device whose copy could not be read (often a dead one) has nothing to
+        // bundle even when the log lists nothing of its own: say so all the same.
+        for plan in &p.plans {
+            if plan.kind == ThawKind::Demote && !p.snapshots.contains_key(&plan.device) {
+                log_only.entry(plan.device.clone()).or_default();
+            }
+        }
+        for (device, n) in log_only {
+            let reason = if n == 0 {
+                "the device's working copy could not be read, so there is nothing to bundle; \
+                 writes on it that were never recorded are lost with it"
+                    .to_owned()
+            } else {
+                format!(
+                    "{n} discarded value(s) seen only in the push log: the device's working \
+                     copy could not be read or no longer holds them, so there is nothing to \
+                     bundle"
+                )
+            };
+            outcome.unbundled.push(Unbundled {
+                repo: p.repo.clone(),
+                device,
+                reason,
+            });
+        }
+        let mut records = Vec::new();
+        for (device, refs) in by_device {
+            let version = p
+                .rows
+                .iter()
+                .find(|r| r.device == device)
+                .map(|r| r.version);
+            let label = format!(
+                "{device}-v{}-{at_ms}",
+                version.map_or_else(|| "none".to_owned(), |v| v.to_string())
+            );
+            let request = Request::SalvageBundle {
+                repo: p.repo.clone(),
+                label,
+                refs: refs.clone(),
+            };
+            let limit = self.config.timing.lock_budget + self.config.timing.peer_request * 6;
+            let refused = |reason: String| AdminError::SalvageBundle {
+                repo: p.repo.clone(),
+                device: device.clone(),
+                reason,
+            };
+            let bundle = match self.call(topology, &device, &request, limit).await {
+                Ok(Response::Bundle { bundle }) if bundle.refs == refs => bundle,
+                Ok(Response::Bundle { bundle }) => {
+                    return Err(refused(format!(
+                        "the bundle at {} holds other refs than asked",
+                        bundle.location
+                    )))
+                }
+                Ok(other) => return Err(refused(format!("unexpected answer {other:?}"))),
+                Err(e) => return Err(refused(e)),
+            };
+            self.emit(format!(
+                "thaw: bundled {} ref(s) of {device} for {} at {}",
+                refs.len(),
+                p.repo,
+                bundle.location
+            ));
+            records.push(SalvageRecord {
+                repo: p.repo.clone(),
+                device,
+                version,
+                at_ms,
+                location: bundle.location,
+                refs,
+            });
+        }
+        Ok(records)
     }
 
     /// The refs of a leader among the rows that survive a demote: active devices first,

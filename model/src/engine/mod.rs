@@ -6,6 +6,7 @@ mod locks;
 mod read_only;
 mod read_sync;
 mod recovery;
+mod salvage;
 mod write_sync;
 
 use std::sync::{Arc, Mutex};

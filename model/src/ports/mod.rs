@@ -12,4 +12,4 @@ pub use env::{
     BackgroundTask, Clock, Event, Events, Failpoints, Random, Spawn, TokioSpawn, WritePoint,
 };
 pub use net::{BoxConn, Connection, Listener, Network};
-pub use store::{PushApplied, PushPayload, Snapshot, Store};
+pub use store::{valid_bundle_label, PushApplied, PushPayload, SalvageBundle, Snapshot, Store};

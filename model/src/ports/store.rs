@@ -51,6 +51,28 @@ impl Snapshot {
     }
 }
 
+/// **[stormcell]** A salvage bundle (PROTOCOL.md 12, "Thaw and salvage"): refs a thaw
+/// discarded and every object they reach, kept on the device whose data they were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalvageBundle {
+    /// Where the bundle is, as its device names it (for the daemon, the file's path).
+    pub location: String,
+    /// The refs it holds, under their names in the discarded working copy.
+    pub refs: BTreeMap<String, Oid>,
+}
+
+/// Whether `label` may name a salvage bundle: letters, digits, `-`, `_` and `.`, not
+/// starting with a dot, at most 200 characters. A label is a file name on the daemon, so
+/// nothing that could climb out of the salvage directory is accepted.
+pub fn valid_bundle_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 200
+        && !label.starts_with('.')
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// The working copies of one device.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -90,4 +112,27 @@ pub trait Store: Send + Sync {
         repo: &RepoId,
         generation: &Generation,
     ) -> Result<(), StoreError>;
+    /// **[stormcell]** Whether `ancestor` is `descendant` or one of its ancestors in the
+    /// working copy's commit graph (the objects, not the push log: a force push or a push
+    /// of many commits shows as it is). `false` when either commit is not in the working
+    /// copy.
+    async fn is_ancestor(
+        &self,
+        repo: &RepoId,
+        ancestor: &Oid,
+        descendant: &Oid,
+    ) -> Result<bool, StoreError>;
+    /// **[stormcell]** Writes `refs` and every object they reach to the salvage bundle
+    /// `label` of `repo` (see [`valid_bundle_label`]), durable when this returns; a bundle
+    /// of the same label is replaced. The commits need not be reachable from the working
+    /// copy's refs any more, only present. Fails, keeping no bundle, when a commit is
+    /// missing, `refs` is empty, the label is invalid, or the disk refuses the write.
+    async fn write_salvage_bundle(
+        &self,
+        repo: &RepoId,
+        label: &str,
+        refs: &BTreeMap<String, Oid>,
+    ) -> Result<SalvageBundle, StoreError>;
+    /// **[stormcell]** The salvage bundles kept for `repo`, in label order.
+    async fn salvage_bundles(&self, repo: &RepoId) -> Result<Vec<SalvageBundle>, StoreError>;
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 use crate::ids::{Digest, LockOwner, Oid, RepoId, Version};
-use crate::ports::store::{PushPayload, Snapshot};
+use crate::ports::store::{PushPayload, SalvageBundle, Snapshot};
 
 /// A request: the first and only frame a caller sends on a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +63,34 @@ pub enum Request {
         /// The interrupted writer's token.
         owner: LockOwner,
     },
+    /// **[stormcell]** An operator's thaw plan asks, of each pair, whether the first commit
+    /// is the second or one of its ancestors in this device's working copy (PROTOCOL.md
+    /// 12: plans read ancestry from the commit graph).
+    PeerAncestry {
+        /// The repository.
+        repo: RepoId,
+        /// The questions, answered in order.
+        queries: Vec<AncestryQuery>,
+    },
+    /// **[stormcell]** An operator's thaw has this device keep refs it is about to discard
+    /// in a salvage bundle, before the version row changes (PROTOCOL.md 12).
+    SalvageBundle {
+        /// The repository.
+        repo: RepoId,
+        /// The bundle's label (see [`crate::ports::valid_bundle_label`]).
+        label: String,
+        /// The refs to keep, under their names in this working copy.
+        refs: BTreeMap<String, Oid>,
+    },
+}
+
+/// One ancestry question of [`Request::PeerAncestry`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AncestryQuery {
+    /// The commit that may be an ancestor.
+    pub ancestor: Oid,
+    /// The commit it may be an ancestor of.
+    pub descendant: Oid,
 }
 
 /// What a recovery probe found.
@@ -120,6 +148,16 @@ pub enum Response {
     Probe {
         /// What was found.
         result: ProbeResult,
+    },
+    /// **[stormcell]** The answers to [`Request::PeerAncestry`], in the order asked.
+    Ancestry {
+        /// Whether each query's ancestor is its descendant or one of its ancestors.
+        answers: Vec<bool>,
+    },
+    /// **[stormcell]** A salvage bundle was written and is durable.
+    Bundle {
+        /// Where it is and what it holds.
+        bundle: SalvageBundle,
     },
     /// The request failed.
     Error {

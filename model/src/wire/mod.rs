@@ -6,4 +6,4 @@ pub mod frame;
 pub mod message;
 
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
-pub use message::{ProbeResult, Request, Response};
+pub use message::{AncestryQuery, ProbeResult, Request, Response};

@@ -44,7 +44,8 @@ pub enum RepositoryCommand {
     /// Resolve a freeze by demoting devices or promoting one (PROTOCOL.md 7.1).
     ///
     /// Demote deletes the devices' version rows (data only they had is discarded, but
-    /// salvaged under refs/salvage/ where their working copies can be read); promote gives
+    /// where their working copies can be read it is first kept in a salvage bundle on that
+    /// device, data_dir/salvage/REPO/, and then pushed under refs/salvage/); promote gives
     /// a device version 0 of a repository that has no rows at all. Run it on a device
     /// host with --config so the plan can read the devices' working copies.
     Thaw {
@@ -335,6 +336,20 @@ fn print_thaw(outcome: &ThawOutcome, json: bool) -> anyhow::Result<()> {
             ThawKind::Promote => "promoted",
         };
         println!("{verb} {device} for {repo}");
+    }
+    for b in &outcome.bundles {
+        println!(
+            "bundled {} ref(s) of {} for {} in {} on {} (recover with: git fetch {} 'refs/*:refs/recovered/*')",
+            b.refs.len(),
+            b.device,
+            b.repo,
+            b.location,
+            b.device,
+            b.location
+        );
+    }
+    for u in &outcome.unbundled {
+        println!("not bundled for {} on {}: {}", u.repo, u.device, u.reason);
     }
     for s in &outcome.salvaged {
         match (&s.to, &s.error) {

@@ -4,8 +4,10 @@
 //! error naming it).
 
 use async_trait::async_trait;
-use stormcell_model::admin::{AdminDb, AdminSession, ConfigEdit};
-use stormcell_model::ids::{DeviceId, RepoId};
+use std::collections::BTreeMap;
+
+use stormcell_model::admin::{AdminDb, AdminSession, ConfigEdit, SalvageRecord};
+use stormcell_model::ids::{DeviceId, Oid, RepoId};
 use stormcell_model::rows::{NewPushEvent, PushEvent, PushKind, RefUpdate};
 use tokio_postgres::Row;
 
@@ -217,6 +219,54 @@ impl AdminSession for PgSession {
             .await?;
         rows.iter().map(push_event).collect()
     }
+
+    async fn record_salvage(&mut self, record: &SalvageRecord) -> Result<(), DbError> {
+        let refs = serde_json::to_value(&record.refs)
+            .map_err(|e| DbError::Query(format!("cannot encode salvage refs: {e}")))?;
+        let version = record.version.map(|v| v as i64);
+        self.timed(self.client()?.execute(
+            "INSERT INTO salvage_bundles (repo, device, version, written_ms, location, refs)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &record.repo.as_str(),
+                &record.device.as_str(),
+                &version,
+                &(record.at_ms as i64),
+                &record.location,
+                &refs,
+            ],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn salvage_records(&mut self, repo: &RepoId) -> Result<Vec<SalvageRecord>, DbError> {
+        let rows = self
+            .timed(self.client()?.query(
+                "SELECT repo, device, version, written_ms, location, refs
+                   FROM salvage_bundles WHERE repo = $1 ORDER BY id",
+                &[&repo.as_str()],
+            ))
+            .await?;
+        rows.iter().map(salvage_record).collect()
+    }
+}
+
+fn salvage_record(r: &Row) -> Result<SalvageRecord, DbError> {
+    let refs: serde_json::Value = r.try_get("refs").map_err(query_error)?;
+    let refs: BTreeMap<String, Oid> = serde_json::from_value(refs)
+        .map_err(|e| DbError::Query(format!("unreadable salvage refs: {e}")))?;
+    Ok(SalvageRecord {
+        repo: RepoId::new(r.try_get::<_, String>("repo").map_err(query_error)?),
+        device: DeviceId::new(r.try_get::<_, String>("device").map_err(query_error)?),
+        version: r
+            .try_get::<_, Option<i64>>("version")
+            .map_err(query_error)?
+            .map(|v| v as u64),
+        at_ms: r.try_get::<_, i64>("written_ms").map_err(query_error)? as u64,
+        location: r.try_get("location").map_err(query_error)?,
+        refs,
+    })
 }
 
 #[cfg(test)]

@@ -89,6 +89,23 @@ CREATE TABLE cluster_generation (
 INSERT INTO cluster_generation (id, promotions) VALUES (1, 0);
 "#,
     },
+    Migration {
+        version: 3,
+        name: "salvage bundles written by thaws (PROTOCOL.md 12)",
+        sql: r#"
+CREATE TABLE salvage_bundles (
+    id bigserial PRIMARY KEY,
+    repo text NOT NULL,
+    device text NOT NULL,
+    version bigint,
+    written_ms bigint NOT NULL,
+    location text NOT NULL,
+    refs jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX salvage_bundles_repo ON salvage_bundles (repo, id);
+"#,
+    },
 ];
 
 /// Applies every migration not applied yet, in one transaction per migration, and returns

@@ -23,6 +23,8 @@ pub struct Output {
     pub stderr: Vec<u8>,
     /// Whether it exited with status 0.
     pub success: bool,
+    /// Its exit status, when it exited (not killed by a signal).
+    pub code: Option<i32>,
 }
 
 impl Git {
@@ -80,6 +82,7 @@ impl Git {
             stdout: out.stdout,
             stderr: out.stderr,
             success: out.status.success(),
+            code: out.status.code(),
         })
     }
 

@@ -7,6 +7,12 @@
 //! [`ObjectFetcher`] (the daemon's goes over the peer connection, [`crate::objects`]), and
 //! then sets every ref in one transaction. Git is configured to fsync objects and refs; [`Store::sync`] adds
 //! the directories.
+//!
+//! **[stormcell]** Salvage bundles (PROTOCOL.md 12) are real Git bundles under
+//! `<data>/salvage/<name>/<label>.bundle`, made by `git bundle create` in a scratch bare
+//! repository that borrows the working copy's objects (an alternate) and holds only the refs
+//! to keep, so the working copy's own refs never change. Ancestry questions go to
+//! `git merge-base --is-ancestor`.
 
 pub mod durable;
 pub mod git;
@@ -19,7 +25,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stormcell_model::error::StoreError;
 use stormcell_model::ids::{Generation, Oid, RepoId, Version};
-use stormcell_model::ports::{PushApplied, PushPayload, Snapshot, Store};
+use stormcell_model::ports::{
+    valid_bundle_label, PushApplied, PushPayload, SalvageBundle, Snapshot, Store,
+};
 use stormcell_model::rows::RefUpdate;
 use tokio::sync::Mutex;
 
@@ -95,6 +103,8 @@ pub trait ObjectFetcher: Send + Sync {
 /// The working copies of this device.
 pub struct GitStore {
     root: PathBuf,
+    /// `<data>/salvage`: one directory of bundles per repository.
+    salvage: PathBuf,
     git: Git,
     device: String,
     objects: OnceLock<Arc<dyn ObjectFetcher>>,
@@ -128,6 +138,7 @@ impl GitStore {
         std::fs::create_dir_all(&root).map_err(|e| io_err("cannot create", &root, e))?;
         Ok(GitStore {
             root,
+            salvage: data_dir.join("salvage"),
             git,
             device: device.to_owned(),
             objects: OnceLock::new(),
@@ -156,6 +167,69 @@ impl GitStore {
     fn generation_path(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
         check_name(repo.as_str())?;
         Ok(self.root.join(format!("{repo}.generation")))
+    }
+
+    /// The directory of a repository's salvage bundles (which may not exist yet).
+    pub fn salvage_dir(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
+        check_name(repo.as_str())?;
+        Ok(self.salvage.join(repo.as_str()))
+    }
+
+    /// Writes the bundle of `refs` at `file` through a scratch repository at `scratch`
+    /// whose only objects are the working copy's at `path` (an alternate).
+    async fn create_bundle(
+        &self,
+        path: &Path,
+        scratch: &Path,
+        file: &Path,
+        refs: &BTreeMap<String, Oid>,
+    ) -> Result<(), StoreError> {
+        let dir = scratch
+            .parent()
+            .ok_or_else(|| StoreError(format!("no parent of {}", scratch.display())))?
+            .to_path_buf();
+        let mut cmd = self.git.command(&dir);
+        cmd.args(["init", "--bare", "--quiet"]).arg(scratch);
+        self.git.run_ok(cmd, b"", "git init").await?;
+        let objects = std::path::absolute(path.join("objects"))
+            .map_err(|e| io_err("cannot resolve", path, e))?;
+        let alternates = scratch.join("objects").join("info").join("alternates");
+        std::fs::write(&alternates, format!("{}\n", objects.display()))
+            .map_err(|e| io_err("cannot write", &alternates, e))?;
+        let mut script = String::new();
+        for (name, oid) in refs {
+            script.push_str(&format!("create {name} {oid}\n"));
+        }
+        let mut cmd = self.git.command(scratch);
+        cmd.args(["update-ref", "--stdin"]);
+        self.git
+            .run_ok(cmd, script.as_bytes(), "setting the salvage refs")
+            .await?;
+        let mut cmd = self.git.command(scratch);
+        cmd.args(["bundle", "create", "--quiet"]).arg(file);
+        cmd.args(refs.keys());
+        self.git.run_ok(cmd, b"", "git bundle create").await?;
+        Ok(())
+    }
+
+    /// The refs a bundle file holds (`git bundle list-heads`), after `git bundle verify`
+    /// accepted it in the working copy at `path`.
+    async fn bundle_heads(
+        &self,
+        path: &Path,
+        file: &Path,
+    ) -> Result<BTreeMap<String, Oid>, StoreError> {
+        let mut cmd = self.git.command(path);
+        cmd.args(["bundle", "verify", "--quiet"]).arg(file);
+        self.git.run_ok(cmd, b"", "git bundle verify").await?;
+        let mut cmd = self.git.command(path);
+        cmd.args(["bundle", "list-heads"]).arg(file);
+        let out = self.git.run_ok(cmd, b"", "git bundle list-heads").await?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(oid, name)| (name.to_owned(), Oid::new(oid)))
+            .collect())
     }
 
     /// The working copy's path, creating an empty repository first if there is none.
@@ -610,5 +684,148 @@ impl Store for GitStore {
             durable::write_atomic(&path, &bytes).map_err(|e| io_err("cannot write", &path, e))
         })
         .await
+    }
+
+    async fn is_ancestor(
+        &self,
+        repo: &RepoId,
+        ancestor: &Oid,
+        descendant: &Oid,
+    ) -> Result<bool, StoreError> {
+        let path = self.ensure(repo).await?;
+        let wanted = [ancestor.as_str(), descendant.as_str()];
+        if !self.missing_objects(&path, &wanted).await?.is_empty() {
+            return Ok(false);
+        }
+        let mut cmd = self.git.command(&path);
+        cmd.args([
+            "merge-base",
+            "--is-ancestor",
+            ancestor.as_str(),
+            descendant.as_str(),
+        ]);
+        let out = self.git.run(cmd, b"").await?;
+        // Exit 1 is Git's "no"; anything else but 0 is a failure to answer.
+        match out.code {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(StoreError(format!(
+                "git merge-base --is-ancestor {ancestor} {descendant} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+        }
+    }
+
+    async fn write_salvage_bundle(
+        &self,
+        repo: &RepoId,
+        label: &str,
+        refs: &BTreeMap<String, Oid>,
+    ) -> Result<SalvageBundle, StoreError> {
+        if !valid_bundle_label(label) {
+            return Err(StoreError(format!(
+                "invalid salvage bundle label {label:?}"
+            )));
+        }
+        if refs.is_empty() {
+            return Err(StoreError(format!(
+                "salvage bundle {label} of {repo}: no refs to keep"
+            )));
+        }
+        if let Some(name) = refs.keys().find(|n| !n.starts_with("refs/")) {
+            return Err(StoreError(format!(
+                "salvage bundle {label} of {repo}: {name:?} is not a ref under refs/"
+            )));
+        }
+        let path = self.ensure(repo).await?;
+        let wanted: Vec<&str> = refs.values().map(Oid::as_str).collect();
+        let missing = self.missing_objects(&path, &wanted).await?;
+        if let Some(oid) = missing.first() {
+            return Err(StoreError(format!(
+                "salvage bundle {label} of {repo}: missing object {oid}"
+            )));
+        }
+        let dir = self.salvage_dir(repo)?;
+        let dir2 = dir.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&dir2).map_err(|e| io_err("cannot create", &dir2, e))
+        })
+        .await?;
+        let scratch = dir.join(format!(".scratch-{label}.git"));
+        let partial = dir.join(format!(".{label}.bundle.partial"));
+        let file = dir.join(format!("{label}.bundle"));
+        for leftover in [&scratch, &partial] {
+            if leftover.is_dir() {
+                std::fs::remove_dir_all(leftover)
+                    .map_err(|e| io_err("cannot clear", leftover, e))?;
+            } else if leftover.exists() {
+                std::fs::remove_file(leftover).map_err(|e| io_err("cannot clear", leftover, e))?;
+            }
+        }
+        let made = self.create_bundle(&path, &scratch, &partial, refs).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+        // Durable before it is named: the file, then its name in the directory.
+        let (partial2, file2, dir2) = (partial.clone(), file.clone(), dir.clone());
+        let placed = blocking(move || {
+            durable::fsync(&partial2).map_err(|e| io_err("cannot sync", &partial2, e))?;
+            std::fs::rename(&partial2, &file2).map_err(|e| io_err("cannot move", &partial2, e))?;
+            durable::fsync(&dir2).map_err(|e| io_err("cannot sync", &dir2, e))?;
+            if let Some(parent) = dir2.parent() {
+                durable::fsync(parent).map_err(|e| io_err("cannot sync", parent, e))?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+        let held = self.bundle_heads(&path, &file).await?;
+        if &held != refs {
+            return Err(StoreError(format!(
+                "salvage bundle {} holds {} ref(s), not the {} asked for",
+                file.display(),
+                held.len(),
+                refs.len()
+            )));
+        }
+        tracing::info!(repo = %repo, bundle = %file.display(), refs = refs.len(), "wrote salvage bundle");
+        Ok(SalvageBundle {
+            location: file.display().to_string(),
+            refs: held,
+        })
+    }
+
+    async fn salvage_bundles(&self, repo: &RepoId) -> Result<Vec<SalvageBundle>, StoreError> {
+        let dir = self.salvage_dir(repo)?;
+        let mut files = Vec::new();
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.map_err(|e| io_err("cannot list", &dir, e))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !name.starts_with('.') && name.ends_with(".bundle") {
+                        files.push(entry.path());
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot list", &dir, e)),
+        }
+        files.sort();
+        let path = self.ensure(repo).await?;
+        let mut out = Vec::new();
+        for file in files {
+            let refs = self.bundle_heads(&path, &file).await?;
+            out.push(SalvageBundle {
+                location: file.display().to_string(),
+                refs,
+            });
+        }
+        Ok(out)
     }
 }

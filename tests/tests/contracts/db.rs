@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use stormcell_model::admin::{AdminDb, ConfigEdit};
+use stormcell_model::admin::{AdminDb, ConfigEdit, SalvageRecord};
 use stormcell_model::error::DbError;
 use stormcell_model::failover::{DbHostConfig, DbRole};
 use stormcell_model::ids::{DeviceId, Digest, LockOwner, Oid, RepoId, ServiceId};
@@ -392,6 +392,38 @@ pub(crate) async fn admin_edits_and_demotes<E: DbEnv>(env: E) -> Checked {
     assert!(admin.delete_row(&r1(), &dev(1)).await?);
     assert!(!admin.delete_row(&r1(), &dev(1)).await?);
     assert!(admin.rows(&r1()).await?.is_empty());
+    Ok(())
+}
+
+/// Salvage bundles are recorded with device, version, time, location and refs, and read
+/// back per repository, oldest first, on a new session.
+pub(crate) async fn salvage_bundles_are_recorded<E: DbEnv>(env: E) -> Checked {
+    seed(&env).await?;
+    let mut admin = env.admin().connect_admin().await?;
+    assert!(admin.salvage_records(&r1()).await?.is_empty());
+    let record = |device: u32, version: Option<u64>, at_ms: u64, repo: &str| SalvageRecord {
+        repo: RepoId::new(repo),
+        device: dev(device),
+        version,
+        at_ms,
+        location: format!("/data/salvage/{repo}/repo00{device}-{at_ms}.bundle"),
+        refs: [
+            ("refs/heads/main".to_owned(), Oid::new("c3")),
+            ("refs/tags/t".to_owned(), Oid::new("c1")),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let later = record(1, Some(7), 2_000, "R1");
+    let earlier = record(2, None, 1_000, "R1");
+    admin.record_salvage(&later).await?;
+    admin.record_salvage(&earlier).await?;
+    admin.record_salvage(&record(1, Some(3), 500, "R2")).await?;
+    drop(admin);
+    let mut admin = env.admin().connect_admin().await?;
+    // Oldest first is the order they were recorded in, not their times.
+    assert_eq!(admin.salvage_records(&r1()).await?, vec![later, earlier]);
+    assert_eq!(admin.salvage_records(&RepoId::new("R2")).await?.len(), 1);
     Ok(())
 }
 

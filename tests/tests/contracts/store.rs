@@ -316,3 +316,116 @@ pub async fn an_import_with_a_missing_object_changes_nothing<K: StoreKit>(mut ki
     assert_eq!(b.refs(&r).await?, before);
     Ok(())
 }
+
+/// Ancestry comes from the commit graph: the commits in between of a push of several
+/// count, and a force push that moves a ref to unrelated history is no descent, whatever
+/// the ref's old value was.
+pub async fn ancestry_is_read_from_the_commit_graph<K: StoreKit>(mut kit: K) -> Checked {
+    let mut s = kit.device();
+    let r = repo();
+    let main = "refs/heads/main";
+    let c1 = kit.commit(None);
+    let c2 = kit.commit(Some(&c1));
+    let c3 = kit.commit(Some(&c2));
+    let side = kit.commit(Some(&c2));
+    let other = kit.commit(None);
+    let unknown = kit.unknown_oid();
+    // Nothing is an ancestor of anything in an empty copy, not even of itself.
+    assert!(!s.is_ancestor(&r, &c1, &c1).await?);
+
+    // One push of three commits.
+    push_ok(&mut kit, &s, vec![update(main, None, Some(&c3))]).await?;
+    push_ok(
+        &mut kit,
+        &s,
+        vec![update("refs/heads/side", None, Some(&side))],
+    )
+    .await?;
+    for (a, d, expected) in [
+        (&c1, &c3, true),
+        (&c2, &c3, true),
+        (&c3, &c3, true),
+        (&c3, &c1, false),
+        (&side, &c3, false),
+        (&c2, &side, true),
+        (&unknown, &c3, false),
+        (&c3, &unknown, false),
+    ] {
+        assert_eq!(s.is_ancestor(&r, a, d).await?, expected, "{a} of {d}");
+    }
+
+    // A force push to unrelated history: c3 is not an ancestor of the new value, and the
+    // commits it left behind are still in the graph.
+    push_ok(&mut kit, &s, vec![update(main, Some(&c3), Some(&other))]).await?;
+    assert!(!s.is_ancestor(&r, &c3, &other).await?);
+    assert!(!s.is_ancestor(&r, &other, &c3).await?);
+    assert!(s.is_ancestor(&r, &c1, &c3).await?);
+    // A rewind: main back to c1, which c3 descends from, not the other way round.
+    push_ok(&mut kit, &s, vec![update(main, Some(&other), Some(&c1))]).await?;
+    assert!(!s.is_ancestor(&r, &c3, &c1).await?);
+    assert!(s.is_ancestor(&r, &c1, &c3).await?);
+
+    s.sync(&r).await?;
+    s = kit.restart(s);
+    assert!(s.is_ancestor(&r, &c2, &side).await?);
+    assert!(!s.is_ancestor(&r, &side, &c2).await?);
+    Ok(())
+}
+
+/// A salvage bundle keeps the refs it is given with their objects, even commits no ref
+/// of the working copy points at any more; it is durable when written, leaves the working
+/// copy's refs alone, is listed in label order, and a bundle that cannot be complete (a
+/// missing commit), has nothing in it or an unsafe label is refused and not kept.
+pub async fn a_salvage_bundle_keeps_refs_the_copy_no_longer_holds<K: StoreKit>(
+    mut kit: K,
+) -> Checked {
+    let mut s = kit.device();
+    let r = repo();
+    let main = "refs/heads/main";
+    let c1 = kit.commit(None);
+    let c2 = kit.commit(Some(&c1));
+    let c3 = kit.commit(Some(&c2));
+    let other = kit.commit(None);
+    push_ok(&mut kit, &s, vec![update(main, None, Some(&c3))]).await?;
+    push_ok(&mut kit, &s, vec![update(main, Some(&c3), Some(&other))]).await?;
+    s.sync(&r).await?;
+    let refs_before = s.refs(&r).await?;
+    let digest = s.digest(&r).await?;
+    assert!(s.salvage_bundles(&r).await?.is_empty());
+
+    let kept = refs(&[(main, &c3), ("refs/tags/t", &c1)]);
+    let first = s.write_salvage_bundle(&r, "b-second", &kept).await?;
+    assert_eq!(first.refs, kept);
+    assert!(first.location.contains("b-second"), "{}", first.location);
+    let second = s
+        .write_salvage_bundle(&r, "a-first", &refs(&[(main, &other)]))
+        .await?;
+    assert_eq!(s.refs(&r).await?, refs_before, "a bundle moves no ref");
+    assert_eq!(s.digest(&r).await?, digest);
+
+    // Refused, and nothing kept: a missing commit, no refs, labels that are not a name.
+    let missing = refs(&[(main, &kit.unknown_oid())]);
+    assert!(s
+        .write_salvage_bundle(&r, "c-missing", &missing)
+        .await
+        .is_err());
+    assert!(s
+        .write_salvage_bundle(&r, "c-empty", &BTreeMap::new())
+        .await
+        .is_err());
+    for label in ["../escape", "a/b", ".hidden", ""] {
+        assert!(
+            s.write_salvage_bundle(&r, label, &kept).await.is_err(),
+            "label {label:?}"
+        );
+    }
+
+    // Durable as written: no sync after it.
+    s = kit.restart(s);
+    let listed = s.salvage_bundles(&r).await?;
+    assert_eq!(listed, vec![second, first]);
+    assert!(s.salvage_bundles(&RepoId::new("R2")).await?.is_empty());
+    // The commits behind a bundled ref are still an answerable history.
+    assert!(s.is_ancestor(&r, &c1, &c3).await?);
+    Ok(())
+}
