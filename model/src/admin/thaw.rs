@@ -314,7 +314,7 @@ impl Admin {
             };
             // Every bundle is written before any row changes, so a refusal changes nothing.
             let mut bundles = Vec::new();
-            if stormcell {
+            if rules.salvage_bundle {
                 for p in &prepared {
                     bundles.push(self.bundle(&topology, p, at_ms, &mut outcome).await?);
                 }
@@ -427,11 +427,11 @@ impl Admin {
             }
         };
         let answers = match &kept {
-            Some((device, refs)) => {
+            Some((device, refs)) if rules.plan_reads_commit_graph => {
                 let queries = graph_queries(refs, &copies, &events);
                 self.ancestry_of(topology, repo, device, queries).await
             }
-            None => Ok(None),
+            _ => Ok(None),
         };
         let graph = match &answers {
             Ok(Some(a)) => Graph::Read(a),
