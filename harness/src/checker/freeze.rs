@@ -25,7 +25,8 @@
 //! - (d) A write interruption needs a cause. `writing = true` is left behind for another
 //!   writer to see only when a writer's database session died mid-push, which takes a fault
 //!   on the writer's device or database link, or on the database host, while its push was
-//!   running on the server. So a push X refused as a write interruption on repository R is
+//!   running on the server, or a promotion that lost the row clearing a push's `writing`
+//!   (the flag is back on the new primary, though the push ended). So a push X refused as a write interruption on repository R is
 //!   justified iff some other push P on R (any client, device, outcome or phase), invoked
 //!   before X was refused, was hit at a moment `h` no later than X's refusal, and X was
 //!   invoked while the freeze P left can still last. P's server-side window is
@@ -484,6 +485,21 @@ fn interrupted_pushes<'h>(
                 }
             }
         }
+        // A promotion that loses the row clearing this push's `writing` brings the flag
+        // back on the new primary, after the push itself completed.
+        let cleared = format!("finish_write {}/{}", op.repo, op.device);
+        for f in history.faults.iter().filter(|f| {
+            f.kind == FaultKind::Promote && f.at_ms >= from && f.detail.contains(&cleared)
+        }) {
+            hits.push((
+                f.at_ms,
+                format!(
+                    "promotion of {} at {} (its record of the push was lost)",
+                    f.hosts.join(","),
+                    secs(f.at_ms)
+                ),
+            ));
+        }
         let Some((hit_ms, fault)) = hits.into_iter().min() else {
             continue;
         };
@@ -688,6 +704,29 @@ mod tests {
         assert_eq!(judged("R1", 40_000).violations.len(), 1);
         // Nor does one whose freeze has long ended.
         assert_eq!(judged("R2", 200_000).violations.len(), 1);
+    }
+
+    #[test]
+    fn a_promotion_that_lost_a_pushs_clearing_row_justifies_the_freeze_it_brings_back() {
+        let judged = |lost: &str| {
+            let mut b = HistoryBuilder::new();
+            b.push("R2", 1_000, 2_000, &[(MAIN, Some("c0"), "c1")], ok());
+            let detail = format!("promoted at #9; lost database rows: #8 {lost}");
+            b.fault_with(5_000, FaultKind::Promote, &["db-r1"], &detail);
+            interrupted(&mut b, "R1", 10_000, 10_100);
+            run(&b)
+        };
+        let v = judged("finish_write repo1/R2 version 1");
+        assert!(v.passed(), "{v}");
+        assert!(
+            v.notes.iter().any(|n| n.contains("promotion of db-r1")),
+            "{v}"
+        );
+        // A lost row of another device's write brings back no flag of this push.
+        assert_eq!(
+            judged("finish_write repo1/R3 version 1").violations.len(),
+            1
+        );
     }
 
     #[test]

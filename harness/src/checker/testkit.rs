@@ -274,6 +274,21 @@ impl HistoryBuilder {
         self
     }
 
+    /// Records a fault event with a detail (a promotion's lost rows, say).
+    pub(crate) fn fault_with(
+        &mut self,
+        at_ms: u64,
+        kind: FaultKind,
+        hosts: &[&str],
+        detail: &str,
+    ) -> &mut Self {
+        self.fault(at_ms, kind, hosts);
+        if let Some(f) = self.history.faults.last_mut() {
+            f.detail = detail.to_owned();
+        }
+        self
+    }
+
     /// Gives the run a database primary `db` and one replica `db-r1`.
     pub(crate) fn with_replica(&mut self) -> &mut Self {
         self.history.database = Some(DatabaseHosts {
