@@ -182,8 +182,10 @@ impl Engine {
         // it: serving (or counting) that copy would show a write that may yet be undone,
         // and copying over it would destroy what recovery adopts once the primary is back.
         // Reads go to another device until then; a copy that still has the write's
-        // pre-write digest holds nothing unrecorded.
-        if let Some(row) = own_row.filter(|r| r.writing && verify && self.hides_unrecorded_writes())
+        // pre-write digest holds nothing unrecorded. (On a new primary the first sync
+        // goes on: the normal sync after it recovers the write.)
+        if let Some(row) =
+            own_row.filter(|r| r.writing && read_only && verify && self.hides_unrecorded_writes())
         {
             if self.local.any_running(repo).is_none() {
                 let pre = row.write_props.as_ref().and_then(|p| p.pre_digest);
