@@ -1348,6 +1348,27 @@ fn lagging_promotion(pg: &std::path::Path, plant: Option<&str>) -> Vec<String> {
         );
     }
 
+    // A device that ran through the promotion takes writes again once its health records
+    // say so (a window of checks); the final phase starts when every device does.
+    for node in &cluster.nodes {
+        let t = Instant::now();
+        loop {
+            let c = client.commit(Some(&c3));
+            let branch = format!("refs/heads/writable-{}", node.name);
+            let (o, _) = client.push(node, "R1", &branch, None, &c, Phase::Workload);
+            let read_only = matches!(
+                o,
+                Outcome::Refused {
+                    error: ErrorKind::ReadOnly,
+                    ..
+                }
+            );
+            if !read_only || t.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     let nodes: Vec<_> = cluster.nodes.iter().collect();
     let failed = client.try_final_phase(&nodes, "R1");
     assert!(failed.is_empty() || !strict, "{}", failed.join("\n"));
