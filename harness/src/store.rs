@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use stormcell_model::error::StoreError;
 use stormcell_model::ids::{Generation, Oid, RepoId, Version};
 use stormcell_model::ports::{
-    valid_bundle_label, PushApplied, PushPayload, SalvageBundle, Snapshot, Store,
+    check_salvage_request, PushApplied, PushPayload, SalvageBundle, Snapshot, Store,
 };
 
 /// A simulated commit: an id and at most one parent.
@@ -629,16 +629,7 @@ impl Store for SimStore {
         label: &str,
         refs: &BTreeMap<String, Oid>,
     ) -> Result<SalvageBundle, StoreError> {
-        if !valid_bundle_label(label) {
-            return Err(StoreError(format!(
-                "invalid salvage bundle label {label:?}"
-            )));
-        }
-        if refs.is_empty() {
-            return Err(StoreError(format!(
-                "salvage bundle {label} of {repo}: no refs to keep"
-            )));
-        }
+        check_salvage_request(repo, label, refs)?;
         let mut st = self.lock();
         Self::check_disk(&st, "writing a salvage bundle", repo)?;
         let state = st.repos.entry(repo.clone()).or_default();

@@ -12,4 +12,7 @@ pub use env::{
     BackgroundTask, Clock, Event, Events, Failpoints, Random, Spawn, TokioSpawn, WritePoint,
 };
 pub use net::{BoxConn, Connection, Listener, Network};
-pub use store::{valid_bundle_label, PushApplied, PushPayload, SalvageBundle, Snapshot, Store};
+pub use store::{
+    check_salvage_request, valid_bundle_label, PushApplied, PushPayload, SalvageBundle, Snapshot,
+    Store,
+};

@@ -73,6 +73,26 @@ pub fn valid_bundle_label(label: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// Checks a salvage bundle request the same way on every adapter: a safe label and at
+/// least one ref to keep.
+pub fn check_salvage_request(
+    repo: &RepoId,
+    label: &str,
+    refs: &BTreeMap<String, Oid>,
+) -> Result<(), StoreError> {
+    if !valid_bundle_label(label) {
+        return Err(StoreError(format!(
+            "invalid salvage bundle label {label:?}"
+        )));
+    }
+    if refs.is_empty() {
+        return Err(StoreError(format!(
+            "salvage bundle {label} of {repo}: no refs to keep"
+        )));
+    }
+    Ok(())
+}
+
 /// The working copies of one device.
 #[async_trait]
 pub trait Store: Send + Sync {

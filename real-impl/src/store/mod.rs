@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use stormcell_model::error::StoreError;
 use stormcell_model::ids::{Generation, Oid, RepoId, Version};
 use stormcell_model::ports::{
-    valid_bundle_label, PushApplied, PushPayload, SalvageBundle, Snapshot, Store,
+    check_salvage_request, PushApplied, PushPayload, SalvageBundle, Snapshot, Store,
 };
 use stormcell_model::rows::RefUpdate;
 use tokio::sync::Mutex;
@@ -722,16 +722,7 @@ impl Store for GitStore {
         label: &str,
         refs: &BTreeMap<String, Oid>,
     ) -> Result<SalvageBundle, StoreError> {
-        if !valid_bundle_label(label) {
-            return Err(StoreError(format!(
-                "invalid salvage bundle label {label:?}"
-            )));
-        }
-        if refs.is_empty() {
-            return Err(StoreError(format!(
-                "salvage bundle {label} of {repo}: no refs to keep"
-            )));
-        }
+        check_salvage_request(repo, label, refs)?;
         if let Some(name) = refs.keys().find(|n| !n.starts_with("refs/")) {
             return Err(StoreError(format!(
                 "salvage bundle {label} of {repo}: {name:?} is not a ref under refs/"
