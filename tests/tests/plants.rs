@@ -11,10 +11,12 @@ fn caught(bug: Bug, scenario_name: &str, seeds: u64) {
     caught_by(bug, scenario_name, seeds, &[]);
 }
 
-/// Like [`caught`]; when `checkers` is not empty, the first failing seed must have a
-/// violation from one of them.
+/// Like [`caught`]; when `checkers` is not empty, some seed in the range must fail with a
+/// violation from one of them. A plant may show first as another failure (a freeze that
+/// never resolves, say); every failing seed on the way must still replay exactly.
 fn caught_by(bug: Bug, scenario_name: &str, seeds: u64, checkers: &[CheckerId]) {
     let s = scenario::builtin_named(scenario_name).expect("built-in scenario");
+    let mut other_failures = Vec::new();
     for seed in 0..seeds {
         let spec = RunSpec {
             scenario: s.clone(),
@@ -36,14 +38,16 @@ fn caught_by(bug: Bug, scenario_name: &str, seeds: u64, checkers: &[CheckerId]) 
                 .iter()
                 .flat_map(|v| v.violations.iter().map(|x| x.checker))
                 .collect();
-            assert!(
-                checkers.is_empty() || found.iter().any(|c| checkers.contains(c)),
-                "{bug}: seed {seed} failed through {found:?}, not {checkers:?}"
-            );
-            return;
+            if checkers.is_empty() || found.iter().any(|c| checkers.contains(c)) {
+                return;
+            }
+            other_failures.push((seed, found));
         }
     }
-    panic!("planted bug {bug} was not caught in {seeds} seeds of {scenario_name}");
+    panic!(
+        "planted bug {bug} was not caught as {checkers:?} in {seeds} seeds of \
+         {scenario_name}; other failures: {other_failures:?}"
+    );
 }
 
 #[test]
@@ -213,17 +217,13 @@ fn determinism_same_seed_same_trace() {
 #[test]
 fn epoch_in_memory_is_caught() {
     // The restarted device serves reads without the push the old primary acknowledged,
-    // then writes over it; or (seed 48) a write it trusted the promoted rows for stays
-    // frozen for good, and the cluster never converges.
+    // then writes over it. Earlier seeds (48) show it first as a freeze that never
+    // resolves: an unacknowledged write it trusted the promoted rows for stays fenced.
     caught_by(
         Bug::EpochInMemory,
         "db-promote-restart",
         300,
-        &[
-            CheckerId::StaleRead,
-            CheckerId::Durability,
-            CheckerId::Convergence,
-        ],
+        &[CheckerId::StaleRead, CheckerId::Durability],
     );
 }
 
