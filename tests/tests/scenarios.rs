@@ -385,6 +385,11 @@ fn seeds_that_once_failed_pass() {
         // old version as if current: every peer answered, so a read that missed a push
         // acknowledged on the primary was served as fresh.
         ("swarm", 263, "a restored device vouched for a stale read"),
+        // Every other device copied the newest push from its only holder, but the database
+        // went away before their rows recorded it; the holder then lost its disk. The
+        // copies matched the version no row of theirs claimed, so each waited for the
+        // lost leader forever and the acknowledged push was as good as gone.
+        ("swarm", 302, "copies of the newest version left unrecorded"),
     ] {
         assert_passes(name, seed, found);
     }

@@ -313,6 +313,12 @@ impl Engine {
             });
         }
         let before = mine.map(|r| r.version);
+        if let Some(settled) = self
+            .settle_held_copy(session, repo, &rows, &leaders, before, waited_ms)
+            .await?
+        {
+            return Ok(settled);
+        }
         let candidates = leaders.fetchable(
             &self.device,
             |d| topology.is_active(repo, d),
@@ -405,6 +411,75 @@ impl Engine {
             leaders: leaders.leaders.clone(),
             last_error,
         })
+    }
+
+    /// **[stormcell]** PROTOCOL.md 12: a copy from a leader can land in the working copy
+    /// without its version being recorded (the database went away between the two, the
+    /// process crashed, or a read-only sync copied it). When this device's refs already
+    /// have the digest a leader's row records for the newest version, the device holds that
+    /// version: its row says so at once, with no fetch. Without this, a device whose only
+    /// leader then lost its disk would keep the newest acknowledged push in its working
+    /// copy and yet wait forever for a leader to copy it from. `Ok(None)` when it does not
+    /// hold that version; otherwise what the pass returns (`Some(None)`: the rows changed
+    /// meanwhile and the sync starts over).
+    async fn settle_held_copy(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        rows: &[VersionRow],
+        leaders: &Leaders,
+        before: Option<Version>,
+        waited_ms: u64,
+    ) -> Result<Option<Option<SyncOutcome>>, ClusterError> {
+        let rules = self.config.rules();
+        let Some(max) = leaders.max else {
+            return Ok(None);
+        };
+        if !rules.device_incarnation
+            || !rules.sync_records_leader_digest
+            || self.plants.has(Bug::TrustEmptyWorkingCopy)
+        {
+            return Ok(None);
+        }
+        let digest = self.ports.store.digest(repo).await?;
+        let Some(held) = rows
+            .iter()
+            .find(|r| r.version == max && r.device != self.device && r.digest == Some(digest))
+        else {
+            return Ok(None);
+        };
+        let seen = row_versions(rows);
+        let condition = (rules.conditional_sync && !self.plants.has(Bug::UnconditionalSyncUpdate))
+            .then_some(seen.as_slice());
+        let changed = session
+            .set_version(repo, &self.device, max, Some(digest), condition)
+            .await?;
+        if !changed {
+            return Ok(Some(None));
+        }
+        self.ports.store.set_local_version(repo, max).await?;
+        self.record_sync(
+            session,
+            repo,
+            &held.device,
+            before,
+            Some(max),
+            waited_ms,
+            SyncResult::Sync,
+        )
+        .await;
+        self.emit(Event::Note {
+            text: format!(
+                "{repo}: working copy already holds version {max} (as recorded for {}); \
+                 its row now says so",
+                held.device
+            ),
+        });
+        Ok(Some(Some(SyncOutcome {
+            version: max,
+            synced_from: None,
+            possibly_stale: false,
+        })))
     }
 
     /// Fenced recovery of this device's own interrupted write, from a read: only when the
