@@ -341,9 +341,7 @@ impl Engine {
                     let rules = self.config.rules();
                     let recorded = rules.sync_records_leader_digest.then_some(digest);
                     let seen = row_versions(&rows);
-                    let condition = (rules.conditional_sync
-                        && !self.plants.has(Bug::UnconditionalSyncUpdate))
-                    .then_some(seen.as_slice());
+                    let condition = self.sync_condition(&seen);
                     let changed = session
                         .set_version(repo, &self.device, max, recorded, condition)
                         .await?;
@@ -449,8 +447,7 @@ impl Engine {
             return Ok(None);
         };
         let seen = row_versions(rows);
-        let condition = (rules.conditional_sync && !self.plants.has(Bug::UnconditionalSyncUpdate))
-            .then_some(seen.as_slice());
+        let condition = self.sync_condition(&seen);
         let changed = session
             .set_version(repo, &self.device, max, Some(digest), condition)
             .await?;
@@ -480,6 +477,16 @@ impl Engine {
             synced_from: None,
             possibly_stale: false,
         })))
+    }
+
+    /// **[stormcell]** The rows a sync's version update is conditional on (PROTOCOL.md 12):
+    /// the versions it read, so a demote, promote or write in between is not undone.
+    fn sync_condition<'a>(
+        &self,
+        seen: &'a [(DeviceId, Version)],
+    ) -> Option<&'a [(DeviceId, Version)]> {
+        (self.config.rules().conditional_sync && !self.plants.has(Bug::UnconditionalSyncUpdate))
+            .then_some(seen)
     }
 
     /// Fenced recovery of this device's own interrupted write, from a read: only when the
