@@ -138,8 +138,8 @@ struct State {
     writing: Option<String>,
     /// The device a `not_intact` condition found.
     not_intact: Option<String>,
-    /// The repository it was found in.
-    not_intact_repo: Option<String>,
+    /// Every repository it was found in, in name order.
+    not_intact_repos: Vec<String>,
     commits: u64,
 }
 
@@ -311,14 +311,28 @@ impl OperatorRun {
                 } else {
                     vec![RepoId::new(name)]
                 };
+                // The first lost device found, with every repository it alone held the
+                // newest version of: a person who finds one frozen repository on a lost
+                // disk gives up what that disk held in all of them at once.
+                let mut found: Option<(String, Vec<String>)> = None;
                 for repo in repos {
-                    if let Some(device) = self.not_intact(&repo).await {
-                        state.not_intact = Some(device);
-                        state.not_intact_repo = Some(repo.to_string());
-                        return true;
+                    let Some(device) = self.not_intact(&repo).await else {
+                        continue;
+                    };
+                    match &mut found {
+                        None => found = Some((device, vec![repo.to_string()])),
+                        Some((first, held)) if *first == device => held.push(repo.to_string()),
+                        Some(_) => {}
                     }
                 }
-                false
+                match found {
+                    Some((device, held)) => {
+                        state.not_intact = Some(device);
+                        state.not_intact_repos = held;
+                        true
+                    }
+                    None => false,
+                }
             }
         }
     }
@@ -573,9 +587,11 @@ impl OperatorRun {
             RepoSelection::Named(
                 t.repos
                     .iter()
-                    .map(|r| match (r.as_str(), &state.not_intact_repo) {
-                        ("@not-intact", Some(found)) => RepoId::new(found),
-                        _ => RepoId::new(r),
+                    .flat_map(|r| match r.as_str() {
+                        "@not-intact" if !state.not_intact_repos.is_empty() => {
+                            state.not_intact_repos.iter().map(RepoId::new).collect()
+                        }
+                        _ => vec![RepoId::new(r)],
                     })
                     .collect(),
             )

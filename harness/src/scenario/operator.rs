@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The repository name a `not_intact` condition takes to look at every repository; a
-/// thaw's `repos` may then name `@not-intact`, the repository it found.
+/// thaw's `repos` may then name `@not-intact`, every repository the device was found in.
 pub const ANY_REPOSITORY: &str = "@any";
 
 /// What the operator does during a run.
@@ -90,7 +90,7 @@ pub enum Condition {
     /// Every device at the repository's largest version is up and its working copy is not
     /// the version its row claims (a lost or restored disk), as a person looking at the
     /// devices would find (PROTOCOL.md 12). `@not-intact` names the first such device (and,
-    /// in a thaw's `repos`, its repository); `@any` looks at every repository.
+    /// in a thaw's `repos`, every repository it is found in); `@any` looks at every repository.
     NotIntact(String),
 }
 
