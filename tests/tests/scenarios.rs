@@ -390,6 +390,13 @@ fn seeds_that_once_failed_pass() {
         // copies matched the version no row of theirs claimed, so each waited for the
         // lost leader forever and the acknowledged push was as good as gone.
         ("swarm", 302, "copies of the newest version left unrecorded"),
+        // A lost disk that alone held the newest version of several repositories: the
+        // operator gave up what it held in the first one found and left the rest frozen.
+        (
+            "swarm",
+            453,
+            "a thaw of a lost disk that left its other repositories frozen",
+        ),
     ] {
         assert_passes(name, seed, found);
     }
