@@ -314,7 +314,7 @@ impl Engine {
         }
         let before = mine.map(|r| r.version);
         if let Some(settled) = self
-            .settle_held_copy(session, repo, &rows, &leaders, before, waited_ms)
+            .settle_held_copy(session, repo, &rows, max, before, waited_ms)
             .await?
         {
             return Ok(settled);
@@ -425,14 +425,11 @@ impl Engine {
         session: &mut dyn DbSession,
         repo: &RepoId,
         rows: &[VersionRow],
-        leaders: &Leaders,
+        max: Version,
         before: Option<Version>,
         waited_ms: u64,
     ) -> Result<Option<Option<SyncOutcome>>, ClusterError> {
         let rules = self.config.rules();
-        let Some(max) = leaders.max else {
-            return Ok(None);
-        };
         if !rules.device_incarnation
             || !rules.sync_records_leader_digest
             || self.plants.has(Bug::TrustEmptyWorkingCopy)
