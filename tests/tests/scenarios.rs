@@ -332,6 +332,28 @@ fn seeds_that_once_failed_pass() {
             1474,
             "an unrecorded write served after a promotion",
         ),
+        // The promotion lost the `writing` mark of a push that had reached the only copy
+        // of the newest (acknowledged) version: that copy matched no row, so no device
+        // could be synchronized from it and the repository froze for good, its
+        // acknowledged push counted lost. The copy is now adopted as a new version.
+        (
+            "db-promote-restart",
+            509,
+            "the only copy of an acknowledged push held with an unmarked write",
+        ),
+        (
+            "db-promote-restart",
+            262,
+            "the only copy of an acknowledged push held with an unmarked write",
+        ),
+        // While read-only, a read on the device whose push was waiting out the lost
+        // primary served that push before it was recorded (a replica's read lock does not
+        // see the writer's): reads elsewhere then went backwards.
+        (
+            "db-promote-restart",
+            736,
+            "a running write served while read-only",
+        ),
         // Every copy was lost; the promote's plan listed a push of unknown outcome on the
         // device it reached, which gives up the acknowledged pushes it was built on, but the
         // checkers only took acknowledged operations as evidence of where a value was.

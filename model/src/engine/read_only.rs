@@ -31,7 +31,8 @@ struct Claims {
     versions: BTreeMap<DeviceId, Version>,
     /// Active peers that could not be asked.
     unanswered: Vec<DeviceId>,
-    /// An unproven sync is refused rather than marked possibly stale.
+    /// An unproven sync is refused rather than marked possibly stale: the sync of a write,
+    /// which holds the repository's write lock.
     refuse_unproven: bool,
 }
 
@@ -152,9 +153,9 @@ impl Engine {
     }
 
     /// The peer-verified sync: version rows raised by what the peers say of themselves,
-    /// then a fetch from a holder of the newest version. With `refuse_unproven` (a write),
-    /// a sync that cannot be shown fresh is refused whatever the configuration says;
-    /// `read_only` says the rows come from a replica.
+    /// then a fetch from a holder of the newest version. With `refuse_unproven` (a write,
+    /// holding the write lock), a sync that cannot be shown fresh is refused whatever the
+    /// configuration says; `read_only` says the rows come from a replica.
     async fn verified_sync(
         &self,
         session: &mut dyn DbSession,
@@ -163,9 +164,23 @@ impl Engine {
         refuse_unproven: bool,
         read_only: bool,
     ) -> Result<SyncOutcome, ClusterError> {
+        let verify = self.verifies();
+        // [stormcell] A write running here (or one that could not be made durable) shows
+        // in the copy before it is recorded. On the primary its read lock keeps reads
+        // out; a replica's locks do not see the primary's, so while read-only the copy
+        // itself must not be served until the write ends.
+        if read_only
+            && verify
+            && self.hides_unrecorded_writes()
+            && self.local.shows_unrecorded(repo)
+        {
+            return Err(ClusterError::WriteUnrecorded {
+                repo: repo.clone(),
+                device: self.device.clone(),
+            });
+        }
         let topology = self.bound_topology(session, repo).await?;
         let rows = session.rows(repo).await?;
-        let verify = self.verifies();
         let mut claims = Claims {
             versions: rows.iter().map(|r| (r.device.clone(), r.version)).collect(),
             unanswered: Vec::new(),
@@ -199,6 +214,7 @@ impl Engine {
         }
         // [stormcell] this device's own durable version beats a replica's stale row of it,
         // and a row whose working copy is gone or replaced claims nothing (PROTOCOL.md 12).
+        let mut unmarked_write = None;
         let mine = if verify {
             let local = self.ports.store.local_version(repo).await?;
             match own_row {
@@ -216,6 +232,7 @@ impl Engine {
                         && self.local.any_running(repo).is_none()
                         && !self.local.shows_unrecorded(repo) =>
                 {
+                    unmarked_write = Some(r);
                     None
                 }
                 _ => local,
@@ -235,6 +252,21 @@ impl Engine {
         };
         if mine.is_some_and(|v| v >= target) {
             return self.unproven(repo, &claims, target, None);
+        }
+        // The write's base version may live only in this copy (nobody claims it or more,
+        // and every peer said so): the copy is adopted, not copied again from nobody.
+        if let Some(row) = unmarked_write.filter(|r| {
+            !read_only
+                && claims.unanswered.is_empty()
+                && self.config.rules().fenced_recovery
+                && target <= r.version
+        }) {
+            if let Some(version) = self
+                .adopt_unmarked_write(session, row, claims.refuse_unproven)
+                .await?
+            {
+                return self.unproven(repo, &claims, version, None);
+            }
         }
         // Devices holding the newest version, in a random order (like leaders).
         let mut holders: Vec<DeviceId> = claims

@@ -4,11 +4,11 @@
 
 use super::Engine;
 use crate::error::ClusterError;
-use crate::ids::{LockOwner, RepoId};
+use crate::ids::{LockOwner, RepoId, Version};
 use crate::peer;
 use crate::plant::Bug;
-use crate::ports::{DbSession, Event, FinishWrite};
-use crate::rows::{NewPushEvent, PushKind, Topology, VersionRow};
+use crate::ports::{DbSession, Event, FinishWrite, LockName};
+use crate::rows::{row_versions, NewPushEvent, PushKind, Topology, VersionRow};
 use crate::wire::{ProbeResult, Request, Response};
 
 impl Engine {
@@ -112,6 +112,83 @@ impl Engine {
             how: how.to_owned(),
         });
         Ok(())
+    }
+
+    /// **[stormcell]** Adopts a write of this device that no database recorded, not even as
+    /// `writing` (PROTOCOL.md 6, 12): a promotion dropped the old primary's last rows, the
+    /// mark included, after the push reached this working copy. The copy is `row`'s version
+    /// plus that write (its local version file, written before a push touches the copy,
+    /// still says `row`'s version), and when no peer holds anything newer it may be the
+    /// only copy of `row`'s version, which an acknowledged push made: fetching it again
+    /// from nobody would freeze the repository for good, and a demote would throw the
+    /// acknowledged push away. So, as fenced recovery does with a marked write, the copy
+    /// becomes a new version (a `recovered` push event). Needs the write lock, so no write
+    /// elsewhere lands beside it: held already by a write (`write_locked`), otherwise taken
+    /// if free at once. `Ok(None)` when the lock is busy or the rows changed meanwhile.
+    pub(crate) async fn adopt_unmarked_write(
+        &self,
+        session: &mut dyn DbSession,
+        row: &VersionRow,
+        write_locked: bool,
+    ) -> Result<Option<Version>, ClusterError> {
+        let write = LockName::Write(row.repo.clone());
+        if !write_locked && !matches!(session.try_lock(&write).await, Ok(true)) {
+            return Ok(None);
+        }
+        let adopted = self.adopt_locked(session, row).await;
+        if !write_locked {
+            self.release(session, &write).await;
+        }
+        adopted
+    }
+
+    async fn adopt_locked(
+        &self,
+        session: &mut dyn DbSession,
+        row: &VersionRow,
+    ) -> Result<Option<Version>, ClusterError> {
+        let repo = &row.repo;
+        // Decided on rows read before the lock: they must still be the same, and nobody
+        // may have written (or be writing) past this device's version.
+        let rows = session.rows(repo).await?;
+        if rows.iter().find(|r| r.device == self.device) != Some(row)
+            || rows.iter().any(|r| r.version > row.version || r.writing)
+        {
+            return Ok(None);
+        }
+        let digest = {
+            let _guard = self.local.exclusive(repo).await;
+            if self.local.shows_unrecorded(repo) {
+                return Ok(None);
+            }
+            // What is adopted must survive the next crash.
+            self.ports.store.sync(repo).await?;
+            self.ports.store.digest(repo).await?
+        };
+        let event = NewPushEvent {
+            repo: repo.clone(),
+            device: self.device.clone(),
+            user: String::new(),
+            started_ms: self.ports.clock.now_ms(),
+            updates: Vec::new(),
+            accepted: true,
+            kind: PushKind::Recovered,
+        };
+        let version = session.record_push(&event).await?;
+        let seen = row_versions(&rows);
+        if !session
+            .set_version(repo, &self.device, version, Some(digest), Some(&seen))
+            .await?
+        {
+            return Ok(None);
+        }
+        self.ports.store.set_local_version(repo, version).await?;
+        self.emit(Event::Recovered {
+            repo: repo.clone(),
+            device: self.device.clone(),
+            how: "adopted".to_owned(),
+        });
+        Ok(Some(version))
     }
 
     /// Answers a recovery probe about a write on this device.
