@@ -340,10 +340,8 @@ impl Engine {
                     let digest = snapshot.digest();
                     let rules = self.config.rules();
                     let recorded = rules.sync_records_leader_digest.then_some(digest);
-                    let seen = row_versions(&rows);
-                    let condition = self.sync_condition(&seen);
-                    let changed = session
-                        .set_version(repo, &self.device, max, recorded, condition)
+                    let changed = self
+                        .record_synced_version(session, repo, max, recorded, &rows)
                         .await?;
                     if !changed {
                         // [stormcell] PROTOCOL.md 12: the rows changed since they were read
@@ -443,10 +441,8 @@ impl Engine {
         else {
             return Ok(None);
         };
-        let seen = row_versions(rows);
-        let condition = self.sync_condition(&seen);
-        let changed = session
-            .set_version(repo, &self.device, max, Some(digest), condition)
+        let changed = self
+            .record_synced_version(session, repo, max, Some(digest), rows)
             .await?;
         if !changed {
             return Ok(Some(None));
@@ -476,14 +472,43 @@ impl Engine {
         })))
     }
 
-    /// **[stormcell]** The rows a sync's version update is conditional on (PROTOCOL.md 12):
-    /// the versions it read, so a demote, promote or write in between is not undone.
-    fn sync_condition<'a>(
+    /// Records that this device now holds `max`, **[stormcell]** conditional on the rows the
+    /// sync read (PROTOCOL.md 12), so a demote, promote or write in between is not undone.
+    /// Returns whether the row changed; `false` means the sync must start over.
+    ///
+    /// Other devices catching up meanwhile (their rows raised, or first inserted, at most
+    /// to `max`) change the rows without touching what this copy is worth: the update is
+    /// then tried again against the rows as they are, rather than starting over. On a busy
+    /// cluster every pass would otherwise meet a peer's sync and give up as leader lost.
+    async fn record_synced_version(
         &self,
-        seen: &'a [(DeviceId, Version)],
-    ) -> Option<&'a [(DeviceId, Version)]> {
-        (self.config.rules().conditional_sync && !self.plants.has(Bug::UnconditionalSyncUpdate))
-            .then_some(seen)
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        max: Version,
+        digest: Option<Digest>,
+        rows: &[VersionRow],
+    ) -> Result<bool, ClusterError> {
+        if !self.config.rules().conditional_sync || self.plants.has(Bug::UnconditionalSyncUpdate) {
+            return Ok(session
+                .set_version(repo, &self.device, max, digest, None)
+                .await?);
+        }
+        let read = row_versions(rows);
+        let mut seen = read.clone();
+        for _ in 0..SYNC_ATTEMPTS {
+            if session
+                .set_version(repo, &self.device, max, digest, Some(&seen))
+                .await?
+            {
+                return Ok(true);
+            }
+            let now = row_versions(&session.rows(repo).await?);
+            if !only_caught_up(&read, &now, max, &self.device) {
+                return Ok(false);
+            }
+            seen = now;
+        }
+        Ok(false)
     }
 
     /// Fenced recovery of this device's own interrupted write, from a read: only when the
@@ -723,5 +748,79 @@ impl Engine {
             }
             tokio::time::sleep(UNRECORDED_WRITE_POLL).await;
         }
+    }
+}
+
+/// **[stormcell]** Whether the rows went from `read` to `now` only by devices other than
+/// `me` catching up to at most `max`: no row gone, none lowered, none past `max`, and
+/// `me`'s own row as it was. Such changes leave a copy of `max` as good as it was.
+fn only_caught_up(
+    read: &[(DeviceId, Version)],
+    now: &[(DeviceId, Version)],
+    max: Version,
+    me: &DeviceId,
+) -> bool {
+    let before: BTreeMap<&DeviceId, Version> = read.iter().map(|(d, v)| (d, *v)).collect();
+    let after: BTreeMap<&DeviceId, Version> = now.iter().map(|(d, v)| (d, *v)).collect();
+    let kept = before
+        .iter()
+        .all(|(d, v)| after.get(d).is_some_and(|now| now >= v));
+    let caught_up = after.iter().all(|(d, v)| {
+        if *d == me {
+            before.get(d) == Some(v)
+        } else {
+            *v <= max || before.get(d) == Some(v)
+        }
+    });
+    kept && caught_up
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(list: &[(&str, Version)]) -> Vec<(DeviceId, Version)> {
+        let mut v: Vec<_> = list.iter().map(|(d, v)| (DeviceId::new(*d), *v)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn peers_catching_up_leave_a_copy_of_the_newest_version_valid() {
+        let me = DeviceId::new("a");
+        let read = rows(&[("a", 3), ("b", 9), ("c", 5)]);
+        // c synced to 9, d inserted its first row at 9.
+        let now = rows(&[("a", 3), ("b", 9), ("c", 9), ("d", 9)]);
+        assert!(only_caught_up(&read, &now, 9, &me));
+        assert!(only_caught_up(&read, &read, 9, &me));
+    }
+
+    #[test]
+    fn a_write_a_demote_a_lowered_row_or_a_change_of_my_row_start_the_sync_over() {
+        let me = DeviceId::new("a");
+        let read = rows(&[("a", 3), ("b", 9), ("c", 5)]);
+        // A write past the version copied.
+        assert!(!only_caught_up(
+            &read,
+            &rows(&[("a", 3), ("b", 10), ("c", 5)]),
+            9,
+            &me
+        ));
+        // A demote of the leader copied from.
+        assert!(!only_caught_up(&read, &rows(&[("a", 3), ("c", 5)]), 9, &me));
+        // A row lowered (reset by an operator).
+        assert!(!only_caught_up(
+            &read,
+            &rows(&[("a", 3), ("b", 9), ("c", 2)]),
+            9,
+            &me
+        ));
+        // This device's own row changed.
+        assert!(!only_caught_up(
+            &read,
+            &rows(&[("a", 4), ("b", 9), ("c", 5)]),
+            9,
+            &me
+        ));
     }
 }
