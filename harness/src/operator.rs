@@ -26,9 +26,15 @@ use crate::store::{encode_commits, Commit, SimStore, StoreBackup};
 use crate::trace::{sim_now_ms, Trace};
 use crate::workload::{Recorder, DEVICE_PORT};
 
-/// How many times the operator runs a thaw refused because the cluster moved while it
-/// looked (the plan changed, a surviving copy not recorded yet).
-const THAW_ATTEMPTS: u32 = 5;
+/// How long the operator keeps running again a thaw refused for a passing reason (the
+/// plan changed while it looked, a surviving copy not recorded yet, the database out of
+/// reach) before giving up: a person whose cluster is frozen does not stop after a few
+/// seconds, but waits longer between tries the longer it lasts.
+const THAW_PATIENCE: Duration = Duration::from_secs(180);
+
+/// The pause before the second try of a refused thaw; each later pause doubles, up to
+/// [`DATABASE_RETRY`].
+const THAW_FIRST_PAUSE: Duration = Duration::from_millis(500);
 
 /// How long a person waits before running a thaw again that could not reach the database.
 const DATABASE_RETRY: Duration = Duration::from_secs(10);
@@ -315,8 +321,16 @@ impl OperatorRun {
                 // newest version of: a person who finds one frozen repository on a lost
                 // disk gives up what that disk held in all of them at once.
                 let mut found: Option<(String, Vec<String>)> = None;
+                // One look at which devices are down for every repository: a device that
+                // comes back in the middle must not count as down in some and up in others.
+                let down = lock_board(&self.board).down.clone();
                 for repo in repos {
-                    let Some(device) = self.not_intact(&repo).await else {
+                    // A status that cannot be read now says nothing: the person looks again
+                    // later rather than give up only what the readable ones showed.
+                    let Ok(lost) = self.not_intact(&repo, &down).await else {
+                        return false;
+                    };
+                    let Some(device) = lost else {
                         continue;
                     };
                     match &mut found {
@@ -338,13 +352,17 @@ impl OperatorRun {
     }
 
     /// The first device at `repo`'s largest version whose working copy is not the version
-    /// its row claims, when every such device is up and none is intact.
-    async fn not_intact(&self, repo: &RepoId) -> Option<String> {
-        let Ok(s) = self.admin.repository_status(repo).await else {
-            return None;
+    /// its row claims, when every such device is up and none is intact; an error when the
+    /// repository's status could not be read. `down` is the devices known to be down.
+    async fn not_intact(
+        &self,
+        repo: &RepoId,
+        down: &BTreeSet<String>,
+    ) -> Result<Option<String>, AdminError> {
+        let s = self.admin.repository_status(repo).await?;
+        let Some(max) = s.lines.iter().map(|l| l.version).max() else {
+            return Ok(None);
         };
-        let max = s.lines.iter().map(|l| l.version).max()?;
-        let down = lock_board(&self.board).down.clone();
         let mut lost = Vec::new();
         for line in s.lines.iter().filter(|l| l.version == max) {
             let device = line.device.as_str();
@@ -362,11 +380,11 @@ impl OperatorRun {
                 line.digest.is_none() || on_disk == line.digest
             };
             if intact || down.contains(device) {
-                return None;
+                return Ok(None);
             }
             lost.push(device.to_owned());
         }
-        lost.into_iter().next()
+        Ok(lost.into_iter().next())
     }
 
     /// The device a name stands for (`@struck`, `@cut`, `@writing` or itself).
@@ -616,8 +634,9 @@ impl OperatorRun {
         let confirm = self.person();
         // A person told that the plan changed while they read it runs the command again
         // and reads the new plan; under load that can take a few tries.
-        let mut attempt = 1;
-        let mut started_ms = sim_now_ms();
+        let first_ms = sim_now_ms();
+        let mut started_ms = first_ms;
+        let mut pause = THAW_FIRST_PAUSE;
         loop {
             match self.admin.thaw(&request, &confirm).await {
                 Ok(outcome) => {
@@ -628,15 +647,22 @@ impl OperatorRun {
                         started_ms: Some(started_ms),
                     }
                 }
-                Err(e) if e.is_transient() && attempt < THAW_ATTEMPTS => {
+                Err(e)
+                    if e.is_transient()
+                        && sim_now_ms().saturating_sub(first_ms)
+                            < THAW_PATIENCE.as_millis() as u64 =>
+                {
                     // Each attempt is an action of its own in the history: the refused
                     // ones changed nothing but held the write lock for a moment.
                     self.record(started_ms, Done::of(command.clone(), Err(e.to_string())));
-                    if matches!(e, AdminError::Db(_)) {
-                        // The database is out of reach: a person waits a while first.
-                        tokio::time::sleep(DATABASE_RETRY).await;
-                    }
-                    attempt += 1;
+                    // The database out of reach: a person waits a while first.
+                    let wait = if matches!(e, AdminError::Db(_)) {
+                        DATABASE_RETRY
+                    } else {
+                        pause
+                    };
+                    tokio::time::sleep(wait).await;
+                    pause = (pause * 2).min(DATABASE_RETRY);
                     started_ms = sim_now_ms();
                 }
                 Err(e) => {

@@ -635,10 +635,22 @@ impl Admin {
             return Ok(Some((row.device.clone(), s.refs)));
         }
         match unsettled {
-            Some((device, _)) if locked => Err(AdminError::SurvivorUnsettled {
-                repo: repo.clone(),
-                device,
-            }),
+            Some((device, _)) if locked => {
+                // The device settles its copy on its next sync (it records a copy it holds
+                // but whose version was not recorded yet); asking it to sync now makes
+                // "run the command again in a moment" true, not a wait for its next scan.
+                let request = Request::Notify {
+                    repo: repo.clone(),
+                    version: max,
+                };
+                let _ = self
+                    .call(topology, &device, &request, self.config.timing.peer_request)
+                    .await;
+                Err(AdminError::SurvivorUnsettled {
+                    repo: repo.clone(),
+                    device,
+                })
+            }
             other => Ok(other),
         }
     }

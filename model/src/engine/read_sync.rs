@@ -313,6 +313,14 @@ impl Engine {
             });
         }
         let before = mine.map(|r| r.version);
+        if let Some(row) = mine {
+            if self
+                .raise_to_local_version(session, repo, row, &rows, max)
+                .await?
+            {
+                return Ok(None);
+            }
+        }
         if let Some(settled) = self
             .settle_held_copy(session, repo, &rows, max, before, waited_ms)
             .await?
@@ -470,6 +478,57 @@ impl Engine {
             synced_from: None,
             possibly_stale: false,
         })))
+    }
+
+    /// **[stormcell]** A sync while read-only (PROTOCOL.md 9.6) copies a version and writes
+    /// only the local version file: the replica takes no row. When the primary is back,
+    /// this device's row still says the older version and its copy no longer matches it.
+    /// If the leader it copied from is then lost, nothing would ever vouch for that copy,
+    /// and a thaw could not tell what it keeps. The local version file is written only once
+    /// a copy is whole and durable (and, before a write, at the row's own version), so a
+    /// file above the row, with no write running here, names the version the copy holds:
+    /// the row is raised to it, with the copy's digest. Never above the newest row (a
+    /// version demoted since may have been the copy's), and conditional on the rows read.
+    /// Returns whether the row was raised (the sync then starts over from the new rows).
+    async fn raise_to_local_version(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        row: &VersionRow,
+        rows: &[VersionRow],
+        max: Version,
+    ) -> Result<bool, ClusterError> {
+        let rules = self.config.rules();
+        if !rules.device_incarnation
+            || !rules.sync_records_leader_digest
+            || self.plants.has(Bug::TrustEmptyWorkingCopy)
+            || row.writing
+            || self.local.shows_unrecorded(repo)
+        {
+            return Ok(false);
+        }
+        let Some(local) = self.ports.store.local_version(repo).await? else {
+            return Ok(false);
+        };
+        if local <= row.version || local > max {
+            return Ok(false);
+        }
+        let digest = self.ports.store.digest(repo).await?;
+        if row.digest == Some(digest) {
+            return Ok(false);
+        }
+        let raised = self
+            .record_synced_version(session, repo, local, Some(digest), rows)
+            .await?;
+        if raised {
+            self.emit(Event::Note {
+                text: format!(
+                    "{repo}: working copy holds version {local} (copied while read-only); \
+                     its row now says so"
+                ),
+            });
+        }
+        Ok(raised)
     }
 
     /// Records that this device now holds `max`, **[stormcell]** conditional on the rows the
