@@ -323,7 +323,14 @@ impl OperatorRun {
                 let mut found: Option<(String, Vec<String>)> = None;
                 // One look at which devices are down for every repository: a device that
                 // comes back in the middle must not count as down in some and up in others.
-                let down = lock_board(&self.board).down.clone();
+                // A look during which some device went down or came back is no look at
+                // all (its early answers may predate the loss): the person looks again.
+                let board_now = || {
+                    let board = lock_board(&self.board);
+                    (board.down.clone(), board.struck.len())
+                };
+                let seen = board_now();
+                let down = seen.0.clone();
                 for repo in repos {
                     // A status that cannot be read now says nothing: the person looks again
                     // later rather than give up only what the readable ones showed.
@@ -338,6 +345,9 @@ impl OperatorRun {
                         Some((first, held)) if *first == device => held.push(repo.to_string()),
                         Some(_) => {}
                     }
+                }
+                if board_now() != seen {
+                    return false;
                 }
                 match found {
                     Some((device, held)) => {

@@ -412,6 +412,17 @@ fn seeds_that_once_failed_pass() {
         // copies matched the version no row of theirs claimed, so each waited for the
         // lost leader forever and the acknowledged push was as good as gone.
         ("swarm", 302, "copies of the newest version left unrecorded"),
+        // Eight devices syncing the same new version at once: each pass's conditional
+        // update met another device's sync and started over, until the read gave up as
+        // leader lost with no fault anywhere.
+        ("swarm", 476, "peers catching up made a sync give up"),
+        // A device restarted in the middle of the operator's look: counted down for one
+        // repository and up for the next, so the thaw gave up only part of a lost disk.
+        ("swarm", 485, "a lost disk's repository missed by a look"),
+        // The surviving leader held a copy taken while read-only, which no row recorded;
+        // its source then lost its disk, so every thaw was refused as unsettled and the
+        // operator stopped trying before the device settled by itself.
+        ("swarm", 1319, "a copy taken while read-only never settled"),
         // A lost disk that alone held the newest version of several repositories: the
         // operator gave up what it held in the first one found and left the rest frozen.
         (
