@@ -419,6 +419,9 @@ fn seeds_that_once_failed_pass() {
         // A device restarted in the middle of the operator's look: counted down for one
         // repository and up for the next, so the thaw gave up only part of a lost disk.
         ("swarm", 485, "a lost disk's repository missed by a look"),
+        // The reverse: a disk lost in the middle of the look, after the repositories it
+        // still held had been read as intact.
+        ("swarm", 1029, "a look that straddled a disk loss"),
         // The surviving leader held a copy taken while read-only, which no row recorded;
         // its source then lost its disk, so every thaw was refused as unsettled and the
         // operator stopped trying before the device settled by itself.
