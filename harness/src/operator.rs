@@ -330,11 +330,10 @@ impl OperatorRun {
                     (board.down.clone(), board.struck.len())
                 };
                 let seen = board_now();
-                let down = seen.0.clone();
                 for repo in repos {
                     // A status that cannot be read now says nothing: the person looks again
                     // later rather than give up only what the readable ones showed.
-                    let Ok(lost) = self.not_intact(&repo, &down).await else {
+                    let Ok(lost) = self.not_intact(&repo, &seen.0).await else {
                         return false;
                     };
                     let Some(device) = lost else {

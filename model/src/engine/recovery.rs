@@ -77,18 +77,11 @@ impl Engine {
         let (new_version, how) = if digest == pre_digest || lost_copy {
             (row.version, "cleared")
         } else {
-            let event = NewPushEvent {
-                repo: row.repo.clone(),
-                device: row.device.clone(),
-                user: row
-                    .write_props
-                    .as_ref()
-                    .map_or_else(String::new, |p| p.user.clone()),
-                started_ms: self.ports.clock.now_ms(),
-                updates: Vec::new(),
-                accepted: true,
-                kind: PushKind::Recovered,
-            };
+            let user = row
+                .write_props
+                .as_ref()
+                .map_or_else(String::new, |p| p.user.clone());
+            let event = self.recovered_event(row, user);
             (session.record_push(&event).await?, "adopted")
         };
         let finish = FinishWrite {
@@ -165,15 +158,8 @@ impl Engine {
             self.ports.store.sync(repo).await?;
             self.ports.store.digest(repo).await?
         };
-        let event = NewPushEvent {
-            repo: repo.clone(),
-            device: self.device.clone(),
-            user: String::new(),
-            started_ms: self.ports.clock.now_ms(),
-            updates: Vec::new(),
-            accepted: true,
-            kind: PushKind::Recovered,
-        };
+        // The lost mark named the user; nothing else does.
+        let event = self.recovered_event(row, String::new());
         let version = session.record_push(&event).await?;
         let seen = row_versions(&rows);
         if !session
@@ -189,6 +175,20 @@ impl Engine {
             how: "adopted".to_owned(),
         });
         Ok(Some(version))
+    }
+
+    /// The push event that records an adopted write of `row`'s device: it names no ref
+    /// updates (the write's own were never recorded), so plans read the commit graph.
+    fn recovered_event(&self, row: &VersionRow, user: String) -> NewPushEvent {
+        NewPushEvent {
+            repo: row.repo.clone(),
+            device: row.device.clone(),
+            user,
+            started_ms: self.ports.clock.now_ms(),
+            updates: Vec::new(),
+            accepted: true,
+            kind: PushKind::Recovered,
+        }
     }
 
     /// Answers a recovery probe about a write on this device.
