@@ -248,15 +248,3 @@ fn ignore_row_count_is_caught() {
         &[CheckerId::Durability],
     );
 }
-
-#[test]
-fn unconditional_sync_update_is_caught() {
-    // A copy from the demoted device recorded after the demote brings back what the
-    // thaw's plan discarded.
-    caught_by(
-        Bug::UnconditionalSyncUpdate,
-        "thaw-during-sync",
-        100,
-        &[CheckerId::Durability],
-    );
-}

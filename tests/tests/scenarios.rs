@@ -69,7 +69,6 @@ scenario_tests! {
     maintenance_lock_interrupted => "maintenance-lock-interrupted",
     demote_during_write => "demote-during-write",
     demote_during_read_sync => "demote-during-read-sync",
-    thaw_during_sync => "thaw-during-sync",
     db_flap => "db-flap",
     db_partial_partition => "db-partial-partition",
     db_primary_loss => "db-primary-loss",
@@ -307,15 +306,6 @@ fn disk_loss_loses_acknowledged_pushes_only_under_phabricator() {
 #[test]
 fn seeds_that_once_failed_pass() {
     for (name, seed, found) in [
-        // A push's write lock was released before its client was told; the release's
-        // answer was held on a slow link, a thaw took the lock, listed the push and
-        // demoted its device, and only then did the "ok" go out: an acknowledged push
-        // that a demote had already given up.
-        (
-            "thaw-during-sync",
-            26,
-            "a push acknowledged after the demote that discarded it",
-        ),
         // A device restored from a backup taken before its interrupted write: the write
         // could not be in that copy, yet recovery refused to clear it, so the repository
         // stayed frozen and the device ended without three acknowledged pushes.

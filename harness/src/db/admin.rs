@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stormcell_model::admin::{AdminDb, AdminSession, ConfigEdit, SalvageRecord};
 use stormcell_model::error::DbError;
-use stormcell_model::ids::{DeviceId, RepoId, Version};
-use stormcell_model::rows::{row_versions, PushEvent};
+use stormcell_model::ids::{DeviceId, RepoId};
+use stormcell_model::rows::PushEvent;
 
 use super::client::{SimDb, SimDbSession};
 use super::tables::Tables;
@@ -22,14 +22,11 @@ pub enum AdminRequest {
         edit: ConfigEdit,
     },
     /// `delete_row`.
-    DeleteRows {
+    DeleteRow {
         /// The repository.
         repo: RepoId,
-        /// The devices.
-        devices: Vec<DeviceId>,
-        /// Only if the repository's rows are exactly these.
-        #[serde(default)]
-        expected: Option<Vec<(DeviceId, Version)>>,
+        /// The device.
+        device: DeviceId,
     },
     /// `push_events`.
     PushEvents {
@@ -55,7 +52,7 @@ impl AdminRequest {
     pub fn is_write(&self) -> bool {
         match self {
             AdminRequest::Edit { .. }
-            | AdminRequest::DeleteRows { .. }
+            | AdminRequest::DeleteRow { .. }
             | AdminRequest::RecordSalvage { .. } => true,
             AdminRequest::PushEvents { .. } | AdminRequest::SalvageRecords { .. } => false,
         }
@@ -69,22 +66,8 @@ pub fn execute_admin(tables: &mut Tables, req: &AdminRequest) -> DbResponse {
             Ok(()) => DbResponse::Done,
             Err(message) => DbResponse::Error(message),
         },
-        AdminRequest::DeleteRows {
-            repo,
-            devices,
-            expected,
-        } => {
-            if expected
-                .as_ref()
-                .is_some_and(|e| *e != row_versions(&tables.rows(repo)))
-            {
-                return DbResponse::Changed(0);
-            }
-            let deleted = devices
-                .iter()
-                .filter(|device| tables.delete_row(repo, device))
-                .count();
-            DbResponse::Changed(deleted as u64)
+        AdminRequest::DeleteRow { repo, device } => {
+            DbResponse::Changed(u64::from(tables.delete_row(repo, device)))
         }
         AdminRequest::PushEvents { repo, after } => DbResponse::PushEvents(
             tables
@@ -200,21 +183,15 @@ impl AdminSession for SimDbSession {
         }
     }
 
-    async fn delete_rows(
-        &mut self,
-        repo: &RepoId,
-        devices: &[DeviceId],
-        expected: Option<&[(DeviceId, Version)]>,
-    ) -> Result<u64, DbError> {
-        let request = AdminRequest::DeleteRows {
+    async fn delete_row(&mut self, repo: &RepoId, device: &DeviceId) -> Result<bool, DbError> {
+        let request = AdminRequest::DeleteRow {
             repo: repo.clone(),
-            devices: devices.to_vec(),
-            expected: expected.map(<[_]>::to_vec),
+            device: device.clone(),
         };
         match self.call(DbRequest::Admin { request }).await? {
-            DbResponse::Changed(n) => Ok(n),
+            DbResponse::Changed(n) => Ok(n == 1),
             other => Err(DbError::Query(format!(
-                "unexpected answer to delete_rows: {other:?}"
+                "unexpected answer to delete_row: {other:?}"
             ))),
         }
     }

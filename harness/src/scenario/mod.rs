@@ -585,10 +585,6 @@ const BUILTINS: &[(&str, &str)] = &[
     ("steady", include_str!("../../../scenarios/steady.toml")),
     ("swarm", include_str!("../../../scenarios/swarm.toml")),
     (
-        "thaw-during-sync",
-        include_str!("../../../scenarios/thaw-during-sync.toml"),
-    ),
-    (
         "thaw-loss-of-leaders",
         include_str!("../../../scenarios/thaw-loss-of-leaders.toml"),
     ),

@@ -22,7 +22,7 @@ use super::{DiscardSource, SalvageRecord, OPERATOR_USER};
 use crate::ids::{DeviceId, Digest, Oid, RepoId, ServiceId, Version};
 use crate::plant::Bug;
 use crate::ports::{PushPayload, Snapshot};
-use crate::rows::{row_versions, RefUpdate, Topology, VersionRow};
+use crate::rows::{RefUpdate, Topology, VersionRow};
 use crate::wire::{AncestryQuery, Request, Response};
 
 /// Which repositories a command works on.
@@ -104,11 +104,6 @@ pub struct ThawOutcome {
     /// When the rows were changed (the clock port's milliseconds): what the plan lists
     /// was given up then, and pushes acknowledged later were not.
     pub applied_at_ms: Option<u64>,
-    /// **[stormcell]** Repositories left alone because their rows changed after the plan
-    /// was made (a sync recorded meanwhile); the plan no longer lists them. Run the thaw
-    /// again for them.
-    #[serde(default)]
-    pub unchanged: Vec<RepoId>,
 }
 
 /// The devices and repositories a request names.
@@ -329,20 +324,8 @@ impl Admin {
                     session.record_salvage(record).await?;
                     outcome.bundles.push(record.clone());
                 }
-                if !self
-                    .apply(session.as_mut(), p, resolved.kind, &mut outcome)
-                    .await?
-                {
-                    outcome.unchanged.push(p.repo.clone());
-                }
-            }
-            if !outcome.unchanged.is_empty() && outcome.applied.is_empty() {
-                return Err(AdminError::PlanChanged);
-            }
-            // What the plan says of a repository left alone was not discarded.
-            if let Some(plan) = outcome.plan.as_mut() {
-                plan.actions
-                    .retain(|a| !outcome.unchanged.contains(&a.repo));
+                self.apply(session.as_mut(), p, resolved.kind, &mut outcome)
+                    .await?;
             }
             Ok((outcome, prepared))
         }
@@ -352,10 +335,7 @@ impl Admin {
         }
         let (mut outcome, prepared) = result?;
         if rules.salvage {
-            for p in prepared
-                .iter()
-                .filter(|p| !outcome.unchanged.contains(&p.repo))
-            {
+            for p in &prepared {
                 outcome.salvaged.extend(self.salvage(&topology, p).await);
             }
         }
@@ -709,44 +689,18 @@ impl Admin {
         }
     }
 
-    /// Applies one repository's actions. Returns `false`, having changed nothing, when
-    /// **[stormcell]** the rows are no longer those the plan was made from.
-    ///
-    /// The write lock keeps pushes out, but not read syncs: a device copying from the
-    /// demoted one may record that version between the plan and the demote, and the data
-    /// the plan lists as discarded would then live on under that device's row. The demote is
-    /// therefore conditional on the rows the plan saw, so what the plan lists is exactly
-    /// what goes.
+    /// Applies one repository's actions.
     async fn apply(
         &self,
         session: &mut dyn AdminSession,
         p: &Prepared,
         kind: ThawKind,
         outcome: &mut ThawOutcome,
-    ) -> Result<bool, AdminError> {
-        if kind == ThawKind::Demote {
-            // Every device of one repository in one statement, so a service's demote is
-            // all or nothing too.
-            let with_rows = p
-                .devices
-                .iter()
-                .filter(|d| p.rows.iter().any(|r| &r.device == *d))
-                .count() as u64;
-            let planned = self.config.rules().thaw_plan.then(|| row_versions(&p.rows));
-            let deleted = session
-                .delete_rows(&p.repo, &p.devices, planned.as_deref())
-                .await?;
-            if planned.is_some() && deleted < with_rows {
-                self.emit(format!(
-                    "thaw: the rows of {} changed while the plan was made; nothing demoted",
-                    p.repo
-                ));
-                return Ok(false);
-            }
-        }
+    ) -> Result<(), AdminError> {
         for device in &p.devices {
             match kind {
                 ThawKind::Demote => {
+                    session.delete_row(&p.repo, device).await?;
                     self.emit(format!("thaw: demoted {device} for {}", p.repo));
                 }
                 ThawKind::Promote => {
@@ -771,7 +725,7 @@ impl Admin {
             }
             outcome.applied.push((p.repo.clone(), device.clone(), kind));
         }
-        Ok(true)
+        Ok(())
     }
 
     /// **[stormcell]** Writes the discarded refs each readable device held under
