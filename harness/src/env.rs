@@ -222,19 +222,41 @@ pub struct SimFailpoints {
 #[async_trait]
 impl Failpoints for SimFailpoints {
     async fn hit(&self, point: WritePoint, repo: &RepoId) {
-        let action = {
+        // One write can trigger one arm of each kind: a strike of the primary and a strike
+        // of the writer armed for the same point land together (the writer dies holding a
+        // push the lost primary acknowledged), while two arms of one kind still take two
+        // writes.
+        let actions = {
             let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(i) = board.armed.iter().position(|a| a.points.contains(&point)) else {
-                return;
-            };
-            let arm = board.armed.remove(i);
-            board.triggered.push(Triggered {
-                device: self.device.clone(),
-                point,
-                repo: repo.clone(),
-                action: arm.action,
-            });
-            arm.action
+            let mut taken: Vec<ArmedAction> = Vec::new();
+            let mut i = 0;
+            while i < board.armed.len() {
+                let arm = &board.armed[i];
+                let kind = std::mem::discriminant(&arm.action);
+                if arm.points.contains(&point)
+                    && !taken.iter().any(|t| std::mem::discriminant(t) == kind)
+                {
+                    let arm = board.armed.remove(i);
+                    board.triggered.push(Triggered {
+                        device: self.device.clone(),
+                        point,
+                        repo: repo.clone(),
+                        action: arm.action,
+                    });
+                    taken.push(arm.action);
+                } else {
+                    i += 1;
+                }
+            }
+            taken
+        };
+        let Some(action) = actions
+            .iter()
+            .find(|a| matches!(a, ArmedAction::Strike { .. }))
+            .or(actions.first())
+            .copied()
+        else {
+            return;
         };
         match action {
             // The driver strikes this host at the end of the current step; nothing more

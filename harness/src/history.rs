@@ -218,6 +218,11 @@ impl OperatorAction {
                     name: d.ref_name.clone(),
                     commit: d.commit.to_string(),
                     salvageable: d.source == DiscardSource::WorkingCopy,
+                    bundled: outcome.bundles.iter().any(|b| {
+                        b.repo == *repo
+                            && b.device == d.device
+                            && b.refs.get(&d.ref_name) == Some(&d.commit)
+                    }),
                 })
                 .collect()
         });
@@ -247,6 +252,10 @@ pub struct PlannedDiscard {
     /// Seen in a readable working copy, so it must be salvaged under
     /// `refs/salvage/<device>/<version>/<name>` (stormcell profile).
     pub salvageable: bool,
+    /// Kept in a salvage bundle the thaw recorded before the rows changed (stormcell
+    /// profile), so it is not lost even when the salvage push is refused.
+    #[serde(default)]
+    pub bundled: bool,
 }
 
 /// How a repository started.

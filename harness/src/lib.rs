@@ -6,6 +6,7 @@ pub mod checker;
 pub mod db;
 pub mod env;
 pub mod history;
+pub mod mutants;
 pub mod nemesis;
 pub mod net;
 pub mod operator;

@@ -26,6 +26,10 @@ use crate::store::{encode_commits, Commit, SimStore, StoreBackup};
 use crate::trace::{sim_now_ms, Trace};
 use crate::workload::{Recorder, DEVICE_PORT};
 
+/// How a restore from backup starts in the history: it may bring back what a thaw
+/// discarded, and the durability checker lets it.
+pub const RESTORE_COMMAND: &str = "restore ";
+
 /// How long the operator keeps running again a thaw refused for a passing reason (the
 /// plan changed while it looked, a surviving copy not recorded yet, the database out of
 /// reach) before giving up: a person whose cluster is frozen does not stop after a few
@@ -229,6 +233,13 @@ impl OperatorRun {
         };
         if let Some(outcome) = done.thaw {
             action.record_thaw(&outcome);
+            for repo in &outcome.unchanged {
+                self.trace.record(
+                    completed_ms,
+                    "operator",
+                    format!("{repo}: left alone (its rows changed while the plan was made)"),
+                );
+            }
             action.applied_ms = outcome
                 .applied_at_ms
                 .map(|at| at.saturating_sub(SIM_EPOCH_MS));
@@ -588,7 +599,7 @@ impl OperatorRun {
                     }
                 }
                 Done::of(
-                    format!("restore {} from the backup", devices.join(" ")),
+                    format!("{RESTORE_COMMAND}{} from the backup", devices.join(" ")),
                     Ok(()),
                 )
             }

@@ -44,11 +44,22 @@ pub enum Bug {
     UnconditionalSyncUpdate,
     /// A push whose working copy could not be made durable is acknowledged anyway.
     AckBeforeDurable,
+    /// Step 3 of 4.2 is skipped: a push lands on whatever copy the device holds, however
+    /// far behind the leaders it is.
+    SkipWriteSync,
+    /// While read-only, a read that some peer did not vouch for is served unmarked.
+    UnmarkedStaleRead,
+    /// A thaw discards what readable working copies held without salvaging it (no bundle,
+    /// no salvage refs).
+    DiscardWithoutSalvage,
+    /// A thaw's demote deletes the rows whatever happened to them since its plan read
+    /// them.
+    UnconditionalDemote,
 }
 
 impl Bug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [Bug; 16] = [
+    pub const ALL: [Bug; 20] = [
         Bug::SkipReadSync,
         Bug::AckBeforeVersionBump,
         Bug::ReleaseLockBeforeClearWriting,
@@ -65,6 +76,10 @@ impl Bug {
         Bug::IgnoreRowCount,
         Bug::UnconditionalSyncUpdate,
         Bug::AckBeforeDurable,
+        Bug::SkipWriteSync,
+        Bug::UnmarkedStaleRead,
+        Bug::DiscardWithoutSalvage,
+        Bug::UnconditionalDemote,
     ];
 
     /// The bug's name on the command line.
@@ -86,6 +101,10 @@ impl Bug {
             Bug::IgnoreRowCount => "ignore-row-count",
             Bug::UnconditionalSyncUpdate => "unconditional-sync-update",
             Bug::AckBeforeDurable => "ack-before-durable",
+            Bug::SkipWriteSync => "skip-write-sync",
+            Bug::UnmarkedStaleRead => "unmarked-stale-read",
+            Bug::DiscardWithoutSalvage => "discard-without-salvage",
+            Bug::UnconditionalDemote => "unconditional-demote",
         }
     }
 
@@ -123,6 +142,18 @@ impl Bug {
                 "record a sync's version even if a demote or write changed the rows meanwhile"
             }
             Bug::AckBeforeDurable => "acknowledge a push whose working copy failed to sync",
+            Bug::SkipWriteSync => "take a push without first synchronizing from a leader",
+            Bug::UnmarkedStaleRead => {
+                "while read-only, serve a read no peer vouched for without marking it possibly \
+                 stale"
+            }
+            Bug::DiscardWithoutSalvage => {
+                "discard what a thaw's plan found in working copies without bundling or \
+                 salvaging it"
+            }
+            Bug::UnconditionalDemote => {
+                "demote even though the rows changed after the thaw's plan read them"
+            }
         }
     }
 }

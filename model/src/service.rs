@@ -76,7 +76,7 @@ async fn handle(engine: Arc<Engine>, mut conn: BoxConn) {
                     };
                     let _ = write_frame(&mut conn, &reply).await;
                     drop(conn);
-                    engine.after_ack(&repo, receipt.version).await;
+                    engine.after_ack(&repo, receipt).await;
                 }
                 Err(e) => {
                     let _ = write_frame(&mut conn, &error_response(&e)).await;

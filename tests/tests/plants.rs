@@ -1,102 +1,86 @@
 //! Every planted bug is caught within a fixed seed range of the scenario that exposes it,
 //! and replaying the failing seed gives the same trace hash.
 
-use stormcell_harness::checker::CheckerId;
+use stormcell_harness::mutants;
 use stormcell_harness::runner::{run, RunSpec};
 use stormcell_harness::scenario;
 use stormcell_model::config::Profile;
 use stormcell_model::plant::Bug;
 
-fn caught(bug: Bug, scenario_name: &str, seeds: u64) {
-    caught_by(bug, scenario_name, seeds, &[]);
-}
-
-/// Like [`caught`]; when `checkers` is not empty, some seed in the range must fail with a
-/// violation from one of them. A plant may show first as another failure (a freeze that
-/// never resolves, say); every failing seed on the way must still replay exactly.
-fn caught_by(bug: Bug, scenario_name: &str, seeds: u64, checkers: &[CheckerId]) {
-    let s = scenario::builtin_named(scenario_name).expect("built-in scenario");
+/// The plant's row of the kill matrix must catch it: some seed within the row's budget
+/// fails with a violation from one of the row's checkers. A plant may show first as
+/// another failure (a freeze that never resolves, say); every failing seed on the way must
+/// still replay exactly.
+fn caught(bug: Bug) {
+    let row = mutants::of(bug);
     let mut other_failures = Vec::new();
-    for seed in 0..seeds {
-        let spec = RunSpec {
-            scenario: s.clone(),
-            seed,
-            profile: Profile::Stormcell,
-            plant: Some(bug),
-            keep_trace: false,
-        };
+    for spec in row.specs(None).expect("built-in scenario") {
         let first = run(&spec);
-        if !first.passed() {
-            let again = run(&spec);
-            assert!(!again.passed(), "{bug}: replay of seed {seed} passed");
-            assert_eq!(
-                first.trace_hash, again.trace_hash,
-                "{bug}: replay of seed {seed} diverged"
-            );
-            let found: Vec<CheckerId> = first
-                .verdicts
-                .iter()
-                .flat_map(|v| v.violations.iter().map(|x| x.checker))
-                .collect();
-            if checkers.is_empty() || found.iter().any(|c| checkers.contains(c)) {
-                return;
-            }
-            other_failures.push((seed, found));
+        if first.passed() {
+            continue;
         }
+        let again = run(&spec);
+        assert!(
+            !again.passed(),
+            "{bug}: replay of seed {} passed",
+            spec.seed
+        );
+        assert_eq!(
+            first.trace_hash, again.trace_hash,
+            "{bug}: replay of seed {} diverged",
+            spec.seed
+        );
+        if row.catches(&first) {
+            return;
+        }
+        other_failures.push((spec.seed, mutants::failing_checkers(&first)));
     }
     panic!(
-        "planted bug {bug} was not caught as {checkers:?} in {seeds} seeds of \
-         {scenario_name}; other failures: {other_failures:?}"
+        "planted bug {bug} was not caught as {:?} in {} seeds of {}; other failures: \
+         {other_failures:?}",
+        row.caught_by, row.seeds, row.scenario
     );
 }
 
+// One test per plant, so a plant that escapes is named by the test that fails.
+
 #[test]
 fn skip_read_sync_is_caught() {
-    caught(Bug::SkipReadSync, "steady", 10);
+    caught(Bug::SkipReadSync);
 }
 
 #[test]
 fn ack_before_version_bump_is_caught() {
     // Caught as what it is, a read that misses an acknowledged push: the plant no longer
     // also acknowledges pushes the store rejected.
-    caught_by(
-        Bug::AckBeforeVersionBump,
-        "steady",
-        10,
-        &[CheckerId::StaleRead],
-    );
+    caught(Bug::AckBeforeVersionBump);
 }
 
 #[test]
 fn ack_before_durable_is_caught() {
     // A push acknowledged although its sync failed: the failed sync dropped it, so it is
     // gone from the device that took it.
-    caught_by(
-        Bug::AckBeforeDurable,
-        "fsync-failure",
-        300,
-        &[CheckerId::Durability, CheckerId::StaleRead],
-    );
+    caught(Bug::AckBeforeDurable);
 }
 
 #[test]
 fn release_lock_before_clear_writing_is_caught() {
-    caught(Bug::ReleaseLockBeforeClearWriting, "contention", 40);
+    caught(Bug::ReleaseLockBeforeClearWriting);
 }
 
 #[test]
 fn ignore_writing_flag_is_caught() {
-    caught(Bug::IgnoreWritingFlag, "db-link-drop", 40);
+    caught(Bug::IgnoreWritingFlag);
 }
 
 #[test]
 fn skip_fsync_is_caught() {
-    caught(Bug::SkipFsync, "loss-of-leaders", 20);
+    caught(Bug::SkipFsync);
 }
 
 #[test]
 fn promote_with_rows_is_caught() {
-    caught(Bug::PromoteWithRows, "thaw-loss-of-leaders", 300);
+    caught(Bug::PromoteWithRows);
 }
 
 #[test]
@@ -104,32 +88,81 @@ fn demote_without_lock_is_caught() {
     // Acting on the plan the operator read, unlocked, deletes the rows of pushes
     // acknowledged meanwhile (lost, unlisted) or of a write still running (a freeze no
     // fault explains).
-    caught_by(
-        Bug::DemoteWithoutLock,
-        "demote-under-load",
-        60,
-        &[CheckerId::Durability, CheckerId::Freeze],
-    );
+    caught(Bug::DemoteWithoutLock);
 }
 
 #[test]
 fn status_ignores_inactive_is_caught() {
-    caught(Bug::StatusIgnoresInactive, "contract", 300);
+    caught(Bug::StatusIgnoresInactive);
 }
 
 #[test]
 fn trust_replica_versions_is_caught() {
-    caught(Bug::TrustReplicaVersions, "db-stale-replica", 300);
+    caught(Bug::TrustReplicaVersions);
 }
 
 #[test]
 fn never_recover_is_caught() {
-    caught(Bug::NeverRecover, "db-primary-loss", 300);
+    caught(Bug::NeverRecover);
 }
 
 #[test]
 fn write_on_replica_is_caught() {
-    caught(Bug::WriteOnReplica, "db-primary-loss", 300);
+    caught(Bug::WriteOnReplica);
+}
+
+#[test]
+fn epoch_in_memory_is_caught() {
+    // The restarted device serves reads without the push the old primary acknowledged,
+    // then writes over it. Earlier seeds (48) show it first as a freeze that never
+    // resolves: an unacknowledged write it trusted the promoted rows for stays fenced.
+    caught(Bug::EpochInMemory);
+}
+
+#[test]
+fn trust_empty_working_copy_is_caught() {
+    // The wiped device serves its empty copy, and its next push prunes the others.
+    caught(Bug::TrustEmptyWorkingCopy);
+}
+
+#[test]
+fn ignore_row_count_is_caught() {
+    // The demoted writer's push is acknowledged, then overwritten.
+    caught(Bug::IgnoreRowCount);
+}
+
+#[test]
+fn unconditional_sync_update_is_caught() {
+    // A copy from the demoted device recorded after the demote brings back what the
+    // thaw's plan discarded.
+    caught(Bug::UnconditionalSyncUpdate);
+}
+
+#[test]
+fn skip_write_sync_is_caught() {
+    // A device behind the leaders takes a push on its old copy and records it as the
+    // newest version: the pushes it never copied are gone once the others copy from it.
+    caught(Bug::SkipWriteSync);
+}
+
+#[test]
+fn unmarked_stale_read_is_caught() {
+    // Read-only, with a peer that did not answer, a read misses the push the lost primary
+    // acknowledged and says nothing of it.
+    caught(Bug::UnmarkedStaleRead);
+}
+
+#[test]
+fn discard_without_salvage_is_caught() {
+    // The demoted writer's copy held what the plan listed; nothing keeps it.
+    caught(Bug::DiscardWithoutSalvage);
+}
+
+#[test]
+fn unconditional_demote_is_caught() {
+    // A copy recorded between the plan and the demote keeps under another device's row
+    // what the plan said it discarded.
+    caught(Bug::UnconditionalDemote);
 }
 
 /// A stormcell run of `name` at `seed`, with or without its trace.
@@ -212,39 +245,4 @@ fn determinism_same_seed_same_trace() {
     for seed in 0..3 {
         replays_exactly("swarm", seed);
     }
-}
-
-#[test]
-fn epoch_in_memory_is_caught() {
-    // The restarted device serves reads without the push the old primary acknowledged,
-    // then writes over it. Earlier seeds (48) show it first as a freeze that never
-    // resolves: an unacknowledged write it trusted the promoted rows for stays fenced.
-    caught_by(
-        Bug::EpochInMemory,
-        "db-promote-restart",
-        300,
-        &[CheckerId::StaleRead, CheckerId::Durability],
-    );
-}
-
-#[test]
-fn trust_empty_working_copy_is_caught() {
-    // The wiped device serves its empty copy, and its next push prunes the others.
-    caught_by(
-        Bug::TrustEmptyWorkingCopy,
-        "disk-loss",
-        100,
-        &[CheckerId::StaleRead, CheckerId::Durability],
-    );
-}
-
-#[test]
-fn ignore_row_count_is_caught() {
-    // The demoted writer's push is acknowledged, then overwritten.
-    caught_by(
-        Bug::IgnoreRowCount,
-        "demote-during-write",
-        40,
-        &[CheckerId::Durability],
-    );
 }

@@ -69,11 +69,13 @@ scenario_tests! {
     maintenance_lock_interrupted => "maintenance-lock-interrupted",
     demote_during_write => "demote-during-write",
     demote_during_read_sync => "demote-during-read-sync",
+    thaw_during_sync => "thaw-during-sync",
     db_flap => "db-flap",
     db_partial_partition => "db-partial-partition",
     db_primary_loss => "db-primary-loss",
     db_promote => "db-promote",
     db_stale_replica => "db-stale-replica",
+    db_stale_writer_down => "db-stale-writer-down",
 }
 
 #[test]
@@ -173,6 +175,45 @@ fn db_stale_replica_serves_a_stale_read_only_under_phabricator() {
     // Stormcell asks the peers for their versions: fresh, or marked possibly stale.
     let storm = run_one("db-stale-replica", seed, Profile::Stormcell);
     assert!(storm.passed(), "{}", storm.replay_command());
+}
+
+#[test]
+fn db_stale_writer_down_marks_reads_possibly_stale_and_phabricator_serves_them_stale() {
+    use stormcell_harness::history::Outcome;
+    // The writer of the push the replica lacks is down with the primary: no peer can
+    // vouch for the rows, so stormcell marks (or refuses) what it serves.
+    let mut marked = 0;
+    for seed in 0..10 {
+        let storm = run_one("db-stale-writer-down", seed, Profile::Stormcell);
+        assert!(storm.passed(), "{}", storm.replay_command());
+        marked += storm
+            .history
+            .ops
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op.outcome,
+                    Outcome::Ok {
+                        possibly_stale: true,
+                        ..
+                    }
+                )
+            })
+            .count();
+    }
+    assert!(marked > 0, "no read was marked possibly stale in 10 seeds");
+    let phab = (0..10)
+        .map(|seed| run_one("db-stale-writer-down", seed, Profile::Phabricator))
+        .find(|r| !r.passed())
+        .expect("phabricator serves a stale read within 10 seeds");
+    assert!(
+        phab.verdicts
+            .iter()
+            .flat_map(|v| v.violations.iter())
+            .any(|v| v.to_string().contains("a stale read")),
+        "{}",
+        phab.replay_command()
+    );
 }
 
 #[test]
@@ -306,6 +347,15 @@ fn disk_loss_loses_acknowledged_pushes_only_under_phabricator() {
 #[test]
 fn seeds_that_once_failed_pass() {
     for (name, seed, found) in [
+        // A push's write lock was released before its client was told; the release's
+        // answer was held on a slow link, a thaw took the lock, listed the push and
+        // demoted its device, and only then did the "ok" go out: an acknowledged push
+        // that a demote had already given up.
+        (
+            "thaw-during-sync",
+            26,
+            "a push acknowledged after the demote that discarded it",
+        ),
         // A device restored from a backup taken before its interrupted write: the write
         // could not be in that copy, yet recovery refused to clear it, so the repository
         // stayed frozen and the device ended without three acknowledged pushes.

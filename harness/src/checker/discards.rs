@@ -27,6 +27,8 @@ pub(crate) struct Listed<'h> {
     pub name: &'h str,
     pub commit: &'h str,
     pub salvageable: bool,
+    /// A salvage bundle the thaw recorded keeps it.
+    pub bundled: bool,
     /// When the action that listed it changed the rows (or, when the history does not say,
     /// when it started): the values it lists were given up then.
     pub at_ms: u64,
@@ -66,6 +68,7 @@ impl<'h> Discards<'h> {
                     name: &d.name,
                     commit: &d.commit,
                     salvageable: d.salvageable,
+                    bundled: d.bundled,
                     at_ms: action.applied_ms.unwrap_or(action.started_ms),
                     ended_ms: action.completed_ms,
                     command: &action.command,
@@ -161,7 +164,7 @@ impl<'h> Discards<'h> {
     /// Whether the history shows `value` (or a descendant) on the device `l` was about
     /// before the action ended.
     fn was_on(&self, graph: &CommitGraph, l: &Listed<'_>, value: Value<'_>) -> bool {
-        if value.device == l.device {
+        if value.device == l.device || l.bundled {
             return true;
         }
         let kept = self.salvaged.iter().any(|&(repo, device, name, commit)| {

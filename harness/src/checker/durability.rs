@@ -10,14 +10,17 @@
 //! device the history shows holding it, the push was acknowledged before the action began,
 //! and, under the
 //! stormcell profile, when the plan saw it in a readable working copy, some active device
-//! keeps it under `refs/salvage/<device>/<version>/<ref>`. Values a plan listed that
-//! survive after all are counted in a note.
+//! keeps it under `refs/salvage/<device>/<version>/<ref>`.
+//!
+//! The converse holds too: a value a plan listed must not be back under its own name at
+//! the end, unless something outside the cluster brought it back (see [`brought_back`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::discards::{salvaged_in, Discards, Value};
+use super::discards::{salvaged_in, Discards, Listed, Value};
 use super::{end_of_run, expectation_name, secs, seen_ref, CheckerId, Context, Verdict, Violation};
 use crate::history::{FinalExpectation, History, OpKind};
+use crate::operator::RESTORE_COMMAND;
 
 /// Runs the durability checker.
 pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
@@ -118,6 +121,7 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
                     // saw in a working copy must still be kept under a salvage ref.
                     let salvaged = !stormcell
                         || !listed.salvageable
+                        || listed.bundled
                         || active.iter().any(|d| {
                             history
                                 .final_state
@@ -192,44 +196,87 @@ pub(crate) fn check(history: &History, ctx: &Context) -> Verdict {
              the end were among them",
             discards.listed.len()
         ));
-        let kept = over_listed(history, ctx, &discards, &active);
-        if !kept.is_empty() {
-            verdict.notes.push(format!(
-                "listed as discarded but kept after all: {}",
-                kept.join("; ")
-            ));
+        for (l, device, value) in brought_back(history, ctx, &discards, &active) {
+            verdict.violations.push(Violation {
+                checker: CheckerId::Durability,
+                op: None,
+                device: Some(device.to_owned()),
+                repo: Some(l.repo.to_owned()),
+                at_ms: l.at_ms,
+                expected: format!(
+                    "{} without {} (discarded by `{}` at {})",
+                    l.name,
+                    l.commit,
+                    l.command,
+                    secs(l.at_ms)
+                ),
+                seen: value.to_owned(),
+                explanation: format!(
+                    "`{}` listed {} at {} from {} as discarded, and changed the rows at {}; \
+                     active device {device} ends with {} at {value}, which contains it, and \
+                     no later push brought it in and no later operator action promoted a \
+                     row or restored a copy: the demote was undone (a sync recorded data \
+                     the operator had given up)",
+                    l.command,
+                    l.name,
+                    l.commit,
+                    l.device,
+                    secs(l.at_ms),
+                    l.name
+                ),
+            });
         }
     }
     verdict
 }
 
-/// Values a plan listed as discarded that survive under their own name. Listing too much
-/// is not a loss (a leader may synchronize from the device while the operator reads the
-/// plan), so these are counted in a note; listing too little is what the loss check above
-/// catches.
-fn over_listed(
-    history: &History,
+/// Values a plan listed as discarded that are back under their own name at the end. A
+/// plan is made under the write lock and applied conditionally on the rows it read, so
+/// what it lists is gone when it applies; the value can come back only from outside: a
+/// push invoked afterwards that writes it (or a descendant) anew rather than building on
+/// it, or a later operator action that promotes a row of that repository or restores a
+/// working copy from a backup. Anything else is the cluster undoing the demote.
+fn brought_back<'h>(
+    history: &'h History,
     ctx: &Context,
-    discards: &Discards<'_>,
-    active: &[&str],
-) -> Vec<String> {
+    discards: &Discards<'h>,
+    active: &[&'h str],
+) -> Vec<(Listed<'h>, &'h str, &'h str)> {
     let mut out = Vec::new();
+    let mut reported: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
     for l in &discards.listed {
         let graph = ctx.graph(l.repo);
-        let survived = active.iter().find(|device| {
-            history
+        let contains = |value: &str| graph.is_descendant_or_equal(value, l.commit);
+        let survived = active.iter().find_map(|device| {
+            let value = history
                 .final_state
                 .refs
-                .get(**device)
+                .get(*device)
                 .and_then(|repos| repos.get(l.repo))
-                .and_then(|refs| refs.get(l.name))
-                .is_some_and(|value| graph.is_descendant_or_equal(value, l.commit))
+                .and_then(|refs| refs.get(l.name))?;
+            contains(value).then_some((*device, value.as_str()))
         });
-        if let Some(device) = survived {
-            out.push(format!(
-                "{} {} at {} (on {device})",
-                l.repo, l.name, l.commit
-            ));
+        let Some((device, value)) = survived else {
+            continue;
+        };
+        let pushed_anew = history.ops.iter().any(|op| {
+            let OpKind::Push { updates } = &op.kind else {
+                return false;
+            };
+            op.repo == l.repo
+                && op.invoked_ms >= l.at_ms
+                && (op.outcome.is_ok() || op.outcome.is_unknown())
+                && updates.iter().any(|u| {
+                    u.name == l.name && contains(&u.new) && !u.old.as_deref().is_some_and(&contains)
+                })
+        });
+        let restored = history.operator.iter().any(|a| {
+            a.ok && a.started_ms >= l.at_ms
+                && (a.promoted.iter().any(|p| p.repo == l.repo)
+                    || a.command.starts_with(RESTORE_COMMAND))
+        });
+        if !pushed_anew && !restored && reported.insert((l.repo, l.name, l.commit)) {
+            out.push((l.clone(), device, value));
         }
     }
     out
@@ -324,6 +371,7 @@ mod tests {
                 name: MAIN.to_owned(),
                 commit: commit.to_owned(),
                 salvageable: false,
+                bundled: false,
             }]),
         });
         h
@@ -407,5 +455,61 @@ mod tests {
         let h = thaw(&mut b, 5_000, "R3", "c2");
         let v = check(&h, &Context::new(&h));
         assert!(!v.passed(), "{v}");
+    }
+
+    #[test]
+    fn a_listed_value_back_at_the_end_is_a_violation() {
+        // c1 was listed and discarded; every device ends with c2 built on it and no push
+        // after the thaw wrote c1 anew: the cluster brought it back.
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        b.push("R1", 300, 400, &[(MAIN, Some("c1"), "c2")], ok());
+        b.final_refs_all(&[(MAIN, "c2")]);
+        let h = thaw(&mut b, 5_000, "R1", "c1");
+        let v = check(&h, &Context::new(&h));
+        assert_eq!(v.violations.len(), 1, "{v}");
+        assert!(
+            v.violations[0]
+                .explanation
+                .contains("the demote was undone"),
+            "{v}"
+        );
+        // Not gone at all is fine when the plan listed nothing.
+        let h = b.build();
+        assert!(check(&h, &Context::new(&h)).passed());
+    }
+
+    #[test]
+    fn a_listed_value_brought_in_again_from_outside_passes() {
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        // After the thaw a client pushes c1 again over what survived.
+        b.push("R2", 7_000, 7_100, &[(MAIN, Some("c0"), "c1")], ok());
+        b.final_refs_all(&[(MAIN, "c1")]);
+        let h = thaw(&mut b, 5_000, "R1", "c1");
+        let v = check(&h, &Context::new(&h));
+        assert!(v.passed(), "{v}");
+
+        // A push after the thaw that builds on c1 proves nothing: it could only land on a
+        // ref already back at c1.
+        let mut b = HistoryBuilder::new();
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        b.push("R1", 7_000, 7_100, &[(MAIN, Some("c1"), "c2")], ok());
+        b.final_refs_all(&[(MAIN, "c2")]);
+        let mut h = thaw(&mut b, 5_000, "R1", "c1");
+        let v = check(&h, &Context::new(&h));
+        assert_eq!(v.violations.len(), 1, "{v}");
+        // A later promote of a row of that repository may bring back a copy that had it.
+        let mut promote = h.operator[0].clone();
+        promote.started_ms = 6_000;
+        promote.demoted.clear();
+        promote.promoted = vec![crate::history::RepoDevice {
+            repo: "repo1".to_owned(),
+            device: "R1".to_owned(),
+        }];
+        promote.plan = None;
+        h.operator.push(promote);
+        let v = check(&h, &Context::new(&h));
+        assert!(v.passed(), "{v}");
     }
 }

@@ -7,7 +7,7 @@ use stormcell_harness::history::History;
 use stormcell_harness::report as summary;
 use stormcell_harness::runner::{self, RunSpec};
 use stormcell_harness::scenario::{self, Scenario};
-use stormcell_harness::{campaign, checker};
+use stormcell_harness::{campaign, checker, mutants};
 use stormcell_model::config::Profile;
 use stormcell_model::plant::Bug;
 
@@ -42,6 +42,9 @@ enum Command {
     Determinism(DeterminismArgs),
     /// Run the checkers on a history file (JSON; see reports/README.md).
     Check(CheckArgs),
+    /// Run every planted bug on the scenario made to show it and print the share of seeds
+    /// its own checkers catch (exit 1 if some plant is never caught).
+    Mutants(MutantsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +112,19 @@ struct DeterminismArgs {
 }
 
 #[derive(Debug, Args)]
+struct MutantsArgs {
+    /// Planted bugs to run (all when none is named).
+    #[arg(value_parser = parse_bug)]
+    plants: Vec<Bug>,
+    /// Seeds per plant (default: each plant's own budget, from the matrix).
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Parallel runs (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
 struct CheckArgs {
     /// The history file.
     history: PathBuf,
@@ -142,6 +158,7 @@ pub fn main() -> i32 {
         Command::Replay(args) => replay(args),
         Command::Determinism(args) => determinism(args),
         Command::Check(args) => check(args),
+        Command::Mutants(args) => mutants(args),
     };
     match result {
         Ok(code) => code,
@@ -355,6 +372,46 @@ fn determinism(args: DeterminismArgs) -> anyhow::Result<i32> {
     } else {
         EXIT_FAIL
     })
+}
+
+fn mutants(args: MutantsArgs) -> anyhow::Result<i32> {
+    if args.seeds == Some(0) {
+        anyhow::bail!("--seeds must be at least 1");
+    }
+    let rows: Vec<&mutants::Mutant> = if args.plants.is_empty() {
+        mutants::MATRIX.iter().collect()
+    } else {
+        args.plants.iter().map(|b| mutants::of(*b)).collect()
+    };
+    let mut specs = Vec::new();
+    let mut spans = Vec::new();
+    for row in &rows {
+        let mine = row.specs(args.seeds)?;
+        spans.push(specs.len()..specs.len() + mine.len());
+        specs.extend(mine);
+    }
+    let outcome = campaign::run_all(&specs, jobs(args.jobs));
+    let kills: Vec<mutants::Kills> = rows
+        .iter()
+        .zip(spans)
+        .map(|(row, span)| mutants::Kills::tally(**row, &outcome.results[span]))
+        .collect();
+    print!("{}", mutants::render(&kills));
+    let never = kills.iter().filter(|k| k.caught == 0).count();
+    println!(
+        "{} plants, {} runs, {} never caught, {:.1} s wall",
+        kills.len(),
+        specs.len(),
+        never,
+        outcome.total_wall.as_secs_f64()
+    );
+    for k in kills.iter().filter_map(|k| k.first.map(|seed| (k, seed))) {
+        println!(
+            "  first kill of {}: stormcell-sim replay {} --seed {} --plant {}",
+            k.0.mutant.bug, k.0.mutant.scenario, k.1, k.0.mutant.bug
+        );
+    }
+    Ok(if never == 0 { EXIT_PASS } else { EXIT_FAIL })
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<i32> {

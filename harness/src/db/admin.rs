@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stormcell_model::admin::{AdminDb, AdminSession, ConfigEdit, SalvageRecord};
 use stormcell_model::error::DbError;
-use stormcell_model::ids::{DeviceId, RepoId};
-use stormcell_model::rows::PushEvent;
+use stormcell_model::ids::{DeviceId, RepoId, Version};
+use stormcell_model::rows::{row_versions, PushEvent};
 
 use super::client::{SimDb, SimDbSession};
 use super::tables::Tables;
@@ -22,11 +22,14 @@ pub enum AdminRequest {
         edit: ConfigEdit,
     },
     /// `delete_row`.
-    DeleteRow {
+    DeleteRows {
         /// The repository.
         repo: RepoId,
-        /// The device.
-        device: DeviceId,
+        /// The devices.
+        devices: Vec<DeviceId>,
+        /// Only if the repository's rows are exactly these.
+        #[serde(default)]
+        expected: Option<Vec<(DeviceId, Version)>>,
     },
     /// `push_events`.
     PushEvents {
@@ -52,7 +55,7 @@ impl AdminRequest {
     pub fn is_write(&self) -> bool {
         match self {
             AdminRequest::Edit { .. }
-            | AdminRequest::DeleteRow { .. }
+            | AdminRequest::DeleteRows { .. }
             | AdminRequest::RecordSalvage { .. } => true,
             AdminRequest::PushEvents { .. } | AdminRequest::SalvageRecords { .. } => false,
         }
@@ -66,8 +69,22 @@ pub fn execute_admin(tables: &mut Tables, req: &AdminRequest) -> DbResponse {
             Ok(()) => DbResponse::Done,
             Err(message) => DbResponse::Error(message),
         },
-        AdminRequest::DeleteRow { repo, device } => {
-            DbResponse::Changed(u64::from(tables.delete_row(repo, device)))
+        AdminRequest::DeleteRows {
+            repo,
+            devices,
+            expected,
+        } => {
+            if expected
+                .as_ref()
+                .is_some_and(|e| *e != row_versions(&tables.rows(repo)))
+            {
+                return DbResponse::Changed(0);
+            }
+            let deleted = devices
+                .iter()
+                .filter(|device| tables.delete_row(repo, device))
+                .count();
+            DbResponse::Changed(deleted as u64)
         }
         AdminRequest::PushEvents { repo, after } => DbResponse::PushEvents(
             tables
@@ -183,15 +200,21 @@ impl AdminSession for SimDbSession {
         }
     }
 
-    async fn delete_row(&mut self, repo: &RepoId, device: &DeviceId) -> Result<bool, DbError> {
-        let request = AdminRequest::DeleteRow {
+    async fn delete_rows(
+        &mut self,
+        repo: &RepoId,
+        devices: &[DeviceId],
+        expected: Option<&[(DeviceId, Version)]>,
+    ) -> Result<u64, DbError> {
+        let request = AdminRequest::DeleteRows {
             repo: repo.clone(),
-            device: device.clone(),
+            devices: devices.to_vec(),
+            expected: expected.map(<[_]>::to_vec),
         };
         match self.call(DbRequest::Admin { request }).await? {
-            DbResponse::Changed(n) => Ok(n == 1),
+            DbResponse::Changed(n) => Ok(n),
             other => Err(DbError::Query(format!(
-                "unexpected answer to delete_row: {other:?}"
+                "unexpected answer to delete_rows: {other:?}"
             ))),
         }
     }

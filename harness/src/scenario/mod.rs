@@ -538,6 +538,10 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/db-stale-replica.toml"),
     ),
     (
+        "db-stale-writer-down",
+        include_str!("../../../scenarios/db-stale-writer-down.toml"),
+    ),
+    (
         "demote-all-promote",
         include_str!("../../../scenarios/demote-all-promote.toml"),
     ),
@@ -584,6 +588,10 @@ const BUILTINS: &[(&str, &str)] = &[
     ),
     ("steady", include_str!("../../../scenarios/steady.toml")),
     ("swarm", include_str!("../../../scenarios/swarm.toml")),
+    (
+        "thaw-during-sync",
+        include_str!("../../../scenarios/thaw-during-sync.toml"),
+    ),
     (
         "thaw-loss-of-leaders",
         include_str!("../../../scenarios/thaw-loss-of-leaders.toml"),

@@ -89,9 +89,16 @@ pub struct SalvageRecord {
 pub trait AdminSession: DbSession {
     /// Applies one configuration change; an unknown name or a duplicate is a query error.
     async fn edit(&mut self, edit: &ConfigEdit) -> Result<(), DbError>;
-    /// Deletes a device's version row of a repository (a demote); returns whether it
-    /// existed.
-    async fn delete_row(&mut self, repo: &RepoId, device: &DeviceId) -> Result<bool, DbError>;
+    /// Deletes devices' version rows of a repository (a demote); returns how many existed.
+    /// With `expected`, only if the repository's rows are exactly those (device and
+    /// version, sorted by device), checked and applied atomically (0 when they are not): a
+    /// thaw's demote then discards exactly what its plan saw.
+    async fn delete_rows(
+        &mut self,
+        repo: &RepoId,
+        devices: &[DeviceId],
+        expected: Option<&[(DeviceId, Version)]>,
+    ) -> Result<u64, DbError>;
     /// The push events of a repository with an id greater than `after` (all with `None`),
     /// oldest first.
     async fn push_events(

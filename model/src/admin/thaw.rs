@@ -22,7 +22,7 @@ use super::{DiscardSource, SalvageRecord, OPERATOR_USER};
 use crate::ids::{DeviceId, Digest, Oid, RepoId, ServiceId, Version};
 use crate::plant::Bug;
 use crate::ports::{PushPayload, Snapshot};
-use crate::rows::{RefUpdate, Topology, VersionRow};
+use crate::rows::{row_versions, RefUpdate, Topology, VersionRow};
 use crate::wire::{AncestryQuery, Request, Response};
 
 /// Which repositories a command works on.
@@ -104,7 +104,16 @@ pub struct ThawOutcome {
     /// When the rows were changed (the clock port's milliseconds): what the plan lists
     /// was given up then, and pushes acknowledged later were not.
     pub applied_at_ms: Option<u64>,
+    /// **[stormcell]** Repositories left alone because their rows changed after the plan
+    /// was made (a sync recorded meanwhile); the plan no longer lists them. Run the thaw
+    /// again for them.
+    #[serde(default)]
+    pub unchanged: Vec<RepoId>,
 }
+
+/// How many times a forced thaw plans a repository whose rows moved under it before it
+/// leaves the repository alone and says so.
+const REPLAN_ROUNDS: u32 = 3;
 
 /// The devices and repositories a request names.
 struct Resolved {
@@ -264,7 +273,7 @@ impl Admin {
         let result = async {
             // The planted bug acts on what the operator read, with no lock and no second
             // look: whatever was written meanwhile is deleted unlisted.
-            let prepared = match unlocked.take().filter(|_| lockless) {
+            let mut prepared = match unlocked.take().filter(|_| lockless) {
                 Some(prepared) => prepared,
                 None => {
                     let mut prepared = Vec::new();
@@ -314,18 +323,58 @@ impl Admin {
             };
             // Every bundle is written before any row changes, so a refusal changes nothing.
             let mut bundles = Vec::new();
-            if rules.salvage_bundle {
+            let salvage_bundle =
+                rules.salvage_bundle && !self.plants.has(Bug::DiscardWithoutSalvage);
+            if salvage_bundle {
                 for p in &prepared {
                     bundles.push(self.bundle(&topology, p, at_ms, &mut outcome).await?);
                 }
             }
-            for (i, p) in prepared.iter().enumerate() {
-                for record in bundles.get(i).into_iter().flatten() {
-                    session.record_salvage(record).await?;
-                    outcome.bundles.push(record.clone());
+            // Forced and under the locks, a plan whose rows moved is made again: only a read
+            // sync can move them, and each one only brings a row up to what the others had,
+            // so a few rounds settle. A plan the operator accepted is never replaced.
+            let replan = req.force && asked.is_none() && !lockless;
+            for (i, p) in prepared.iter_mut().enumerate() {
+                let mut records = bundles.get(i).cloned().unwrap_or_default();
+                let mut round = 1;
+                loop {
+                    for record in &records {
+                        session.record_salvage(record).await?;
+                        outcome.bundles.push(record.clone());
+                    }
+                    if self
+                        .apply(session.as_mut(), p, resolved.kind, &mut outcome)
+                        .await?
+                    {
+                        break;
+                    }
+                    if !replan || round >= REPLAN_ROUNDS {
+                        outcome.unchanged.push(p.repo.clone());
+                        break;
+                    }
+                    round += 1;
+                    self.emit(format!("thaw: planning {} again (round {round})", p.repo));
+                    *p = self
+                        .prepare(session.as_mut(), &topology, &resolved, &p.repo, true)
+                        .await?;
+                    outcome.unbundled.retain(|u| u.repo != p.repo);
+                    records = if salvage_bundle {
+                        self.bundle(&topology, p, at_ms, &mut outcome).await?
+                    } else {
+                        Vec::new()
+                    };
                 }
-                self.apply(session.as_mut(), p, resolved.kind, &mut outcome)
-                    .await?;
+            }
+            if !outcome.unchanged.is_empty() && outcome.applied.is_empty() {
+                return Err(AdminError::PlanChanged);
+            }
+            if replan && outcome.plan.is_some() {
+                outcome.plan = Some(plan_of(&prepared));
+            }
+            // What the plan says of a repository left alone was not discarded.
+            if let Some(plan) = outcome.plan.as_mut() {
+                plan.actions
+                    .retain(|a| !outcome.unchanged.contains(&a.repo));
             }
             Ok((outcome, prepared))
         }
@@ -334,8 +383,11 @@ impl Admin {
             self.release_write(session.as_mut(), repo).await;
         }
         let (mut outcome, prepared) = result?;
-        if rules.salvage {
-            for p in &prepared {
+        if rules.salvage && !self.plants.has(Bug::DiscardWithoutSalvage) {
+            for p in prepared
+                .iter()
+                .filter(|p| !outcome.unchanged.contains(&p.repo))
+            {
                 outcome.salvaged.extend(self.salvage(&topology, p).await);
             }
         }
@@ -689,18 +741,49 @@ impl Admin {
         }
     }
 
-    /// Applies one repository's actions.
+    /// Applies one repository's actions. Returns `false`, having changed nothing, when
+    /// **[stormcell]** the rows are no longer those the plan was made from.
+    ///
+    /// The write lock keeps pushes out, but not read syncs: a device copying from the
+    /// demoted one may record that version between the plan and the demote, and the data
+    /// the plan lists as discarded would then live on under that device's row. The demote is
+    /// therefore conditional on the rows the plan saw, so what the plan lists is exactly
+    /// what goes.
     async fn apply(
         &self,
         session: &mut dyn AdminSession,
         p: &Prepared,
         kind: ThawKind,
         outcome: &mut ThawOutcome,
-    ) -> Result<(), AdminError> {
+    ) -> Result<bool, AdminError> {
+        if kind == ThawKind::Demote {
+            // Every device of one repository in one statement, so a service's demote is
+            // all or nothing too.
+            let with_rows = p
+                .devices
+                .iter()
+                .filter(|d| p.rows.iter().any(|r| &r.device == *d))
+                .count() as u64;
+            // Both plants act on rows without a second look: the unlocked one on the plan
+            // the operator read.
+            let unchecked = self.plants.has(Bug::UnconditionalDemote)
+                || self.plants.has(Bug::DemoteWithoutLock);
+            let planned =
+                (self.config.rules().thaw_plan && !unchecked).then(|| row_versions(&p.rows));
+            let deleted = session
+                .delete_rows(&p.repo, &p.devices, planned.as_deref())
+                .await?;
+            if planned.is_some() && deleted < with_rows {
+                self.emit(format!(
+                    "thaw: the rows of {} changed while the plan was made; nothing demoted",
+                    p.repo
+                ));
+                return Ok(false);
+            }
+        }
         for device in &p.devices {
             match kind {
                 ThawKind::Demote => {
-                    session.delete_row(&p.repo, device).await?;
                     self.emit(format!("thaw: demoted {device} for {}", p.repo));
                 }
                 ThawKind::Promote => {
@@ -725,7 +808,7 @@ impl Admin {
             }
             outcome.applied.push((p.repo.clone(), device.clone(), kind));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// **[stormcell]** Writes the discarded refs each readable device held under

@@ -393,7 +393,9 @@ impl Engine {
         version: Version,
         synced_from: Option<DeviceId>,
     ) -> Result<SyncOutcome, ClusterError> {
-        let possibly_stale = self.verifies() && !claims.unanswered.is_empty();
+        let possibly_stale = self.verifies()
+            && !claims.unanswered.is_empty()
+            && !self.plants.has(Bug::UnmarkedStaleRead);
         let refuse =
             claims.refuse_unproven || self.failover.config().stale_reads == StaleReads::Refuse;
         if possibly_stale && refuse {

@@ -358,6 +358,12 @@ impl Engine {
                         // describes the copy it had: that copy comes back, or it would no
                         // longer match its row and could never lead again.
                         self.restore_refs(repo, refs_before, moves).await?;
+                        self.emit(Event::Note {
+                            text: format!(
+                                "{repo}: copy of version {max} from {leader} not recorded (the \
+                                 rows changed meanwhile); refs restored, syncing again"
+                            ),
+                        });
                         return Ok(None);
                     }
                     self.ports.store.set_local_version(repo, max).await?;

@@ -16,13 +16,31 @@ use crate::ports::{DbSession, Event, FinishWrite, LockName, PushApplied, PushPay
 use crate::rows::{NewPushEvent, PushKind, WriteProps};
 use crate::wire::Request;
 
-/// What a recorded push returns to the service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a recorded push returns to the service, which acknowledges it to the client and
+/// then hands it to [`Engine::after_ack`].
+#[derive(Debug)]
 pub struct PushReceipt {
     /// The repository's version after the push.
     pub version: Version,
     /// Whether the push changed refs (a rejected push changes none).
     pub applied: PushApplied,
+    /// The session still holding the push's locks, released once the client has its
+    /// answer. Dropped unused (the service gave up), the session's end releases them.
+    held: Option<HeldLocks>,
+}
+
+/// A session and the locks it still holds for a recorded push.
+struct HeldLocks {
+    session: Box<dyn DbSession>,
+    locks: Vec<LockName>,
+}
+
+impl std::fmt::Debug for HeldLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldLocks")
+            .field("locks", &self.locks)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything step 6 needs to record a write.
@@ -109,6 +127,13 @@ impl Engine {
                     return Err(self.interruption(row));
                 }
             }
+        }
+        if self.plants.has(Bug::SkipWriteSync) {
+            let rows = session.rows(repo).await?;
+            return Ok(rows
+                .iter()
+                .find(|r| r.device == self.device)
+                .map_or(0, |r| r.version));
         }
         let synced = self
             .read_sync(
@@ -232,33 +257,47 @@ impl Engine {
             self.ports.spawn.spawn(Box::pin(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 let _running = running;
-                let _ = engine.finish(session, recording, &progress).await;
+                if let Ok((_, held)) = engine.finish(session, recording, &progress).await {
+                    engine.release_held(held).await;
+                }
             }));
             return Ok(PushReceipt {
                 version: old_version,
                 applied,
+                held: None,
             });
         }
-        let version = self.finish(session, recording, progress).await;
+        let finished = self.finish(session, recording, progress).await;
         drop(running);
-        let version = version?;
+        let (version, held) = finished?;
         if !applied.accepted {
+            self.release_held(held).await;
             let reason = applied
                 .reason
                 .clone()
                 .unwrap_or_else(|| "a ref moved".to_owned());
             return Err(ClusterError::Rejected(reason));
         }
-        Ok(PushReceipt { version, applied })
+        Ok(PushReceipt {
+            version,
+            applied,
+            held,
+        })
     }
 
-    /// Steps 6 and 7: record the new version, clear `writing`, release the locks.
+    /// Steps 6 and 7: record the new version and clear `writing`. The locks are handed
+    /// back, still held, when the original session survived: they are released only after
+    /// the client is told (**[stormcell]** and phabricator alike), so nothing that needs
+    /// the write lock (a thaw's demote above all) can act on this version before the
+    /// acknowledgement has left. Released first, a demote could discard the version
+    /// while the "ok" was still on its way, and the client would be told a push stands
+    /// that the operator had already given up.
     async fn finish(
         &self,
         mut session: Box<dyn DbSession>,
         rec: Recording,
         progress: &Progress,
-    ) -> Result<Version, ClusterError> {
+    ) -> Result<(Version, Option<HeldLocks>), ClusterError> {
         let write = LockName::Write(rec.repo.clone());
         let read = LockName::Read(rec.repo.clone(), self.device.clone());
         if self.plants.has(Bug::ReleaseLockBeforeClearWriting) {
@@ -292,14 +331,29 @@ impl Engine {
             .failpoints
             .hit(WritePoint::AfterVersionBump, &rec.repo)
             .await;
-        if let Some(mut session) = session {
+        let held = session.map(|session| {
+            let mut locks = Vec::new();
             if self.config.rules().writes_hidden_until_recorded {
-                self.release(session.as_mut(), &read).await;
+                locks.push(read);
             }
-            self.release(session.as_mut(), &write).await;
+            locks.push(write);
+            HeldLocks { session, locks }
+        });
+        progress.say(format!(
+            "Write recorded at version {version}; the cluster write lock is released once \
+             this push is acknowledged."
+        ));
+        Ok((version, held))
+    }
+
+    /// Releases what a recorded push still holds, in the order taken by `finish`.
+    async fn release_held(&self, held: Option<HeldLocks>) {
+        let Some(HeldLocks { mut session, locks }) = held else {
+            return;
+        };
+        for lock in &locks {
+            self.release(session.as_mut(), lock).await;
         }
-        progress.say("Released cluster write lock.");
-        Ok(version)
     }
 
     /// Step 6 proper, retried on connection errors for the release window. Returns the new
@@ -397,9 +451,11 @@ impl Engine {
         }
     }
 
-    /// After the client was acknowledged: the last failpoint, then **[stormcell]** tell the
-    /// other active devices to pull at once.
-    pub async fn after_ack(self: &Arc<Self>, repo: &RepoId, version: Version) {
+    /// After the client was acknowledged: release the push's locks, the last failpoint,
+    /// then **[stormcell]** tell the other active devices to pull at once.
+    pub async fn after_ack(self: &Arc<Self>, repo: &RepoId, receipt: PushReceipt) {
+        let version = receipt.version;
+        self.release_held(receipt.held).await;
         self.ports.failpoints.hit(WritePoint::AfterAck, repo).await;
         if !self.config.rules().notify_after_write {
             return;

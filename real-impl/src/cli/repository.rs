@@ -351,6 +351,12 @@ fn print_thaw(outcome: &ThawOutcome, json: bool) -> anyhow::Result<()> {
     for u in &outcome.unbundled {
         println!("not bundled for {} on {}: {}", u.repo, u.device, u.reason);
     }
+    for repo in &outcome.unchanged {
+        println!(
+            "{repo}: left alone: its rows changed while the plan was made (a sync was \
+             recorded meanwhile). Run the command again for it to see the new plan."
+        );
+    }
     for s in &outcome.salvaged {
         match (&s.to, &s.error) {
             (Some(to), _) => println!(

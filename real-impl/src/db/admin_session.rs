@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use stormcell_model::admin::{AdminDb, AdminSession, ConfigEdit, SalvageRecord};
-use stormcell_model::ids::{DeviceId, Oid, RepoId};
+use stormcell_model::ids::{DeviceId, Oid, RepoId, Version};
 use stormcell_model::rows::{NewPushEvent, PushEvent, PushKind, RefUpdate};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{query_error, DbError, PgClusterDb, PgSession};
@@ -192,14 +193,19 @@ impl AdminSession for PgSession {
         self.apply_edit(edit).await
     }
 
-    async fn delete_row(&mut self, repo: &RepoId, device: &DeviceId) -> Result<bool, DbError> {
-        let n = self
-            .timed(self.client()?.execute(
-                "DELETE FROM versions WHERE repo = $1 AND device = $2",
-                &[&repo.as_str(), &device.as_str()],
-            ))
-            .await?;
-        Ok(n == 1)
+    async fn delete_rows(
+        &mut self,
+        repo: &RepoId,
+        devices: &[DeviceId],
+        expected: Option<&[(DeviceId, Version)]>,
+    ) -> Result<u64, DbError> {
+        let delete = "DELETE FROM versions WHERE repo = $1 AND device = ANY($2)";
+        let names: Vec<&str> = devices.iter().map(DeviceId::as_str).collect();
+        let params: [&(dyn ToSql + Sync); 2] = [&repo.as_str(), &names];
+        match expected {
+            Some(expected) => self.if_rows_are(repo, expected, delete, &params).await,
+            None => self.timed(self.client()?.execute(delete, &params)).await,
+        }
     }
 
     async fn push_events(

@@ -29,6 +29,7 @@ use stormcell_model::rows::{
     Topology, VersionRow, WriteProps,
 };
 use tokio::sync::watch;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
 use silence::{silenced, Silences};
@@ -328,6 +329,65 @@ fn result_name(result: SyncResult) -> &'static str {
 }
 
 impl PgSession {
+    /// Runs `statement` only if the repository's rows are exactly `expected` (device and
+    /// version, sorted), in one transaction; returns the rows it changed (0 when the rows
+    /// differ). Every writer of a
+    /// repository's rows takes the same transaction lock first, so the rows cannot change
+    /// between the comparison and the statement.
+    pub(crate) async fn if_rows_are(
+        &mut self,
+        repo: &RepoId,
+        expected: &[(DeviceId, Version)],
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, DbError> {
+        let key = lock_key::rows_key(repo);
+        let mut expected = expected.to_vec();
+        expected.sort();
+        // A broken session answers nothing, transactions included.
+        self.client()?;
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| DbError::Connection("the session is closed".to_owned()))?;
+        let update = async {
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                .await?;
+            let rows = tx
+                .query(
+                    "SELECT device, version FROM versions WHERE repo = $1 ORDER BY device",
+                    &[&repo.as_str()],
+                )
+                .await?;
+            let mut current = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let name: String = row.try_get(0)?;
+                let v: i64 = row.try_get(1)?;
+                current.push((DeviceId::new(name), v.max(0) as Version));
+            }
+            current.sort();
+            if current != expected {
+                tx.rollback().await?;
+                return Ok(0);
+            }
+            let changed = tx.execute(statement, params).await?;
+            tx.commit().await?;
+            Ok(changed)
+        };
+        in_transaction(
+            TxGuard {
+                query_timeout: self.query_timeout,
+                home: &mut self.home,
+                broken: &self.broken,
+                in_flight: &self.in_flight,
+                silence: self.silence.as_ref(),
+            },
+            update,
+        )
+        .await
+    }
+
     fn new(
         client: Client,
         query_timeout: Duration,
@@ -650,55 +710,9 @@ impl DbSession for PgSession {
             .await?;
             return Ok(true);
         };
-        let key = lock_key::rows_key(repo);
-        // A broken session answers nothing, transactions included.
-        self.client()?;
-        let client = self
-            .client
-            .as_mut()
-            .ok_or_else(|| DbError::Connection("the session is closed".to_owned()))?;
-        let update = async {
-            let tx = client.transaction().await?;
-            // Every writer of the repository's rows takes turns here, so the rows cannot
-            // change between the comparison and the update.
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-                .await?;
-            let rows = tx
-                .query(
-                    "SELECT device, version FROM versions WHERE repo = $1 ORDER BY device",
-                    &[&repo.as_str()],
-                )
-                .await?;
-            let mut current = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let name: String = row.try_get(0)?;
-                let v: i64 = row.try_get(1)?;
-                current.push((DeviceId::new(name), v.max(0) as Version));
-            }
-            current.sort();
-            if current != expected {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            tx.execute(
-                upsert,
-                &[&repo.as_str(), &device.as_str(), &to_i64(version), &digest],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(true)
-        };
-        in_transaction(
-            TxGuard {
-                query_timeout: self.query_timeout,
-                home: &mut self.home,
-                broken: &self.broken,
-                in_flight: &self.in_flight,
-                silence: self.silence.as_ref(),
-            },
-            update,
-        )
-        .await
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&repo.as_str(), &device.as_str(), &to_i64(version), &digest];
+        Ok(self.if_rows_are(repo, expected, upsert, &params).await? > 0)
     }
 
     async fn generation(&mut self) -> Result<Generation, DbError> {

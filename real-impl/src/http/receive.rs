@@ -109,10 +109,12 @@ pub(super) async fn receive_pack(
             Ok(receipt) => {
                 st.metrics.push_done(None);
                 tracing::info!(repo = %repo, user = %user.name, version = receipt.version, "push recorded");
-                let _ = tx.send(Ok(Bytes::from(receipt.applied.report))).await;
+                let _ = tx
+                    .send(Ok(Bytes::from(receipt.applied.report.clone())))
+                    .await;
                 // The client has its answer once the body ends; then peers are told.
                 drop(tx);
-                st.engine.after_ack(&repo, receipt.version).await;
+                st.engine.after_ack(&repo, receipt).await;
             }
             Err(e) => {
                 st.metrics.push_done(Some(e.code()));

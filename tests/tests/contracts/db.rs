@@ -389,8 +389,19 @@ pub(crate) async fn admin_edits_and_demotes<E: DbEnv>(env: E) -> Checked {
     assert_eq!(t.repositories[&r1()].service, Some(ServiceId::new("S1")));
 
     assert!(admin.set_version(&r1(), &dev(1), 2, None, None).await?);
-    assert!(admin.delete_row(&r1(), &dev(1)).await?);
-    assert!(!admin.delete_row(&r1(), &dev(1)).await?);
+    assert!(admin.set_version(&r1(), &dev(2), 1, None, None).await?);
+    // A demote conditional on rows that have moved on changes nothing...
+    let stale = [(dev(1), 2), (dev(2), 0)];
+    assert_eq!(admin.delete_rows(&r1(), &[dev(1)], Some(&stale)).await?, 0);
+    assert_eq!(admin.rows(&r1()).await?.len(), 2);
+    // ...and on the rows as they are, deletes.
+    let current = [(dev(1), 2), (dev(2), 1)];
+    assert_eq!(
+        admin.delete_rows(&r1(), &[dev(1)], Some(&current)).await?,
+        1
+    );
+    assert_eq!(admin.delete_rows(&r1(), &[dev(1)], None).await?, 0);
+    assert_eq!(admin.delete_rows(&r1(), &[dev(1), dev(2)], None).await?, 1);
     assert!(admin.rows(&r1()).await?.is_empty());
     Ok(())
 }

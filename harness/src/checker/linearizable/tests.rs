@@ -62,6 +62,7 @@ fn thaw(
                     name: (*name).to_owned(),
                     commit: (*commit).to_owned(),
                     salvageable: false,
+                    bundled: false,
                 })
                 .collect(),
         ),
