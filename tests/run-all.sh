@@ -40,3 +40,7 @@ echo "== lints"
 cargo clippy --workspace --all-targets --features stormcell-node/plant --quiet -- -D warnings
 echo "== tests"
 cargo test --workspace --features stormcell-node/plant
+# The kill matrix: every planted bug must be caught by its own checkers on the scenario
+# made to show it (each plant's seed budget, from harness/src/mutants.rs).
+echo "== kill matrix"
+cargo run --release --quiet -p stormcell-harness --bin stormcell-sim -- mutants

@@ -140,7 +140,7 @@ pub const MATRIX: [Mutant; Bug::ALL.len()] = [
     },
     Mutant {
         bug: Bug::DiscardWithoutSalvage,
-        scenario: "demote-during-write",
+        scenario: "thaw-during-sync",
         seeds: 40,
         caught_by: &[Durability],
     },
