@@ -745,41 +745,17 @@ impl DbSession for PgSession {
         digest: Option<Digest>,
     ) -> Result<bool, DbError> {
         let digest = digest.map(|d| d.0 as i64);
-        let key = lock_key::rows_key(repo);
-        // A broken session answers nothing, transactions included.
-        self.client()?;
-        let client = self
-            .client
-            .as_mut()
-            .ok_or_else(|| DbError::Connection("the session is closed".to_owned()))?;
-        let insert = async {
-            let tx = client.transaction().await?;
-            // Two devices inserting the first row at once must not both succeed: they
-            // take turns on a per-repository lock held until the transaction ends.
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-                .await?;
-            let n = tx
-                .execute(
-                    "INSERT INTO versions (repo, device, version, digest)
-                     SELECT $1, $2, 0, $3
-                      WHERE NOT EXISTS (SELECT 1 FROM versions WHERE repo = $1)",
-                    &[&repo.as_str(), &device.as_str(), &digest],
-                )
-                .await?;
-            tx.commit().await?;
-            Ok(n == 1)
-        };
-        in_transaction(
-            TxGuard {
-                query_timeout: self.query_timeout,
-                home: &mut self.home,
-                broken: &self.broken,
-                in_flight: &self.in_flight,
-                silence: self.silence.as_ref(),
-            },
-            insert,
-        )
-        .await
+        // Two devices inserting the first row at once must not both succeed: the insert
+        // runs only while the repository has no row, under the rows' transaction lock.
+        let inserted = self
+            .if_rows_are(
+                repo,
+                &[],
+                "INSERT INTO versions (repo, device, version, digest) VALUES ($1, $2, 0, $3)",
+                &[&repo.as_str(), &device.as_str(), &digest],
+            )
+            .await?;
+        Ok(inserted == 1)
     }
 
     async fn record_push(&mut self, event: &NewPushEvent) -> Result<u64, DbError> {
