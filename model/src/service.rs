@@ -85,7 +85,7 @@ async fn handle(engine: Arc<Engine>, mut conn: BoxConn) {
         }
         Request::PeerVersion { repo, read_only } => {
             let reply = match engine.version_for_peer(&repo, read_only).await {
-                Ok(version) => Response::Version { version },
+                Ok((version, digest)) => Response::Version { version, digest },
                 Err(e) => error_response(&e),
             };
             let _ = write_frame(&mut conn, &reply).await;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::{Engine, Progress, SyncOutcome};
 use crate::error::ClusterError;
 use crate::failover::{DbLink, ReadOnlyReason, StaleReads};
-use crate::ids::{DeviceId, Generation, RepoId, Version};
+use crate::ids::{DeviceId, Digest, Generation, RepoId, Version};
 use crate::leaders::Leaders;
 use crate::peer;
 use crate::plant::Bug;
@@ -29,6 +29,9 @@ pub(crate) struct ReadOnlyView {
 struct Claims {
     /// Each device's best known version: its row, raised by what it said itself.
     versions: BTreeMap<DeviceId, Version>,
+    /// The digest a device said its copy had, where its own answer raised its version
+    /// above its row: a copy taken from it on that claim must have this digest.
+    answered_digests: BTreeMap<DeviceId, Digest>,
     /// Active peers that could not be asked.
     unanswered: Vec<DeviceId>,
     /// An unproven sync is refused rather than marked possibly stale: the sync of a write,
@@ -183,6 +186,7 @@ impl Engine {
         let rows = session.rows(repo).await?;
         let mut claims = Claims {
             versions: rows.iter().map(|r| (r.device.clone(), r.version)).collect(),
+            answered_digests: BTreeMap::new(),
             unanswered: Vec::new(),
             refuse_unproven,
         };
@@ -283,12 +287,13 @@ impl Engine {
                 self.device
             ));
             // A holder whose row claims the target is copied only at its row's digest, as
-            // on the primary; a claim raised by the holder's own answer has no recorded
-            // digest to hold it to.
+            // on the primary; one whose own answer raised its claim, only at the digest it
+            // answered with (its disk may have been lost or restored since it answered).
             let expected = rows
                 .iter()
                 .find(|r| &r.device == holder && r.version == target)
                 .and_then(|r| r.digest)
+                .or_else(|| claims.answered_digests.get(holder).copied())
                 .filter(|_| verify && self.hides_unrecorded_writes());
             match self.fetch_from(&topology, repo, holder, expected).await {
                 Ok(_) => {
@@ -332,11 +337,13 @@ impl Engine {
     /// it is told only once this process has checked the copy against its row on the
     /// primary: a device restarted on a disk restored from a backup has a version file
     /// that is consistent and old, and would vouch for a stale read (PROTOCOL.md 9.6, 12).
+    /// It is told with the working copy's digest, unless a write shows in the copy
+    /// unrecorded.
     pub async fn version_for_peer(
         &self,
         repo: &RepoId,
         asker_read_only: bool,
-    ) -> Result<Option<Version>, ClusterError> {
+    ) -> Result<(Option<Version>, Option<Digest>), ClusterError> {
         let unconfirmed = !self
             .confirmed
             .lock()
@@ -348,7 +355,13 @@ impl Engine {
                 unanswered: vec![self.device.clone()],
             });
         }
-        Ok(self.ports.store.local_version(repo).await?)
+        let version = self.ports.store.local_version(repo).await?;
+        let digest = if self.local.shows_unrecorded(repo) {
+            None
+        } else {
+            Some(self.ports.store.digest(repo).await?)
+        };
+        Ok((version, digest))
     }
 
     /// Asks every other active device for its durable local version.
@@ -373,10 +386,15 @@ impl Engine {
             };
             let limit = self.config.timing.peer_request;
             match peer::call(self.ports.net.as_ref(), &peer_id, addr, &request, limit).await {
-                Ok(Response::Version { version }) => {
+                Ok(Response::Version { version, digest }) => {
                     if let Some(v) = version {
-                        let known = claims.versions.entry(peer_id).or_insert(v);
-                        *known = (*known).max(v);
+                        let row = claims.versions.get(&peer_id).copied();
+                        if row.is_none_or(|r| v > r) {
+                            claims.versions.insert(peer_id.clone(), v);
+                            if let Some(d) = digest {
+                                claims.answered_digests.insert(peer_id, d);
+                            }
+                        }
                     }
                 }
                 _ => claims.unanswered.push(peer_id),

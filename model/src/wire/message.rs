@@ -136,6 +136,12 @@ pub enum Response {
     Version {
         /// The version, if the device has one.
         version: Option<Version>,
+        /// **[stormcell]** The ref digest of its working copy as it answered (none while a
+        /// write shows in the copy unrecorded): an asker that copies from it on the
+        /// strength of this answer takes only a copy with this digest, so a device whose
+        /// disk was lost or restored since cannot hand over something else as that version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<Digest>,
     },
     /// A snapshot for a peer.
     Snapshot {
