@@ -1,6 +1,14 @@
-//! Lock waits (PROTOCOL.md section 2): polling with a growing pause and a total budget.
+//! Lock waits (PROTOCOL.md section 2): a growing pause between tries and a total budget,
+//! each pause spent either asleep (polling) or, under **[stormcell]** lock hand-off
+//! (PROTOCOL.md 12), in the database's queue for the lock, so that a release wakes the first
+//! waiter at once instead of leaving the lock to whoever polls next.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::DbError;
+use crate::ports::{DbSession, LockName};
 
 /// The pauses between tries of a polled lock: 1, 1, 2, 2, 3, 3, 3... seconds (the pause
 /// grows by half a second per try and is rounded down, capped at 3 seconds).
@@ -27,6 +35,55 @@ impl PollSchedule {
 impl Default for PollSchedule {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// One wait for a lock: the caller's first `try_lock`, then one pause at a time (the
+/// polling schedule, within the budget) until the lock is taken or the budget is spent.
+/// Between pauses the caller may tell its client who holds the lock.
+#[derive(Debug)]
+pub struct LockWaiter {
+    start: Instant,
+    schedule: PollSchedule,
+    budget: Duration,
+    hand_off: bool,
+}
+
+impl LockWaiter {
+    /// A wait that began now, bounded by `budget`; with `hand_off`, pauses are spent in
+    /// the database's queue for the lock.
+    pub fn new(budget: Duration, hand_off: bool) -> Self {
+        LockWaiter {
+            start: Instant::now(),
+            schedule: PollSchedule::new(),
+            budget,
+            hand_off,
+        }
+    }
+
+    /// How long this wait has lasted.
+    pub fn waited(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// The next pause, or `None` once the budget is spent.
+    pub fn next_pause(&mut self) -> Option<Duration> {
+        pause_within_budget(self.schedule.next_pause(), self.waited(), self.budget)
+    }
+
+    /// Spends `pause` waiting for `lock`; returns whether `session` now holds it.
+    pub async fn wait(
+        &self,
+        session: &mut dyn DbSession,
+        lock: &LockName,
+        pause: Duration,
+    ) -> Result<bool, DbError> {
+        if self.hand_off {
+            session.lock_wait(lock, pause).await
+        } else {
+            tokio::time::sleep(pause).await;
+            session.try_lock(lock).await
+        }
     }
 }
 

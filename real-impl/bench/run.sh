@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: push and clone a repository with thousands of commits through one stormcell
 # device and through plain `git http-backend`, and the time for a push to reach every
-# device. Prints medians and ratios. Then hangs the primary database (SIGSTOP) with a
+# device. Prints medians and ratios. Then five concurrent pushes to one repository (the
+# write lock's hand-off), and hangs the primary database (SIGSTOP) with a
 # streaming replica configured, and reports how long git requests took meanwhile and how
 # soon pushes were refused as read-only.
 #
@@ -170,6 +171,34 @@ printf "%-28s %8s ms %8s ms %8.2f\n" "push (whole history)" "$ps" "$pp" "$(awk "
 printf "%-28s %8s ms %8s ms %8.2f\n" "clone" "$cs" "$cp" "$(awk "BEGIN{print $cs/$cp}")"
 printf "%-28s %8s ms %8s ms %8.2f\n" "clone while copying a push" "$cb" "$cp" "$(awk "BEGIN{print $cb/$cp}")"
 printf "%-28s %8s ms\n" "push on every device" "$sp"
+
+echo
+echo "== five concurrent pushes to different branches of one repository, one per device in turn"
+AT_URL() { echo "http://bench:bench-token@127.0.0.1:${HTTP[$1]}/$2.git"; }
+$S repository create L --service S1 >/dev/null
+$GIT -C "$SRC" push -q "$(SC_URL L)" main 2>/dev/null
+on_every_device L "$(git -C "$SRC" rev-parse main)" "$(now_ms)" >/dev/null
+tree=$(git -C "$SRC" rev-parse "main^{tree}")
+: > "$WORK/alone"; : > "$WORK/together"
+for r in $(seq 1 "$RUNS"); do
+    # One push on its own, for comparison.
+    c=$(git -C "$SRC" commit-tree -p main -m "alone $r" "$tree")
+    t0=$(now_ms); $GIT -C "$SRC" push -q "$(AT_URL 1 L)" "$c:refs/heads/alone$r" 2>/dev/null
+    echo $(( $(now_ms) - t0 )) >> "$WORK/alone"
+    # Five at once: the time until the last one is acknowledged.
+    for b in 1 2 3 4 5; do
+        git -C "$SRC" commit-tree -p main -m "together $r $b" "$tree" > "$WORK/commit$b"
+    done
+    t0=$(now_ms)
+    for b in 1 2 3 4 5; do
+        ( $GIT -C "$SRC" push -q "$(AT_URL $(( b % 3 + 1 )) L)" "$(cat "$WORK/commit$b"):refs/heads/b$r-$b" 2>/dev/null \
+            || echo "push $b of run $r failed" >&2 ) &
+    done
+    wait
+    echo $(( $(now_ms) - t0 )) >> "$WORK/together"
+done
+printf "%-44s %8s ms\n" "one push on its own" "$(median < "$WORK/alone")"
+printf "%-44s %8s ms  (target <= 1500)\n" "five concurrent pushes: the last acknowledged" "$(median < "$WORK/together")"
 
 echo
 echo "== the primary hangs (SIGSTOP) for ${HANG_S}s, with a streaming replica"

@@ -136,6 +136,14 @@ macro_rules! db_tests {
                 );
             }
             #[test]
+            fn a_release_hands_the_lock_to_the_first_waiter() {
+                $run(
+                    "a_release_hands_the_lock_to_the_first_waiter",
+                    false,
+                    db::a_release_hands_the_lock_to_the_first_waiter,
+                );
+            }
+            #[test]
             fn a_lost_session_loses_its_locks() {
                 $run(
                     "a_lost_session_loses_its_locks",

@@ -46,6 +46,7 @@ macro_rules! scenario_tests {
 
 scenario_tests! {
     steady => "steady",
+    busy_repository => "busy-repository",
     db_promote_restart => "db-promote-restart",
     db_primary_hang => "db-primary-hang",
     demote_under_load => "demote-under-load",
@@ -343,6 +344,13 @@ fn disk_loss_loses_acknowledged_pushes_only_under_phabricator() {
     );
 }
 
+#[test]
+fn busy_repository_starves_a_push_only_under_phabricator() {
+    // Waiters poll while newcomers try at once: with no fault at all, a push waits out
+    // the client's 30 s. Under stormcell a release hands the lock to the first waiter.
+    anomaly_only_under_phabricator("busy-repository", 20, &["with the cluster healthy"]);
+}
+
 /// Seeds that once failed under stormcell, kept as regressions: each names what it found.
 #[test]
 fn seeds_that_once_failed_pass() {
@@ -476,6 +484,15 @@ fn seeds_that_once_failed_pass() {
         // its source then lost its disk, so every thaw was refused as unsettled and the
         // operator stopped trying before the device settled by itself.
         ("swarm", 1319, "a copy taken while read-only never settled"),
+        // A read-only sync chose a peer on the version it answered (above its replica
+        // row), and that peer lost its disk before the copy: the empty copy was taken as
+        // that version and served. Copies on a peer's answer now take only the digest it
+        // answered with. (Found once lock hand-off changed the interleaving.)
+        (
+            "swarm",
+            14,
+            "a peer's empty disk copied as the version it claimed",
+        ),
         // A lost disk that alone held the newest version of several repositories: the
         // operator gave up what it held in the first one found and left the rest frozen.
         (

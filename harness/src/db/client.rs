@@ -178,7 +178,8 @@ async fn actor(
             farewell(&mut stream, config.close_timeout).await;
             return;
         };
-        match exchange(&mut stream, &cmd.req, config.query_timeout).await {
+        let limit = config.query_timeout.saturating_add(cmd.req.patience());
+        match exchange(&mut stream, &cmd.req, limit).await {
             Ok(resp) => {
                 last_traffic = Instant::now();
                 // The caller may have given up waiting; the session stays consistent anyway.
@@ -253,6 +254,17 @@ impl DbSession for SimDbSession {
         match self.call(DbRequest::TryLock { lock: lock.clone() }).await? {
             DbResponse::Locked(taken) => Ok(taken),
             other => Err(unexpected("try_lock", other)),
+        }
+    }
+
+    async fn lock_wait(&mut self, lock: &LockName, patience: Duration) -> Result<bool, DbError> {
+        let req = DbRequest::LockWait {
+            lock: lock.clone(),
+            patience_ms: u64::try_from(patience.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.call(req).await? {
+            DbResponse::Locked(taken) => Ok(taken),
+            other => Err(unexpected("lock_wait", other)),
         }
     }
 

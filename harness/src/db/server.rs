@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use stormcell_model::wire::frame::{read_frame, write_frame};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::replication::{LogEntry, ReplicaState};
 use super::tables::{SessionId, Tables};
 use super::wire::{execute, DbRequest, DbResponse};
+use stormcell_model::ports::LockName;
 
 /// The database host's durable state. The harness creates it outside the host's software
 /// so that it survives a crash and restart of that software, as committed data survives a
@@ -106,6 +107,10 @@ struct Session {
 
 type Sessions = Arc<Mutex<BTreeMap<SessionId, Session>>>;
 
+/// Wakes every session waiting for a lock after a release, so the one the lock was handed
+/// to answers at once (the others see it is not theirs and wait on).
+type Releases = Arc<Notify>;
+
 fn lock_sessions(
     s: &Mutex<BTreeMap<SessionId, Session>>,
 ) -> MutexGuard<'_, BTreeMap<SessionId, Session>> {
@@ -141,11 +146,13 @@ pub async fn serve_with(
     }
     let listener = crate::net::listen(&format!("0.0.0.0:{port}")).await?;
     let sessions: Sessions = Arc::new(Mutex::new(BTreeMap::new()));
+    let releases: Releases = Arc::new(Notify::new());
     // Every task stays on the host's local set: a crash then drops the sessions in the order
     // they opened (tokio's shared task lists order them by a process-wide counter).
     let _reaper = AbortOnDrop(tokio::task::spawn_local(reap(
         state.clone(),
         sessions.clone(),
+        releases.clone(),
         config,
     )));
     let _stream = AbortOnDrop(tokio::task::spawn_local(super::replication::stream(
@@ -167,15 +174,23 @@ pub async fn serve_with(
         tokio::task::spawn_local(run_session(
             stream,
             id,
-            state.clone(),
-            sessions.clone(),
+            Shared {
+                state: state.clone(),
+                sessions: sessions.clone(),
+                releases: releases.clone(),
+            },
             kill_rx,
         ));
     }
 }
 
 /// Ends sessions that have been silent for the session timeout.
-async fn reap(state: Arc<Mutex<DbHostState>>, sessions: Sessions, config: DbServerConfig) {
+async fn reap(
+    state: Arc<Mutex<DbHostState>>,
+    sessions: Sessions,
+    releases: Releases,
+    config: DbServerConfig,
+) {
     let mut interval = tokio::time::interval(config.reap_interval);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -198,6 +213,7 @@ async fn reap(state: Arc<Mutex<DbHostState>>, sessions: Sessions, config: DbServ
             st.expired_sessions += 1;
             tracing::debug!(session = id, locks = locks.len(), "db session timed out");
         }
+        releases.notify_waiters();
     }
 }
 
@@ -222,12 +238,18 @@ fn answer(st: &mut DbHostState, id: SessionId, req: &DbRequest) -> DbResponse {
     }
 }
 
+/// What every session task of a host shares.
+struct Shared {
+    state: Arc<Mutex<DbHostState>>,
+    sessions: Sessions,
+    releases: Releases,
+}
+
 /// Serves one connection: one session.
 async fn run_session(
     mut stream: turmoil::net::TcpStream,
     id: SessionId,
-    state: Arc<Mutex<DbHostState>>,
-    sessions: Sessions,
+    shared: Shared,
     mut kill: oneshot::Receiver<()>,
 ) {
     loop {
@@ -245,14 +267,22 @@ async fn run_session(
                 }
             },
         };
-        let resp = {
-            let mut live = lock_sessions(&sessions);
+        let resp = if let DbRequest::LockWait { lock, .. } = &req {
+            match wait_for_lock(&shared, id, lock, req.patience(), &mut kill).await {
+                Some(resp) => resp,
+                None => return,
+            }
+        } else {
+            let mut live = lock_sessions(&shared.sessions);
             let Some(session) = live.get_mut(&id) else {
                 return;
             };
             session.last_seen = Instant::now();
-            let mut st = lock_state(&state);
+            let mut st = lock_state(&shared.state);
             let resp = answer(&mut st, id, &req);
+            if matches!(req, DbRequest::Unlock { .. } | DbRequest::Close) {
+                shared.releases.notify_waiters();
+            }
             if req == DbRequest::Close {
                 live.remove(&id);
                 tracing::trace!(session = id, "db session closed");
@@ -262,6 +292,46 @@ async fn run_session(
         };
         if write_frame(&mut stream, &resp).await.is_err() {
             return;
+        }
+    }
+}
+
+/// A lock wait (**[stormcell]** lock hand-off): takes the lock or joins its queue, then
+/// waits until a release hands it over or `patience` runs out. `None` when the session
+/// ended meanwhile.
+async fn wait_for_lock(
+    shared: &Shared,
+    id: SessionId,
+    lock: &LockName,
+    patience: Duration,
+    kill: &mut oneshot::Receiver<()>,
+) -> Option<DbResponse> {
+    let deadline = Instant::now() + patience;
+    {
+        let mut live = lock_sessions(&shared.sessions);
+        let session = live.get_mut(&id)?;
+        // A waiting session is not silent: it counts as heard from until its wait ends.
+        session.last_seen = deadline;
+        if lock_state(&shared.state).tables.lock_or_queue(id, lock) {
+            return Some(DbResponse::Locked(true));
+        }
+    }
+    loop {
+        // Registered before the look at the holder, so a release in between still wakes it.
+        let released = shared.releases.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if lock_state(&shared.state).tables.lock_holder(lock) == Some(id) {
+            return Some(DbResponse::Locked(true));
+        }
+        tokio::select! {
+            biased;
+            _ = &mut *kill => return None,
+            () = released => {}
+            () = tokio::time::sleep_until(deadline) => {
+                let held = lock_state(&shared.state).tables.leave_queue(id, lock);
+                return Some(DbResponse::Locked(held));
+            }
         }
     }
 }

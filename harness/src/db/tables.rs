@@ -29,6 +29,9 @@ pub struct Tables {
     sync_events: VecDeque<NewSyncEvent>,
     sync_events_total: u64,
     locks: BTreeMap<LockName, SessionId>,
+    /// Sessions queued for a held lock, first come first served. A free lock has no
+    /// queue: a release hands the lock to the first waiter at once.
+    waiters: BTreeMap<LockName, VecDeque<SessionId>>,
     generation: Generation,
     /// **[stormcell]** Salvage bundles thaws wrote, oldest first.
     salvage: Vec<SalvageRecord>,
@@ -294,14 +297,53 @@ impl Tables {
         }
     }
 
-    /// Releases a lock if this session holds it; returns whether it did. Someone else's
-    /// lock is never touched.
+    /// Takes a lock like [`Tables::try_lock`], or queues the session for it: `true` when
+    /// the session holds it now. A queued session gets the lock when it reaches the front
+    /// of the queue and the lock is released ([`Tables::unlock`]).
+    pub fn lock_or_queue(&mut self, session: SessionId, lock: &LockName) -> bool {
+        if self.try_lock(session, lock) {
+            return true;
+        }
+        let queue = self.waiters.entry(lock.clone()).or_default();
+        if !queue.contains(&session) {
+            queue.push_back(session);
+        }
+        false
+    }
+
+    /// Takes the session out of a lock's queue (its wait ran out); returns whether it
+    /// holds the lock after all (handed over before it gave up).
+    pub fn leave_queue(&mut self, session: SessionId, lock: &LockName) -> bool {
+        if let Some(queue) = self.waiters.get_mut(lock) {
+            queue.retain(|&s| s != session);
+            if queue.is_empty() {
+                self.waiters.remove(lock);
+            }
+        }
+        self.lock_holder(lock) == Some(session)
+    }
+
+    /// Releases a lock if this session holds it, handing it to the first queued session;
+    /// returns whether it released it. Someone else's lock is never touched.
     pub fn unlock(&mut self, session: SessionId, lock: &LockName) -> bool {
-        if self.locks.get(lock) == Some(&session) {
-            self.locks.remove(lock);
-            true
-        } else {
-            false
+        if self.locks.get(lock) != Some(&session) {
+            return false;
+        }
+        self.locks.remove(lock);
+        self.hand_over(lock);
+        true
+    }
+
+    /// Gives a free lock to the first session queued for it.
+    fn hand_over(&mut self, lock: &LockName) {
+        let Some(queue) = self.waiters.get_mut(lock) else {
+            return;
+        };
+        if let Some(next) = queue.pop_front() {
+            self.locks.insert(lock.clone(), next);
+        }
+        if queue.is_empty() {
+            self.waiters.remove(lock);
         }
     }
 
@@ -315,8 +357,13 @@ impl Tables {
         &self.locks
     }
 
-    /// Ends a session: releases every lock it holds and returns them, in name order.
+    /// Ends a session: takes it out of every queue, releases every lock it holds (each
+    /// handed to its first waiter) and returns them, in name order.
     pub fn release_session(&mut self, session: SessionId) -> Vec<LockName> {
+        self.waiters.retain(|_, queue| {
+            queue.retain(|&s| s != session);
+            !queue.is_empty()
+        });
         let held: Vec<LockName> = self
             .locks
             .iter()
@@ -325,12 +372,14 @@ impl Tables {
             .collect();
         for l in &held {
             self.locks.remove(l);
+            self.hand_over(l);
         }
         held
     }
 
-    /// Releases every lock (the database restarted: no session survives).
+    /// Releases every lock (the database restarted: no session survives, nor any wait).
     pub fn release_all_locks(&mut self) -> Vec<LockName> {
+        self.waiters.clear();
         std::mem::take(&mut self.locks).into_keys().collect()
     }
 }

@@ -21,6 +21,14 @@ pub enum DbRequest {
         /// The lock.
         lock: LockName,
     },
+    /// `lock_wait`: waits in the lock's queue for at most `patience_ms` (answered by the
+    /// server, which can wait; the tables alone only try).
+    LockWait {
+        /// The lock.
+        lock: LockName,
+        /// How long the session waits at most, in milliseconds.
+        patience_ms: u64,
+    },
     /// `unlock`.
     Unlock {
         /// The lock.
@@ -117,6 +125,7 @@ impl DbRequest {
     pub fn name(&self) -> &'static str {
         match self {
             DbRequest::TryLock { .. } => "try_lock",
+            DbRequest::LockWait { .. } => "lock_wait",
             DbRequest::Unlock { .. } => "unlock",
             DbRequest::Topology => "topology",
             DbRequest::Rows { .. } => "rows",
@@ -137,6 +146,17 @@ impl DbRequest {
         }
     }
 
+    /// How long the server may hold the request before answering, beyond the time a query
+    /// takes: a lock wait's patience.
+    pub fn patience(&self) -> std::time::Duration {
+        match self {
+            DbRequest::LockWait { patience_ms, .. } => {
+                std::time::Duration::from_millis(*patience_ms)
+            }
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
     /// Whether the request changes the tables (a replica refuses these, a primary ships
     /// them to its replicas). Locks are not data: each host keeps its own.
     pub fn is_write(&self) -> bool {
@@ -148,6 +168,7 @@ impl DbRequest {
             | DbRequest::RecordPush { .. }
             | DbRequest::RecordSync { .. } => true,
             DbRequest::TryLock { .. }
+            | DbRequest::LockWait { .. }
             | DbRequest::Unlock { .. }
             | DbRequest::Topology
             | DbRequest::Rows { .. }
@@ -169,7 +190,7 @@ impl DbRequest {
 pub enum DbResponse {
     /// The request succeeded with nothing to return.
     Done,
-    /// `try_lock`: whether the lock was taken.
+    /// `try_lock` and `lock_wait`: whether the session holds the lock.
     Locked(bool),
     /// `topology`.
     Topology(Topology),
@@ -211,7 +232,9 @@ pub enum DbResponse {
 /// `Ping` only answers.
 pub fn execute(tables: &mut Tables, session: SessionId, req: &DbRequest) -> DbResponse {
     match req {
-        DbRequest::TryLock { lock } => DbResponse::Locked(tables.try_lock(session, lock)),
+        DbRequest::TryLock { lock } | DbRequest::LockWait { lock, .. } => {
+            DbResponse::Locked(tables.try_lock(session, lock))
+        }
         DbRequest::Unlock { lock } => {
             tables.unlock(session, lock);
             DbResponse::Done

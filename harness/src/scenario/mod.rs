@@ -504,6 +504,10 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/ambiguous-promote.toml"),
     ),
     (
+        "busy-repository",
+        include_str!("../../../scenarios/busy-repository.toml"),
+    ),
+    (
         "contention",
         include_str!("../../../scenarios/contention.toml"),
     ),

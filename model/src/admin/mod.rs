@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::time::Instant;
 
 use crate::config::ProtocolConfig;
 use crate::ids::{DeviceId, RepoId};
-use crate::lock_wait::{pause_within_budget, PollSchedule};
+use crate::lock_wait::LockWaiter;
 use crate::peer;
 use crate::plant::Plants;
 use crate::ports::{Clock, DbSession, Event, Events, LockName, Network, Random, Snapshot};
@@ -101,7 +100,7 @@ impl Admin {
         Ok(self.ports.db.connect_admin().await?)
     }
 
-    /// Takes `write(repo)` on `session`, polling within `budget` (section 2).
+    /// Takes `write(repo)` on `session`, waiting within `budget` (section 2).
     async fn acquire_write(
         &self,
         session: &mut dyn AdminSession,
@@ -112,32 +111,30 @@ impl Admin {
             .await
     }
 
-    /// Takes `lock` on `session`, polling within `budget` (section 2).
+    /// Takes `lock` on `session`, waiting within `budget` (sections 2 and 12).
     async fn acquire(
         &self,
         session: &mut dyn AdminSession,
         lock: &LockName,
         budget: Duration,
     ) -> Result<(), AdminError> {
-        let repo = lock.repo();
-        let start = Instant::now();
-        let mut schedule = PollSchedule::new();
+        let mut waiter = LockWaiter::new(budget, self.config.rules().lock_hand_off);
+        let mut taken = session.try_lock(lock).await?;
         loop {
-            if session.try_lock(lock).await? {
+            if taken {
                 self.ports.events.emit(Event::LockAcquired {
                     lock: lock.to_string(),
-                    waited_ms: start.elapsed().as_millis() as u64,
+                    waited_ms: waiter.waited().as_millis() as u64,
                 });
                 return Ok(());
             }
-            let waited = start.elapsed();
-            let Some(pause) = pause_within_budget(schedule.next_pause(), waited, budget) else {
+            let Some(pause) = waiter.next_pause() else {
                 return Err(AdminError::LockTimeout {
-                    repo: repo.clone(),
-                    waited,
+                    repo: lock.repo().clone(),
+                    waited: waiter.waited(),
                 });
             };
-            tokio::time::sleep(pause).await;
+            taken = waiter.wait(session, lock, pause).await?;
         }
     }
 

@@ -1,17 +1,16 @@
-//! Taking session-scoped locks with the polling waits and budgets of PROTOCOL.md section 2.
+//! Taking session-scoped locks with the waits and budgets of PROTOCOL.md section 2 (woken by
+//! a release under the lock hand-off of section 12).
 
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use super::{Engine, Progress};
 use crate::error::ClusterError;
 use crate::leaders::writing_rows;
-use crate::lock_wait::{pause_within_budget, PollSchedule};
+use crate::lock_wait::LockWaiter;
 use crate::ports::{DbSession, Event, LockName};
 
 impl Engine {
-    /// Takes `lock` on `session`, polling within `budget`. While waiting for a write lock,
+    /// Takes `lock` on `session`, waiting within `budget`. While waiting for a write lock,
     /// tells the client who is writing.
     pub(crate) async fn acquire(
         &self,
@@ -20,13 +19,13 @@ impl Engine {
         budget: Duration,
         progress: &Progress,
     ) -> Result<Duration, ClusterError> {
-        let start = Instant::now();
-        let mut schedule = PollSchedule::new();
+        let mut waiter = LockWaiter::new(budget, self.config.rules().lock_hand_off);
         let is_write = matches!(lock, LockName::Write(_));
         let mut holder = None;
+        let mut taken = session.try_lock(lock).await?;
         loop {
-            if session.try_lock(lock).await? {
-                let waited = start.elapsed();
+            if taken {
+                let waited = waiter.waited();
                 self.emit(Event::LockAcquired {
                     lock: lock.to_string(),
                     waited_ms: waited.as_millis() as u64,
@@ -43,12 +42,11 @@ impl Engine {
                 }
                 return Ok(waited);
             }
-            let waited = start.elapsed();
-            let Some(pause) = pause_within_budget(schedule.next_pause(), waited, budget) else {
+            let Some(pause) = waiter.next_pause() else {
                 return Err(ClusterError::LockTimeout {
                     repo: lock.repo().clone(),
                     lock: lock.kind(),
-                    waited,
+                    waited: waiter.waited(),
                     holder,
                 });
             };
@@ -68,7 +66,7 @@ impl Engine {
                     holder = Some(format!("{user} on device \"{}\"", row.device));
                 }
             }
-            tokio::time::sleep(pause).await;
+            taken = waiter.wait(session, lock, pause).await?;
         }
     }
 

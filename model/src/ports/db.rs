@@ -76,6 +76,13 @@ pub struct FinishWrite {
 pub trait DbSession: Send {
     /// Tries once to take a named lock; `false` when someone else holds it.
     async fn try_lock(&mut self, lock: &LockName) -> Result<bool, DbError>;
+    /// Waits in the database's queue for a named lock, for at most `patience`: `true`
+    /// once this session holds it, `false` when the wait ran out with the lock still held
+    /// elsewhere (this session then leaves the queue). Waiters are served in the order they
+    /// began waiting, and a release hands the lock to the first of them at once
+    /// (**[stormcell]** lock hand-off, PROTOCOL.md 12): no newcomer's `try_lock` can take a
+    /// lock someone is queued for.
+    async fn lock_wait(&mut self, lock: &LockName, patience: Duration) -> Result<bool, DbError>;
     /// Releases a lock this session holds.
     async fn unlock(&mut self, lock: &LockName) -> Result<(), DbError>;
     /// The configuration: devices, services, bindings, repositories.

@@ -29,6 +29,7 @@ use stormcell_model::rows::{
     Topology, VersionRow, WriteProps,
 };
 use tokio::sync::watch;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
@@ -591,6 +592,62 @@ impl DbSession for PgSession {
             self.held.insert(lock.clone());
         }
         Ok(got)
+    }
+
+    async fn lock_wait(&mut self, lock: &LockName, patience: Duration) -> Result<bool, DbError> {
+        self.client()?;
+        if self.held.contains(lock) {
+            return Ok(true);
+        }
+        let key = lock_key::lock_key(lock);
+        // Whole milliseconds, at least one: a `lock_timeout` of 0 would mean no limit.
+        let limit = format!("{}ms", patience.as_millis().clamp(1, i32::MAX as u128));
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| DbError::Connection("the session is closed".to_owned()))?;
+        // PostgreSQL queues lock waiters and grants a released lock to the first of them
+        // (a newcomer's `pg_try_advisory_lock` cannot jump the queue). The time limit is
+        // local to the transaction; a session-level lock taken inside it outlives it.
+        let wait = async {
+            let tx = client.transaction().await?;
+            tx.execute("SELECT set_config('lock_timeout', $1, true)", &[&limit])
+                .await?;
+            match tx.execute("SELECT pg_advisory_lock($1)", &[&key]).await {
+                Ok(_) => {
+                    tx.commit().await?;
+                    Ok(true)
+                }
+                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                    tx.rollback().await?;
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let got = in_transaction(
+            TxGuard {
+                query_timeout: self.query_timeout.saturating_add(patience),
+                home: &mut self.home,
+                broken: &self.broken,
+                in_flight: &self.in_flight,
+                silence: self.silence.as_ref(),
+            },
+            wait,
+        )
+        .await;
+        match got {
+            Ok(true) => {
+                self.held.insert(lock.clone());
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                // The lock may have been granted: never reuse this session.
+                self.held.insert(lock.clone());
+                Err(e)
+            }
+        }
     }
 
     async fn unlock(&mut self, lock: &LockName) -> Result<(), DbError> {

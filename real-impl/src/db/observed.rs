@@ -78,6 +78,10 @@ impl DbSession for ObservedSession {
         self.inner.try_lock(lock).await
     }
 
+    async fn lock_wait(&mut self, lock: &LockName, patience: Duration) -> Result<bool, DbError> {
+        self.inner.lock_wait(lock, patience).await
+    }
+
     async fn unlock(&mut self, lock: &LockName) -> Result<(), DbError> {
         self.inner.unlock(lock).await
     }

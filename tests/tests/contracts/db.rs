@@ -134,6 +134,108 @@ pub(crate) async fn locks_exclude_and_end_with_their_session<E: DbEnv>(env: E) -
     Ok(())
 }
 
+/// **[stormcell]** Lock hand-off (PROTOCOL.md 12): waiters queue in the database, a release
+/// hands the lock to the first of them at once (a newcomer's `try_lock` cannot jump the
+/// queue), a wait that runs out leaves the queue holding nothing, and a holder's session
+/// ending hands the lock over as a release does.
+pub(crate) async fn a_release_hands_the_lock_to_the_first_waiter<E: DbEnv>(env: E) -> Checked {
+    let write = LockName::Write(r1());
+    let long = Duration::from_secs(10);
+    let mut a = session(&env).await?;
+    let mut b = session(&env).await?;
+    let mut c = session(&env).await?;
+    let mut d = session(&env).await?;
+    assert!(a.try_lock(&write).await?);
+
+    // b queues first, c second; a releases; b holds it a moment, then releases.
+    let (first, second, released) = tokio::join!(
+        async {
+            let got = b.lock_wait(&write, long).await?;
+            let at = Instant::now();
+            sleep(Duration::from_millis(300)).await;
+            let newcomer_while_held = d.try_lock(&write).await?;
+            b.unlock(&write).await?;
+            let newcomer_after_release = d.try_lock(&write).await?;
+            Ok::<_, DbError>((got, at, newcomer_while_held, newcomer_after_release))
+        },
+        async {
+            sleep(Duration::from_millis(200)).await;
+            let got = c.lock_wait(&write, long).await?;
+            Ok::<_, DbError>((got, Instant::now()))
+        },
+        async {
+            sleep(Duration::from_millis(600)).await;
+            let at = Instant::now();
+            a.unlock(&write).await?;
+            Ok::<_, DbError>(at)
+        },
+    );
+    let (b_got, b_at, newcomer_while_held, newcomer_after_release) = first?;
+    let (c_got, c_at) = second?;
+    let released = released?;
+    assert!(
+        b_got && c_got,
+        "both waiters get the lock within their patience"
+    );
+    assert!(
+        b_at.duration_since(released) < SLACK,
+        "the first waiter was woken {:?} after the release",
+        b_at.duration_since(released)
+    );
+    assert!(!newcomer_while_held, "a newcomer took a held lock");
+    assert!(
+        !newcomer_after_release,
+        "a newcomer took the lock a waiter was queued for"
+    );
+    assert!(
+        c_at > b_at + Duration::from_millis(300),
+        "the second waiter got the lock before the first released it"
+    );
+    assert!(
+        c_at.duration_since(b_at + Duration::from_millis(300)) < SLACK,
+        "the second waiter was woken {:?} after the first released",
+        c_at.duration_since(b_at)
+    );
+
+    // c holds it. A wait that runs out answers `false` and leaves the queue.
+    let start = Instant::now();
+    assert!(!a.lock_wait(&write, Duration::from_millis(300)).await?);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(300) + SLACK,
+        "a 300 ms wait took {waited:?}"
+    );
+    c.unlock(&write).await?;
+    assert!(
+        d.try_lock(&write).await?,
+        "a waiter that gave up still stood in the queue"
+    );
+
+    // d holds it; its session ends while a waits: a gets it at once.
+    let (got, ended) = tokio::join!(
+        async {
+            let got = a.lock_wait(&write, long).await?;
+            Ok::<_, DbError>((got, Instant::now()))
+        },
+        async move {
+            sleep(Duration::from_millis(300)).await;
+            drop(d);
+            Instant::now()
+        },
+    );
+    let (got, at) = got?;
+    assert!(
+        got,
+        "the waiter did not get the lock of a session that ended"
+    );
+    assert!(
+        at.duration_since(ended) < SLACK,
+        "the waiter was woken {:?} after the holder's session ended",
+        at.duration_since(ended)
+    );
+    Ok(())
+}
+
 /// A server restart ends every session: the holder's calls fail as connection errors,
 /// and its locks are free for a new session.
 pub(crate) async fn a_lost_session_loses_its_locks<E: DbEnv>(env: E) -> Checked {
