@@ -99,7 +99,7 @@ pub const MATRIX: [Mutant; Bug::ALL.len()] = [
     Mutant {
         bug: Bug::EpochInMemory,
         scenario: "db-promote-restart",
-        seeds: 300,
+        seeds: 800,
         caught_by: &[StaleRead, Durability],
     },
     Mutant {

@@ -731,7 +731,7 @@ impl Engine {
     /// since (`moves` is the count when the copy landed): a push, or another sync that
     /// holds no database lock (while read-only) and recorded its version locally, must not
     /// be undone.
-    async fn restore_refs(
+    pub(crate) async fn restore_refs(
         &self,
         repo: &RepoId,
         refs: BTreeMap<String, Oid>,

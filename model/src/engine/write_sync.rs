@@ -202,9 +202,17 @@ impl Engine {
             "Ready to receive on cluster host \"{}\".",
             self.device
         ));
-        let applied = {
+        // [stormcell] What the copy held before the push, to put back if the push cannot
+        // be recorded because its row changed meanwhile (see `undo_fenced_write`).
+        let undo_fenced = self.hides_unrecorded_writes();
+        let (applied, refs_before, moves) = {
             let _guard = self.local.exclusive(repo).await;
-            self.local.moved(repo);
+            let refs_before = if undo_fenced {
+                Some(self.ports.store.refs(repo).await?)
+            } else {
+                None
+            };
+            let moves = self.local.moved(repo);
             let applied = match self.ports.store.apply_push(repo, payload).await {
                 Ok(applied) => applied,
                 Err(e) => return Err(self.not_durable(repo, e)),
@@ -223,7 +231,7 @@ impl Engine {
                     }
                 }
             }
-            applied
+            (applied, refs_before, moves)
         };
         let digest = self.ports.store.digest(repo).await?;
         let recording = Recording {
@@ -268,6 +276,10 @@ impl Engine {
             });
         }
         let finished = self.finish(session, recording, progress).await;
+        let fenced = matches!(finished, Err(ClusterError::Fenced { .. }));
+        if let (true, true, Some(before)) = (fenced, applied.accepted, refs_before) {
+            self.undo_fenced_write(repo, before, moves, digest).await;
+        }
         drop(running);
         let (version, held) = finished?;
         if !applied.accepted {
@@ -481,6 +493,47 @@ impl Engine {
                 let _ =
                     peer::call(engine.ports.net.as_ref(), &device, &addr, &request, limit).await;
             }));
+        }
+    }
+
+    /// **[stormcell]** A push that reached the working copy was fenced: its row changed
+    /// while it wrote (a demote, a recovery, or a new primary that never had its
+    /// `writing` mark), so it is not acknowledged and no version records it. Left in the
+    /// copy, its refs would be served as whatever version the local file names, then
+    /// vanish at the next sync: reads would go backwards. So the copy's refs go back to
+    /// what they were before the push, unless the primary's row for this device now
+    /// records this very copy (recovery adopted it as a version). When the primary
+    /// cannot tell, the copy is marked as showing an unrecorded write, which reads and
+    /// peer copies refuse until recovery settles it.
+    async fn undo_fenced_write(
+        &self,
+        repo: &RepoId,
+        before: std::collections::BTreeMap<String, crate::ids::Oid>,
+        moves: u64,
+        digest: crate::ids::Digest,
+    ) {
+        let adopted = match self.connect(Intent::Write).await {
+            Ok(mut link) => link.session.rows(repo).await.ok().map(|rows| {
+                rows.iter()
+                    .any(|r| r.device == self.device && r.digest == Some(digest))
+            }),
+            Err(_) => None,
+        };
+        match adopted {
+            Some(true) => {}
+            Some(false) => {
+                if let Err(e) = self.restore_refs(repo, before, moves).await {
+                    self.local.unsettle(repo);
+                    self.emit(Event::Note {
+                        text: format!("{repo}: the refs of a fenced push stay ({e})"),
+                    });
+                } else {
+                    self.emit(Event::Note {
+                        text: format!("{repo}: a fenced push was taken out of the working copy"),
+                    });
+                }
+            }
+            None => self.local.unsettle(repo),
         }
     }
 
