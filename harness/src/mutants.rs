@@ -98,8 +98,8 @@ pub const MATRIX: [Mutant; Bug::ALL.len()] = [
     },
     Mutant {
         bug: Bug::EpochInMemory,
-        scenario: "db-promote-restart",
-        seeds: 800,
+        scenario: "db-promote-missed-rows",
+        seeds: 150,
         caught_by: &[StaleRead, Durability],
     },
     Mutant {

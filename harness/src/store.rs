@@ -21,7 +21,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use stormcell_model::error::StoreError;
-use stormcell_model::ids::{Generation, Oid, RepoId, Version};
+use stormcell_model::ids::{Digest, Generation, Oid, RepoId, Version};
 use stormcell_model::ports::{
     check_salvage_request, PushApplied, PushPayload, SalvageBundle, Snapshot, Store,
 };
@@ -86,6 +86,8 @@ struct Durable {
     objects: BTreeMap<String, Commit>,
     local_version: Option<Version>,
     verified_generation: Option<Generation>,
+    /// The pre-write digest of a write in progress (written durably at once).
+    write_marker: Option<Digest>,
     /// Salvage bundles by label; written durably at once (a bundle is synced before the
     /// thaw that asked for it changes any row).
     bundles: BTreeMap<String, SimBundle>,
@@ -280,6 +282,7 @@ impl SimStore {
             objects: commits.into_iter().map(|c| (c.id.clone(), c)).collect(),
             local_version: None,
             verified_generation: None,
+            write_marker: None,
             bundles: BTreeMap::new(),
         };
         st.repos.insert(
@@ -569,6 +572,25 @@ impl Store for SimStore {
             .or_default()
             .durable
             .local_version = Some(version);
+        Ok(())
+    }
+
+    async fn write_marker(&self, repo: &RepoId) -> Result<Option<Digest>, StoreError> {
+        Ok(self
+            .lock()
+            .repos
+            .get(repo)
+            .and_then(|s| s.durable.write_marker))
+    }
+
+    async fn set_write_marker(&self, repo: &RepoId, pre: Option<Digest>) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        Self::check_disk(&st, "writing the write marker", repo)?;
+        st.repos
+            .entry(repo.clone())
+            .or_default()
+            .durable
+            .write_marker = pre;
         Ok(())
     }
 

@@ -48,6 +48,7 @@ scenario_tests! {
     steady => "steady",
     busy_repository => "busy-repository",
     db_promote_restart => "db-promote-restart",
+    db_promote_missed_rows => "db-promote-missed-rows",
     db_primary_hang => "db-primary-hang",
     demote_under_load => "demote-under-load",
     disk_loss => "disk-loss",
@@ -334,6 +335,21 @@ fn db_promote_restart_loses_or_hides_an_acknowledged_push_only_under_phabricator
 }
 
 #[test]
+fn db_promote_missed_rows_loses_acknowledged_pushes_only_under_phabricator() {
+    // The promoted replica lacks the rows of pushes the old primary acknowledged while the
+    // replica was down; devices restarted after the promotion trust those rows.
+    anomaly_only_under_phabricator(
+        "db-promote-missed-rows",
+        40,
+        &[
+            "the acknowledged push was lost",
+            "a stale read",
+            "reads went backwards",
+        ],
+    );
+}
+
+#[test]
 fn disk_loss_loses_acknowledged_pushes_only_under_phabricator() {
     // The wiped device serves its empty copy as the newest version; its next push prunes
     // every other ref on every device.
@@ -493,6 +509,39 @@ fn seeds_that_once_failed_pass() {
             14,
             "a peer's empty disk copied as the version it claimed",
         ),
+        // A push waiting out the lost primary was fenced on the promoted one (its
+        // `writing` mark was never there): not acknowledged, yet its refs stayed in the
+        // copy, which the first sync after the promotion recorded and served; a device
+        // without them served the other history.
+        (
+            "db-promote-missed-rows",
+            115,
+            "a fenced push left in the working copy",
+        ),
+        // A push interrupted by its device's crash while it waited out the lost primary:
+        // the promotion lost rows from before it too, so the restarted device's copy
+        // looked like its local version and was recorded and served with the push in it.
+        // The durable write marker now says the copy holds an unrecorded write.
+        (
+            "db-promote-missed-rows",
+            219,
+            "a copy with an unrecorded write taken for its local version",
+        ),
+        // The same, where the marked copy alone held its base and was adopted: the new
+        // primary drew the adopted version's id below that base, giving one version
+        // number two states.
+        (
+            "db-promote-missed-rows",
+            137,
+            "an adopted copy numbered below its base",
+        ),
+        // A sync copied over a marked copy whose row said `writing`, while fenced
+        // recovery adopted it: the row then named a copy that no longer existed.
+        (
+            "db-promote-missed-rows",
+            247,
+            "a marked copy copied over while recovery adopted it",
+        ),
         // A lost disk that alone held the newest version of several repositories: the
         // operator gave up what it held in the first one found and left the rest frozen.
         (
@@ -519,23 +568,5 @@ fn seeds_that_once_failed_pass() {
     assert!(
         r.passed(),
         "kept swarm seed 7 failed: an interrupted write served while read-only"
-    );
-    // A push waiting out the lost primary was fenced on the promoted one (its `writing`
-    // mark was never there): not acknowledged, yet its refs stayed in the copy, which the
-    // first sync after the promotion recorded and served; a device without them served
-    // the other history. The scenario is still open for other seeds of its class.
-    let open = include_str!("../../scenarios/open/db-promote-missed-rows.toml");
-    let missed =
-        scenario::parse("db-promote-missed-rows.toml", open).expect("the open scenario parses");
-    let r = run(&RunSpec {
-        scenario: missed,
-        seed: 115,
-        profile: Profile::Stormcell,
-        plant: None,
-        keep_trace: false,
-    });
-    assert!(
-        r.passed(),
-        "db-promote-missed-rows seed 115 failed: a fenced push left in the working copy"
     );
 }

@@ -534,6 +534,10 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/db-promote.toml"),
     ),
     (
+        "db-promote-missed-rows",
+        include_str!("../../../scenarios/db-promote-missed-rows.toml"),
+    ),
+    (
         "db-promote-restart",
         include_str!("../../../scenarios/db-promote-restart.toml"),
     ),

@@ -14,7 +14,7 @@ use crate::peer;
 use crate::plant::Bug;
 use crate::ports::env::shuffle;
 use crate::ports::{DbSession, Event};
-use crate::rows::Topology;
+use crate::rows::{Topology, VersionRow};
 use crate::wire::{Request, Response};
 
 /// A replica session's situation: why the device is read-only. Whether the replica
@@ -218,10 +218,19 @@ impl Engine {
         }
         // [stormcell] this device's own durable version beats a replica's stale row of it,
         // and a row whose working copy is gone or replaced claims nothing (PROTOCOL.md 12).
-        let mut unmarked_write = None;
+        // The copy under an unrecorded write, and the version it holds beneath it.
+        let mut unmarked_write: Option<(Option<&VersionRow>, Version)> = None;
+        let marked = verify && self.unrecorded_in_copy(repo, own_row).await?;
         let mine = if verify {
             let local = self.ports.store.local_version(repo).await?;
             match own_row {
+                // The write marker outlived the write's memory and, maybe, its rows: the
+                // copy is its local version plus a write no version records. It claims
+                // nothing; a device holding that version or newer is copied over it.
+                _ if marked => {
+                    unmarked_write = local.map(|base| (own_row, base));
+                    None
+                }
                 Some(r) if self.working_copy_intact(repo, r).await? => local.max(Some(r.version)),
                 // The local version file is written before a push touches the copy, so a
                 // copy at its row's version that no longer has the row's digest holds a
@@ -236,7 +245,7 @@ impl Engine {
                         && self.local.any_running(repo).is_none()
                         && !self.local.shows_unrecorded(repo) =>
                 {
-                    unmarked_write = Some(r);
+                    unmarked_write = Some((Some(r), r.version));
                     None
                 }
                 _ => local,
@@ -259,17 +268,26 @@ impl Engine {
         }
         // The write's base version may live only in this copy (nobody claims it or more,
         // and every peer said so): the copy is adopted, not copied again from nobody.
-        if let Some(row) = unmarked_write.filter(|r| {
-            !read_only
+        if let Some((row, base)) = unmarked_write {
+            if !read_only
                 && claims.unanswered.is_empty()
                 && self.config.rules().fenced_recovery
-                && target <= r.version
-        }) {
-            if let Some(version) = self
-                .adopt_unmarked_write(session, row, claims.refuse_unproven)
-                .await?
+                && target <= base
             {
-                return self.unproven(repo, &claims, version, None);
+                if let Some(version) = self
+                    .adopt_unmarked_write(session, repo, row, base, claims.refuse_unproven)
+                    .await?
+                {
+                    return self.unproven(repo, &claims, version, None);
+                }
+            }
+            // A marked copy whose base nobody else holds must not be copied over: that
+            // version may exist nowhere else. It serves nothing until it is adopted.
+            if marked && target < base {
+                return Err(ClusterError::WriteUnrecorded {
+                    repo: repo.clone(),
+                    device: self.device.clone(),
+                });
             }
         }
         // Devices holding the newest version, in a random order (like leaders).
@@ -297,7 +315,7 @@ impl Engine {
                 .filter(|_| verify && self.hides_unrecorded_writes());
             match self.fetch_from(&topology, repo, holder, expected).await {
                 Ok(_) => {
-                    self.ports.store.set_local_version(repo, target).await?;
+                    self.copy_is_version(repo, target).await?;
                     self.emit(Event::Synced {
                         repo: repo.clone(),
                         from: holder.clone(),
@@ -356,8 +374,17 @@ impl Engine {
             });
         }
         let version = self.ports.store.local_version(repo).await?;
+        // A copy marked with a write in progress holds its version only beneath that
+        // write: an asker may take it only as it was before the write.
+        let marker = if self.config.rules().device_incarnation {
+            self.ports.store.write_marker(repo).await?
+        } else {
+            None
+        };
         let digest = if self.local.shows_unrecorded(repo) {
             None
+        } else if marker.is_some() {
+            marker
         } else {
             Some(self.ports.store.digest(repo).await?)
         };

@@ -366,7 +366,7 @@ impl Engine {
                         });
                         return Ok(None);
                     }
-                    self.ports.store.set_local_version(repo, max).await?;
+                    self.copy_is_version(repo, max).await?;
                     self.record_sync(
                         session,
                         repo,
@@ -461,7 +461,7 @@ impl Engine {
         if !changed {
             return Ok(Some(None));
         }
-        self.ports.store.set_local_version(repo, max).await?;
+        self.copy_is_version(repo, max).await?;
         self.record_sync(
             session,
             repo,
@@ -625,6 +625,59 @@ impl Engine {
             }
         }
         Ok(intact)
+    }
+
+    /// Records that the working copy is exactly `version` now (a copy recorded, a write
+    /// recorded or adopted): the local version file says so, and **[stormcell]** no write
+    /// in progress is marked on it any more.
+    pub(crate) async fn copy_is_version(
+        &self,
+        repo: &RepoId,
+        version: Version,
+    ) -> Result<(), ClusterError> {
+        self.ports.store.set_local_version(repo, version).await?;
+        if self.config.rules().device_incarnation
+            && self.ports.store.write_marker(repo).await?.is_some()
+        {
+            self.ports.store.set_write_marker(repo, None).await?;
+        }
+        Ok(())
+    }
+
+    /// **[stormcell]** Whether the working copy holds a write that no version records,
+    /// known by its durable write marker (PROTOCOL.md 12) after a crash or a lost primary
+    /// took the memory of it: marked, no write running here, no row of its own saying
+    /// `writing` (fenced recovery's case), and neither the pre-write
+    /// digest (nothing was written) nor the digest `own_row` records (the write was
+    /// recorded or adopted). A marker found settled is cleared.
+    pub(crate) async fn unrecorded_in_copy(
+        &self,
+        repo: &RepoId,
+        own_row: Option<&VersionRow>,
+    ) -> Result<bool, ClusterError> {
+        // A row still saying `writing` leaves the write to fenced recovery, which knows
+        // its owner and may be adopting it right now.
+        if !self.config.rules().device_incarnation
+            || self.plants.has(Bug::TrustEmptyWorkingCopy)
+            || self.local.any_running(repo).is_some()
+            || self.local.shows_unrecorded(repo)
+            || own_row.is_some_and(|r| r.writing)
+        {
+            return Ok(false);
+        }
+        let Some(pre) = self.ports.store.write_marker(repo).await? else {
+            return Ok(false);
+        };
+        let digest = self.ports.store.digest(repo).await?;
+        if digest == pre || own_row.and_then(|r| r.digest) == Some(digest) {
+            if let Err(e) = self.ports.store.set_write_marker(repo, None).await {
+                self.emit(Event::Note {
+                    text: format!("{repo}: settled write marker not cleared: {e}"),
+                });
+            }
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// **[stormcell]** The digest a leader's copy must have to be copied: the one its row

@@ -4,12 +4,15 @@
 
 use super::Engine;
 use crate::error::ClusterError;
-use crate::ids::{LockOwner, RepoId, Version};
+use crate::ids::{DeviceId, LockOwner, RepoId, Version};
 use crate::peer;
 use crate::plant::Bug;
 use crate::ports::{DbSession, Event, FinishWrite, LockName};
 use crate::rows::{row_versions, NewPushEvent, PushKind, Topology, VersionRow};
 use crate::wire::{ProbeResult, Request, Response};
+
+/// How many push ids an adoption draws at most to get one above its base version.
+const ADOPT_ID_DRAWS: u32 = 1000;
 
 impl Engine {
     /// Resolves the interrupted write of `row`, holding the write lock on `session` (so
@@ -81,7 +84,7 @@ impl Engine {
                 .write_props
                 .as_ref()
                 .map_or_else(String::new, |p| p.user.clone());
-            let event = self.recovered_event(row, user);
+            let event = self.recovered_event(&row.repo, &row.device, user);
             (session.record_push(&event).await?, "adopted")
         };
         let finish = FinishWrite {
@@ -118,17 +121,23 @@ impl Engine {
     /// becomes a new version (a `recovered` push event). Needs the write lock, so no write
     /// elsewhere lands beside it: held already by a write (`write_locked`), otherwise taken
     /// if free at once. `Ok(None)` when the lock is busy or the rows changed meanwhile.
+    ///
+    /// `base` is the version the copy holds under the write: `row`'s version, or, for a
+    /// copy whose write marker survived a promotion that also lost rows before it, the
+    /// local version file's (`row` may then be older, or missing).
     pub(crate) async fn adopt_unmarked_write(
         &self,
         session: &mut dyn DbSession,
-        row: &VersionRow,
+        repo: &RepoId,
+        row: Option<&VersionRow>,
+        base: Version,
         write_locked: bool,
     ) -> Result<Option<Version>, ClusterError> {
-        let write = LockName::Write(row.repo.clone());
+        let write = LockName::Write(repo.clone());
         if !write_locked && !matches!(session.try_lock(&write).await, Ok(true)) {
             return Ok(None);
         }
-        let adopted = self.adopt_locked(session, row).await;
+        let adopted = self.adopt_locked(session, repo, row, base).await;
         if !write_locked {
             self.release(session, &write).await;
         }
@@ -138,14 +147,15 @@ impl Engine {
     async fn adopt_locked(
         &self,
         session: &mut dyn DbSession,
-        row: &VersionRow,
+        repo: &RepoId,
+        row: Option<&VersionRow>,
+        base: Version,
     ) -> Result<Option<Version>, ClusterError> {
-        let repo = &row.repo;
         // Decided on rows read before the lock: they must still be the same, and nobody
-        // may have written (or be writing) past this device's version.
+        // may have written (or be writing) past the copy's base version.
         let rows = session.rows(repo).await?;
-        if rows.iter().find(|r| r.device == self.device) != Some(row)
-            || rows.iter().any(|r| r.version > row.version || r.writing)
+        if rows.iter().find(|r| r.device == self.device) != row
+            || rows.iter().any(|r| r.version > base || r.writing)
         {
             return Ok(None);
         }
@@ -159,8 +169,20 @@ impl Engine {
             self.ports.store.digest(repo).await?
         };
         // The lost mark named the user; nothing else does.
-        let event = self.recovered_event(row, String::new());
-        let version = session.record_push(&event).await?;
+        let event = self.recovered_event(repo, &self.device, String::new());
+        // The new version must be above the base, which a promotion may have taken from
+        // every row (push ids are drawn above the rows only): the same number for the base
+        // without the write elsewhere and with it here would be two states of one version.
+        let mut version = session.record_push(&event).await?;
+        for _ in 0..ADOPT_ID_DRAWS {
+            if version > base {
+                break;
+            }
+            version = session.record_push(&event).await?;
+        }
+        if version <= base {
+            return Ok(None);
+        }
         let seen = row_versions(&rows);
         if !session
             .set_version(repo, &self.device, version, Some(digest), Some(&seen))
@@ -168,7 +190,7 @@ impl Engine {
         {
             return Ok(None);
         }
-        self.ports.store.set_local_version(repo, version).await?;
+        self.copy_is_version(repo, version).await?;
         self.emit(Event::Recovered {
             repo: repo.clone(),
             device: self.device.clone(),
@@ -179,10 +201,10 @@ impl Engine {
 
     /// The push event that records an adopted write of `row`'s device: it names no ref
     /// updates (the write's own were never recorded), so plans read the commit graph.
-    fn recovered_event(&self, row: &VersionRow, user: String) -> NewPushEvent {
+    fn recovered_event(&self, repo: &RepoId, device: &DeviceId, user: String) -> NewPushEvent {
         NewPushEvent {
-            repo: row.repo.clone(),
-            device: row.device.clone(),
+            repo: repo.clone(),
+            device: device.clone(),
             user,
             started_ms: self.ports.clock.now_ms(),
             updates: Vec::new(),

@@ -184,6 +184,21 @@ impl Engine {
         // Registered before the row says `writing`, so a recovery probe that sees the row
         // also sees the write running.
         let running = self.local.start(repo, &owner);
+        // [stormcell] The copy is marked as holding a write in progress before it can
+        // change, and stays marked until the write's outcome is settled: a restart that
+        // forgets the running write, or a promotion that loses its `writing` row, still
+        // leaves the copy known as holding something no version may record.
+        if self.config.rules().device_incarnation {
+            if let Err(e) = self
+                .ports
+                .store
+                .set_write_marker(repo, Some(pre_digest))
+                .await
+            {
+                drop(running);
+                return Err(e.into());
+            }
+        }
         if let Err(e) = session
             .begin_write(repo, &self.device, &props, &owner)
             .await
@@ -329,7 +344,7 @@ impl Engine {
         };
         // The version is recorded: a local version file that cannot be written leaves this
         // device's claim lower than the truth, which only costs a fetch later.
-        if let Err(e) = self.ports.store.set_local_version(&rec.repo, version).await {
+        if let Err(e) = self.copy_is_version(&rec.repo, version).await {
             self.emit(Event::Note {
                 text: format!("{}: local version {version} not written: {e}", rec.repo),
             });
@@ -519,21 +534,34 @@ impl Engine {
             }),
             Err(_) => None,
         };
-        match adopted {
-            Some(true) => {}
-            Some(false) => {
-                if let Err(e) = self.restore_refs(repo, before, moves).await {
+        let settled = match adopted {
+            Some(true) => true,
+            Some(false) => match self.restore_refs(repo, before, moves).await {
+                Ok(()) => {
+                    self.emit(Event::Note {
+                        text: format!("{repo}: a fenced push was taken out of the working copy"),
+                    });
+                    true
+                }
+                Err(e) => {
                     self.local.unsettle(repo);
                     self.emit(Event::Note {
                         text: format!("{repo}: the refs of a fenced push stay ({e})"),
                     });
-                } else {
-                    self.emit(Event::Note {
-                        text: format!("{repo}: a fenced push was taken out of the working copy"),
-                    });
+                    false
                 }
+            },
+            None => {
+                self.local.unsettle(repo);
+                false
             }
-            None => self.local.unsettle(repo),
+        };
+        if settled && self.config.rules().device_incarnation {
+            if let Err(e) = self.ports.store.set_write_marker(repo, None).await {
+                self.emit(Event::Note {
+                    text: format!("{repo}: write marker not cleared: {e}"),
+                });
+            }
         }
     }
 

@@ -123,6 +123,15 @@ pub trait Store: Send + Sync {
     async fn local_version(&self, repo: &RepoId) -> Result<Option<Version>, StoreError>;
     /// Durably records the device's local version of a repository.
     async fn set_local_version(&self, repo: &RepoId, version: Version) -> Result<(), StoreError>;
+    /// **[stormcell]** The write in progress on this working copy, kept beside it: the
+    /// ref digest the copy had before the write (PROTOCOL.md 12). A push sets it before
+    /// it touches the copy and clears it once its outcome is settled (recorded, taken
+    /// back out, recovered, or copied over by a sync), so a copy that a crash or a lost
+    /// primary left holding a write no version records is known as such after a restart,
+    /// even where no database row says `writing` any more.
+    async fn write_marker(&self, repo: &RepoId) -> Result<Option<Digest>, StoreError>;
+    /// Durably sets (`Some(pre-write digest)`) or clears (`None`) the write marker.
+    async fn set_write_marker(&self, repo: &RepoId, pre: Option<Digest>) -> Result<(), StoreError>;
     /// The primary generation whose rows of `repo` this device last verified against its
     /// peers (PROTOCOL.md 12), kept beside the working copy; `None` when it never did.
     async fn verified_generation(&self, repo: &RepoId) -> Result<Option<Generation>, StoreError>;

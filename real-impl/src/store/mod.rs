@@ -1,7 +1,8 @@
 //! The working-copy port over bare Git repositories (ARCHITECTURE.md, "Ports").
 //!
 //! Each repository is a bare repository `<data>/repos/<name>.git`, with the device's
-//! durable local version beside it in `<data>/repos/<name>.version`. Refs and digests are
+//! durable local version beside it in `<data>/repos/<name>.version` (and, while a push is
+//! unsettled, its write marker in `<data>/repos/<name>.writing`). Refs and digests are
 //! read with gix; pushes go through `git receive-pack`; mirroring a leader fetches the
 //! objects the copy lacks from the device the snapshot names, through an
 //! [`ObjectFetcher`] (the daemon's goes over the peer connection, [`crate::objects`]), and
@@ -24,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stormcell_model::error::StoreError;
-use stormcell_model::ids::{Generation, Oid, RepoId, Version};
+use stormcell_model::ids::{Digest, Generation, Oid, RepoId, Version};
 use stormcell_model::ports::{
     check_salvage_request, PushApplied, PushPayload, SalvageBundle, Snapshot, Store,
 };
@@ -161,6 +162,12 @@ impl GitStore {
     fn version_path(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
         check_name(repo.as_str())?;
         Ok(self.root.join(format!("{repo}.version")))
+    }
+
+    /// Where the pre-write digest of a write in progress is kept (PROTOCOL.md 12).
+    fn marker_path(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
+        check_name(repo.as_str())?;
+        Ok(self.root.join(format!("{repo}.writing")))
     }
 
     /// Where the generation whose rows were last verified is kept (PROTOCOL.md 12).
@@ -657,6 +664,35 @@ impl Store for GitStore {
         blocking(move || {
             durable::write_atomic(&path, version.to_string().as_bytes())
                 .map_err(|e| io_err("cannot write", &path, e))
+        })
+        .await
+    }
+
+    async fn write_marker(&self, repo: &RepoId) -> Result<Option<Digest>, StoreError> {
+        let path = self.marker_path(repo)?;
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map(|d| Some(Digest(d)))
+                .map_err(|e| io_err("corrupt write marker in", &path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("cannot read", &path, e)),
+        }
+    }
+
+    async fn set_write_marker(&self, repo: &RepoId, pre: Option<Digest>) -> Result<(), StoreError> {
+        let path = self.marker_path(repo)?;
+        let root = self.root.clone();
+        blocking(move || match pre {
+            Some(d) => durable::write_atomic(&path, d.0.to_string().as_bytes())
+                .map_err(|e| io_err("cannot write", &path, e)),
+            None => match std::fs::remove_file(&path) {
+                // The removal itself must survive a crash, or the marker comes back.
+                Ok(()) => durable::fsync(&root).map_err(|e| io_err("cannot sync", &root, e)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err("cannot remove", &path, e)),
+            },
         })
         .await
     }

@@ -231,6 +231,28 @@ pub async fn what_sync_made_durable_survives_a_restart<K: StoreKit>(mut kit: K) 
     Ok(())
 }
 
+/// **[stormcell]** The write marker (PROTOCOL.md 12) is durable at once, survives a
+/// restart, is kept per repository, and is gone once cleared (clearing twice is fine).
+pub async fn a_write_marker_survives_a_restart_until_cleared<K: StoreKit>(mut kit: K) -> Checked {
+    let mut s = kit.device();
+    let r = repo();
+    assert_eq!(s.write_marker(&r).await?, None);
+    s.set_local_version(&r, 3).await?;
+    s.set_write_marker(&r, Some(Digest(41))).await?;
+    s = kit.restart(s);
+    assert_eq!(s.write_marker(&r).await?, Some(Digest(41)));
+    assert_eq!(s.write_marker(&RepoId::new("R2")).await?, None);
+    s.set_write_marker(&r, Some(Digest(42))).await?;
+    s = kit.restart(s);
+    assert_eq!(s.write_marker(&r).await?, Some(Digest(42)));
+    s.set_write_marker(&r, None).await?;
+    s.set_write_marker(&r, None).await?;
+    s = kit.restart(s);
+    assert_eq!(s.write_marker(&r).await?, None);
+    assert_eq!(s.local_version(&r).await?, Some(3));
+    Ok(())
+}
+
 /// Two working copies holding the same refs have the same digest, and a mirror of an
 /// export (`+refs/*:refs/*` with prune) holds exactly the exported refs.
 pub async fn equal_refs_have_equal_digests_and_a_mirror_is_exact<K: StoreKit>(
