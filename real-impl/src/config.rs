@@ -74,6 +74,28 @@ pub struct NodeConfig {
     /// TLS; without it, over plain TCP.
     #[serde(default)]
     pub tls: Option<crate::tls::TlsConfig>,
+    /// The Git endpoint's limits.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The Git endpoint's limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The largest request body taken, in MiB, once gzip-decoded (default
+    /// [`crate::http::body::DEFAULT_MAX_REQUEST_MB`]): a push larger than this is refused
+    /// with 413 before anything changes.
+    pub max_request_mb: Option<u64>,
+}
+
+impl HttpConfig {
+    /// The largest request body taken, in bytes.
+    pub fn max_request_bytes(&self) -> u64 {
+        self.max_request_mb
+            .unwrap_or(crate::http::body::DEFAULT_MAX_REQUEST_MB)
+            .saturating_mul(1 << 20)
+    }
 }
 
 fn default_git() -> PathBuf {
@@ -399,6 +421,9 @@ impl NodeConfig {
                     user.name
                 ));
             }
+        }
+        if self.http.max_request_mb == Some(0) {
+            return Err("field `http.max_request_mb`: must be at least 1".to_owned());
         }
         self.log.validate()?;
         self.timing.to_timing()?;

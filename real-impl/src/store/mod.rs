@@ -29,6 +29,7 @@ use stormcell_model::ports::{
     check_salvage_request, PushApplied, PushPayload, SalvageBundle, Snapshot, Store,
 };
 use stormcell_model::rows::RefUpdate;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex;
 
 use crate::pktline::{self, RefStatus};
@@ -364,8 +365,23 @@ impl GitStore {
     /// also drops the staging refs, or none moves. (Receive-pack's own `atomic` mode is not
     /// enough: a command that fails its connectivity check is left out of the transaction
     /// while the others still apply.) The status report for the client is written here.
-    async fn receive(&self, path: &Path, body: &[u8]) -> Result<PushApplied, StoreError> {
-        let request = pktline::parse_push(body).map_err(|e| StoreError(e.to_string()))?;
+    ///
+    /// The request is read twice, never held whole: its command list first, then (after
+    /// the restaged command list) everything behind it streams into receive-pack.
+    async fn receive(&self, path: &Path, body: PushBody<'_>) -> Result<PushApplied, StoreError> {
+        let (head, rest): (Vec<u8>, Box<dyn AsyncRead + Unpin + Send + '_>) = match body {
+            PushBody::Bytes(bytes) => {
+                let len = pktline::push_head_len(bytes)
+                    .map_err(|e| StoreError(e.to_string()))?
+                    .ok_or_else(|| StoreError("the push's command list is cut short".into()))?;
+                (bytes[..len].to_vec(), Box::new(&bytes[len..]))
+            }
+            PushBody::Spooled(file) => {
+                let (head, rest) = read_push_head(file).await?;
+                (head, Box::new(rest))
+            }
+        };
+        let request = pktline::parse_push(&head).map_err(|e| StoreError(e.to_string()))?;
         self.drop_staging(path).await?;
         let token = staging_token();
         // Staged: (index of the command, staging ref).
@@ -397,11 +413,36 @@ impl GitStore {
                 caps.push("report-status".to_owned());
             }
             let commands: Vec<pktline::Command> = staged.iter().map(|(_, c)| c.clone()).collect();
-            let staged_body =
-                pktline::restage(body, &commands, &caps).map_err(|e| StoreError(e.to_string()))?;
+            let staged_head =
+                pktline::restage(&head, &commands, &caps).map_err(|e| StoreError(e.to_string()))?;
             let mut cmd = self.git.command(path);
             cmd.args(["receive-pack", "--stateless-rpc", "."]);
-            let out = self.git.run(cmd, &staged_body).await?;
+            let out = self
+                .git
+                .run_streamed(cmd, staged_head.as_slice().chain(rest))
+                .await?;
+            if let Some(e) = &out.input_error {
+                // Receive-pack saw the pack cut short; whatever it made of that, none of
+                // the client's refs has moved yet, so the push is refused as a whole.
+                self.drop_staging(path).await?;
+                let why = format!("cannot read the pushed objects: {e}");
+                tracing::warn!(path = %path.display(), error = %e, "push refused: its spooled request could not be read");
+                let statuses: Vec<(&str, Option<&str>)> = request
+                    .commands
+                    .iter()
+                    .map(|c| (c.name.as_str(), Some(why.as_str())))
+                    .collect();
+                let wants_report = request.has("report-status") || request.has("report-status-v2");
+                return Ok(PushApplied {
+                    accepted: false,
+                    report: if wants_report {
+                        pktline::status_report(&why, &statuses, request.sideband())
+                    } else {
+                        Vec::new()
+                    },
+                    reason: Some(why),
+                });
+            }
             let (unpacked, statuses) = pktline::parse_report(&out.stdout, request.sideband())
                 .map_err(|e| StoreError(format!("receive-pack answered badly: {e}")))?;
             if !out.success && statuses.is_empty() {
@@ -532,6 +573,51 @@ impl GitStore {
     }
 }
 
+/// Where the request of a push is: in memory (a peer's relayed push, the contract tests)
+/// or in the file the HTTP front end spooled it to.
+#[derive(Debug, Clone, Copy)]
+enum PushBody<'a> {
+    Bytes(&'a [u8]),
+    Spooled(&'a Path),
+}
+
+/// How much of a spooled request is read at a time while looking for the end of its
+/// command list.
+const HEAD_CHUNK: usize = 64 * 1024;
+
+/// The command list at the start of the receive-pack request spooled at `file` (its
+/// closing packet included), and the file positioned right behind it, where the rest of
+/// the request (push options, the pack) starts.
+pub(crate) async fn read_push_head(file: &Path) -> Result<(Vec<u8>, tokio::fs::File), StoreError> {
+    let mut f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| io_err("cannot open", file, e))?;
+    let mut head = Vec::new();
+    let mut chunk = vec![0u8; HEAD_CHUNK];
+    let len = loop {
+        if let Some(len) = pktline::push_head_len(&head).map_err(|e| StoreError(e.to_string()))? {
+            break len;
+        }
+        let n = f
+            .read(&mut chunk)
+            .await
+            .map_err(|e| io_err("cannot read", file, e))?;
+        if n == 0 {
+            return Err(StoreError(format!(
+                "the push's command list in {} is cut short",
+                file.display()
+            )));
+        }
+        head.extend_from_slice(&chunk[..n]);
+    };
+    head.truncate(len);
+    // The last read went past the command list; the rest starts right behind it.
+    f.seek(std::io::SeekFrom::Start(len as u64))
+        .await
+        .map_err(|e| io_err("cannot seek in", file, e))?;
+    Ok((head, f))
+}
+
 /// Runs blocking file-system work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -574,11 +660,14 @@ impl Store for GitStore {
         push: &PushPayload,
     ) -> Result<PushApplied, StoreError> {
         let path = self.ensure(repo).await?;
+        if let Some(file) = &push.spool {
+            return self.receive(&path, PushBody::Spooled(file)).await;
+        }
         // A pkt-line body starts with four hex digits; an object source is JSON.
         if push.pack.first() == Some(&b'{') {
             return self.apply_sourced_push(repo, &path, push).await;
         }
-        self.receive(&path, &push.pack).await
+        self.receive(&path, PushBody::Bytes(&push.pack)).await
     }
 
     async fn sync(&self, repo: &RepoId) -> Result<(), StoreError> {
