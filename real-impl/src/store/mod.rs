@@ -376,10 +376,14 @@ impl GitStore {
                     .ok_or_else(|| StoreError("the push's command list is cut short".into()))?;
                 (bytes[..len].to_vec(), Box::new(&bytes[len..]))
             }
-            PushBody::Spooled(file) => {
-                let (head, rest) = read_push_head(file).await?;
-                (head, Box::new(rest))
-            }
+            PushBody::Spooled(file) => match read_push_head(file).await {
+                Ok((head, rest)) => (head, Box::new(rest)),
+                // Nothing is written yet, so the push is refused, not of unknown outcome.
+                Err(e) => {
+                    tracing::warn!(error = %e, "push refused: its spooled request could not be read");
+                    return Ok(refused(format!("cannot read the push: {e}")));
+                }
+            },
         };
         let request = pktline::parse_push(&head).map_err(|e| StoreError(e.to_string()))?;
         self.drop_staging(path).await?;
@@ -425,23 +429,8 @@ impl GitStore {
                 // Receive-pack saw the pack cut short; whatever it made of that, none of
                 // the client's refs has moved yet, so the push is refused as a whole.
                 self.drop_staging(path).await?;
-                let why = format!("cannot read the pushed objects: {e}");
                 tracing::warn!(path = %path.display(), error = %e, "push refused: its spooled request could not be read");
-                let statuses: Vec<(&str, Option<&str>)> = request
-                    .commands
-                    .iter()
-                    .map(|c| (c.name.as_str(), Some(why.as_str())))
-                    .collect();
-                let wants_report = request.has("report-status") || request.has("report-status-v2");
-                return Ok(PushApplied {
-                    accepted: false,
-                    report: if wants_report {
-                        pktline::status_report(&why, &statuses, request.sideband())
-                    } else {
-                        Vec::new()
-                    },
-                    reason: Some(why),
-                });
+                return Ok(refused(format!("cannot read the pushed objects: {e}")));
             }
             let (unpacked, statuses) = pktline::parse_report(&out.stdout, request.sideband())
                 .map_err(|e| StoreError(format!("receive-pack answered badly: {e}")))?;
@@ -570,6 +559,16 @@ impl GitStore {
             .filter_map(|l| l.strip_suffix(" missing"))
             .map(str::to_owned)
             .collect())
+    }
+}
+
+/// A push refused before any of the client's refs moved. No report: the client of a
+/// refused push is answered from the refusal ([`PushApplied::reason`]).
+fn refused(why: String) -> PushApplied {
+    PushApplied {
+        accepted: false,
+        reason: Some(why),
+        report: Vec::new(),
     }
 }
 
@@ -907,5 +906,109 @@ impl Store for GitStore {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A receive-pack request creating `refs/heads/main` at a new commit of `client`,
+    /// and that commit.
+    fn request(client: &Path) -> (Vec<u8>, String) {
+        git(client, &["init", "-q"]);
+        std::fs::write(client.join("f"), "content\n").expect("file");
+        git(client, &["add", "f"]);
+        git(client, &["commit", "-q", "-m", "one"]);
+        let commit = git(client, &["rev-parse", "HEAD"]);
+        let line = format!("{ZERO} {commit} refs/heads/main\0report-status\n");
+        let mut body = format!("{:04x}{line}0000", line.len() + 4).into_bytes();
+        let mut pack = Command::new("git")
+            .arg("-C")
+            .arg(client)
+            .args(["pack-objects", "--stdout", "--revs", "-q"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("pack-objects");
+        {
+            use std::io::Write;
+            let mut stdin = pack.stdin.take().expect("stdin");
+            stdin
+                .write_all(format!("{commit}\n").as_bytes())
+                .expect("revs");
+        }
+        let out = pack.wait_with_output().expect("pack-objects runs");
+        body.extend_from_slice(&out.stdout);
+        (body, commit)
+    }
+
+    fn payload(spool: Option<PathBuf>) -> PushPayload {
+        PushPayload {
+            user: "alice".into(),
+            updates: Vec::new(),
+            pack: Vec::new(),
+            spool,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spooled_push_applies_and_an_unreadable_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            GitStore::new(&dir.path().join("data"), Git::new("git".into()), "d1").expect("store");
+        let repo = RepoId::new("R1");
+        let client = dir.path().join("client");
+        std::fs::create_dir_all(&client).expect("client");
+        let (body, commit) = request(&client);
+
+        // The spool file is gone (or was never there): refused, nothing written.
+        let gone = store
+            .apply_push(&repo, &payload(Some(dir.path().join("no-such-file"))))
+            .await
+            .expect("a refusal, not a failure of unknown outcome");
+        assert!(!gone.accepted);
+        assert!(store.refs(&repo).await.expect("refs").is_empty());
+
+        // Cut short inside the pack: receive-pack cannot unpack it; nothing moves.
+        let short = dir.path().join("short");
+        std::fs::write(&short, &body[..body.len() - 30]).expect("spool");
+        let cut = store
+            .apply_push(&repo, &payload(Some(short)))
+            .await
+            .expect("applied or not");
+        assert!(!cut.accepted);
+        assert!(store.refs(&repo).await.expect("refs").is_empty());
+
+        // Whole: applied, with receive-pack's report for the client.
+        let whole = dir.path().join("whole");
+        std::fs::write(&whole, &body).expect("spool");
+        let applied = store
+            .apply_push(&repo, &payload(Some(whole)))
+            .await
+            .expect("applied");
+        assert!(applied.accepted, "{:?}", applied.reason);
+        assert!(String::from_utf8_lossy(&applied.report).contains("ok refs/heads/main"));
+        assert_eq!(
+            store
+                .refs(&repo)
+                .await
+                .expect("refs")
+                .get("refs/heads/main"),
+            Some(&Oid::new(commit))
+        );
     }
 }
