@@ -573,6 +573,20 @@ write = ["R1"]
     }
 
     #[test]
+    fn the_request_limit_is_in_mib_and_at_least_one() {
+        let c = NodeConfig::parse(GOOD).expect("valid");
+        assert_eq!(
+            c.http.max_request_bytes(),
+            crate::http::body::DEFAULT_MAX_REQUEST_MB << 20
+        );
+        let eight =
+            NodeConfig::parse(&format!("{GOOD}\n[http]\nmax_request_mb = 8\n")).expect("valid");
+        assert_eq!(eight.http.max_request_bytes(), 8 << 20);
+        let e = NodeConfig::parse(&format!("{GOOD}\n[http]\nmax_request_mb = 0\n")).unwrap_err();
+        assert!(e.contains("http.max_request_mb"), "{e}");
+    }
+
+    #[test]
     fn the_log_level_must_name_levels() {
         let with_level = |level: &str| format!("{GOOD}\n[log]\nlevel = \"{level}\"\n");
         for good in [
