@@ -737,6 +737,7 @@ impl OperatorRun {
                 })
                 .collect(),
             pack: encode_commits(&commits),
+            spool: None,
         };
         // The change is part of the locked write, which began when the lock was taken.
         let invoked_ms = state.locked_ms;

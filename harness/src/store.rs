@@ -433,6 +433,13 @@ impl Store for SimStore {
         repo: &RepoId,
         push: &PushPayload,
     ) -> Result<PushApplied, StoreError> {
+        // Spooled requests exist only in the daemon; nothing here ever makes one.
+        if let Some(file) = &push.spool {
+            return Err(StoreError(format!(
+                "the simulated store keeps no spooled pushes ({})",
+                file.display()
+            )));
+        }
         let commits = decode_commits(&push.pack)?;
         let mut st = self.lock();
         let state = st.repos.entry(repo.clone()).or_default();
@@ -736,6 +743,7 @@ mod tests {
             user: "alice".to_owned(),
             updates,
             pack: encode_commits(commits),
+            spool: None,
         }
     }
 

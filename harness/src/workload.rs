@@ -292,6 +292,7 @@ impl Client {
                 })
                 .collect(),
             pack: encode_commits(&commits),
+            spool: None,
         };
         let order = match only {
             Some(d) => vec![d.clone()],

@@ -9,6 +9,9 @@
 #   cargo build --release -p stormcell-node      # the script builds nothing itself
 #   bash real-impl/bench/run.sh [COMMITS] [RUNS]
 #
+# BIG_MB sets the size of the large push whose memory cost is measured last (default 320,
+# incompressible; 0 skips it).
+#
 # STORMCELL_BIN names the binary to time (default target/release/stormcell). Needs the
 # PostgreSQL server binaries, git and python3; run as root it starts PostgreSQL as the
 # postgres user.
@@ -128,6 +131,62 @@ on_every_device() {
         done
     done
     echo $(( $(now_ms) - $3 ))
+}
+# Runs "$@" and prints "<ms> <MB>": how long it took, and how far the resident memory of
+# process $RSS_PID rose above its idle size meanwhile (the peak of VmRSS sampled every
+# 20 ms and, where the kernel lets clear_refs reset it, VmHWM, which misses nothing).
+rss_above_idle() {
+    local idle peak hwm t0 t1 sampler reset=no
+    idle=$(awk '/^VmRSS/ {print $2}' "/proc/$RSS_PID/status")
+    { echo 5 > "/proc/$RSS_PID/clear_refs"; } 2>/dev/null && reset=yes
+    : > "$WORK/rss_samples"
+    ( while :; do awk '/^VmRSS/ {print $2}' "/proc/$RSS_PID/status" >> "$WORK/rss_samples" 2>/dev/null || exit 0; sleep 0.02; done ) &
+    sampler=$!
+    t0=$(now_ms)
+    "$@" 2>"$WORK/rss_err" || { kill "$sampler" 2>/dev/null || true; cat "$WORK/rss_err" >&2; echo "failed: $*" >&2; exit 1; }
+    t1=$(now_ms)
+    kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+    peak=$(sort -n "$WORK/rss_samples" | tail -1)
+    hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$RSS_PID/status")
+    if [ "$reset" = yes ] && [ "$hwm" -gt "$peak" ]; then peak=$hwm; fi
+    echo "$(( t1 - t0 )) $(( (peak - idle) / 1024 ))"
+}
+
+# Pushes $1 MB of incompressible blobs in one push to device 1 (process $2), then clones
+# it back, and prints how far the node's resident memory rose above idle meanwhile. Only
+# the node's own memory counts: git receive-pack, index-pack and upload-pack are its
+# children. The push runs twice: as Git sends a push that fits its post buffer
+# (gzip-compressed, with a length) and as it sends a larger one (chunked, after an
+# authentication probe).
+big_push_memory() {
+    local mb=$1 RSS_PID=$2
+    [ "$mb" -gt 0 ] || return 0
+    echo
+    echo "== a ${mb} MB push of incompressible blobs to device 1: the node's memory"
+    local big=$WORK/big
+    git init -q -b main "$big"
+    local files=$(( (mb + 7) / 8 )) left=$mb f n
+    for f in $(seq 1 "$files"); do
+        n=$(( left < 8 ? left : 8 )); left=$(( left - n ))
+        head -c $(( n * 1048576 )) /dev/urandom > "$big/blob$f"
+    done
+    git -C "$big" add -A
+    git -C "$big" -c user.name=bench -c user.email=bench@example.com commit -q -m "big"
+    local mode post r
+    for mode in one-buffer chunked; do
+        if [ "$mode" = one-buffer ]; then post=$(( (mb + 64) * 1048576 )); else post=1048576; fi
+        $S repository create "Big-$mode" --service S1 >/dev/null
+        sleep 2   # idle: the repository's creation has settled
+        r=$(rss_above_idle git -C "$big" -c credential.helper= -c http.postBuffer=$post push -q "$(SC_URL "Big-$mode")" main)
+        printf "%-44s %8s ms\n" "${mb} MB push ($mode)" "${r% *}"
+        printf "%-44s %8s MB  (target <= 100 MB)\n" "${mb} MB push ($mode): peak RSS above idle" "${r#* }"
+    done
+    on_every_device Big-chunked "$(git -C "$big" rev-parse main)" "$(now_ms)" >/dev/null
+    sleep 2
+    r=$(rss_above_idle $GIT clone -q --bare "$(SC_URL Big-chunked)" "$WORK/big-clone")
+    printf "%-44s %8s ms\n" "${mb} MB clone" "${r% *}"
+    printf "%-44s %8s MB  (target <= 100 MB)\n" "${mb} MB clone: peak RSS above idle" "${r#* }"
+    rm -rf "$big" "$WORK/big-clone"
 }
 timed_clone() { rm -rf "$WORK/clone"; local t0; t0=$(now_ms); $GIT clone -q --bare "$1" "$WORK/clone"; echo $(( $(now_ms) - t0 )); }
 
@@ -269,3 +328,5 @@ printf "%-44s %8s ms  (target <= 5000)\n" "hung primary: longest git request" "$
 printf "%-44s %8s ms  (target <= 5000)\n" "hung primary: pushes refused read-only after" "${refused_after:-never}"
 printf "%-44s %8s\n" "hung primary: reads served" "$reads_ok/$reads_all"
 printf "%-44s %8s ms\n" "writes back after SIGCONT" "$back_after"
+
+big_push_memory "${BIG_MB:-320}" "${PIDS[0]}"

@@ -382,6 +382,7 @@ mod tests {
                 user: user.to_owned(),
                 updates: vec![],
                 pack: vec![],
+                spool: None,
             },
             progress: false,
         }

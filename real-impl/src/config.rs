@@ -74,6 +74,28 @@ pub struct NodeConfig {
     /// TLS; without it, over plain TCP.
     #[serde(default)]
     pub tls: Option<crate::tls::TlsConfig>,
+    /// The Git endpoint's limits.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The Git endpoint's limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The largest request body taken, in MiB, once gzip-decoded (default
+    /// [`crate::http::body::DEFAULT_MAX_REQUEST_MB`]): a push larger than this is refused
+    /// with 413 before anything changes.
+    pub max_request_mb: Option<u64>,
+}
+
+impl HttpConfig {
+    /// The largest request body taken, in bytes.
+    pub fn max_request_bytes(&self) -> u64 {
+        self.max_request_mb
+            .unwrap_or(crate::http::body::DEFAULT_MAX_REQUEST_MB)
+            .saturating_mul(1 << 20)
+    }
 }
 
 fn default_git() -> PathBuf {
@@ -400,6 +422,9 @@ impl NodeConfig {
                 ));
             }
         }
+        if self.http.max_request_mb == Some(0) {
+            return Err("field `http.max_request_mb`: must be at least 1".to_owned());
+        }
         self.log.validate()?;
         self.timing.to_timing()?;
         self.database.validate()
@@ -545,6 +570,20 @@ write = ["R1"]
             format!("{GOOD}\n[tls]\ncert = \"a\"\nkey = \"b\"\ncert_authority = \"c\"\n");
         let e = NodeConfig::parse(&tls_typo).unwrap_err();
         assert!(e.contains("cert_authority"), "{e}");
+    }
+
+    #[test]
+    fn the_request_limit_is_in_mib_and_at_least_one() {
+        let c = NodeConfig::parse(GOOD).expect("valid");
+        assert_eq!(
+            c.http.max_request_bytes(),
+            crate::http::body::DEFAULT_MAX_REQUEST_MB << 20
+        );
+        let eight =
+            NodeConfig::parse(&format!("{GOOD}\n[http]\nmax_request_mb = 8\n")).expect("valid");
+        assert_eq!(eight.http.max_request_bytes(), 8 << 20);
+        let e = NodeConfig::parse(&format!("{GOOD}\n[http]\nmax_request_mb = 0\n")).unwrap_err();
+        assert!(e.contains("http.max_request_mb"), "{e}");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum NodeError {
     /// The data directory is unusable.
     #[error("{0}")]
     Store(#[from] stormcell_model::error::StoreError),
+    /// The spool directory for push bodies is unusable.
+    #[error("{0}")]
+    Spool(#[from] crate::http::body::BodyError),
     /// The `[tls]` section is unusable.
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -136,6 +139,7 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         git.clone(),
         Arc::clone(&metrics),
     )));
+    let spool = http::body::Spool::new(&config.data_dir, config.http.max_request_bytes())?;
     let http_listener = tokio::net::TcpListener::bind(&config.listen_http)
         .await
         .map_err(|source| NodeError::Listen {
@@ -149,6 +153,7 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         users: config.users.clone(),
         metrics,
         stale: Default::default(),
+        spool,
     });
     tracing::info!(
         device = %config.device,

@@ -143,6 +143,29 @@ pub fn parse_push(body: &[u8]) -> Result<PushRequest, PktError> {
     })
 }
 
+/// How long the command list at the start of a receive-pack request is, its closing
+/// packet included, once `buf` holds all of it; `None` while `buf` ends inside it. What
+/// follows (push options, the pack) is not looked at, so a pushed pack never has to be in
+/// memory to learn the commands.
+pub fn push_head_len(buf: &[u8]) -> Result<Option<usize>, PktError> {
+    let mut at = 0;
+    loop {
+        let Some(head) = buf.get(at..at + 4) else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(head).map_err(|_| PktError("non-hex length".to_owned()))?;
+        let len = usize::from_str_radix(text, 16)
+            .map_err(|_| PktError(format!("bad length {text:?}")))?;
+        match len {
+            // Where `parse_push` stops: the command list ends at its first non-data packet.
+            0..=2 => return Ok(Some(at + 4)),
+            3 => return Err(PktError("length 3 is invalid".to_owned())),
+            n if buf.len() < at + n => return Ok(None),
+            n => at += n,
+        }
+    }
+}
+
 /// The request `body` with its commands replaced by `commands`, the first carrying
 /// `capabilities`. Shallow lines and everything after the command list (push options, the
 /// pack) are kept byte for byte.
@@ -354,6 +377,29 @@ mod tests {
         sideband(&mut muxed, 1, &report);
         flush(&mut muxed);
         assert_eq!(parse_report(&muxed, true).expect("muxed").1, refs);
+    }
+
+    #[test]
+    fn the_command_list_is_found_without_reading_the_pack() {
+        let mut body = Vec::new();
+        write(
+            &mut body,
+            b"shallow 1111111111111111111111111111111111111111",
+        );
+        write(
+            &mut body,
+            b"0000000000000000000000000000000000000000 2222222222222222222222222222222222222222 refs/heads/main\0report-status\n",
+        );
+        flush(&mut body);
+        let head = body.len();
+        body.extend_from_slice(b"PACK\0\0\0\x02 and whatever follows");
+        assert_eq!(push_head_len(&body), Ok(Some(head)));
+        for cut in 0..head {
+            assert_eq!(push_head_len(&body[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(push_head_len(b"0000PACK"), Ok(Some(4)));
+        assert!(push_head_len(b"zzzz").is_err());
+        assert_eq!(parse_push(&body[..head]).map(|r| r.commands.len()), Ok(1));
     }
 
     #[test]

@@ -113,6 +113,7 @@ fn push(user: &str, name: &str, new: &str, pack: Vec<u8>) -> Request {
                 new: Some(Oid::new(new)),
             }],
             pack,
+            spool: None,
         },
         progress: false,
     }

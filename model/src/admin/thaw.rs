@@ -864,6 +864,7 @@ impl Admin {
                     })
                     .collect(),
                 pack,
+                spool: None,
             };
             let request = Request::Push {
                 repo: p.repo.clone(),

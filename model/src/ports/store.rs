@@ -2,6 +2,7 @@
 //! durable only at their sync points.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -12,14 +13,29 @@ use crate::rows::RefUpdate;
 
 /// What a client pushes: the ref updates and the objects they need, in the store's own
 /// encoding (a Git pack for the daemon).
+///
+/// The objects are either in memory ([`PushPayload::pack`]) or, for a push the daemon took
+/// over HTTP, in a file the request was spooled to ([`PushPayload::spool`]). A push may be
+/// hundreds of megabytes: holding it in memory, let alone copying it into this struct,
+/// would make a node's resident size grow with the largest push it takes. The file is
+/// named by a path rather than moved behind a new port type so that the simulator, the
+/// peer wire messages and every other user keep the in-memory form unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushPayload {
     /// The pushing user.
     pub user: String,
     /// Compare-and-swap updates, applied all or nothing.
     pub updates: Vec<RefUpdate>,
-    /// Objects, opaque to the protocol.
+    /// Objects, opaque to the protocol (empty when [`PushPayload::spool`] is set).
     pub pack: Vec<u8>,
+    /// Where this device's store finds the whole request instead of in `pack`: a file the
+    /// device that took the request wrote and removes once the push is done (for the
+    /// daemon, the client's `git-receive-pack` request body). Never serialized: it means
+    /// something on this device only, and a peer must not be able to make a store read a
+    /// file of its choosing, so a payload that arrives over the wire always carries its
+    /// objects in `pack`. A store that keeps no such files refuses a payload that names one.
+    #[serde(skip)]
+    pub spool: Option<PathBuf>,
 }
 
 /// The result of receiving a push into a working copy.

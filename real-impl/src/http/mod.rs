@@ -7,7 +7,7 @@
 //!   engine's read checked, and `fetch` run by `git upload-pack` after the same read;
 //!   protocol v0 the pack for the advertisement just shown;
 //! - `POST /<repo>.git/git-receive-pack`: the write path of 4.2 around
-//!   `git receive-pack`; progress lines go to the client's side band while it runs, and
+//!   `git receive-pack`, the body streamed through a spool file ([`body`]); progress lines go to the client's side band while it runs, and
 //!   receive-pack's status report only once the version is recorded. Git's probe before
 //!   a large push (a body of one flush packet) is answered at once, with no write;
 //! - a read that may be stale (read-only mode, freshness unproven) is marked with a header
@@ -16,13 +16,14 @@
 
 mod advertise;
 pub mod auth;
+pub mod body;
 mod receive;
 pub mod stale;
 mod upload;
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,9 +37,6 @@ use crate::metrics::{code_name, Metrics};
 use crate::store::git::Git;
 use crate::store::GitStore;
 use auth::Denied;
-
-/// The largest request body accepted (a push's pack).
-const MAX_BODY: usize = 4 << 30;
 
 /// What the HTTP front end works with.
 pub struct HttpState {
@@ -54,6 +52,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Users whose latest read may be stale.
     pub stale: stale::StaleReads,
+    /// Where push bodies wait while their push runs, and the largest body taken.
+    pub spool: body::Spool,
 }
 
 /// The router of the Git endpoint.
@@ -161,33 +161,16 @@ fn git_protocol(headers: &HeaderMap) -> Option<String> {
     ok.then(|| v.to_owned())
 }
 
-/// Reads a request body, undoing gzip when the client compressed it.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("cannot read request: {e}")))?;
-    let gzip = headers
+/// Whether the client compressed its request body.
+fn is_gzip(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip"));
-    if !gzip {
-        return Ok(bytes);
-    }
-    let decoded = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map(|_| out)
-    })
-    .await
-    .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| text(StatusCode::BAD_REQUEST, format!("bad gzip body: {e}")))?;
-    Ok(Bytes::from(decoded))
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip"))
 }
 
 async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
+    let (parts, request_body) = req.into_parts();
     let Some((route, service)) = route(&parts.method, parts.uri.path(), parts.uri.query()) else {
         return text(
             StatusCode::NOT_FOUND,
@@ -250,14 +233,30 @@ async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     if is_info_refs {
         return upload::info_refs(&st, &user, &repo, service, protocol).await;
     }
-    let body = match read_body(&parts.headers, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let gzip = is_gzip(&parts.headers);
     match service {
-        Service::UploadPack => upload::upload_pack(&st, &user, &repo, protocol, body).await,
-        Service::ReceivePack if receive::is_probe(&body) => receive::probe_answer(),
-        Service::ReceivePack => receive::receive_pack(Arc::clone(&st), repo, user, body).await,
+        Service::UploadPack => {
+            let body = match body::read_to_memory(request_body, gzip, st.spool.limit()).await {
+                Ok(b) => Bytes::from(b),
+                Err(e) => return e.response(),
+            };
+            upload::upload_pack(&st, &user, &repo, protocol, body).await
+        }
+        Service::ReceivePack => {
+            // Spooled whole before anything is locked or written, as the in-memory body
+            // was: a body that cannot be read, or is too large, changes nothing.
+            let spooled = match st.spool.receive(request_body, gzip).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::info!(repo = %repo, user = %user.name, error = %e, "push body refused");
+                    return e.response();
+                }
+            };
+            if receive::is_probe(&spooled).await {
+                return receive::probe_answer();
+            }
+            receive::receive_pack(Arc::clone(&st), repo, user, spooled).await
+        }
     }
 }
 

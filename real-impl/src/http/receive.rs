@@ -1,7 +1,8 @@
 //! `POST git-receive-pack`: a push through the write path of PROTOCOL.md 4.2.
 //!
-//! The request's command list becomes the push's ref updates and the whole request is the
-//! payload the store hands to `git receive-pack`. While the engine works, its progress
+//! The request's command list becomes the push's ref updates and the whole request, in
+//! its spool file ([`super::body`]), is the payload the store streams into
+//! `git receive-pack`. While the engine works, its progress
 //! lines (section 11) go to the client's side band; receive-pack's status report, which
 //! is what makes the client count the push as done, is sent only after the engine
 //! returns, that is after the new version is recorded and the write lock released.
@@ -18,9 +19,11 @@ use stormcell_model::rows::RefUpdate;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::body::Spooled;
 use super::{no_cache, refusal_text, text, HttpState};
 use crate::config::UserConfig;
 use crate::pktline;
+use crate::store::read_push_head;
 
 fn oid(hex: &str) -> Option<Oid> {
     (!hex.bytes().all(|b| b == b'0')).then(|| Oid::new(hex))
@@ -36,8 +39,8 @@ fn progress_packet(line: &str) -> Bytes {
 /// Whether a request body is Git's authentication probe: before sending a push too large
 /// for one buffer, Git posts a lone flush packet to learn whether its credentials work.
 /// It carries no command, so it is not a push: no write lock, no push recorded.
-pub(super) fn is_probe(body: &[u8]) -> bool {
-    body == b"0000"
+pub(super) async fn is_probe(body: &Spooled) -> bool {
+    body.small_contents(4).await.as_deref() == Some(b"0000")
 }
 
 /// The answer `git receive-pack` gives an empty request: success and nothing to say.
@@ -59,11 +62,15 @@ pub(super) async fn receive_pack(
     st: Arc<HttpState>,
     repo: RepoId,
     user: UserConfig,
-    body: Bytes,
+    body: Spooled,
 ) -> Response {
-    let request = match pktline::parse_push(&body) {
-        Ok(r) => r,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    // Only the command list is read here; the store streams the pack from the file.
+    let request = match read_push_head(body.path()).await {
+        Ok((head, _)) => match pktline::parse_push(&head) {
+            Ok(r) => r,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.0),
     };
     let sideband = request.sideband();
     let payload = PushPayload {
@@ -77,7 +84,8 @@ pub(super) async fn receive_pack(
                 new: oid(&c.new),
             })
             .collect(),
-        pack: body.to_vec(),
+        pack: Vec::new(),
+        spool: Some(body.path().to_owned()),
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
@@ -99,6 +107,9 @@ pub(super) async fn receive_pack(
                 }
             }
         };
+        // The store has read all it needs of the body; the file goes now, not after the
+        // peers are told.
+        drop(body);
         drop(progress);
         while let Ok(line) = lines.try_recv() {
             if sideband {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use stormcell_model::error::StoreError;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 /// How to run `git`.
@@ -25,7 +25,13 @@ pub struct Output {
     pub success: bool,
     /// Its exit status, when it exited (not killed by a signal).
     pub code: Option<i32>,
+    /// Why its input was cut short, when reading the input failed.
+    pub input_error: Option<String>,
 }
+
+/// How much of a command's input is read before it is written to the command: enough for
+/// few system calls, small enough that a pack of any size costs the daemon no memory.
+const FEED_CHUNK: usize = 256 * 1024;
 
 impl Git {
     /// Runs `program`. Git never talks to other devices itself: objects move between
@@ -57,32 +63,54 @@ impl Git {
     }
 
     /// Runs `cmd`, feeding it `input`, and collects its output.
-    pub async fn run(&self, mut cmd: Command, input: &[u8]) -> Result<Output, StoreError> {
+    pub async fn run(&self, cmd: Command, input: &[u8]) -> Result<Output, StoreError> {
+        self.run_streamed(cmd, input).await
+    }
+
+    /// Runs `cmd`, feeding it everything `input` reads as the command takes it (a pushed
+    /// pack is streamed from its file, never held in memory), and collects its output.
+    /// When reading `input` fails, the command sees its input end there and
+    /// [`Output::input_error`] says why.
+    pub async fn run_streamed<R>(
+        &self,
+        mut cmd: Command,
+        mut input: R,
+    ) -> Result<Output, StoreError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
         cmd.stdin(Stdio::piped());
         let mut child = cmd
             .spawn()
             .map_err(|e| StoreError(format!("cannot run {}: {e}", self.program.display())))?;
         let stdin = child.stdin.take();
-        let input = input.to_vec();
         // Written concurrently with reading the output, so a large input cannot deadlock
         // against a child that answers while it reads.
-        let feeder = tokio::spawn(async move {
-            if let Some(mut stdin) = stdin {
+        let feed = async move {
+            let mut stdin = stdin?;
+            let mut buf = vec![0u8; FEED_CHUNK];
+            loop {
+                let n = match input.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => return Some(e.to_string()),
+                };
                 // A child that exits early closes its input; its exit status says why.
-                let _ = stdin.write_all(&input).await;
-                let _ = stdin.shutdown().await;
+                if stdin.write_all(&buf[..n]).await.is_err() {
+                    return None;
+                }
             }
-        });
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| StoreError(format!("git did not finish: {e}")))?;
-        let _ = feeder.await;
+            let _ = stdin.shutdown().await;
+            None
+        };
+        let (input_error, out) = tokio::join!(feed, child.wait_with_output());
+        let out = out.map_err(|e| StoreError(format!("git did not finish: {e}")))?;
         Ok(Output {
             stdout: out.stdout,
             stderr: out.stderr,
             success: out.status.success(),
             code: out.status.code(),
+            input_error,
         })
     }
 

@@ -30,6 +30,7 @@ use stormcell_model::ports::{
     check_salvage_request, PushApplied, PushPayload, SalvageBundle, Snapshot, Store,
 };
 use stormcell_model::rows::RefUpdate;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex;
 
 use crate::pktline::{self, RefStatus};
@@ -371,8 +372,27 @@ impl GitStore {
     /// also drops the staging refs, or none moves. (Receive-pack's own `atomic` mode is not
     /// enough: a command that fails its connectivity check is left out of the transaction
     /// while the others still apply.) The status report for the client is written here.
-    async fn receive(&self, path: &Path, body: &[u8]) -> Result<PushApplied, StoreError> {
-        let request = pktline::parse_push(body).map_err(|e| StoreError(e.to_string()))?;
+    ///
+    /// The request is read twice, never held whole: its command list first, then (after
+    /// the restaged command list) everything behind it streams into receive-pack.
+    async fn receive(&self, path: &Path, body: PushBody<'_>) -> Result<PushApplied, StoreError> {
+        let (head, rest): (Vec<u8>, Box<dyn AsyncRead + Unpin + Send + '_>) = match body {
+            PushBody::Bytes(bytes) => {
+                let len = pktline::push_head_len(bytes)
+                    .map_err(|e| StoreError(e.to_string()))?
+                    .ok_or_else(|| StoreError("the push's command list is cut short".into()))?;
+                (bytes[..len].to_vec(), Box::new(&bytes[len..]))
+            }
+            PushBody::Spooled(file) => match read_push_head(file).await {
+                Ok((head, rest)) => (head, Box::new(rest)),
+                // Nothing is written yet, so the push is refused, not of unknown outcome.
+                Err(e) => {
+                    tracing::warn!(error = %e, "push refused: its spooled request could not be read");
+                    return Ok(refused(format!("cannot read the push: {e}")));
+                }
+            },
+        };
+        let request = pktline::parse_push(&head).map_err(|e| StoreError(e.to_string()))?;
         self.drop_staging(path).await?;
         let token = staging_token();
         // Staged: (index of the command, staging ref).
@@ -404,11 +424,21 @@ impl GitStore {
                 caps.push("report-status".to_owned());
             }
             let commands: Vec<pktline::Command> = staged.iter().map(|(_, c)| c.clone()).collect();
-            let staged_body =
-                pktline::restage(body, &commands, &caps).map_err(|e| StoreError(e.to_string()))?;
+            let staged_head =
+                pktline::restage(&head, &commands, &caps).map_err(|e| StoreError(e.to_string()))?;
             let mut cmd = self.git.command(path);
             cmd.args(["receive-pack", "--stateless-rpc", "."]);
-            let out = self.git.run(cmd, &staged_body).await?;
+            let out = self
+                .git
+                .run_streamed(cmd, staged_head.as_slice().chain(rest))
+                .await?;
+            if let Some(e) = &out.input_error {
+                // Receive-pack saw the pack cut short; whatever it made of that, none of
+                // the client's refs has moved yet, so the push is refused as a whole.
+                self.drop_staging(path).await?;
+                tracing::warn!(path = %path.display(), error = %e, "push refused: its spooled request could not be read");
+                return Ok(refused(format!("cannot read the pushed objects: {e}")));
+            }
             let (unpacked, statuses) = pktline::parse_report(&out.stdout, request.sideband())
                 .map_err(|e| StoreError(format!("receive-pack answered badly: {e}")))?;
             if !out.success && statuses.is_empty() {
@@ -539,6 +569,61 @@ impl GitStore {
     }
 }
 
+/// A push refused before any of the client's refs moved. No report: the client of a
+/// refused push is answered from the refusal ([`PushApplied::reason`]).
+fn refused(why: String) -> PushApplied {
+    PushApplied {
+        accepted: false,
+        reason: Some(why),
+        report: Vec::new(),
+    }
+}
+
+/// Where the request of a push is: in memory (a peer's relayed push, the contract tests)
+/// or in the file the HTTP front end spooled it to.
+#[derive(Debug, Clone, Copy)]
+enum PushBody<'a> {
+    Bytes(&'a [u8]),
+    Spooled(&'a Path),
+}
+
+/// How much of a spooled request is read at a time while looking for the end of its
+/// command list.
+const HEAD_CHUNK: usize = 64 * 1024;
+
+/// The command list at the start of the receive-pack request spooled at `file` (its
+/// closing packet included), and the file positioned right behind it, where the rest of
+/// the request (push options, the pack) starts.
+pub(crate) async fn read_push_head(file: &Path) -> Result<(Vec<u8>, tokio::fs::File), StoreError> {
+    let mut f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| io_err("cannot open", file, e))?;
+    let mut head = Vec::new();
+    let mut chunk = vec![0u8; HEAD_CHUNK];
+    let len = loop {
+        if let Some(len) = pktline::push_head_len(&head).map_err(|e| StoreError(e.to_string()))? {
+            break len;
+        }
+        let n = f
+            .read(&mut chunk)
+            .await
+            .map_err(|e| io_err("cannot read", file, e))?;
+        if n == 0 {
+            return Err(StoreError(format!(
+                "the push's command list in {} is cut short",
+                file.display()
+            )));
+        }
+        head.extend_from_slice(&chunk[..n]);
+    };
+    head.truncate(len);
+    // The last read went past the command list; the rest starts right behind it.
+    f.seek(std::io::SeekFrom::Start(len as u64))
+        .await
+        .map_err(|e| io_err("cannot seek in", file, e))?;
+    Ok((head, f))
+}
+
 /// Runs blocking file-system work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -581,11 +666,14 @@ impl Store for GitStore {
         push: &PushPayload,
     ) -> Result<PushApplied, StoreError> {
         let path = self.ensure(repo).await?;
+        if let Some(file) = &push.spool {
+            return self.receive(&path, PushBody::Spooled(file)).await;
+        }
         // A pkt-line body starts with four hex digits; an object source is JSON.
         if push.pack.first() == Some(&b'{') {
             return self.apply_sourced_push(repo, &path, push).await;
         }
-        self.receive(&path, &push.pack).await
+        self.receive(&path, PushBody::Bytes(&push.pack)).await
     }
 
     async fn sync(&self, repo: &RepoId) -> Result<(), StoreError> {
@@ -854,5 +942,109 @@ impl Store for GitStore {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A receive-pack request creating `refs/heads/main` at a new commit of `client`,
+    /// and that commit.
+    fn request(client: &Path) -> (Vec<u8>, String) {
+        git(client, &["init", "-q"]);
+        std::fs::write(client.join("f"), "content\n").expect("file");
+        git(client, &["add", "f"]);
+        git(client, &["commit", "-q", "-m", "one"]);
+        let commit = git(client, &["rev-parse", "HEAD"]);
+        let line = format!("{ZERO} {commit} refs/heads/main\0report-status\n");
+        let mut body = format!("{:04x}{line}0000", line.len() + 4).into_bytes();
+        let mut pack = Command::new("git")
+            .arg("-C")
+            .arg(client)
+            .args(["pack-objects", "--stdout", "--revs", "-q"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("pack-objects");
+        {
+            use std::io::Write;
+            let mut stdin = pack.stdin.take().expect("stdin");
+            stdin
+                .write_all(format!("{commit}\n").as_bytes())
+                .expect("revs");
+        }
+        let out = pack.wait_with_output().expect("pack-objects runs");
+        body.extend_from_slice(&out.stdout);
+        (body, commit)
+    }
+
+    fn payload(spool: Option<PathBuf>) -> PushPayload {
+        PushPayload {
+            user: "alice".into(),
+            updates: Vec::new(),
+            pack: Vec::new(),
+            spool,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spooled_push_applies_and_an_unreadable_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            GitStore::new(&dir.path().join("data"), Git::new("git".into()), "d1").expect("store");
+        let repo = RepoId::new("R1");
+        let client = dir.path().join("client");
+        std::fs::create_dir_all(&client).expect("client");
+        let (body, commit) = request(&client);
+
+        // The spool file is gone (or was never there): refused, nothing written.
+        let gone = store
+            .apply_push(&repo, &payload(Some(dir.path().join("no-such-file"))))
+            .await
+            .expect("a refusal, not a failure of unknown outcome");
+        assert!(!gone.accepted);
+        assert!(store.refs(&repo).await.expect("refs").is_empty());
+
+        // Cut short inside the pack: receive-pack cannot unpack it; nothing moves.
+        let short = dir.path().join("short");
+        std::fs::write(&short, &body[..body.len() - 30]).expect("spool");
+        let cut = store
+            .apply_push(&repo, &payload(Some(short)))
+            .await
+            .expect("applied or not");
+        assert!(!cut.accepted);
+        assert!(store.refs(&repo).await.expect("refs").is_empty());
+
+        // Whole: applied, with receive-pack's report for the client.
+        let whole = dir.path().join("whole");
+        std::fs::write(&whole, &body).expect("spool");
+        let applied = store
+            .apply_push(&repo, &payload(Some(whole)))
+            .await
+            .expect("applied");
+        assert!(applied.accepted, "{:?}", applied.reason);
+        assert!(String::from_utf8_lossy(&applied.report).contains("ok refs/heads/main"));
+        assert_eq!(
+            store
+                .refs(&repo)
+                .await
+                .expect("refs")
+                .get("refs/heads/main"),
+            Some(&Oid::new(commit))
+        );
     }
 }

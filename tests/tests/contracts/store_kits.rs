@@ -75,6 +75,7 @@ impl StoreKit for SimKit {
             user: "alice".to_owned(),
             updates,
             pack: encode_commits(&commits),
+            spool: None,
         }
     }
 
@@ -299,6 +300,7 @@ impl StoreKit for GitKit {
         PushPayload {
             user: "alice".to_owned(),
             updates,
+            spool: None,
             pack: body,
         }
     }
