@@ -2,10 +2,11 @@
 //!
 //! The request's command list becomes the push's ref updates and the whole request, in
 //! its spool file ([`super::body`]), is the payload the store streams into
-//! `git receive-pack`. While the engine works, its progress
-//! lines (section 11) go to the client's side band; receive-pack's status report, which
-//! is what makes the client count the push as done, is sent only after the engine
-//! returns, that is after the new version is recorded and the write lock released.
+//! `git receive-pack`. While the engine works, its progress lines (section 11) go to the
+//! client's side band; receive-pack's status report, which is what makes the client count
+//! the push as done, is sent only after the engine returns, that is after the new version
+//! is recorded; the push's locks are released once that answer has gone out
+//! (`Engine::after_ack`), so nothing that needs the write lock acts on the version first.
 
 use std::sync::Arc;
 
