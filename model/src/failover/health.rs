@@ -2,7 +2,6 @@
 //! flips only when a whole window of results agrees.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -48,13 +47,6 @@ impl HealthRecord {
             self.last_check = Some(now);
         }
         due
-    }
-
-    /// How long after `now` the next check falls due (zero when it is due already).
-    pub fn next_check_in(&self, now: Instant, timing: &FailoverTiming) -> Duration {
-        self.last_check.map_or(Duration::ZERO, |t| {
-            timing.check_interval.saturating_sub(now.duration_since(t))
-        })
     }
 
     /// Records a result unless one was recorded less than a check interval ago. A window of

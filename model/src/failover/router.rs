@@ -189,22 +189,12 @@ impl Failover {
     /// same way (and ends other waits on it), and no retry follows it or an attempt during
     /// which a health check found the host not answering: retries would only multiply the
     /// wait.
-    ///
-    /// **[stormcell]** No attempt waits longer than the short timeout for a first answer:
-    /// a hung host (one that accepts connections and never answers) answers no sooner for
-    /// waiting, and the health checks already count a host that cannot answer within it
-    /// as down. A healthy host's retries follow only failures that came back fast (a
-    /// refused connection), so a host that is merely restarting still gets them.
     async fn open(&self, host: &DbHostConfig) -> Result<Box<dyn DbSession>, DbError> {
-        let (attempts, mut timeout) = if self.is_healthy(&host.name) && !self.went_quiet(&host.name)
-        {
+        let (attempts, timeout) = if self.is_healthy(&host.name) && !self.went_quiet(&host.name) {
             (self.timing.healthy_retries + 1, self.timing.healthy_connect)
         } else {
             (1, self.timing.unhealthy_connect)
         };
-        if self.profile.rules().bounded_database_waits {
-            timeout = timeout.min(self.timing.unhealthy_connect);
-        }
         let mut last = None;
         for _ in 0..attempts {
             let started = Instant::now();
@@ -411,24 +401,6 @@ impl Failover {
         }
     }
 
-    /// How long until the next health check of some enabled host falls due, at most
-    /// `cap`.
-    fn next_check_in(&self, cap: Duration) -> Duration {
-        let config = self.config();
-        let now = Instant::now();
-        let health = lock(&self.health);
-        config
-            .hosts
-            .iter()
-            .filter(|h| h.enabled)
-            .map(|h| {
-                health.get(&h.name).map_or(Duration::ZERO, |r| {
-                    r.record.next_check_in(now, &self.timing)
-                })
-            })
-            .fold(cap, Duration::min)
-    }
-
     /// The replication status of every configured host.
     pub fn status(&self) -> Vec<HostStatus> {
         let config = self.config();
@@ -453,19 +425,10 @@ impl Failover {
     }
 }
 
-/// Runs the health checks forever, looking for due checks every second; **[stormcell]**
-/// it wakes when the next check falls due instead, so a hung host is found a whole check
-/// interval plus the short timeout after its last answer, not up to a second later.
+/// Runs the health checks forever, looking for due checks every second.
 pub async fn monitor(failover: Arc<Failover>) {
-    let tick = Duration::from_secs(1);
     loop {
         failover.check_due().await;
-        let pause = if failover.profile.rules().bounded_database_waits {
-            // Never a busy loop: a check that is due again at once waits a little.
-            failover.next_check_in(tick).max(Duration::from_millis(10))
-        } else {
-            tick
-        };
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
