@@ -99,7 +99,7 @@ pub const MATRIX: [Mutant; Bug::ALL.len()] = [
     Mutant {
         bug: Bug::EpochInMemory,
         scenario: "db-promote-missed-rows",
-        seeds: 150,
+        seeds: 300,
         caught_by: &[StaleRead, Durability],
     },
     Mutant {
