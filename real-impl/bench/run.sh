@@ -249,11 +249,14 @@ for r in $(seq 1 "$RUNS"); do
         git -C "$SRC" commit-tree -p main -m "together $r $b" "$tree" > "$WORK/commit$b"
     done
     t0=$(now_ms)
+    pushes=()
     for b in 1 2 3 4 5; do
         ( $GIT -C "$SRC" push -q "$(AT_URL $(( b % 3 + 1 )) L)" "$(cat "$WORK/commit$b"):refs/heads/b$r-$b" 2>/dev/null \
             || echo "push $b of run $r failed" >&2 ) &
+        pushes+=($!)
     done
-    wait
+    # Only the pushes: a bare `wait` would wait for the nodes too.
+    wait "${pushes[@]}"
     echo $(( $(now_ms) - t0 )) >> "$WORK/together"
 done
 printf "%-44s %8s ms\n" "one push on its own" "$(median < "$WORK/alone")"
