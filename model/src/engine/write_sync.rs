@@ -217,16 +217,10 @@ impl Engine {
             "Ready to receive on cluster host \"{}\".",
             self.device
         ));
-        // [stormcell] What the copy held before the push, to put back if the push cannot
-        // be recorded because its row changed meanwhile (see `undo_fenced_write`).
-        let undo_fenced = self.hides_unrecorded_writes();
-        let (applied, refs_before, moves) = {
+        let (applied, moves) = {
             let _guard = self.local.exclusive(repo).await;
-            let refs_before = if undo_fenced {
-                Some(self.ports.store.refs(repo).await?)
-            } else {
-                None
-            };
+            // Counted, so taking a fenced push back out (`undo_fenced_write`) can tell
+            // whether anything moved the refs since.
             let moves = self.local.moved(repo);
             let applied = match self.ports.store.apply_push(repo, payload).await {
                 Ok(applied) => applied,
@@ -246,7 +240,7 @@ impl Engine {
                     }
                 }
             }
-            (applied, refs_before, moves)
+            (applied, moves)
         };
         let digest = self.ports.store.digest(repo).await?;
         let recording = Recording {
@@ -292,8 +286,9 @@ impl Engine {
         }
         let finished = self.finish(session, recording, progress).await;
         let fenced = matches!(finished, Err(ClusterError::Fenced { .. }));
-        if let (true, true, Some(before)) = (fenced, applied.accepted, refs_before) {
-            self.undo_fenced_write(repo, before, moves, digest).await;
+        if fenced && applied.accepted && self.hides_unrecorded_writes() {
+            self.undo_fenced_write(repo, &payload.updates, moves, digest)
+                .await;
         }
         drop(running);
         let (version, held) = finished?;
@@ -523,7 +518,7 @@ impl Engine {
     async fn undo_fenced_write(
         &self,
         repo: &RepoId,
-        before: std::collections::BTreeMap<String, crate::ids::Oid>,
+        updates: &[crate::rows::RefUpdate],
         moves: u64,
         digest: crate::ids::Digest,
     ) {
@@ -536,7 +531,7 @@ impl Engine {
         };
         let settled = match adopted {
             Some(true) => true,
-            Some(false) => match self.restore_refs(repo, before, moves).await {
+            Some(false) => match self.take_back(repo, updates, moves).await {
                 Ok(()) => {
                     self.emit(Event::Note {
                         text: format!("{repo}: a fenced push was taken out of the working copy"),
@@ -563,6 +558,25 @@ impl Engine {
                 });
             }
         }
+    }
+
+    /// Puts the copy's refs back as they were before a push that applied all of
+    /// `updates` (its refs now, each update turned back), unless anything moved them
+    /// since (`restore_refs` counts the moves).
+    async fn take_back(
+        &self,
+        repo: &RepoId,
+        updates: &[crate::rows::RefUpdate],
+        moves: u64,
+    ) -> Result<(), ClusterError> {
+        let mut refs = self.ports.store.refs(repo).await?;
+        for u in updates {
+            match &u.old {
+                Some(old) => refs.insert(u.name.clone(), old.clone()),
+                None => refs.remove(&u.name),
+            };
+        }
+        self.restore_refs(repo, refs, moves).await
     }
 
     /// A push that reached the working copy but could not be made durable.
