@@ -88,6 +88,8 @@ struct Durable {
     verified_generation: Option<Generation>,
     /// The pre-write digest of a write in progress (written durably at once).
     write_marker: Option<Digest>,
+    /// The demotes of this device the local version has taken note of.
+    demotes_seen: u64,
     /// Salvage bundles by label; written durably at once (a bundle is synced before the
     /// thaw that asked for it changes any row).
     bundles: BTreeMap<String, SimBundle>,
@@ -283,6 +285,7 @@ impl SimStore {
             local_version: None,
             verified_generation: None,
             write_marker: None,
+            demotes_seen: 0,
             bundles: BTreeMap::new(),
         };
         st.repos.insert(
@@ -579,6 +582,23 @@ impl Store for SimStore {
             .or_default()
             .durable
             .local_version = Some(version);
+        Ok(())
+    }
+
+    async fn demotes_seen(&self, repo: &RepoId) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .repos
+            .get(repo)
+            .map_or(0, |s| s.durable.demotes_seen))
+    }
+
+    async fn forget_claim(&self, repo: &RepoId, demotes_seen: u64) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        Self::check_disk(&st, "forgetting the local version", repo)?;
+        let durable = &mut st.repos.entry(repo.clone()).or_default().durable;
+        durable.local_version = None;
+        durable.demotes_seen = demotes_seen;
         Ok(())
     }
 

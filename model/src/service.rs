@@ -85,7 +85,11 @@ async fn handle(engine: Arc<Engine>, mut conn: BoxConn) {
         }
         Request::PeerVersion { repo, read_only } => {
             let reply = match engine.version_for_peer(&repo, read_only).await {
-                Ok((version, digest)) => Response::Version { version, digest },
+                Ok(claim) => Response::Version {
+                    version: claim.version,
+                    digest: claim.digest,
+                    demotes_seen: claim.demotes_seen,
+                },
                 Err(e) => error_response(&e),
             };
             let _ = write_frame(&mut conn, &reply).await;

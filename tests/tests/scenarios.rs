@@ -1,6 +1,8 @@
 //! Every built-in scenario over a fixed seed range, under the stormcell profile: every
 //! checker must pass.
 
+use std::path::Path;
+
 use stormcell_harness::runner::{run, RunSpec};
 use stormcell_harness::scenario;
 use stormcell_model::config::Profile;
@@ -365,6 +367,37 @@ fn busy_repository_starves_a_push_only_under_phabricator() {
     // Waiters poll while newcomers try at once: with no fault at all, a push waits out
     // the client's 30 s. Under stormcell a release hands the lock to the first waiter.
     anomaly_only_under_phabricator("busy-repository", 20, &["with the cluster healthy"]);
+}
+
+/// Claims after a demote (PROTOCOL.md 12): in `scenarios/open/demote-then-promote.toml` a
+/// device cut off from its peers is demoted just before the primary is lost. Before the
+/// database counted demotes, these seeds copied the demoted device's old version back from
+/// it after the promotion (the demote undone, found by the durability checker). The file
+/// stays open for the rarer case where the promotion lost the demote itself.
+#[test]
+fn a_demoted_devices_old_claim_is_never_copied_back() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/open/demote-then-promote.toml");
+    let s = scenario::load_file(&path).expect("the open scenario parses");
+    for seed in [4, 5, 42, 54, 58, 87, 95, 97, 99] {
+        let r = run(&RunSpec {
+            scenario: s.clone(),
+            seed,
+            profile: Profile::Stormcell,
+            plant: None,
+            keep_trace: false,
+        });
+        let violations: Vec<String> = r
+            .verdicts
+            .iter()
+            .flat_map(|v| v.violations.iter().map(ToString::to_string))
+            .collect();
+        assert!(
+            r.passed(),
+            "demote-then-promote seed {seed}:\n{}",
+            violations.join("\n")
+        );
+    }
 }
 
 /// Seeds that once failed under stormcell, kept as regressions: each names what it found.

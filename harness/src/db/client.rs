@@ -8,6 +8,7 @@
 //! times out or the connection fails, the session is broken for good: turmoil's TCP does not
 //! retransmit, so a stream that crossed a partition may have lost frames and is never reused.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -346,6 +347,14 @@ impl DbSession for SimDbSession {
         match self.call(req).await? {
             DbResponse::Changed(n) => Ok(n == 1),
             other => Err(unexpected("set_version", other)),
+        }
+    }
+
+    async fn demotions(&mut self, repo: &RepoId) -> Result<BTreeMap<DeviceId, u64>, DbError> {
+        let request = DbRequest::Demotions { repo: repo.clone() };
+        match self.call(request).await? {
+            DbResponse::Demotions(counts) => Ok(counts),
+            other => Err(unexpected("demotions", other)),
         }
     }
 

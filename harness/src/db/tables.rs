@@ -33,6 +33,8 @@ pub struct Tables {
     /// queue: a release hands the lock to the first waiter at once.
     waiters: BTreeMap<LockName, VecDeque<SessionId>>,
     generation: Generation,
+    /// **[stormcell]** How many times each (repository, device) row was deleted.
+    demotions: BTreeMap<(RepoId, DeviceId), u64>,
     /// **[stormcell]** Salvage bundles thaws wrote, oldest first.
     salvage: Vec<SalvageRecord>,
 }
@@ -111,9 +113,24 @@ impl Tables {
             .insert((row.repo.clone(), row.device.clone()), row);
     }
 
-    /// Deletes a row (a thaw's demote); returns whether it existed.
+    /// Deletes a row (a thaw's demote) and counts the demote; returns whether it existed.
     pub fn delete_row(&mut self, repo: &RepoId, device: &DeviceId) -> bool {
-        self.rows.remove(&(repo.clone(), device.clone())).is_some()
+        let key = (repo.clone(), device.clone());
+        let existed = self.rows.remove(&key).is_some();
+        if existed {
+            *self.demotions.entry(key).or_default() += 1;
+        }
+        existed
+    }
+
+    /// How many times each device's row of `repo` was deleted, for devices demoted at
+    /// least once.
+    pub fn demotions(&self, repo: &RepoId) -> BTreeMap<DeviceId, u64> {
+        self.demotions
+            .iter()
+            .filter(|((r, _), _)| r == repo)
+            .map(|((_, d), n)| (d.clone(), *n))
+            .collect()
     }
 
     fn empty_row(repo: &RepoId, device: &DeviceId) -> VersionRow {

@@ -2,6 +2,8 @@
 //! [`DbSession`](stormcell_model::ports::DbSession) method plus `Ping` and `Close`, sent as
 //! frames of [`stormcell_model::wire::frame`].
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use stormcell_model::ids::{DeviceId, Digest, Generation, LockOwner, RepoId, Version};
 use stormcell_model::ports::{FinishWrite, LockName, ReplicationState};
@@ -78,6 +80,11 @@ pub enum DbRequest {
     },
     /// `generation`.
     Generation,
+    /// `demotions`.
+    Demotions {
+        /// The repository.
+        repo: RepoId,
+    },
     /// `insert_initial`.
     InsertInitial {
         /// The repository.
@@ -134,6 +141,7 @@ impl DbRequest {
             DbRequest::FinishWrite { .. } => "finish_write",
             DbRequest::SetVersion { .. } => "set_version",
             DbRequest::Generation => "generation",
+            DbRequest::Demotions { .. } => "demotions",
             DbRequest::InsertInitial { .. } => "insert_initial",
             DbRequest::RecordPush { .. } => "record_push",
             DbRequest::NewestPushId { .. } => "newest_push_id",
@@ -175,6 +183,7 @@ impl DbRequest {
             | DbRequest::OutOfSync { .. }
             | DbRequest::NewestPushId { .. }
             | DbRequest::Generation
+            | DbRequest::Demotions { .. }
             | DbRequest::Ping
             | DbRequest::Replication
             | DbRequest::Replicate { .. }
@@ -204,6 +213,8 @@ pub enum DbResponse {
     Inserted(bool),
     /// `generation`.
     Generation(Generation),
+    /// `demotions`.
+    Demotions(BTreeMap<DeviceId, u64>),
     /// `record_push`: the new id.
     PushId(u64),
     /// `newest_push_id`.
@@ -267,6 +278,7 @@ pub fn execute(tables: &mut Tables, session: SessionId, req: &DbRequest) -> DbRe
             DbResponse::Changed(1)
         }
         DbRequest::Generation => DbResponse::Generation(tables.generation().clone()),
+        DbRequest::Demotions { repo } => DbResponse::Demotions(tables.demotions(repo)),
         DbRequest::InsertInitial {
             repo,
             device,

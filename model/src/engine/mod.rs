@@ -1,6 +1,7 @@
 //! The cluster engine: what one device does to serve reads and writes consistently
 //! (PROTOCOL.md sections 2 to 6). One engine runs per device, over that device's ports.
 
+mod demotes;
 mod local;
 mod locks;
 mod read_only;

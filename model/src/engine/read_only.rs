@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use super::demotes::ClaimStanding;
 use super::{Engine, Progress, SyncOutcome};
 use crate::error::ClusterError;
 use crate::failover::{DbLink, ReadOnlyReason, StaleReads};
@@ -23,6 +24,17 @@ use crate::wire::{Request, Response};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ReadOnlyView {
     pub(crate) reason: ReadOnlyReason,
+}
+
+/// What a device tells a peer about its working copy of a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerClaim {
+    /// Its durable local version, if it has one.
+    pub version: Option<Version>,
+    /// The digest its copy had as it answered (none while a write shows in it unrecorded).
+    pub digest: Option<Digest>,
+    /// **[stormcell]** How many demotes of it the local version took note of.
+    pub demotes_seen: u64,
 }
 
 /// What the read-only sync learned about who holds which version.
@@ -183,7 +195,15 @@ impl Engine {
             });
         }
         let topology = self.bound_topology(session, repo).await?;
-        let rows = session.rows(repo).await?;
+        let mut rows = session.rows(repo).await?;
+        // [stormcell] A demote of this device that its local version has not met makes
+        // that version claim nothing (PROTOCOL.md 12).
+        let demotions = self.demotions(session, repo).await?;
+        let own_seen = self.note_demotes(repo, &demotions).await?;
+        if self.standing(&demotions, &self.device, own_seen, false) == ClaimStanding::RowOutdated {
+            // This database lost a demote of this device: its row here predates it.
+            rows.retain(|r| r.device != self.device);
+        }
         let mut claims = Claims {
             versions: rows.iter().map(|r| (r.device.clone(), r.version)).collect(),
             answered_digests: BTreeMap::new(),
@@ -191,8 +211,11 @@ impl Engine {
             refuse_unproven,
         };
         if verify {
-            self.ask_peers(&topology, repo, &mut claims, read_only)
+            let outdated = self
+                .ask_peers(&topology, repo, &rows, &demotions, &mut claims, read_only)
                 .await;
+            // Rows this database kept past a demote it lost claim nothing.
+            rows.retain(|r| !outdated.contains(&r.device));
         }
         let own_row = rows.iter().find(|r| r.device == self.device);
         // [stormcell] A write of this device that was interrupted (the process restarted,
@@ -361,7 +384,7 @@ impl Engine {
         &self,
         repo: &RepoId,
         asker_read_only: bool,
-    ) -> Result<(Option<Version>, Option<Digest>), ClusterError> {
+    ) -> Result<PeerClaim, ClusterError> {
         let unconfirmed = !self
             .confirmed
             .lock()
@@ -388,17 +411,31 @@ impl Engine {
         } else {
             Some(self.ports.store.digest(repo).await?)
         };
-        Ok((version, digest))
+        let demotes_seen = if self.tracks_demotes() {
+            self.ports.store.demotes_seen(repo).await?
+        } else {
+            0
+        };
+        Ok(PeerClaim {
+            version,
+            digest,
+            demotes_seen,
+        })
     }
 
-    /// Asks every other active device for its durable local version.
+    /// Asks every other active device for its durable local version, weighing each
+    /// answer against the demotes this session's database counts (`demotions`). Returns
+    /// the devices whose rows here predate a demote this database lost.
     async fn ask_peers(
         &self,
         topology: &Topology,
         repo: &RepoId,
+        rows: &[VersionRow],
+        demotions: &BTreeMap<DeviceId, u64>,
         claims: &mut Claims,
         read_only: bool,
-    ) {
+    ) -> Vec<DeviceId> {
+        let mut outdated = Vec::new();
         for peer_id in topology.active_devices(repo) {
             if peer_id == self.device {
                 continue;
@@ -413,7 +450,24 @@ impl Engine {
             };
             let limit = self.config.timing.peer_request;
             match peer::call(self.ports.net.as_ref(), &peer_id, addr, &request, limit).await {
-                Ok(Response::Version { version, digest }) => {
+                Ok(Response::Version {
+                    version,
+                    digest,
+                    demotes_seen,
+                }) => {
+                    let has_row = rows.iter().any(|r| r.device == peer_id);
+                    match self.standing(demotions, &peer_id, demotes_seen, has_row) {
+                        ClaimStanding::Current => {}
+                        ClaimStanding::Void => continue,
+                        ClaimStanding::Unproven => {
+                            claims.unanswered.push(peer_id);
+                            continue;
+                        }
+                        ClaimStanding::RowOutdated => {
+                            claims.versions.remove(&peer_id);
+                            outdated.push(peer_id.clone());
+                        }
+                    }
                     if let Some(v) = version {
                         let row = claims.versions.get(&peer_id).copied();
                         if row.is_none_or(|r| v > r) {
@@ -427,6 +481,7 @@ impl Engine {
                 _ => claims.unanswered.push(peer_id),
             }
         }
+        outdated
     }
 
     /// The outcome of a read-only sync at `version`: fresh when every peer answered, else

@@ -285,6 +285,19 @@ impl Engine {
                 device: self.device.clone(),
             });
         }
+        // [stormcell] A device without a row, or whose local version is above its row,
+        // may hold a claim a demote discarded: it takes note of its demotes first
+        // (PROTOCOL.md 12), so its local version never claims that data again.
+        if self.tracks_demotes() {
+            let local = self.ports.store.local_version(repo).await?;
+            let may_be_demoted = match mine {
+                None => true,
+                Some(row) => local.is_some_and(|l| l > row.version),
+            };
+            if may_be_demoted {
+                self.meet_demotes(session, repo).await?;
+            }
+        }
         if !leaders.needs_sync(&rows, &self.device) {
             let intact = match mine {
                 Some(row) => self.working_copy_intact(repo, row).await?,

@@ -1,6 +1,7 @@
 //! The cluster database port: sessions, session-scoped named locks (PROTOCOL.md section 2)
 //! and the row operations of sections 4 and 5.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -89,6 +90,11 @@ pub trait DbSession: Send {
     async fn topology(&mut self) -> Result<Topology, DbError>;
     /// Every version row of a repository.
     async fn rows(&mut self, repo: &RepoId) -> Result<Vec<VersionRow>, DbError>;
+    /// **[stormcell]** How many times each device's row of `repo` was deleted (demoted),
+    /// for devices demoted at least once (PROTOCOL.md 12, claims after a demote). The
+    /// count lives in the database beside the rows and changes in the same transaction as
+    /// the deletion, so a host that lacks a demote lacks its count too.
+    async fn demotions(&mut self, repo: &RepoId) -> Result<BTreeMap<DeviceId, u64>, DbError>;
     /// Repositories actively bound to `device` on which it has no row or is below `max`.
     async fn out_of_sync(&mut self, device: &DeviceId) -> Result<Vec<RepoId>, DbError>;
     /// Step 4 of a write: upsert the device's row with `writing = true`, `write_props` and

@@ -139,6 +139,15 @@ pub trait Store: Send + Sync {
     async fn local_version(&self, repo: &RepoId) -> Result<Option<Version>, StoreError>;
     /// Durably records the device's local version of a repository.
     async fn set_local_version(&self, repo: &RepoId, version: Version) -> Result<(), StoreError>;
+    /// **[stormcell]** How many demotes of this device in `repo` it has taken note of
+    /// (PROTOCOL.md 12, claims after a demote); 0 when it never was demoted. A local
+    /// version stands as a claim only for askers whose database counts no more demotes
+    /// of this device than this.
+    async fn demotes_seen(&self, repo: &RepoId) -> Result<u64, StoreError>;
+    /// **[stormcell]** Gives up the local version as a claim after `demotes_seen` demotes:
+    /// the local version file is removed first, then the count is recorded, both durably
+    /// (a crash in between leaves a device that claims nothing, which is safe).
+    async fn forget_claim(&self, repo: &RepoId, demotes_seen: u64) -> Result<(), StoreError>;
     /// **[stormcell]** The write in progress on this working copy, kept beside it: the
     /// ref digest the copy had before the write (PROTOCOL.md 12). A push sets it before
     /// it touches the copy and clears it once its outcome is settled (recorded, taken

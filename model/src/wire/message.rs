@@ -142,6 +142,10 @@ pub enum Response {
         /// disk was lost or restored since cannot hand over something else as that version.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         digest: Option<Digest>,
+        /// **[stormcell]** How many demotes of the device its local version took note of
+        /// (PROTOCOL.md 12): an asker whose database counts more ignores the claim.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        demotes_seen: u64,
     },
     /// A snapshot for a peer.
     Snapshot {
@@ -172,4 +176,9 @@ pub enum Response {
         /// The message the client sees.
         message: String,
     },
+}
+
+/// Whether a count is zero, to leave it out of a message.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -14,7 +14,7 @@ pub mod promote;
 pub mod schema;
 pub mod silence;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -683,6 +683,22 @@ impl DbSession for PgSession {
             }
         }
         result
+    }
+
+    async fn demotions(&mut self, repo: &RepoId) -> Result<BTreeMap<DeviceId, u64>, DbError> {
+        let rows = self
+            .timed(self.client()?.query(
+                "SELECT device, count FROM demotions WHERE repo = $1",
+                &[&repo.as_str()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let device: String = row.try_get(0).map_err(query_error)?;
+                let count: i64 = row.try_get(1).map_err(query_error)?;
+                Ok((DeviceId::new(device), count.max(0) as u64))
+            })
+            .collect()
     }
 
     async fn out_of_sync(&mut self, device: &DeviceId) -> Result<Vec<RepoId>, DbError> {

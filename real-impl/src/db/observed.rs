@@ -4,6 +4,7 @@
 //! From those answers alone, this device knows how many versions it is behind on each
 //! repository, with no polling of its own.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +97,10 @@ impl DbSession for ObservedSession {
             self.metrics.versions_seen(repo.as_str(), max, mine);
         }
         Ok(rows)
+    }
+
+    async fn demotions(&mut self, repo: &RepoId) -> Result<BTreeMap<DeviceId, u64>, DbError> {
+        self.inner.demotions(repo).await
     }
 
     async fn out_of_sync(&mut self, device: &DeviceId) -> Result<Vec<RepoId>, DbError> {

@@ -106,6 +106,29 @@ CREATE TABLE salvage_bundles (
 CREATE INDEX salvage_bundles_repo ON salvage_bundles (repo, id);
 "#,
     },
+    Migration {
+        version: 4,
+        name: "demotes counted per device (PROTOCOL.md 12, claims after a demote)",
+        // A trigger, so every deletion of a version row counts, in the same transaction,
+        // whichever command deletes it (a thaw's demote, `device remove`).
+        sql: r#"
+CREATE TABLE demotions (
+    repo text NOT NULL,
+    device text NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (repo, device)
+);
+CREATE FUNCTION count_demotion() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO demotions (repo, device, count) VALUES (OLD.repo, OLD.device, 1)
+    ON CONFLICT (repo, device) DO UPDATE SET count = demotions.count + 1;
+    RETURN OLD;
+END
+$$;
+CREATE TRIGGER versions_demoted AFTER DELETE ON versions
+    FOR EACH ROW EXECUTE FUNCTION count_demotion();
+"#,
+    },
 ];
 
 /// Applies every migration not applied yet, in one transaction per migration, and returns

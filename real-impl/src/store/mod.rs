@@ -2,7 +2,8 @@
 //!
 //! Each repository is a bare repository `<data>/repos/<name>.git`, with the device's
 //! durable local version beside it in `<data>/repos/<name>.version` (and, while a push is
-//! unsettled, its write marker in `<data>/repos/<name>.writing`). Refs and digests are
+//! unsettled, its write marker in `<data>/repos/<name>.writing`; once it was demoted, the
+//! demotes it took note of in `<data>/repos/<name>.demoted`). Refs and digests are
 //! read with gix; pushes go through `git receive-pack`; mirroring a leader fetches the
 //! objects the copy lacks from the device the snapshot names, through an
 //! [`ObjectFetcher`] (the daemon's goes over the peer connection, [`crate::objects`]), and
@@ -169,6 +170,13 @@ impl GitStore {
     fn marker_path(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
         check_name(repo.as_str())?;
         Ok(self.root.join(format!("{repo}.writing")))
+    }
+
+    /// Where the count of this device's demotes its local version took note of is kept
+    /// (PROTOCOL.md 12).
+    fn demotes_path(&self, repo: &RepoId) -> Result<PathBuf, StoreError> {
+        check_name(repo.as_str())?;
+        Ok(self.root.join(format!("{repo}.demoted")))
     }
 
     /// Where the generation whose rows were last verified is kept (PROTOCOL.md 12).
@@ -752,6 +760,35 @@ impl Store for GitStore {
         blocking(move || {
             durable::write_atomic(&path, version.to_string().as_bytes())
                 .map_err(|e| io_err("cannot write", &path, e))
+        })
+        .await
+    }
+
+    async fn demotes_seen(&self, repo: &RepoId) -> Result<u64, StoreError> {
+        let path = self.demotes_path(repo)?;
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| io_err("corrupt demote count in", &path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_err("cannot read", &path, e)),
+        }
+    }
+
+    async fn forget_claim(&self, repo: &RepoId, demotes_seen: u64) -> Result<(), StoreError> {
+        let version = self.version_path(repo)?;
+        let demotes = self.demotes_path(repo)?;
+        let root = self.root.clone();
+        blocking(move || {
+            match std::fs::remove_file(&version) {
+                // The removal must be durable before the count says it happened.
+                Ok(()) => durable::fsync(&root).map_err(|e| io_err("cannot sync", &root, e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("cannot remove", &version, e)),
+            }
+            durable::write_atomic(&demotes, demotes_seen.to_string().as_bytes())
+                .map_err(|e| io_err("cannot write", &demotes, e))
         })
         .await
     }

@@ -503,8 +503,20 @@ pub(crate) async fn admin_edits_and_demotes<E: DbEnv>(env: E) -> Checked {
         1
     );
     assert_eq!(admin.delete_rows(&r1(), &[dev(1)], None).await?, 0);
+    // Each deletion of a row counts as a demote of its device, in the same change; a
+    // demote that deleted nothing counts nothing (PROTOCOL.md 12).
+    let counts = admin.demotions(&r1()).await?;
+    assert_eq!(counts.into_iter().collect::<Vec<_>>(), vec![(dev(1), 1)]);
     assert_eq!(admin.delete_rows(&r1(), &[dev(1), dev(2)], None).await?, 1);
     assert!(admin.rows(&r1()).await?.is_empty());
+    assert!(admin.set_version(&r1(), &dev(1), 3, None, None).await?);
+    assert_eq!(admin.delete_rows(&r1(), &[dev(1)], None).await?, 1);
+    let counts = admin.demotions(&r1()).await?;
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        vec![(dev(1), 2), (dev(2), 1)]
+    );
+    assert!(admin.demotions(&RepoId::new("R2")).await?.is_empty());
     Ok(())
 }
 

@@ -253,6 +253,35 @@ pub async fn a_write_marker_survives_a_restart_until_cleared<K: StoreKit>(mut ki
     Ok(())
 }
 
+/// A forgotten claim (after a demote, PROTOCOL.md 12) stays forgotten across a restart:
+/// no local version, and the demotes taken note of are kept; other repositories keep
+/// theirs.
+pub async fn a_forgotten_claim_stays_forgotten<K: StoreKit>(mut kit: K) -> Checked {
+    let mut s = kit.device();
+    let r = repo();
+    let other = RepoId::new("R2");
+    assert_eq!(s.demotes_seen(&r).await?, 0);
+    s.set_local_version(&r, 7).await?;
+    s.set_local_version(&other, 5).await?;
+    s.forget_claim(&r, 2).await?;
+    s = kit.restart(s);
+    assert_eq!(s.local_version(&r).await?, None);
+    assert_eq!(s.demotes_seen(&r).await?, 2);
+    assert_eq!(s.local_version(&other).await?, Some(5));
+    assert_eq!(s.demotes_seen(&other).await?, 0);
+    // A copy synchronized afterwards claims its new version, and the count stays.
+    s.set_local_version(&r, 9).await?;
+    s = kit.restart(s);
+    assert_eq!(s.local_version(&r).await?, Some(9));
+    assert_eq!(s.demotes_seen(&r).await?, 2);
+    // Forgetting with no local version on disk only records the count.
+    s.forget_claim(&other, 1).await?;
+    s.forget_claim(&other, 1).await?;
+    assert_eq!(s.local_version(&other).await?, None);
+    assert_eq!(s.demotes_seen(&other).await?, 1);
+    Ok(())
+}
+
 /// Two working copies holding the same refs have the same digest, and a mirror of an
 /// export (`+refs/*:refs/*` with prune) holds exactly the exported refs.
 pub async fn equal_refs_have_equal_digests_and_a_mirror_is_exact<K: StoreKit>(
