@@ -13,6 +13,7 @@ pub mod operator;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod shrink;
 pub mod status_sampler;
 pub mod store;
 pub mod trace;
