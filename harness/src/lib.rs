@@ -16,5 +16,7 @@ pub mod scenario;
 pub mod shrink;
 pub mod status_sampler;
 pub mod store;
+pub mod timeline_html;
 pub mod trace;
+pub mod trace_filter;
 pub mod workload;

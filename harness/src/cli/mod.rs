@@ -116,6 +116,21 @@ struct ReplayArgs {
     /// Print the timeline of the run.
     #[arg(long)]
     trace: bool,
+    /// Print only trace entries about these repositories (and those about none); implies
+    /// --trace.
+    #[arg(long, value_delimiter = ',', value_name = "REPO")]
+    repo: Vec<String>,
+    /// Print only trace entries on or naming these hosts; implies --trace.
+    #[arg(long, value_delimiter = ',', value_name = "HOST")]
+    host: Vec<String>,
+    /// Print only trace entries of these kinds: op, fault, operator, event (every protocol
+    /// event) or an event name such as write-recorded (lock: both lock events); implies
+    /// --trace.
+    #[arg(long, value_delimiter = ',', value_name = "KIND")]
+    kinds: Vec<String>,
+    /// Write the run's timeline as one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -281,19 +296,36 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
     let scenario = load_named_or_file(&args.scenario)?;
+    let filter = stormcell_harness::trace_filter::Filter {
+        repos: args.repo,
+        hosts: args.host,
+        kinds: args.kinds,
+    };
+    let trace = args.trace || !filter.is_empty();
     let spec = RunSpec {
         scenario,
         seed: args.seed,
         profile: args.common.profile,
         plant: args.common.plant,
-        keep_trace: args.trace,
+        keep_trace: trace,
     };
     let result = runner::run(&spec);
-    if args.trace {
+    if trace {
+        let repos = &result.drawn.repositories;
         for e in result.trace.iter().flatten() {
-            println!("{e}");
+            if filter.keeps(e, repos) {
+                println!(
+                    "{}",
+                    stormcell_harness::trace_filter::render(e, &result.history.ops)
+                );
+            }
         }
         println!();
+    }
+    if let Some(path) = &args.html {
+        stormcell_harness::timeline_html::write(path, &result)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        println!("timeline written to {}", path.display());
     }
     print_verdict(&result);
     Ok(if result.passed() {
