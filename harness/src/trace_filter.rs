@@ -83,7 +83,7 @@ impl Filter {
             }
         }
         if !self.hosts.is_empty() {
-            let on = self.hosts.iter().any(|h| *h == entry.host);
+            let on = self.hosts.contains(&entry.host);
             let names = words(&entry.what).any(|w| self.hosts.iter().any(|h| h == w));
             if !on && !names {
                 return false;
