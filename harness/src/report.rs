@@ -286,6 +286,9 @@ pub fn write_reports(dir: &Path, summary: &Summary, outcome: &Outcome) -> anyhow
         ));
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        let html = path.with_extension("html");
+        crate::timeline_html::write(&html, r)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", html.display()))?;
     }
     let runs = outcome
         .results

@@ -282,17 +282,42 @@ pub fn run(spec: &RunSpec) -> RunResult {
         scenario.topology.link_latency_ms.min,
         scenario.topology.link_latency_ms.draw(&mut topo_rng),
     );
-    let mut nemesis_rng = stream_rng(seed, streams::NEMESIS);
-    let faults = scenario.faults.apply_mix(&mut nemesis_rng);
-    let replicas: Vec<String> = (0..scenario.database.replicas)
-        .map(db::cluster::replica_name)
-        .collect();
-    let schedule = nemesis::plan(&faults, &setup.devices, &replicas, &mut nemesis_rng);
+    // The nemesis has its own stream, so an explicit schedule (which draws nothing) leaves
+    // every other draw of the run as it was.
+    let (fault_kinds, schedule) = match &scenario.schedule {
+        Some(explicit) => {
+            // A scenario with a drawn number of devices may name one this run lacks.
+            let replicas = (0..scenario.database.replicas).map(db::cluster::replica_name);
+            let hosts: BTreeSet<String> = setup
+                .devices
+                .iter()
+                .chain(&setup.spares)
+                .cloned()
+                .chain(replicas)
+                .chain([DB_HOST.to_owned()])
+                .collect();
+            let present: Vec<_> = explicit
+                .iter()
+                .filter(|f| f.fault.hosts().iter().all(|h| hosts.contains(*h)))
+                .cloned()
+                .collect();
+            (vec!["schedule"], crate::scenario::planned(&present))
+        }
+        None => {
+            let mut nemesis_rng = stream_rng(seed, streams::NEMESIS);
+            let faults = scenario.faults.apply_mix(&mut nemesis_rng);
+            let replicas: Vec<String> = (0..scenario.database.replicas)
+                .map(db::cluster::replica_name)
+                .collect();
+            let schedule = nemesis::plan(&faults, &setup.devices, &replicas, &mut nemesis_rng);
+            (faults.kinds(), schedule)
+        }
+    };
     let drawn = Drawn {
         devices: setup.devices.clone(),
         repositories: setup.repos.iter().map(ToString::to_string).collect(),
         latency_ms: latency,
-        fault_kinds: faults.kinds(),
+        fault_kinds,
         schedule: schedule.clone(),
     };
 

@@ -45,6 +45,30 @@ enum Command {
     /// Run every planted bug on the scenario made to show it and print the share of seeds
     /// its own checkers catch (exit 1 if some plant is never caught).
     Mutants(MutantsArgs),
+    /// Shrink a failing seed into a small scenario file that still fails the same checker
+    /// with the same kind of violation (explicit fault schedule, fewer and shorter faults,
+    /// fewer clients, devices, repositories and refs, a shorter run).
+    Shrink(ShrinkArgs),
+}
+
+#[derive(Debug, Args)]
+struct ShrinkArgs {
+    /// The scenario (a built-in name or a path to a scenario file).
+    scenario: String,
+    /// The failing seed.
+    #[arg(long)]
+    seed: u64,
+    #[command(flatten)]
+    common: Common,
+    /// Where to write the shrunk scenario file.
+    #[arg(long, value_name = "FILE.toml")]
+    out: PathBuf,
+    /// Parallel runs (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Give up trying smaller candidates after this many runs (the best so far is written).
+    #[arg(long, default_value_t = 2000)]
+    max_runs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +116,21 @@ struct ReplayArgs {
     /// Print the timeline of the run.
     #[arg(long)]
     trace: bool,
+    /// Print only trace entries about these repositories (and those about none); implies
+    /// --trace.
+    #[arg(long, value_delimiter = ',', value_name = "REPO")]
+    repo: Vec<String>,
+    /// Print only trace entries on or naming these hosts; implies --trace.
+    #[arg(long, value_delimiter = ',', value_name = "HOST")]
+    host: Vec<String>,
+    /// Print only trace entries of these kinds: op, fault, operator, event (every protocol
+    /// event) or an event name such as write-recorded (lock: both lock events); implies
+    /// --trace.
+    #[arg(long, value_delimiter = ',', value_name = "KIND")]
+    kinds: Vec<String>,
+    /// Write the run's timeline as one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +198,7 @@ pub fn main() -> i32 {
         Command::Determinism(args) => determinism(args),
         Command::Check(args) => check(args),
         Command::Mutants(args) => mutants(args),
+        Command::Shrink(args) => shrink(args),
     };
     match result {
         Ok(code) => code,
@@ -256,19 +296,36 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
     let scenario = load_named_or_file(&args.scenario)?;
+    let filter = stormcell_harness::trace_filter::Filter {
+        repos: args.repo,
+        hosts: args.host,
+        kinds: args.kinds,
+    };
+    let trace = args.trace || !filter.is_empty();
     let spec = RunSpec {
         scenario,
         seed: args.seed,
         profile: args.common.profile,
         plant: args.common.plant,
-        keep_trace: args.trace,
+        keep_trace: trace,
     };
     let result = runner::run(&spec);
-    if args.trace {
+    if trace {
+        let repos = &result.drawn.repositories;
         for e in result.trace.iter().flatten() {
-            println!("{e}");
+            if filter.keeps(e, repos) {
+                println!(
+                    "{}",
+                    stormcell_harness::trace_filter::render(e, &result.history.ops)
+                );
+            }
         }
         println!();
+    }
+    if let Some(path) = &args.html {
+        stormcell_harness::timeline_html::write(path, &result)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        println!("timeline written to {}", path.display());
     }
     print_verdict(&result);
     Ok(if result.passed() {
@@ -412,6 +469,52 @@ fn mutants(args: MutantsArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(if never == 0 { EXIT_PASS } else { EXIT_FAIL })
+}
+
+fn shrink(args: ShrinkArgs) -> anyhow::Result<i32> {
+    use stormcell_harness::shrink;
+    let scenario = load_named_or_file(&args.scenario)?;
+    let spec = RunSpec {
+        scenario,
+        seed: args.seed,
+        profile: args.common.profile,
+        plant: args.common.plant,
+        keep_trace: false,
+    };
+    let options = shrink::Options {
+        jobs: jobs(args.jobs),
+        max_runs: args.max_runs.max(1),
+    };
+    let mut tried = 0usize;
+    let shrunk = shrink::shrink(&spec, options, &mut |step| {
+        tried += 1;
+        println!(
+            "{:>4} {} {}  [{}]",
+            tried,
+            if step.kept { "kept " } else { "     " },
+            step.what,
+            step.size
+        );
+    })?;
+    std::fs::write(&args.out, &shrunk.toml)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.out.display()))?;
+    println!("failure kept: {}", shrunk.target);
+    println!("before: {}", shrunk.before);
+    println!("after:  {}", shrunk.after);
+    println!("{} runs; written to {}", shrunk.runs, args.out.display());
+    let mut replay = format!(
+        "stormcell-sim replay {} --seed {}",
+        args.out.display(),
+        args.seed
+    );
+    if args.common.profile != Profile::Stormcell {
+        replay.push_str(&format!(" --profile {}", args.common.profile));
+    }
+    if let Some(bug) = args.common.plant {
+        replay.push_str(&format!(" --plant {bug}"));
+    }
+    println!("replay: {replay}");
+    Ok(EXIT_PASS)
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<i32> {

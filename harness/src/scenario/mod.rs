@@ -14,6 +14,7 @@ mod database;
 mod locate;
 mod operator;
 mod range;
+mod schedule;
 mod validate;
 
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use self::database::{
 };
 pub use self::operator::{Action, Condition, Operator, Step, ThawStep, ANY_REPOSITORY};
 pub use self::range::Range;
+pub use self::schedule::{planned, Fault, ScheduledFault};
 use crate::history::FinalExpectation;
 
 /// One scenario: what cluster to build, how clients use it, which faults may strike, and
@@ -54,6 +56,9 @@ pub struct Scenario {
     pub expect: Expect,
     /// What the operator does, if anything.
     pub operator: Operator,
+    /// An explicit fault schedule: when set, a run applies exactly these faults and draws
+    /// none from `faults` (the rest of the run still comes from the seed).
+    pub schedule: Option<Vec<ScheduledFault>>,
 }
 
 /// The cluster a run builds.
@@ -431,6 +436,38 @@ struct ScenarioFile {
     expect: Expect,
     #[serde(default)]
     operator: Operator,
+    #[serde(default)]
+    schedule: Option<Vec<ScheduledFault>>,
+}
+
+/// The file as [`to_toml`] writes it: a [`Scenario`] without its `source`.
+#[derive(Serialize)]
+struct ScenarioFileOut<'a> {
+    name: &'a str,
+    description: &'a str,
+    topology: &'a Topology,
+    database: &'a Database,
+    workload: &'a Workload,
+    faults: &'a Faults,
+    expect: &'a Expect,
+    operator: &'a Operator,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<&'a Vec<ScheduledFault>>,
+}
+
+/// The scenario as a file [`parse`] reads back to the same scenario (but its `source`).
+pub fn to_toml(scenario: &Scenario) -> Result<String, toml::ser::Error> {
+    toml::to_string(&ScenarioFileOut {
+        name: &scenario.name,
+        description: &scenario.description,
+        topology: &scenario.topology,
+        database: &scenario.database,
+        workload: &scenario.workload,
+        faults: &scenario.faults,
+        expect: &scenario.expect,
+        operator: &scenario.operator,
+        schedule: scenario.schedule.as_ref(),
+    })
 }
 
 impl Scenario {
@@ -438,6 +475,10 @@ impl Scenario {
     pub fn summary(&self) -> String {
         let kinds = self.faults.kinds();
         let faults = match (kinds.is_empty(), self.faults.mix) {
+            _ if self.schedule.is_some() => format!(
+                "explicit schedule of {}",
+                self.schedule.as_ref().map_or(0, Vec::len)
+            ),
             (true, _) => "none".to_owned(),
             (false, FaultMix::All) => kinds.join(", "),
             (false, FaultMix::Seeded) => format!("seeded mix of {}", kinds.join(", ")),
@@ -706,6 +747,7 @@ pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
         faults: file.faults,
         expect: file.expect,
         operator: file.operator,
+        schedule: file.schedule,
     };
     validate::check(&scenario).map_err(|invalid| {
         let offset = locator

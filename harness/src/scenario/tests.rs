@@ -469,3 +469,58 @@ fn any_repository_is_a_not_intact_condition_only() {
     assert_eq!(e.field.as_deref(), Some("operator.steps[0].when"), "{e}");
     assert!(e.message.contains("no repository `@any`"), "{e}");
 }
+
+#[test]
+fn an_explicit_schedule_parses_and_round_trips() {
+    let text = format!(
+        "{MINIMAL}[[schedule]]\nat_ms = 5200\naction = \"strike\"\ndevice = \"repo002\"\ndown_ms = 3000\n\
+         [[schedule]]\nat_ms = 7000\naction = \"arm-strike\"\npoints = [\"after-ack\"]\n\
+         [[schedule]]\nat_ms = 9000\naction = \"partition\"\na = [\"repo001\"]\nb = [\"db\"]\nduration_ms = 1500\nlabel = \"cut\"\n"
+    );
+    let s = parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let schedule = s.schedule.clone().unwrap();
+    assert_eq!(schedule.len(), 3);
+    assert_eq!(
+        schedule[0].fault,
+        Fault::Strike {
+            device: "repo002".into(),
+            down_ms: 3000
+        }
+    );
+    assert_eq!(
+        schedule[1].fault,
+        Fault::ArmStrike {
+            points: vec![WritePoint::AfterAck],
+            down_ms: None
+        }
+    );
+    assert_eq!(schedule[2].label.as_deref(), Some("cut"));
+    // Written out and read back: the same scenario.
+    let again = parse("t.toml", &to_toml(&s).unwrap()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, s);
+    // Made-up labels name the action and its hosts.
+    assert_eq!(planned(&schedule)[0].label, "strike repo002 for 3.0s");
+}
+
+#[test]
+fn a_bad_schedule_entry_names_its_field() {
+    let entry = |body: &str| format!("{MINIMAL}[[schedule]]\nat_ms = 1000\n{body}\n");
+    assert_error(
+        &entry("action = \"strike\"\ndevice = \"repo004\"\ndown_ms = 1"),
+        5,
+        "schedule[0]",
+        "`repo004` is not a host",
+    );
+    assert_error(
+        &entry("action = \"promote\""),
+        5,
+        "schedule[0]",
+        "needs at least one replica",
+    );
+    let e = error_of(&entry(
+        "action = \"strike\"\ndevice = \"repo001\"\ndown_ms = 1\nspeed = 3",
+    ));
+    assert!(e.message.contains("unknown field `speed`"), "{e}");
+    let e = error_of(&entry("action = \"meteor\""));
+    assert!(e.message.contains("meteor"), "{e}");
+}

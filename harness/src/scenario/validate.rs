@@ -182,7 +182,60 @@ pub(super) fn check(scenario: &Scenario) -> Checked {
         topology.repositories.max,
         workload.duration_s,
     )?;
-    check_database(scenario)
+    check_database(scenario)?;
+    check_schedule(scenario)
+}
+
+/// An explicit schedule names only hosts some run has (a run without one of them skips
+/// the entry), and arms at some point.
+fn check_schedule(scenario: &Scenario) -> Checked {
+    let Some(schedule) = &scenario.schedule else {
+        return Ok(());
+    };
+    let devices = scenario.topology.devices.max + scenario.topology.spare_devices;
+    let replicas = scenario.database.replicas;
+    let numbered = |name: &str, prefix: &str, width: usize, last: u32| {
+        name.strip_prefix(prefix)
+            .filter(|n| width == 0 || n.len() == width)
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n >= 1 && n <= last)
+    };
+    for (i, entry) in schedule.iter().enumerate() {
+        let field = format!("schedule[{i}]");
+        for host in entry.fault.hosts() {
+            let known = host == crate::nemesis::DB_HOST
+                || numbered(host, "repo", 3, devices)
+                || numbered(host, "db-r", 0, replicas);
+            if !known {
+                return invalid(
+                    &field,
+                    format!(
+                        "`{host}` is not a host of any run (hosts: db, repo001 to repo{devices:03}{})",
+                        if replicas > 0 {
+                            format!(", db-r1 to db-r{replicas}")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                );
+            }
+        }
+        use super::Fault;
+        match &entry.fault {
+            Fault::ArmStrike { points, .. }
+            | Fault::ArmStrikePrimary { points, .. }
+            | Fault::ArmDbLinkDrop { points, .. }
+                if points.is_empty() =>
+            {
+                return invalid(&field, "must name at least one write point");
+            }
+            Fault::Promote | Fault::Lag { .. } if replicas == 0 => {
+                return invalid(&field, "needs at least one replica (database.replicas)");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The database section and the faults that need replicas.
