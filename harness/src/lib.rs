@@ -3,6 +3,7 @@
 
 pub mod campaign;
 pub mod checker;
+pub mod coverage;
 pub mod db;
 pub mod env;
 pub mod history;

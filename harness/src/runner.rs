@@ -149,6 +149,8 @@ pub struct RunResult {
     pub read_only_ms: BTreeMap<String, BTreeMap<String, u64>>,
     /// The service status sampled over the run (scenarios with an operator).
     pub status: Vec<StatusSample>,
+    /// The rare states reached, with the virtual millisecond each was first reached.
+    pub reached: BTreeMap<stormcell_model::ports::Coverage, u64>,
 }
 
 impl RunResult {
@@ -325,6 +327,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         &mut stream_rng(seed, streams::DATABASE),
     );
     let modes = ModeLog::default();
+    let reached = crate::coverage::ReachedLog::default();
 
     // The devices.
     let board = Arc::new(Mutex::new(Board::default()));
@@ -356,6 +359,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         let rng_stream = streams::DEVICES + i as u64;
         let db_hosts = db_cluster.config.clone();
         let modes = modes.clone();
+        let reached = reached.clone();
         sim.host(name.clone(), move || {
             let ports = Ports {
                 db: Arc::new(db::SimDb::new(format!("{DB_HOST}:{DB_PORT}"))),
@@ -372,6 +376,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
                     host: name.clone(),
                     trace: trace.clone(),
                     modes: Some(modes.clone()),
+                    reached: reached.clone(),
                 }),
                 spawn: Arc::new(SimSpawn),
             };
@@ -486,6 +491,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
                         host: "operator".to_owned(),
                         trace: trace.clone(),
                         modes: None,
+                        reached: reached.clone(),
                     }),
                 },
             )),
@@ -676,6 +682,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         "harness",
         format!("final outcome {}", final_outcome.name()),
     );
+    let reached_points = crate::coverage::collect(&reached, &history.faults);
     RunResult {
         scenario: scenario.name.clone(),
         seed,
@@ -693,6 +700,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         sim_error,
         read_only_ms: read_only_time(&modes, &driver.faults, virtual_ms),
         status,
+        reached: reached_points,
     }
 }
 

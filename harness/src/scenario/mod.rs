@@ -54,6 +54,9 @@ pub struct Scenario {
     pub expect: Expect,
     /// What the operator does, if anything.
     pub operator: Operator,
+    /// Rare protocol states ("sometimes" assertions) that some seed of every campaign of
+    /// this scenario must reach; a campaign that never reaches one fails.
+    pub reach: Vec<stormcell_model::ports::Coverage>,
 }
 
 /// The cluster a run builds.
@@ -431,6 +434,8 @@ struct ScenarioFile {
     expect: Expect,
     #[serde(default)]
     operator: Operator,
+    #[serde(default)]
+    reach: Vec<stormcell_model::ports::Coverage>,
 }
 
 impl Scenario {
@@ -706,6 +711,7 @@ pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
         faults: file.faults,
         expect: file.expect,
         operator: file.operator,
+        reach: file.reach,
     };
     validate::check(&scenario).map_err(|invalid| {
         let offset = locator
