@@ -467,8 +467,7 @@ impl SummaryFile {
         let mut order: Vec<String> = Vec::new();
         let mut rows: BTreeMap<String, Row> = BTreeMap::new();
         let mut reach: BTreeMap<String, Vec<Coverage>> = BTreeMap::new();
-        let mut owners: BTreeMap<(String, u64, String, Option<String>), PathBuf> =
-            BTreeMap::new();
+        let mut owners: BTreeMap<(String, u64, String, Option<String>), PathBuf> = BTreeMap::new();
         let mut runs = Vec::new();
         let mut wall: f64 = 0.0;
         if parts.is_empty() {
@@ -557,8 +556,10 @@ pub fn run_report_name(r: &RunResult) -> String {
     )
 }
 
-/// Writes one JSON per failing run and `summary.json` (`file`).
-pub fn write_reports(dir: &Path, file: &SummaryFile, outcome: &Outcome) -> anyhow::Result<()> {
+/// Writes one run's full report (`SCENARIO-seedN-PROFILE[-PLANT].json` in `dir`: the
+/// verdicts, every option the seed drew, the reached states and the history) and returns
+/// its path.
+pub fn write_run_report(dir: &Path, r: &RunResult) -> anyhow::Result<PathBuf> {
     #[derive(Serialize)]
     struct RunReport<'a> {
         scenario: &'a str,
@@ -575,24 +576,30 @@ pub fn write_reports(dir: &Path, file: &SummaryFile, outcome: &Outcome) -> anyho
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         status: &'a [crate::status_sampler::StatusSample],
     }
+    let report = RunReport {
+        scenario: &r.scenario,
+        seed: r.seed,
+        profile: r.profile.to_string(),
+        plant: r.plant.map(|b| b.to_string()),
+        replay: r.replay_command(),
+        final_outcome: r.final_outcome.name(),
+        trace_hash: format!("{:016x}", r.trace_hash),
+        verdicts: &r.verdicts,
+        drawn: &r.drawn,
+        reached: r.reached.keys().copied().collect(),
+        history: &r.history,
+        status: &r.status,
+    };
+    let path = dir.join(run_report_name(r));
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Writes one JSON per failing run and `summary.json` (`file`).
+pub fn write_reports(dir: &Path, file: &SummaryFile, outcome: &Outcome) -> anyhow::Result<()> {
     for r in outcome.results.iter().filter(|r| !r.passed()) {
-        let report = RunReport {
-            scenario: &r.scenario,
-            seed: r.seed,
-            profile: r.profile.to_string(),
-            plant: r.plant.map(|b| b.to_string()),
-            replay: r.replay_command(),
-            final_outcome: r.final_outcome.name(),
-            trace_hash: format!("{:016x}", r.trace_hash),
-            verdicts: &r.verdicts,
-            drawn: &r.drawn,
-            reached: r.reached.keys().copied().collect(),
-            history: &r.history,
-            status: &r.status,
-        };
-        let path = dir.join(run_report_name(r));
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        write_run_report(dir, r)?;
     }
     file.write(dir)
 }

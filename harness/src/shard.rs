@@ -1,10 +1,13 @@
 //! Shards: a campaign's runs split into N disjoint slices, one per machine (a CI matrix
 //! job, a pod of a Kubernetes Indexed Job), joined again by `stormcell-sim merge`.
 //!
-//! The runs of a campaign are numbered seed-major: run `i` is scenario `i % S` (of the `S`
-//! scenarios, in the order given) at seed `from + i / S`, so a time-boxed campaign that
-//! keeps drawing seeds numbers its runs the same way. Shard `K/N` takes the runs with
-//! `i % N == K - 1`: every run belongs to exactly one shard whatever the seed budget.
+//! A campaign's runs are the pairs (seed, scenario): seeds from `--from` on, each scenario
+//! in the order given. Shard `K/N` takes the runs whose seed offset (seed minus `--from`)
+//! plus scenario position is `K - 1` modulo `N`: every run belongs to exactly one shard
+//! whatever the seed budget, and each shard gets every scenario in turn (slicing a plain
+//! run number instead would hand a whole scenario to one shard when `N` divides the
+//! number of scenarios). A time-boxed campaign keeps drawing a shard's runs in the same
+//! order, so its shards stay disjoint too.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,9 +24,23 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Whether run `i` of the campaign belongs to this shard.
-    pub fn contains(self, i: u64) -> bool {
-        i % u64::from(self.count) == u64::from(self.index - 1)
+    /// Whether the run of the scenario at `scenario` (its position) and seed `from +
+    /// offset` belongs to this shard.
+    pub fn contains(self, offset: u64, scenario: u64) -> bool {
+        (offset + scenario) % u64::from(self.count) == u64::from(self.index - 1)
+    }
+
+    /// The `n`-th run of this shard among `scenarios` scenarios, as (seed offset, scenario
+    /// position), in seed order: each window of `N` seeds holds one seed of every scenario.
+    pub fn nth(self, n: u64, scenarios: u64) -> (u64, u64) {
+        let scenarios = scenarios.max(1);
+        let count = u64::from(self.count);
+        let scenario = n % scenarios;
+        let window = n / scenarios;
+        let k = u64::from(self.index - 1);
+        // The seed of the window with (seed + scenario) % N == k.
+        let within = (k + count - scenario % count) % count;
+        (window * count + within, scenario)
     }
 }
 
@@ -103,8 +120,40 @@ mod tests {
     #[test]
     fn shards_are_disjoint_and_cover_every_run() {
         let shards: Vec<Shard> = (1..=3).map(|index| Shard { index, count: 3 }).collect();
-        for i in 0..100u64 {
-            assert_eq!(shards.iter().filter(|s| s.contains(i)).count(), 1, "run {i}");
+        for offset in 0..30u64 {
+            for scenario in 0..6u64 {
+                let owners = shards
+                    .iter()
+                    .filter(|s| s.contains(offset, scenario))
+                    .count();
+                assert_eq!(owners, 1, "seed offset {offset} scenario {scenario}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_nth_run_of_a_shard_is_its_runs_in_seed_order() {
+        for count in 1..=4u32 {
+            for index in 1..=count {
+                let shard = Shard { index, count };
+                for scenarios in 1..=5u64 {
+                    let mut listed = Vec::new();
+                    for offset in 0..(u64::from(count) * 4) {
+                        for scenario in 0..scenarios {
+                            if shard.contains(offset, scenario) {
+                                listed.push((offset, scenario));
+                            }
+                        }
+                    }
+                    let drawn: Vec<(u64, u64)> = (0..listed.len() as u64)
+                        .map(|n| shard.nth(n, scenarios))
+                        .collect();
+                    let mut sorted = drawn.clone();
+                    sorted.sort_unstable();
+                    assert_eq!(sorted, listed, "shard {shard} of {scenarios} scenarios");
+                    assert!(drawn.iter().all(|&(o, s)| shard.contains(o, s)));
+                }
+            }
         }
     }
 

@@ -173,7 +173,9 @@ fn parse_for(s: &str) -> Result<std::time::Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("the duration must be more than zero".to_owned()),
         Ok(d) => Ok(d),
-        Err(e) => Err(format!("{s:?} is not a duration such as 30m, 90s or 2h: {e}")),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration such as 30m, 90s or 2h: {e}"
+        )),
     }
 }
 
@@ -251,6 +253,9 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
     if args.seeds == 0 {
         anyhow::bail!("--seeds must be at least 1");
     }
+    if scenarios.is_empty() {
+        anyhow::bail!("no scenario to run");
+    }
     let shard = match args.shard {
         Some(arg) => Some(
             arg.resolve(std::env::var(shard::INDEX_VAR).ok().as_deref())
@@ -263,28 +268,32 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
             anyhow::anyhow!("cannot create report directory {}: {e}", dir.display())
         })?;
     }
-    // Run `g` of the campaign, numbered seed-major (see `shard`): the same numbering for a
-    // fixed seed budget and for a time-boxed stream.
-    let count = scenarios.len().max(1) as u64;
-    let spec_of = |g: u64| RunSpec {
-        scenario: scenarios[(g % count) as usize].clone(),
-        seed: args.from + g / count,
+    // The campaign's runs, seed by seed, every scenario in turn (see `shard` for how a
+    // shard slices them): the same order for a fixed seed budget and a time-boxed stream.
+    let count = scenarios.len() as u64;
+    let spec_of = |offset: u64, position: u64| RunSpec {
+        scenario: scenarios[position as usize].clone(),
+        seed: args.from + offset,
         profile: args.common.profile,
         plant: args.common.plant,
         keep_trace: false,
     };
-    let (first, step) = shard.map_or((0, 1), |s| (u64::from(s.index - 1), u64::from(s.count)));
+    let whole = shard::Shard { index: 1, count: 1 };
     let outcome = match args.for_time {
         Some(limit) => campaign::run_stream(
-            &|n| Some(spec_of(first + n * step)),
+            &|n| {
+                let (offset, position) = shard.unwrap_or(whole).nth(n, count);
+                Some(spec_of(offset, position))
+            },
             None,
             Some(limit),
             jobs(args.jobs),
         ),
         None => {
-            let specs: Vec<RunSpec> = (0..args.seeds * count)
-                .filter(|g| shard.is_none_or(|s| s.contains(*g)))
-                .map(spec_of)
+            let specs: Vec<RunSpec> = (0..args.seeds)
+                .flat_map(|offset| (0..count).map(move |position| (offset, position)))
+                .filter(|&(offset, position)| shard.is_none_or(|s| s.contains(offset, position)))
+                .map(|(offset, position)| spec_of(offset, position))
                 .collect();
             campaign::run_all(&specs, jobs(args.jobs))
         }
