@@ -4,7 +4,7 @@
 //! reached, a campaign counts the runs that reached each, and a scenario's `reach = [...]`
 //! names states some seed of every campaign of it must reach.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -12,22 +12,49 @@ use stormcell_model::ports::Coverage;
 
 use crate::history::{FaultEvent, FaultKind};
 
-/// Where one run's reached states are collected: each state with the virtual millisecond
-/// it was first reached. Shared by every host of the run.
-pub type ReachedLog = Arc<Mutex<BTreeMap<Coverage, u64>>>;
+/// What one run reached so far. Shared by every host of the run and the driver.
+#[derive(Debug, Default)]
+pub struct Reached {
+    /// Each state with the virtual millisecond it was first reached.
+    points: BTreeMap<Coverage, u64>,
+    /// (device, repository) whose unsynced multi-ref update a crash tore.
+    torn: BTreeSet<(String, String)>,
+}
+
+/// Where one run's reached states are collected.
+pub type ReachedLog = Arc<Mutex<Reached>>;
+
+fn lock(log: &ReachedLog) -> std::sync::MutexGuard<'_, Reached> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Notes that `point` was reached at `at_ms` (only the first time counts).
 pub fn note(log: &ReachedLog, point: Coverage, at_ms: u64) {
-    log.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(point)
-        .or_insert(at_ms);
+    lock(log).points.entry(point).or_insert(at_ms);
+}
+
+/// Notes that a crash of `device` tore a multi-ref update of `repo` (seen by the
+/// simulated disk only).
+pub fn torn(log: &ReachedLog, device: &str, repo: &str) {
+    lock(log).torn.insert((device.to_owned(), repo.to_owned()));
+}
+
+/// Notes that fenced recovery adopted the interrupted write of `device` on `repo`; after a
+/// torn crash there, that is a torn multi-ref write adopted.
+pub fn adopted(log: &ReachedLog, device: &str, repo: &str, at_ms: u64) {
+    let mut reached = lock(log);
+    if reached.torn.contains(&(device.to_owned(), repo.to_owned())) {
+        reached
+            .points
+            .entry(Coverage::TornWriteAdopted)
+            .or_insert(at_ms);
+    }
 }
 
 /// The states a run reached: those its hosts reported, and the ones only the harness
-/// sees (a replica promoted by the simulated operator).
+/// sees (a torn write adopted, a replica promoted by the simulated operator).
 pub fn collect(log: &ReachedLog, faults: &[FaultEvent]) -> BTreeMap<Coverage, u64> {
-    let mut reached = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut reached = lock(log).points.clone();
     if let Some(f) = faults.iter().find(|f| f.kind == FaultKind::Promote) {
         reached.entry(Coverage::ReplicaPromoted).or_insert(f.at_ms);
     }

@@ -125,8 +125,15 @@ impl Events for SimEvents {
                 _ => {}
             }
         }
-        if let Event::Reached { point } = &event {
-            crate::coverage::note(&self.reached, *point, sim_now_ms());
+        match &event {
+            Event::Reached { point } => {
+                crate::coverage::note(&self.reached, *point, sim_now_ms());
+            }
+            Event::Recovered { repo, device, how } if how == "adopted" => {
+                let (device, repo) = (device.as_str(), repo.as_str());
+                crate::coverage::adopted(&self.reached, device, repo, sim_now_ms());
+            }
+            _ => {}
         }
         let text =
             serde_json::to_string(&event).unwrap_or_else(|e| format!("unprintable event: {e}"));

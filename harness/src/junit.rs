@@ -32,9 +32,12 @@ fn seed_range(seeds: &[u64]) -> String {
     }
 }
 
+/// Runs are grouped by scenario, profile and planted bug.
+type GroupKey = (String, String, Option<String>);
+
 fn cases(file: &SummaryFile) -> Vec<Case<'_>> {
     // Runs are sorted by scenario then seed; group them keeping that order.
-    let mut groups: Vec<((String, String, Option<String>), Vec<&RunLine>)> = Vec::new();
+    let mut groups: Vec<(GroupKey, Vec<&RunLine>)> = Vec::new();
     for r in &file.runs {
         let key = (r.scenario.clone(), r.profile.clone(), r.plant.clone());
         match groups.iter_mut().find(|(k, _)| *k == key) {

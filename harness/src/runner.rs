@@ -543,6 +543,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         backups: BTreeMap::new(),
         failing_disks: BTreeSet::new(),
         stores: stores.clone(),
+        reached: reached.clone(),
     };
     let mut pending: std::collections::VecDeque<Planned> = schedule.into_iter().collect();
     let mut healed = false;
@@ -842,6 +843,8 @@ struct Driver {
     failing_disks: BTreeSet<String>,
     /// Every device's working copies (handles to the same stores the devices use).
     stores: BTreeMap<String, SimStore>,
+    /// The run's coverage, for what only the simulated disk sees (torn writes).
+    reached: crate::coverage::ReachedLog,
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -887,6 +890,9 @@ impl Driver {
     ) {
         sim.crash(device);
         let report = stores.get(device).map(|s| s.crash(rng));
+        for (repo, _) in report.iter().flat_map(|r| &r.repos).filter(|(_, c)| c.torn) {
+            crate::coverage::torn(&self.reached, device, repo);
+        }
         let detail = match report {
             Some(r) => format!("{detail}; {r}"),
             None => detail,

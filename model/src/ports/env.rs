@@ -251,11 +251,14 @@ pub enum Coverage {
     LockWaitOverHalfBudget,
     /// The simulated operator promoted a database replica (harness-side, PROTOCOL.md 9.4).
     ReplicaPromoted,
+    /// Fenced recovery adopted a write whose multi-ref update a crash had torn (some refs
+    /// moved, some not; harness-side: only the simulated disk knows it was torn).
+    TornWriteAdopted,
 }
 
 impl Coverage {
     /// Every point, in a stable order.
-    pub const ALL: [Coverage; 18] = [
+    pub const ALL: [Coverage; 19] = [
         Coverage::RecoveryAdopted,
         Coverage::RecoveryCleared,
         Coverage::LostMarkAdopted,
@@ -274,6 +277,7 @@ impl Coverage {
         Coverage::IncarnationMismatch,
         Coverage::LockWaitOverHalfBudget,
         Coverage::ReplicaPromoted,
+        Coverage::TornWriteAdopted,
     ];
 
     /// The point's name, as scenario files and reports spell it.
@@ -297,6 +301,7 @@ impl Coverage {
             Coverage::IncarnationMismatch => "incarnation-mismatch",
             Coverage::LockWaitOverHalfBudget => "lock-wait-over-half-budget",
             Coverage::ReplicaPromoted => "replica-promoted",
+            Coverage::TornWriteAdopted => "torn-write-adopted",
         }
     }
 
