@@ -52,11 +52,11 @@ fn progress(len: Option<usize>, limit: Option<Duration>) -> ProgressBar {
     let (bar, template) = match (limit, len) {
         (Some(limit), _) => (
             ProgressBar::new(limit.as_secs().max(1)),
-            "{spinner} [{bar:40}] {elapsed} of {len}s: {msg}",
+            "{spinner} [{bar:30}] {elapsed} of {len}s: {msg}",
         ),
         (None, len) => (
             ProgressBar::new(len.unwrap_or(0) as u64),
-            "{spinner} [{bar:40}] {pos}/{len}, eta {eta}: {msg}",
+            "{spinner} [{bar:30}] {pos}/{len}, eta {eta}: {msg}",
         ),
     };
     let style = ProgressStyle::with_template(template)
