@@ -1,14 +1,17 @@
 //! Running many seeds: a pool of worker threads, each running whole simulations one after
 //! another (a simulation itself is single-threaded and deterministic), with a progress bar
-//! on a terminal.
+//! on a terminal showing runs, failures and the rare states reached so far. A campaign is
+//! a fixed list of runs, or (time-boxed) a stream of runs drawn until the time is up.
 
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::runner::{self, RunResult, RunSpec};
 use indicatif::{ProgressBar, ProgressStyle};
+use stormcell_model::ports::Coverage;
 
 /// The results of a campaign, in the order of the specs.
 pub struct Outcome {
@@ -20,61 +23,122 @@ pub struct Outcome {
     pub total_wall: Duration,
 }
 
-fn progress(len: usize, what: &str) -> ProgressBar {
+/// What the progress line shows as the runs come in.
+#[derive(Default)]
+struct Tally {
+    runs: u64,
+    failed: u64,
+    reached: BTreeSet<Coverage>,
+}
+
+impl Tally {
+    fn message(&self) -> String {
+        format!(
+            "{} runs, {} failed, {}/{} rare states reached",
+            self.runs,
+            self.failed,
+            self.reached.len(),
+            Coverage::ALL.len()
+        )
+    }
+}
+
+/// The progress bar, on stderr and only when it is a terminal: a count of runs, or for a
+/// time-boxed campaign the seconds of its budget.
+fn progress(len: Option<usize>, limit: Option<Duration>) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(len as u64);
-    let style = ProgressStyle::with_template(
-        "{spinner} {msg} [{bar:40}] {pos}/{len} runs, {elapsed} elapsed, eta {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let (bar, template) = match (limit, len) {
+        (Some(limit), _) => (
+            ProgressBar::new(limit.as_secs().max(1)),
+            "{spinner} [{bar:30}] {elapsed} of {len}s: {msg}",
+        ),
+        (None, len) => (
+            ProgressBar::new(len.unwrap_or(0) as u64),
+            "{spinner} [{bar:30}] {pos}/{len}, eta {eta}: {msg}",
+        ),
+    };
+    let style = ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
     bar.set_style(style);
-    bar.set_message(what.to_owned());
+    bar.set_message(Tally::default().message());
+    bar.enable_steady_tick(Duration::from_millis(250));
     bar
 }
 
-/// Wall-clock time is read through indicatif's own clock: it is only reported, never fed
-/// into a simulation.
+/// Wall-clock time is read through indicatif's own clock: it is only reported (and bounds
+/// a time-boxed campaign), never fed into a simulation.
 fn stopwatch() -> ProgressBar {
     ProgressBar::hidden()
 }
 
 /// Runs every spec on `jobs` threads.
 pub fn run_all(specs: &[RunSpec], jobs: usize) -> Outcome {
+    run_stream(
+        &|n| usize::try_from(n).ok().and_then(|i| specs.get(i)).cloned(),
+        Some(specs.len()),
+        None,
+        jobs,
+    )
+}
+
+/// Runs `spec_at(0)`, `spec_at(1)`, ... on `jobs` threads until it returns `None` or, with
+/// a `limit`, until that much wall time has passed (runs under way then finish). `len`
+/// is how many there are, when known (for the progress bar). A time-boxed campaign keeps
+/// the history of failing runs only, so that hours of runs fit in memory.
+pub fn run_stream(
+    spec_at: &(dyn Fn(u64) -> Option<RunSpec> + Sync),
+    len: Option<usize>,
+    limit: Option<Duration>,
+    jobs: usize,
+) -> Outcome {
     let total = stopwatch();
-    let bar = progress(specs.len(), "simulating");
-    let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<(RunResult, Duration)>>> =
-        specs.iter().map(|_| Mutex::new(None)).collect();
-    let failed = AtomicUsize::new(0);
+    let bar = progress(len, limit);
+    let next = AtomicU64::new(0);
+    let done: Mutex<Vec<(u64, RunResult, Duration)>> = Mutex::new(Vec::new());
+    let tally = Mutex::new(Tally::default());
+    let threads = match len {
+        Some(len) => jobs.min(len.max(1)),
+        None => jobs,
+    };
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(specs.len().max(1)) {
+        for _ in 0..threads {
             scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(spec) = specs.get(i) else { break };
-                let watch = stopwatch();
-                let result = runner::run(spec);
-                let wall = watch.elapsed();
-                if !result.passed() {
-                    let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
-                    bar.set_message(format!("simulating ({n} failed)"));
+                if limit.is_some_and(|limit| total.elapsed() >= limit) {
+                    break;
                 }
-                *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some((result, wall));
-                bar.inc(1);
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(spec) = spec_at(n) else { break };
+                let watch = stopwatch();
+                let mut result = runner::run(&spec);
+                let wall = watch.elapsed();
+                {
+                    let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+                    t.runs += 1;
+                    t.failed += u64::from(!result.passed());
+                    t.reached.extend(result.reached.keys().copied());
+                    bar.set_message(t.message());
+                }
+                if limit.is_some() && result.passed() {
+                    result.history.ops = Vec::new();
+                    result.status = Vec::new();
+                }
+                done.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((n, result, wall));
+                match limit {
+                    Some(_) => bar.set_position(total.elapsed().as_secs()),
+                    None => bar.inc(1),
+                }
             });
         }
     });
     bar.finish_and_clear();
-    let mut results = Vec::with_capacity(specs.len());
-    let mut wall = Vec::with_capacity(specs.len());
-    for slot in slots {
-        if let Some((r, w)) = slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            results.push(r);
-            wall.push(w);
-        }
-    }
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(n, _, _)| *n);
+    let (results, wall) = done.into_iter().map(|(_, r, w)| (r, w)).unzip();
     Outcome {
         results,
         wall,

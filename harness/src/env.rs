@@ -78,6 +78,8 @@ pub struct SimEvents {
     pub trace: Trace,
     /// Where changes of the device's database mode are collected, for the run's report.
     pub modes: Option<ModeLog>,
+    /// Where the rare states the protocol reached are collected (coverage).
+    pub reached: crate::coverage::ReachedLog,
 }
 
 /// A device's database mode changed at `at_ms`: read-only for `reason`, or back to
@@ -122,6 +124,16 @@ impl Events for SimEvents {
                 }),
                 _ => {}
             }
+        }
+        match &event {
+            Event::Reached { point } => {
+                crate::coverage::note(&self.reached, *point, sim_now_ms());
+            }
+            Event::Recovered { repo, device, how } if how == "adopted" => {
+                let (device, repo) = (device.as_str(), repo.as_str());
+                crate::coverage::adopted(&self.reached, device, repo, sim_now_ms());
+            }
+            _ => {}
         }
         let text =
             serde_json::to_string(&event).unwrap_or_else(|e| format!("unprintable event: {e}"));
@@ -184,7 +196,10 @@ fn opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::
 pub struct Arm {
     /// The points that trigger.
     pub points: Vec<WritePoint>,
-    /// What happens.
+    /// What happens. Serialized as `effect`: inside the nemesis's [`crate::nemesis::Action`]
+    /// the key `action` already holds the tag (`"action": "arm"`), and a second `action`
+    /// key would make the JSON object hold one key twice.
+    #[serde(rename = "effect")]
     pub action: ArmedAction,
 }
 

@@ -3,9 +3,11 @@
 
 pub mod campaign;
 pub mod checker;
+pub mod coverage;
 pub mod db;
 pub mod env;
 pub mod history;
+pub mod junit;
 pub mod mutants;
 pub mod nemesis;
 pub mod net;
@@ -13,6 +15,7 @@ pub mod operator;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod shard;
 pub mod shrink;
 pub mod status_sampler;
 pub mod store;

@@ -149,6 +149,8 @@ pub struct RunResult {
     pub read_only_ms: BTreeMap<String, BTreeMap<String, u64>>,
     /// The service status sampled over the run (scenarios with an operator).
     pub status: Vec<StatusSample>,
+    /// The rare states reached, with the virtual millisecond each was first reached.
+    pub reached: BTreeMap<stormcell_model::ports::Coverage, u64>,
 }
 
 impl RunResult {
@@ -350,6 +352,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         &mut stream_rng(seed, streams::DATABASE),
     );
     let modes = ModeLog::default();
+    let reached = crate::coverage::ReachedLog::default();
 
     // The devices.
     let board = Arc::new(Mutex::new(Board::default()));
@@ -381,6 +384,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         let rng_stream = streams::DEVICES + i as u64;
         let db_hosts = db_cluster.config.clone();
         let modes = modes.clone();
+        let reached = reached.clone();
         sim.host(name.clone(), move || {
             let ports = Ports {
                 db: Arc::new(db::SimDb::new(format!("{DB_HOST}:{DB_PORT}"))),
@@ -397,6 +401,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
                     host: name.clone(),
                     trace: trace.clone(),
                     modes: Some(modes.clone()),
+                    reached: reached.clone(),
                 }),
                 spawn: Arc::new(SimSpawn),
             };
@@ -511,6 +516,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
                         host: "operator".to_owned(),
                         trace: trace.clone(),
                         modes: None,
+                        reached: reached.clone(),
                     }),
                 },
             )),
@@ -562,6 +568,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         backups: BTreeMap::new(),
         failing_disks: BTreeSet::new(),
         stores: stores.clone(),
+        reached: reached.clone(),
     };
     let mut pending: std::collections::VecDeque<Planned> = schedule.into_iter().collect();
     let mut healed = false;
@@ -701,6 +708,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         "harness",
         format!("final outcome {}", final_outcome.name()),
     );
+    let reached_points = crate::coverage::collect(&reached, &history.faults);
     RunResult {
         scenario: scenario.name.clone(),
         seed,
@@ -718,6 +726,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         sim_error,
         read_only_ms: read_only_time(&modes, &driver.faults, virtual_ms),
         status,
+        reached: reached_points,
     }
 }
 
@@ -859,6 +868,8 @@ struct Driver {
     failing_disks: BTreeSet<String>,
     /// Every device's working copies (handles to the same stores the devices use).
     stores: BTreeMap<String, SimStore>,
+    /// The run's coverage, for what only the simulated disk sees (torn writes).
+    reached: crate::coverage::ReachedLog,
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -904,6 +915,9 @@ impl Driver {
     ) {
         sim.crash(device);
         let report = stores.get(device).map(|s| s.crash(rng));
+        for (repo, _) in report.iter().flat_map(|r| &r.repos).filter(|(_, c)| c.torn) {
+            crate::coverage::torn(&self.reached, device, repo);
+        }
         let detail = match report {
             Some(r) => format!("{detail}; {r}"),
             None => detail,

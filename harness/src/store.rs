@@ -213,6 +213,10 @@ pub struct RepoCrash {
     pub kept: usize,
     /// Pending operations lost.
     pub lost: usize,
+    /// Whether a multi-ref update was torn: some of its ref moves reached the disk and
+    /// some did not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub torn: bool,
 }
 
 /// What a crash did, per repository that had pending operations, for the trace.
@@ -309,6 +313,8 @@ impl SimStore {
             }
             let kept = rng.random_range(0..=n);
             let pending = std::mem::take(&mut state.pending);
+            let is_ref = |op: &PendingOp| !matches!(op, PendingOp::Object(_));
+            let torn = pending[..kept].iter().any(is_ref) && pending[kept..].iter().any(is_ref);
             for op in pending.into_iter().take(kept) {
                 state.durable.apply(op);
             }
@@ -317,6 +323,7 @@ impl SimStore {
                 RepoCrash {
                     kept,
                     lost: n - kept,
+                    torn,
                 },
             );
         }

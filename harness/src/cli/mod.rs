@@ -7,7 +7,8 @@ use stormcell_harness::history::History;
 use stormcell_harness::report as summary;
 use stormcell_harness::runner::{self, RunSpec};
 use stormcell_harness::scenario::{self, Scenario};
-use stormcell_harness::{campaign, checker, mutants};
+use stormcell_harness::shard::{self, ShardArg};
+use stormcell_harness::{campaign, checker, junit, mutants};
 use stormcell_model::config::Profile;
 use stormcell_model::plant::Bug;
 
@@ -49,6 +50,10 @@ enum Command {
     /// with the same kind of violation (explicit fault schedule, fewer and shorter faults,
     /// fewer clients, devices, repositories and refs, a shorter run).
     Shrink(ShrinkArgs),
+    /// Join the report directories of a campaign's shards (`run --shard K/N --report DIR`)
+    /// into one: summary.json, JUnit XML, coverage and the failing runs' reports (exit 1 if
+    /// any run failed or a declared state was never reached).
+    Merge(MergeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +107,28 @@ struct RunArgs {
     /// Write one JSON per failing run and a summary JSON here.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// Write JUnit XML here: one test case per scenario and seed range.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Run only the K-th of N disjoint slices of the seeds × scenarios (1 <= K <= N);
+    /// `auto/N` takes K from JOB_COMPLETION_INDEX (0-based, as a Kubernetes Indexed Job
+    /// sets it). Declared `reach` states are judged when the shards are merged.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<ShardArg>,
+    /// Keep drawing seeds (from --from on, every scenario in turn) until this much wall
+    /// time has passed, e.g. 30m, 90s, 2h; replaces --seeds.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_for, conflicts_with = "seeds")]
+    for_time: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// Report directories of the shards (each holding a summary.json).
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Where the merged summary.json, junit.xml and failing runs' reports go.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +204,20 @@ fn parse_bug(s: &str) -> Result<Bug, String> {
     s.parse()
 }
 
+fn parse_shard(s: &str) -> Result<ShardArg, String> {
+    s.parse()
+}
+
+fn parse_for(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("the duration must be more than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration such as 30m, 90s or 2h: {e}"
+        )),
+    }
+}
+
 /// Parses arguments, runs the command and returns the exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -199,6 +240,7 @@ pub fn main() -> i32 {
         Command::Check(args) => check(args),
         Command::Mutants(args) => mutants(args),
         Command::Shrink(args) => shrink(args),
+        Command::Merge(args) => merge(args),
     };
     match result {
         Ok(code) => code,
@@ -251,47 +293,138 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
     if args.seeds == 0 {
         anyhow::bail!("--seeds must be at least 1");
     }
+    if scenarios.is_empty() {
+        anyhow::bail!("no scenario to run");
+    }
+    let shard = match args.shard {
+        Some(arg) => Some(
+            arg.resolve(std::env::var(shard::INDEX_VAR).ok().as_deref())
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).map_err(|e| {
             anyhow::anyhow!("cannot create report directory {}: {e}", dir.display())
         })?;
     }
-    let specs: Vec<RunSpec> = scenarios
-        .iter()
-        .flat_map(|s| {
-            (args.from..args.from + args.seeds).map(move |seed| RunSpec {
-                scenario: s.clone(),
-                seed,
-                profile: args.common.profile,
-                plant: args.common.plant,
-                keep_trace: false,
-            })
-        })
-        .collect();
-    let outcome = campaign::run_all(&specs, jobs(args.jobs));
-    let table = summary::Summary::of(&scenarios, &outcome);
-    println!("{}", table.render());
-    let mut failed = 0;
-    for r in outcome.results.iter().filter(|r| !r.passed()) {
-        failed += 1;
-        if failed <= 20 {
-            println!(
-                "FAILED {} seed {}: {}",
-                r.scenario,
-                r.seed,
-                summary::first_violation(r)
-            );
-            println!("  replay: {}", r.replay_command());
+    // The campaign's runs, seed by seed, every scenario in turn (see `shard` for how a
+    // shard slices them): the same order for a fixed seed budget and a time-boxed stream.
+    let count = scenarios.len() as u64;
+    let spec_of = |offset: u64, position: u64| RunSpec {
+        scenario: scenarios[position as usize].clone(),
+        seed: args.from + offset,
+        profile: args.common.profile,
+        plant: args.common.plant,
+        keep_trace: false,
+    };
+    let whole = shard::Shard { index: 1, count: 1 };
+    let outcome = match args.for_time {
+        Some(limit) => campaign::run_stream(
+            &|n| {
+                let (offset, position) = shard.unwrap_or(whole).nth(n, count);
+                Some(spec_of(offset, position))
+            },
+            None,
+            Some(limit),
+            jobs(args.jobs),
+        ),
+        None => {
+            let specs: Vec<RunSpec> = (0..args.seeds)
+                .flat_map(|offset| (0..count).map(move |position| (offset, position)))
+                .filter(|&(offset, position)| shard.is_none_or(|s| s.contains(offset, position)))
+                .map(|(offset, position)| spec_of(offset, position))
+                .collect();
+            campaign::run_all(&specs, jobs(args.jobs))
         }
+    };
+    let table = summary::Summary::of(&scenarios, &outcome);
+    let file = summary::SummaryFile::of(&scenarios, &outcome, &table, shard);
+    println!("{}", table.render());
+    println!("{}", file.coverage.render());
+    if let Some(shard) = shard {
+        println!(
+            "shard {shard}: {} runs; the states scenarios declare they reach are judged by `stormcell-sim merge`",
+            file.runs.len()
+        );
     }
-    if failed > 20 {
-        println!("... and {} more failing runs", failed - 20);
-    }
+    let code = report_verdict(&file);
     if let Some(dir) = &args.report {
-        summary::write_reports(dir, &table, &outcome)?;
+        summary::write_reports(dir, &file, &outcome)?;
         println!("reports written to {}", dir.display());
     }
-    Ok(if failed == 0 { EXIT_PASS } else { EXIT_FAIL })
+    if let Some(path) = &args.junit {
+        junit::write(path, &file)?;
+        println!("JUnit XML written to {}", path.display());
+    }
+    Ok(code)
+}
+
+/// Prints the failing runs and unreached states of a campaign and returns its exit code.
+fn report_verdict(file: &summary::SummaryFile) -> i32 {
+    let failing: Vec<&summary::RunLine> = file.runs.iter().filter(|r| !r.passed).collect();
+    for r in failing.iter().take(20) {
+        println!(
+            "FAILED {} seed {}: {}",
+            r.scenario,
+            r.seed,
+            r.violation.as_deref().unwrap_or("failed")
+        );
+        println!("  replay: {}", r.replay);
+    }
+    if failing.len() > 20 {
+        println!("... and {} more failing runs", failing.len() - 20);
+    }
+    for u in &file.unreached {
+        println!("UNREACHED {u}");
+    }
+    if failing.is_empty() && file.unreached.is_empty() {
+        EXIT_PASS
+    } else {
+        EXIT_FAIL
+    }
+}
+
+fn merge(args: MergeArgs) -> anyhow::Result<i32> {
+    let mut parts = Vec::new();
+    for dir in &args.dirs {
+        parts.push((dir.clone(), summary::SummaryFile::read(dir)?));
+    }
+    let file = summary::SummaryFile::merge(parts)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| {
+        anyhow::anyhow!("cannot create output directory {}: {e}", args.out.display())
+    })?;
+    // The failing runs' own reports come along, so the merged folder is complete.
+    for dir in &args.dirs {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?;
+        for entry in entries {
+            let path = entry
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?
+                .path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let to = args.out.join(name);
+            let same = std::fs::canonicalize(&path).ok() == std::fs::canonicalize(&to).ok();
+            if name.ends_with(".json") && name != "summary.json" && !same {
+                std::fs::copy(&path, &to).map_err(|e| {
+                    anyhow::anyhow!("cannot copy {} to {}: {e}", path.display(), to.display())
+                })?;
+            }
+        }
+    }
+    file.write(&args.out)?;
+    let junit_path = args.out.join("junit.xml");
+    junit::write(&junit_path, &file)?;
+    println!("{}", file.summary.render());
+    println!("{}", file.coverage.render());
+    let code = report_verdict(&file);
+    println!(
+        "{} shard(s) merged into {} ({} runs; summary.json, junit.xml)",
+        args.dirs.len(),
+        args.out.display(),
+        file.runs.len()
+    );
+    Ok(code)
 }
 
 fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
@@ -366,6 +499,10 @@ fn print_verdict(r: &runner::RunResult) {
         print!("{}", stormcell_harness::status_sampler::render(&r.status));
     }
     println!("final state: {}", r.final_outcome.name());
+    if !r.reached.is_empty() {
+        let reached: Vec<&str> = r.reached.keys().map(|p| p.name()).collect();
+        println!("rare states reached: {}", reached.join(", "));
+    }
     for (device, reasons) in &r.read_only_ms {
         let spent: Vec<String> = reasons
             .iter()

@@ -59,6 +59,9 @@ pub struct Scenario {
     /// An explicit fault schedule: when set, a run applies exactly these faults and draws
     /// none from `faults` (the rest of the run still comes from the seed).
     pub schedule: Option<Vec<ScheduledFault>>,
+    /// Rare protocol states ("sometimes" assertions) that some seed of every campaign of
+    /// this scenario must reach; a campaign that never reaches one fails.
+    pub reach: Vec<stormcell_model::ports::Coverage>,
 }
 
 /// The cluster a run builds.
@@ -438,6 +441,8 @@ struct ScenarioFile {
     operator: Operator,
     #[serde(default)]
     schedule: Option<Vec<ScheduledFault>>,
+    #[serde(default)]
+    reach: Vec<stormcell_model::ports::Coverage>,
 }
 
 /// The file as [`to_toml`] writes it: a [`Scenario`] without its `source`.
@@ -748,6 +753,7 @@ pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
         expect: file.expect,
         operator: file.operator,
         schedule: file.schedule,
+        reach: file.reach,
     };
     validate::check(&scenario).map_err(|invalid| {
         let offset = locator

@@ -554,6 +554,11 @@ impl Admin {
     ) -> Result<Vec<SalvageRecord>, AdminError> {
         let mut by_device: BTreeMap<DeviceId, Refs> = BTreeMap::new();
         let mut log_only: BTreeMap<DeviceId, usize> = BTreeMap::new();
+        if p.plans.iter().any(|plan| !plan.discards.is_empty()) {
+            self.ports
+                .events
+                .reached(crate::ports::Coverage::ThawPlanDiscards);
+        }
         for plan in &p.plans {
             for d in &plan.discards {
                 match d.source {
@@ -627,6 +632,9 @@ impl Admin {
                 Ok(other) => return Err(refused(format!("unexpected answer {other:?}"))),
                 Err(e) => return Err(refused(e)),
             };
+            self.ports
+                .events
+                .reached(crate::ports::Coverage::SalvageWritten);
             self.emit(format!(
                 "thaw: bundled {} ref(s) of {device} for {} at {}",
                 refs.len(),
@@ -785,6 +793,9 @@ impl Admin {
             match kind {
                 ThawKind::Demote => {
                     self.emit(format!("thaw: demoted {device} for {}", p.repo));
+                    self.ports
+                        .events
+                        .reached(crate::ports::Coverage::ThawDemoted);
                 }
                 ThawKind::Promote => {
                     if self.plants.has(Bug::PromoteWithRows) && !p.rows.is_empty() {
@@ -804,6 +815,9 @@ impl Admin {
                         });
                     }
                     self.emit(format!("thaw: promoted {device} for {}", p.repo));
+                    self.ports
+                        .events
+                        .reached(crate::ports::Coverage::ThawPromoted);
                 }
             }
             outcome.applied.push((p.repo.clone(), device.clone(), kind));

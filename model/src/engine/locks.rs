@@ -26,6 +26,11 @@ impl Engine {
         loop {
             if taken {
                 let waited = waiter.waited();
+                if waited * 2 > budget {
+                    self.ports
+                        .events
+                        .reached(crate::ports::Coverage::LockWaitOverHalfBudget);
+                }
                 self.emit(Event::LockAcquired {
                     lock: lock.to_string(),
                     waited_ms: waited.as_millis() as u64,
@@ -43,6 +48,9 @@ impl Engine {
                 return Ok(waited);
             }
             let Some(pause) = waiter.next_pause() else {
+                self.ports
+                    .events
+                    .reached(crate::ports::Coverage::LockWaitOverHalfBudget);
                 return Err(ClusterError::LockTimeout {
                     repo: lock.repo().clone(),
                     lock: lock.kind(),

@@ -139,6 +139,9 @@ impl Engine {
         }
         progress
             .say("The cluster database changed primary; checking versions with the other devices.");
+        self.ports
+            .events
+            .reached(crate::ports::Coverage::GenerationCheck);
         let outcome = self
             .verified_sync(session, repo, progress, for_write, false)
             .await?;

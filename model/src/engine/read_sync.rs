@@ -121,6 +121,11 @@ impl Engine {
             }
             self.ports.store.refs(repo).await?
         };
+        if possibly_stale {
+            self.ports
+                .events
+                .reached(crate::ports::Coverage::PossiblyStaleRead);
+        }
         Ok(ReadReceipt {
             refs,
             possibly_stale,
@@ -128,6 +133,9 @@ impl Engine {
     }
 
     pub(crate) fn refused(&self, repo: &RepoId, e: &ClusterError) {
+        if let Some(point) = crate::ports::Coverage::of_refusal(e) {
+            self.ports.events.reached(point);
+        }
         self.emit(Event::Frozen {
             repo: repo.clone(),
             message: e.to_string(),
@@ -627,6 +635,11 @@ impl Engine {
             Some(digest) => self.ports.store.digest(repo).await? == digest,
             None => row.version == 0 || local.is_some(),
         };
+        if !intact {
+            self.ports
+                .events
+                .reached(crate::ports::Coverage::IncarnationMismatch);
+        }
         if intact && local != Some(row.version) {
             // A crash between recording a version and writing the local version file:
             // the copy is the recorded one, so the file catches up (a later recovery

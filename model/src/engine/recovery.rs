@@ -107,6 +107,10 @@ impl Engine {
             device: row.device.clone(),
             how: how.to_owned(),
         });
+        self.ports.events.reached(match how {
+            "cleared" => crate::ports::Coverage::RecoveryCleared,
+            _ => crate::ports::Coverage::RecoveryAdopted,
+        });
         Ok(())
     }
 
@@ -196,6 +200,9 @@ impl Engine {
             device: self.device.clone(),
             how: "adopted".to_owned(),
         });
+        self.ports
+            .events
+            .reached(crate::ports::Coverage::LostMarkAdopted);
         Ok(Some(version))
     }
 

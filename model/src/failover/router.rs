@@ -162,6 +162,9 @@ impl Failover {
         };
         if changed {
             self.events.emit(Event::DbMode { reason: mode });
+            if let Some(point) = mode.and_then(crate::ports::Coverage::of_read_only) {
+                self.events.reached(point);
+            }
         }
     }
 

@@ -182,6 +182,11 @@ pub enum Event {
         /// Its new state.
         healthy: bool,
     },
+    /// A rare state worth covering was reached (see [`Coverage`]).
+    Reached {
+        /// Which.
+        point: Coverage,
+    },
     /// Free text.
     Note {
         /// The text.
@@ -193,4 +198,152 @@ pub enum Event {
 pub trait Events: Send + Sync {
     /// Records one event.
     fn emit(&self, event: Event);
+
+    /// Says the protocol reached a rare state worth covering (a "sometimes" assertion):
+    /// one call at the spot where the state is reached, counted by simulation campaigns.
+    fn reached(&self, point: Coverage) {
+        self.emit(Event::Reached { point });
+    }
+}
+
+/// Rare protocol states a simulation campaign wants to see reached at least sometimes
+/// (FoundationDB's `TEST()`, Antithesis' `sometimes`). Each is reported by one
+/// [`Events::reached`] call where the protocol reaches it; a scenario may require some of
+/// them (`reach = [...]`), and `stormcell-sim run` prints how many runs reached each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Coverage {
+    /// Fenced recovery (PROTOCOL.md 5) adopted an interrupted write as a new version.
+    RecoveryAdopted,
+    /// Fenced recovery cleared an interrupted write that did not take effect.
+    RecoveryCleared,
+    /// A copy whose `writing` mark was lost with the old primary was adopted (PROTOCOL.md 12).
+    LostMarkAdopted,
+    /// A request was refused by a write-interruption freeze.
+    FrozenWriteInterruption,
+    /// A request was refused because every leader of the repository is lost.
+    FrozenLeaderLost,
+    /// A request was refused because no active device has a row (ambiguous leader).
+    FrozenAmbiguousLeader,
+    /// A request was refused because the only newest copy is not intact (lost disk).
+    FrozenNotIntact,
+    /// An operator's thaw demoted a device, resolving a freeze (PROTOCOL.md 7).
+    ThawDemoted,
+    /// An operator's thaw promoted a device, resolving a freeze.
+    ThawPromoted,
+    /// A thaw's plan discards refs or commits.
+    ThawPlanDiscards,
+    /// A thaw wrote a salvage bundle of discarded refs.
+    SalvageWritten,
+    /// A device went read-only because the primary did not answer (PROTOCOL.md 9).
+    ReadOnlyUnreachable,
+    /// A device went read-only because the primary's health record says unhealthy.
+    ReadOnlySevered,
+    /// A read was served read-only without proof it is fresh (PROTOCOL.md 9.6).
+    PossiblyStaleRead,
+    /// The cluster database changed primary and a device re-checked its versions with its
+    /// peers (PROTOCOL.md 12).
+    GenerationCheck,
+    /// A device found its working copy is not the one its row describes (PROTOCOL.md 12,
+    /// device incarnation).
+    IncarnationMismatch,
+    /// A lock was taken, or given up, after waiting more than half its budget (section 2).
+    LockWaitOverHalfBudget,
+    /// The simulated operator promoted a database replica (harness-side, PROTOCOL.md 9.4).
+    ReplicaPromoted,
+    /// Fenced recovery adopted a write whose multi-ref update a crash had torn (some refs
+    /// moved, some not; harness-side: only the simulated disk knows it was torn).
+    TornWriteAdopted,
+}
+
+impl Coverage {
+    /// Every point, in a stable order.
+    pub const ALL: [Coverage; 19] = [
+        Coverage::RecoveryAdopted,
+        Coverage::RecoveryCleared,
+        Coverage::LostMarkAdopted,
+        Coverage::FrozenWriteInterruption,
+        Coverage::FrozenLeaderLost,
+        Coverage::FrozenAmbiguousLeader,
+        Coverage::FrozenNotIntact,
+        Coverage::ThawDemoted,
+        Coverage::ThawPromoted,
+        Coverage::ThawPlanDiscards,
+        Coverage::SalvageWritten,
+        Coverage::ReadOnlyUnreachable,
+        Coverage::ReadOnlySevered,
+        Coverage::PossiblyStaleRead,
+        Coverage::GenerationCheck,
+        Coverage::IncarnationMismatch,
+        Coverage::LockWaitOverHalfBudget,
+        Coverage::ReplicaPromoted,
+        Coverage::TornWriteAdopted,
+    ];
+
+    /// The point's name, as scenario files and reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Coverage::RecoveryAdopted => "recovery-adopted",
+            Coverage::RecoveryCleared => "recovery-cleared",
+            Coverage::LostMarkAdopted => "lost-mark-adopted",
+            Coverage::FrozenWriteInterruption => "frozen-write-interruption",
+            Coverage::FrozenLeaderLost => "frozen-leader-lost",
+            Coverage::FrozenAmbiguousLeader => "frozen-ambiguous-leader",
+            Coverage::FrozenNotIntact => "frozen-not-intact",
+            Coverage::ThawDemoted => "thaw-demoted",
+            Coverage::ThawPromoted => "thaw-promoted",
+            Coverage::ThawPlanDiscards => "thaw-plan-discards",
+            Coverage::SalvageWritten => "salvage-written",
+            Coverage::ReadOnlyUnreachable => "read-only-unreachable",
+            Coverage::ReadOnlySevered => "read-only-severed",
+            Coverage::PossiblyStaleRead => "possibly-stale-read",
+            Coverage::GenerationCheck => "generation-check",
+            Coverage::IncarnationMismatch => "incarnation-mismatch",
+            Coverage::LockWaitOverHalfBudget => "lock-wait-over-half-budget",
+            Coverage::ReplicaPromoted => "replica-promoted",
+            Coverage::TornWriteAdopted => "torn-write-adopted",
+        }
+    }
+
+    /// The freeze a refusal shows, if it is one.
+    pub fn of_refusal(e: &crate::error::ClusterError) -> Option<Coverage> {
+        use crate::error::ClusterError as E;
+        match e {
+            E::WriteInterruption { .. } => Some(Coverage::FrozenWriteInterruption),
+            E::LeaderLost { .. } => Some(Coverage::FrozenLeaderLost),
+            E::AmbiguousLeader { .. } => Some(Coverage::FrozenAmbiguousLeader),
+            E::NotIntact { .. } => Some(Coverage::FrozenNotIntact),
+            _ => None,
+        }
+    }
+
+    /// The read-only mode worth covering, if `reason` is one.
+    pub fn of_read_only(reason: crate::failover::ReadOnlyReason) -> Option<Coverage> {
+        use crate::failover::ReadOnlyReason as R;
+        match reason {
+            R::Unreachable => Some(Coverage::ReadOnlyUnreachable),
+            R::Severed => Some(Coverage::ReadOnlySevered),
+            R::Config | R::Masterless => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Coverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Coverage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Coverage::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Coverage::ALL.iter().map(|c| c.name()).collect();
+                format!("unknown coverage point {s:?}; known: {}", names.join(", "))
+            })
+    }
 }

@@ -9,7 +9,8 @@ pub mod store;
 
 pub use db::{ClusterDb, DbSession, FinishWrite, LockName, ReplicationState};
 pub use env::{
-    BackgroundTask, Clock, Event, Events, Failpoints, Random, Spawn, TokioSpawn, WritePoint,
+    BackgroundTask, Clock, Coverage, Event, Events, Failpoints, Random, Spawn, TokioSpawn,
+    WritePoint,
 };
 pub use net::{BoxConn, Connection, Listener, Network};
 pub use store::{
