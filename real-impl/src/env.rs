@@ -43,19 +43,54 @@ impl Random for OsRandom {
 pub struct HoldAt {
     point: Option<WritePoint>,
     marker: Option<PathBuf>,
+    armed_by: Option<PathBuf>,
 }
 
 impl HoldAt {
     /// Holds every write at `point`; `None` never holds.
     pub fn new(point: Option<WritePoint>, marker: Option<PathBuf>) -> Self {
-        HoldAt { point, marker }
+        HoldAt {
+            point,
+            marker,
+            armed_by: None,
+        }
+    }
+
+    /// Holds only while the file `armed_by` exists, at the point it names (at the
+    /// configured point when it is empty).
+    pub fn armed_by(mut self, armed_by: Option<PathBuf>) -> Self {
+        self.armed_by = armed_by;
+        self
+    }
+
+    /// The point writes are held at now.
+    async fn armed_point(&self) -> Option<WritePoint> {
+        let Some(file) = &self.armed_by else {
+            return self.point;
+        };
+        let text = tokio::fs::read_to_string(file).await.ok()?;
+        let named = text.trim();
+        if named.is_empty() {
+            return self.point;
+        }
+        [
+            WritePoint::AfterWritingSet,
+            WritePoint::AfterRefsWritten,
+            WritePoint::AfterVersionBump,
+            WritePoint::AfterAck,
+        ]
+        .into_iter()
+        .find(|p| p.name() == named)
     }
 }
 
 #[async_trait]
 impl Failpoints for HoldAt {
     async fn hit(&self, point: WritePoint, repo: &RepoId) {
-        if self.point != Some(point) {
+        if self.point.is_none() && self.armed_by.is_none() {
+            return;
+        }
+        if self.armed_point().await != Some(point) {
             return;
         }
         tracing::warn!(point = point.name(), repo = %repo, "failpoint reached: holding this write");
