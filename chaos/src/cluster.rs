@@ -115,9 +115,12 @@ impl Cluster {
             cluster.replicas.push(replica);
         }
         for node in &cluster.nodes {
-            cluster
-                .proxy
-                .route(node.peer_proxy_port, node.peer_port, &node.name, Caller::ByProcess)?;
+            cluster.proxy.route(
+                node.peer_proxy_port,
+                node.peer_port,
+                &node.name,
+                Caller::ByProcess,
+            )?;
         }
         for node in &cluster.nodes {
             let mut hosts = String::new();
@@ -163,7 +166,11 @@ impl Cluster {
 
     /// Runs an admin command against the current primary; its standard output.
     pub fn admin(&self, args: &[&str]) -> Result<String> {
-        let conninfo = match self.replicas.iter().find(|r| r.name == self.current_primary) {
+        let conninfo = match self
+            .replicas
+            .iter()
+            .find(|r| r.name == self.current_primary)
+        {
             Some(r) => r.conninfo(),
             None => self.primary.conninfo(),
         };

@@ -40,9 +40,9 @@ pub fn unsupported(action: &Action) -> Option<&'static str> {
         Action::FsyncFailure { .. } => Some("failing syncs (fsync_failures)"),
         Action::Arm(arm) => match arm.action {
             ArmedAction::Strike { .. } => None,
-            ArmedAction::StrikePrimary { .. } => {
-                Some("a primary database strike at a write point (db_primary_strikes.at_write_point)")
-            }
+            ArmedAction::StrikePrimary { .. } => Some(
+                "a primary database strike at a write point (db_primary_strikes.at_write_point)",
+            ),
             ArmedAction::DropDbLink { .. } => {
                 Some("a database link drop at a write point (db_link_drops.during_push)")
             }
@@ -142,8 +142,11 @@ impl<'a> Driver<'a> {
     }
 
     fn event(&self, kind: FaultKind, hosts: &[&str], detail: &str) {
-        self.recorder
-            .fault(kind, hosts.iter().map(|h| (*h).to_owned()).collect(), detail);
+        self.recorder.fault(
+            kind,
+            hosts.iter().map(|h| (*h).to_owned()).collect(),
+            detail,
+        );
     }
 
     fn later(&mut self, after_ms: u64, timer: Timer) {
@@ -170,7 +173,8 @@ impl<'a> Driver<'a> {
             Action::Lose { host } if self.is_server(host) => self.strike_server(host, None),
             Action::Lose { host } => self.strike_device(host, None, "lost for good (kill -9)"),
             Action::Arm(arm) => {
-                if let (Some(point), ArmedAction::Strike { down }) = (arm.points.first(), &arm.action)
+                if let (Some(point), ArmedAction::Strike { down }) =
+                    (arm.points.first(), &arm.action)
                 {
                     let armed = Armed {
                         point: point.name().to_owned(),
@@ -192,21 +196,21 @@ impl<'a> Driver<'a> {
             } => {
                 for x in a {
                     for y in b {
-                        self.cluster.proxy.cut(x, y, *one_way);
                         let detail = if *one_way {
                             format!("partition (one-way: {x} -> {y} dropped)")
                         } else {
                             "partition".to_owned()
                         };
                         self.event(FaultKind::Partition, &[x, y], &detail);
+                        self.cluster.proxy.cut(x, y, *one_way);
                         self.later(*duration_ms, Timer::Repair(x.clone(), y.clone()));
                     }
                 }
                 Ok(())
             }
             Action::Hold { a, b, duration_ms } => {
-                self.cluster.proxy.hold(a, b);
                 self.event(FaultKind::Hold, &[a, b], "slow link");
+                self.cluster.proxy.hold(a, b);
                 self.later(*duration_ms, Timer::Release(a.clone(), b.clone()));
                 Ok(())
             }
@@ -215,11 +219,11 @@ impl<'a> Driver<'a> {
                 peers,
                 duration_ms,
             } => {
-                if let Some(server) = self.cluster.server_mut(host) {
-                    server.signal("STOP");
-                }
                 for peer in peers {
                     self.event(FaultKind::Hold, &[host, peer], "hung host (SIGSTOP)");
+                }
+                if let Some(server) = self.cluster.server_mut(host) {
+                    server.signal("STOP");
                 }
                 self.later(*duration_ms, Timer::Resume(host.clone()));
                 Ok(())
@@ -233,7 +237,11 @@ impl<'a> Driver<'a> {
                     .server_mut(host)
                     .map(|r| r.psql("SELECT pg_wal_replay_pause()"));
                 if let Some(Ok(_)) = paused {
-                    self.event(FaultKind::Lag, &[host], "replay paused (pg_wal_replay_pause)");
+                    self.event(
+                        FaultKind::Lag,
+                        &[host],
+                        "replay paused (pg_wal_replay_pause)",
+                    );
                     self.later(*duration_ms, Timer::ResumeReplay(host.clone()));
                 } else {
                     eprintln!("  could not pause replay on {host}: {paused:?}");
@@ -268,8 +276,10 @@ impl<'a> Driver<'a> {
         let Some(i) = self.node_index(device) else {
             return Ok(());
         };
-        self.cluster.nodes[i].kill9();
+        // The fault starts when the runner starts it: an operation failing while the
+        // process dies must find its cause already in the history.
         self.event(FaultKind::Strike, &[device], detail);
+        self.cluster.nodes[i].kill9();
         match down_ms {
             Some(down) => {
                 let until = self.recorder.now_ms() + down;
@@ -283,15 +293,17 @@ impl<'a> Driver<'a> {
     }
 
     fn strike_server(&mut self, host: &str, down_ms: Option<u64>) -> Result<()> {
-        let Some(server) = self.cluster.server_mut(host) else {
+        if self.cluster.server_mut(host).is_none() {
             return Ok(());
-        };
-        server.stop();
+        }
         let detail = match down_ms {
             Some(_) => "pg_ctl stop -m immediate",
             None => "pg_ctl stop -m immediate; lost for good",
         };
         self.event(FaultKind::Strike, &[host], detail);
+        if let Some(server) = self.cluster.server_mut(host) {
+            server.stop();
+        }
         match down_ms {
             Some(down) => self.later(down, Timer::RestartServer(host.to_owned())),
             None => self.lost.push(host.to_owned()),
@@ -308,7 +320,11 @@ impl<'a> Driver<'a> {
             (Some(_), Some(b)) => format!("restored from backup {b}"),
             _ => "an empty data directory".to_owned(),
         };
-        self.strike_device(device, Some(down_ms), &format!("disk lost; restarts on {from}"))?;
+        self.strike_device(
+            device,
+            Some(down_ms),
+            &format!("disk lost; restarts on {from}"),
+        )?;
         self.disk_losses += 1;
         let node = &self.cluster.nodes[i];
         let data = node.data_dir();
@@ -321,7 +337,11 @@ impl<'a> Driver<'a> {
                 .arg(&data)
                 .status();
             if !copied.is_ok_and(|s| s.success()) {
-                eprintln!("  could not restore {} into {}", backup.display(), data.display());
+                eprintln!(
+                    "  could not restore {} into {}",
+                    backup.display(),
+                    data.display()
+                );
             }
         }
         self.event(
@@ -451,7 +471,8 @@ impl<'a> Driver<'a> {
                 if let Some(server) = self.cluster.server_mut(&host) {
                     server.signal("CONT");
                 }
-                let peers: Vec<String> = self.cluster.nodes.iter().map(|n| n.name.clone()).collect();
+                let peers: Vec<String> =
+                    self.cluster.nodes.iter().map(|n| n.name.clone()).collect();
                 for peer in peers {
                     self.event(FaultKind::Release, &[&host, &peer], "SIGCONT");
                 }

@@ -120,7 +120,16 @@ impl Postgres {
         let data = prepare_dir(dir, as_postgres)?;
         run(server_cmd(bin, "pg_basebackup", as_postgres)
             .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
-            .args(["-U", "postgres", "-X", "stream", "-R", "--no-sync", "-c", "fast"])
+            .args([
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-R",
+                "--no-sync",
+                "-c",
+                "fast",
+            ])
             .arg("-D")
             .arg(&data))?;
         let mut pg = Postgres {
@@ -221,7 +230,11 @@ fn pids(server: &PgServer) -> Vec<u32> {
     let Ok(text) = std::fs::read_to_string(server.data.join("postmaster.pid")) else {
         return Vec::new();
     };
-    let Some(main) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+    let Some(main) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+    else {
         return Vec::new();
     };
     let mut pids = vec![main];

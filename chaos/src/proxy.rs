@@ -124,7 +124,13 @@ impl Proxy {
 
     /// Listens on `listen_port` and forwards every connection to `target_port`, as a
     /// link from the caller to host `to`.
-    pub fn route(&self, listen_port: u16, target_port: u16, to: &str, caller: Caller) -> Result<()> {
+    pub fn route(
+        &self,
+        listen_port: u16,
+        target_port: u16,
+        to: &str,
+        caller: Caller,
+    ) -> Result<()> {
         let listener = TcpListener::bind(("127.0.0.1", listen_port))
             .map_err(io(format!("127.0.0.1:{listen_port}")))?;
         let shared = Arc::clone(&self.shared);
@@ -358,7 +364,8 @@ mod tests {
         let mut buf = [0u8; 4];
         assert!(s.read_exact(&mut buf).is_err(), "nothing passes while held");
         proxy.release("a", "b");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         assert!(s.read_exact(&mut buf).is_ok(), "held bytes are delivered");
         assert_eq!(&buf, b"ping");
 

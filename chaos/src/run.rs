@@ -57,6 +57,8 @@ pub struct Report {
     pub skipped: Vec<String>,
     /// How many operations the history holds.
     pub operations: usize,
+    /// How many fault events the history holds (starts and ends).
+    pub faults: usize,
 }
 
 impl Report {
@@ -161,7 +163,10 @@ pub fn skipped(scenario: &Scenario, drawn: &Drawn) -> Vec<String> {
         out.push("spare devices (topology.spare_devices)".to_owned());
     }
     if !scenario.topology.clustered {
-        out.push("unclustered repositories (topology.clustered = false): they start on the service".to_owned());
+        out.push(
+            "unclustered repositories (topology.clustered = false): they start on the service"
+                .to_owned(),
+        );
     }
     out
 }
@@ -186,10 +191,18 @@ pub fn run(opts: &Options, registry: &Arc<Registry>) -> Result<Report> {
         opts.seed,
         drawn.devices.join(","),
         drawn.repos.join(","),
-        if drawn.replicas.is_empty() { "none".to_owned() } else { drawn.replicas.join(",") }
+        if drawn.replicas.is_empty() {
+            "none".to_owned()
+        } else {
+            drawn.replicas.join(",")
+        }
     );
     for p in &drawn.schedule {
-        let mark = if driver::unsupported(&p.action).is_some() { "SKIP" } else { "    " };
+        let mark = if driver::unsupported(&p.action).is_some() {
+            "SKIP"
+        } else {
+            "    "
+        };
         eprintln!("  {mark} {:>7.1}s {}", p.at_ms as f64 / 1000.0, p.label);
     }
     for s in &skipped {
@@ -198,7 +211,9 @@ pub fn run(opts: &Options, registry: &Arc<Registry>) -> Result<Report> {
 
     let (dir, temp) = match &opts.keep {
         Some(dir) => {
-            let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+            let empty = std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true);
             if !empty {
                 return Err(ChaosError::Setup(format!(
                     "{} is not empty: give a new or empty directory to keep the report in",
@@ -218,8 +233,11 @@ pub fn run(opts: &Options, registry: &Arc<Registry>) -> Result<Report> {
         }
     };
     let schedule_path = dir.join("schedule.json");
-    std::fs::write(&schedule_path, serde_json::to_string_pretty(&drawn.schedule)?)
-        .map_err(io(&schedule_path))?;
+    std::fs::write(
+        &schedule_path,
+        serde_json::to_string_pretty(&drawn.schedule)?,
+    )
+    .map_err(io(&schedule_path))?;
 
     let spec = ClusterSpec {
         dir: dir.clone(),
@@ -235,13 +253,30 @@ pub fn run(opts: &Options, registry: &Arc<Registry>) -> Result<Report> {
             .iter()
             .any(|p| matches!(p.action, Action::Arm(_))),
     };
-    eprintln!("starting PostgreSQL and {} node(s) in {}", spec.devices.len(), dir.display());
-    let mut cluster = Cluster::start(&spec, registry)?;
-    let outcome = campaign(&scenario, opts, &drawn, &mut cluster, &dir);
-    let stopped = cluster.stop();
-    drop(cluster);
-    let history = outcome?;
-    stopped?;
+    eprintln!(
+        "starting PostgreSQL and {} node(s) in {}",
+        spec.devices.len(),
+        dir.display()
+    );
+    let carried_out = (|| {
+        let mut cluster = Cluster::start(&spec, registry)?;
+        let outcome = campaign(&scenario, opts, &drawn, &mut cluster, &dir);
+        let stopped = cluster.stop();
+        drop(cluster);
+        let history = outcome?;
+        stopped?;
+        Ok(history)
+    })();
+    let history = match carried_out {
+        Ok(history) => history,
+        Err(e) => {
+            // What the run left (its logs above all) is what explains the error.
+            if let Some(temp) = temp {
+                eprintln!("the run's directory is kept: {}", temp.keep().display());
+            }
+            return Err(e);
+        }
+    };
 
     let history_path = dir.join("history.json");
     std::fs::write(&history_path, serde_json::to_string_pretty(&history)?)
@@ -265,6 +300,7 @@ pub fn run(opts: &Options, registry: &Arc<Registry>) -> Result<Report> {
         verdicts,
         skipped,
         operations: history.ops.len(),
+        faults: history.faults.len(),
     })
 }
 

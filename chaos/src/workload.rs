@@ -174,11 +174,16 @@ impl Recorder {
     pub fn commit(&self, parent: Option<&str>) -> Result<String> {
         let n = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
         let mut c = git(&self.scratch);
-        c.args(["commit-tree", &self.empty_tree, "-m", &format!("commit {n}")])
-            .env("GIT_AUTHOR_NAME", USER)
-            .env("GIT_AUTHOR_EMAIL", "alice@example.com")
-            .env("GIT_COMMITTER_NAME", USER)
-            .env("GIT_COMMITTER_EMAIL", "alice@example.com");
+        c.args([
+            "commit-tree",
+            &self.empty_tree,
+            "-m",
+            &format!("commit {n}"),
+        ])
+        .env("GIT_AUTHOR_NAME", USER)
+        .env("GIT_AUTHOR_EMAIL", "alice@example.com")
+        .env("GIT_COMMITTER_NAME", USER)
+        .env("GIT_COMMITTER_EMAIL", "alice@example.com");
         if let Some(p) = parent {
             c.args(["-p", p]);
         }
@@ -424,7 +429,10 @@ pub fn run_client(
     let mut reread: Option<String> = None;
     let pick = |rng: &mut ChaCha8Rng, n: usize| rng.random_range(0..n.max(1));
     if plan.targets.is_empty() || plan.repos.is_empty() || plan.branches.is_empty() {
-        return Err(ChaosError::Setup(format!("{}: nothing to work on", plan.name)));
+        return Err(ChaosError::Setup(format!(
+            "{}: nothing to work on",
+            plan.name
+        )));
     }
     loop {
         let think = rng.random_range(plan.think_ms.0..=plan.think_ms.1.max(plan.think_ms.0));
@@ -458,7 +466,14 @@ pub fn run_client(
                 let new = recorder.commit(old.as_deref())?;
                 updates.push(RefUpdate { name, old, new });
             }
-            let outcome = recorder.push(&plan.name, target, &repo, &updates, Phase::Workload, plan.timeout);
+            let outcome = recorder.push(
+                &plan.name,
+                target,
+                &repo,
+                &updates,
+                Phase::Workload,
+                plan.timeout,
+            );
             if outcome.is_ok() {
                 for u in updates {
                     known.insert((repo.clone(), u.name), Some(u.new));
@@ -468,7 +483,14 @@ pub fn run_client(
             }
         } else {
             let clone = rng.random_bool(0.5);
-            let outcome = recorder.read(&plan.name, target, &repo, clone, Phase::Workload, plan.timeout);
+            let outcome = recorder.read(
+                &plan.name,
+                target,
+                &repo,
+                clone,
+                Phase::Workload,
+                plan.timeout,
+            );
             if let Outcome::Ok {
                 refs: Some(refs), ..
             } = &outcome

@@ -1,0 +1,59 @@
+//! Short campaigns of the chaos runner (`stormcell-chaos`) against this crate's daemon:
+//! a built-in scenario drawn from a seed, run against real processes with its times
+//! scaled down, and the history judged by the simulator's checkers. With the `plant`
+//! feature, the same runner must catch a daemon with a fix taken out again.
+
+use std::path::PathBuf;
+
+use stormcell_chaos::{run, Options, Registry, Report};
+
+/// Runs `scenario` with `seed` at `time_scale`, or says why it was skipped.
+fn campaign(test: &str, scenario: &str, seed: u64, plant: Option<&str>) -> Option<Report> {
+    if let Some(why) = stormcell_chaos::postgres::missing_prerequisite() {
+        eprintln!("SKIPPED {test}: {why}; `bash tests/run-all.sh` as root installs them");
+        return None;
+    }
+    let registry = Registry::new();
+    let opts = Options {
+        scenario: scenario.to_owned(),
+        seed,
+        stormcell_bin: PathBuf::from(env!("CARGO_BIN_EXE_stormcell")),
+        keep: None,
+        plant: plant.map(str::to_owned),
+        time_scale: 0.3,
+    };
+    let report = run(&opts, &registry);
+    registry.stop_everything();
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => panic!("{test}: the run could not be carried out: {e}"),
+    };
+    for verdict in &report.verdicts {
+        eprintln!("{verdict}");
+    }
+    if report.kept {
+        eprintln!("{test}: report kept in {}", report.dir.display());
+    }
+    Some(report)
+}
+
+#[test]
+fn a_short_lightning_campaign_against_real_processes_passes_every_checker() {
+    let Some(report) = campaign("chaos_lightning", "lightning", 1, None) else {
+        return;
+    };
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert!(report.faults > 0, "the schedule's strikes were carried out");
+    assert!(
+        report.operations > 20,
+        "the workload ran: {}",
+        report.operations
+    );
+    let failed: Vec<String> = report
+        .verdicts
+        .iter()
+        .filter(|v| !v.passed())
+        .map(ToString::to_string)
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
