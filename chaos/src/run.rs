@@ -177,7 +177,7 @@ pub fn run(opts: &Options, registry: &Arc<Registry>) -> Result<Report> {
     let pg_bin = crate::postgres::find_bin_dir().ok_or_else(|| {
         ChaosError::Setup(crate::postgres::missing_prerequisite().unwrap_or_default())
     })?;
-    if !(opts.time_scale > 0.0) {
+    if !opts.time_scale.is_finite() || opts.time_scale <= 0.0 {
         return Err(ChaosError::Setup(format!(
             "--time-scale must be above 0, not {}",
             opts.time_scale
