@@ -31,6 +31,9 @@ struct Args {
     /// Multiply every time of the scenario (workload, settle, fault schedule) by this.
     #[arg(long, default_value_t = 1.0)]
     time_scale: f64,
+    /// Print what the seed draws (devices, schedule, what is skipped) and start nothing.
+    #[arg(long)]
+    plan: bool,
 }
 
 fn default_bin() -> PathBuf {
@@ -44,7 +47,6 @@ fn default_bin() -> PathBuf {
 fn main() -> ExitCode {
     let args = Args::parse();
     let registry = Registry::new();
-    cleanup::stop_on_signal(registry.clone());
     let opts = Options {
         scenario: args.scenario,
         seed: args.seed,
@@ -53,6 +55,16 @@ fn main() -> ExitCode {
         plant: args.plant,
         time_scale: args.time_scale,
     };
+    if args.plan {
+        return match stormcell_chaos::run::plan(&opts) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stormcell-chaos: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    cleanup::stop_on_signal(registry.clone());
     let result = stormcell_chaos::run(&opts, &registry);
     registry.stop_everything();
     match result {

@@ -171,12 +171,10 @@ pub fn skipped(scenario: &Scenario, drawn: &Drawn) -> Vec<String> {
     out
 }
 
-/// Runs `opts.scenario` with `opts.seed` against real processes.
-pub fn run(opts: &Options, registry: &Arc<Registry>) -> Result<Report> {
+/// Reads the scenario, draws what `opts.seed` draws, and prints it with what will be
+/// skipped (on standard error). Starts nothing.
+pub fn plan(opts: &Options) -> Result<(Scenario, Drawn, Vec<String>)> {
     let scenario = load_scenario(&opts.scenario)?;
-    let pg_bin = crate::postgres::find_bin_dir().ok_or_else(|| {
-        ChaosError::Setup(crate::postgres::missing_prerequisite().unwrap_or_default())
-    })?;
     if !opts.time_scale.is_finite() || opts.time_scale <= 0.0 {
         return Err(ChaosError::Setup(format!(
             "--time-scale must be above 0, not {}",
@@ -209,6 +207,15 @@ pub fn run(opts: &Options, registry: &Arc<Registry>) -> Result<Report> {
         eprintln!("skipped as unsupported against real processes: {s}");
     }
 
+    Ok((scenario, drawn, skipped))
+}
+
+/// Runs `opts.scenario` with `opts.seed` against real processes.
+pub fn run(opts: &Options, registry: &Arc<Registry>) -> Result<Report> {
+    let pg_bin = crate::postgres::find_bin_dir().ok_or_else(|| {
+        ChaosError::Setup(crate::postgres::missing_prerequisite().unwrap_or_default())
+    })?;
+    let (scenario, drawn, skipped) = plan(opts)?;
     let (dir, temp) = match &opts.keep {
         Some(dir) => {
             let empty = std::fs::read_dir(dir)
