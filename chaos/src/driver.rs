@@ -80,6 +80,8 @@ pub struct Driver<'a> {
     armed: Option<Armed>,
     backups: BTreeMap<u32, PathBuf>,
     disk_losses: u32,
+    /// Hangs in force per database host: overlapping hangs end with the last.
+    hung: BTreeMap<String, u32>,
 }
 
 impl<'a> Driver<'a> {
@@ -94,6 +96,7 @@ impl<'a> Driver<'a> {
             armed: None,
             backups: BTreeMap::new(),
             disk_losses: 0,
+            hung: BTreeMap::new(),
         }
     }
 
@@ -219,11 +222,15 @@ impl<'a> Driver<'a> {
                 peers,
                 duration_ms,
             } => {
-                for peer in peers {
-                    self.event(FaultKind::Hold, &[host, peer], "hung host (SIGSTOP)");
-                }
-                if let Some(server) = self.cluster.server_mut(host) {
-                    server.signal("STOP");
+                let count = self.hung.entry(host.clone()).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    for peer in peers {
+                        self.event(FaultKind::Hold, &[host, peer], "hung host (SIGSTOP)");
+                    }
+                    if let Some(server) = self.cluster.server_mut(host) {
+                        server.signal("STOP");
+                    }
                 }
                 self.later(*duration_ms, Timer::Resume(host.clone()));
                 Ok(())
@@ -468,6 +475,14 @@ impl<'a> Driver<'a> {
                 self.event(FaultKind::Release, &[&a, &b], "");
             }
             Timer::Resume(host) => {
+                let Some(count) = self.hung.get_mut(&host) else {
+                    return Ok(());
+                };
+                *count = count.saturating_sub(1);
+                if *count > 0 && !healing {
+                    return Ok(());
+                }
+                self.hung.remove(&host);
                 if let Some(server) = self.cluster.server_mut(&host) {
                     server.signal("CONT");
                 }
