@@ -145,6 +145,21 @@ impl Cluster {
         for i in 0..cluster.nodes.len() {
             cluster.start_node(i)?;
         }
+        if let Some(plant) = &spec.plant {
+            // A daemon built without the `plant` feature ignores STORMCELL_PLANT: the run
+            // would test the fixed code while claiming to test the plant.
+            for node in &cluster.nodes {
+                let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+                if !log.contains("a planted bug is switched on") {
+                    return Err(crate::error::ChaosError::Setup(format!(
+                        "node {} did not switch on the plant {plant}: build the daemon with \
+                         `cargo build -p stormcell-node --features plant` (see {})",
+                        node.name,
+                        node.log_path().display()
+                    )));
+                }
+            }
+        }
         Ok(cluster)
     }
 

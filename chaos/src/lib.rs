@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod driver;
 pub mod error;
 pub mod node;
+pub mod operator;
 pub mod ports;
 pub mod postgres;
 mod procfs;

@@ -153,12 +153,9 @@ pub fn skipped(scenario: &Scenario, drawn: &Drawn) -> Vec<String> {
         .iter()
         .filter_map(|p| driver::unsupported(&p.action).map(|why| format!("{} ({why})", p.label)))
         .collect();
-    if !scenario.operator.steps.is_empty() {
-        out.push(format!(
-            "{} operator step(s) ([operator] is not run against real processes yet)",
-            scenario.operator.steps.len()
-        ));
-    }
+    out.extend(scenario.operator.steps.iter().filter_map(|step| {
+        crate::operator::unsupported(step).map(|why| format!("an operator step ({why})"))
+    }));
     if scenario.topology.spare_devices > 0 {
         out.push("spare devices (topology.spare_devices)".to_owned());
     }
@@ -349,8 +346,25 @@ fn campaign(
         plans.len(),
         workload_ms as f64 / 1000.0
     );
+    let desk = crate::operator::Desk {
+        targets: targets.clone(),
+        configs: cluster
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.config_path().display().to_string()))
+            .collect(),
+        bin: cluster.bin.clone(),
+        repos: drawn.repos.clone(),
+        time_scale: opts.time_scale,
+    };
     let stop = AtomicBool::new(false);
+    let operator_stop = AtomicBool::new(false);
     let driven = std::thread::scope(|s| {
+        let operator = {
+            let (desk, recorder, stop) = (&desk, &recorder, &operator_stop);
+            let steps = &scenario.operator.steps;
+            s.spawn(move || crate::operator::run(steps, desk, recorder, stop))
+        };
         let clients: Vec<_> = plans
             .iter()
             .enumerate()
@@ -373,11 +387,18 @@ fn campaign(
                 result = joined;
             }
         }
+        if result.is_ok() {
+            // The operator may still act while the cluster settles.
+            eprintln!("healed; settling for {:.1}s", settle.as_secs_f64());
+            std::thread::sleep(settle);
+        }
+        operator_stop.store(true, Ordering::Relaxed);
+        if operator.join().is_err() {
+            result = Err(ChaosError::Setup("the operator thread panicked".to_owned()));
+        }
         result
     });
     driven?;
-    eprintln!("healed; settling for {:.1}s", settle.as_secs_f64());
-    std::thread::sleep(settle);
 
     eprintln!("final probes");
     let mut failed = Vec::new();
@@ -424,7 +445,7 @@ fn campaign(
             })
             .collect(),
     };
-    let (ops, faults) = recorder.take();
+    let (ops, faults, operator) = recorder.take();
     Ok(History {
         scenario: scenario.name.clone(),
         seed: opts.seed,
@@ -448,6 +469,6 @@ fn campaign(
         }),
         expect: scenario.expect.stormcell,
         final_state,
-        operator: Vec::new(),
+        operator,
     })
 }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use stormcell_harness::history::{
-    ErrorKind, FaultEvent, FaultKind, OpKind, Operation, Outcome, Phase, RefUpdate, Refs,
+    ErrorKind, FaultEvent, FaultKind, OpKind, Operation, OperatorAction, Outcome, Phase, RefUpdate,
+    Refs,
 };
 
 use crate::error::{io, ChaosError, Result};
@@ -111,6 +112,7 @@ pub struct Recorder {
     start: Instant,
     ops: Mutex<Vec<Operation>>,
     faults: Mutex<Vec<FaultEvent>>,
+    operator: Mutex<Vec<OperatorAction>>,
     dir: PathBuf,
     scratch: PathBuf,
     empty_tree: String,
@@ -138,6 +140,7 @@ impl Recorder {
             start: Instant::now(),
             ops: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
+            operator: Mutex::new(Vec::new()),
             dir: dir.to_owned(),
             scratch,
             empty_tree,
@@ -162,12 +165,18 @@ impl Recorder {
         });
     }
 
-    /// Everything recorded so far: operations in invocation order, faults in time order.
-    pub fn take(&self) -> (Vec<Operation>, Vec<FaultEvent>) {
+    /// Records what the operator did.
+    pub fn operator(&self, action: OperatorAction) {
+        lock(&self.operator).push(action);
+    }
+
+    /// Everything recorded so far: operations in invocation order, faults in time order,
+    /// operator actions in order.
+    pub fn take(&self) -> (Vec<Operation>, Vec<FaultEvent>, Vec<OperatorAction>) {
         let ops = lock(&self.ops).clone();
         let mut faults = lock(&self.faults).clone();
         faults.sort_by_key(|f| f.at_ms);
-        (ops, faults)
+        (ops, faults, lock(&self.operator).clone())
     }
 
     /// A new commit whose only parent is `parent` (a root commit without one).

@@ -57,3 +57,32 @@ fn a_short_lightning_campaign_against_real_processes_passes_every_checker() {
         .collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
+
+/// The second loss once seen by hand (a device restarted on an empty `data_dir` trusted
+/// its empty copy), restored by the plant `trust-empty-working-copy`: the `disk-loss`
+/// scenario's seed 1 (a device loses its disk mid-workload and restarts on an empty one)
+/// against real processes must show acknowledged pushes lost or stale reads.
+#[cfg(feature = "plant")]
+#[test]
+fn a_short_disk_loss_campaign_catches_the_daemon_trusting_an_empty_working_copy() {
+    let Some(report) = campaign(
+        "chaos_disk_loss_plant",
+        "disk-loss",
+        1,
+        Some("trust-empty-working-copy"),
+    ) else {
+        return;
+    };
+    let caught: Vec<String> = report
+        .verdicts
+        .iter()
+        .filter(|v| !v.passed())
+        .map(|v| v.checker.name().to_owned())
+        .collect();
+    assert!(
+        caught
+            .iter()
+            .any(|c| c == "durability" || c == "stale-read"),
+        "the checkers missed the loss; failing checkers: {caught:?}"
+    );
+}
