@@ -10,26 +10,21 @@ const LOW: u32 = 10_000;
 /// How many ports from `LOW` are walked.
 const SPAN: u32 = 22_000;
 
-/// Hands out free loopback ports, walking on from an offset drawn from the process id so
-/// that concurrent runs (and the end-to-end tests) rarely try the same ones.
-#[derive(Debug)]
-pub struct Ports {
-    next: AtomicU32,
-}
+/// The next step of the walk, shared by every run of the process (two runs of one test
+/// binary must never be handed the same port before either has bound it).
+static NEXT: AtomicU32 = AtomicU32::new(0);
 
-impl Default for Ports {
-    fn default() -> Self {
-        Ports {
-            next: AtomicU32::new((std::process::id() % 200) * 100 + 50),
-        }
-    }
-}
+/// Hands out free loopback ports, walking on from an offset drawn from the process id so
+/// that concurrent processes (and the end-to-end tests) rarely try the same ones.
+#[derive(Debug, Default)]
+pub struct Ports;
 
 impl Ports {
-    /// A port nothing listens on now.
+    /// A port nothing listens on now, never handed out before by this process.
     pub fn free(&self) -> Result<u16> {
+        let base = (std::process::id() % 200) * 100 + 50;
         for _ in 0..SPAN {
-            let step = self.next.fetch_add(1, Ordering::Relaxed);
+            let step = base + NEXT.fetch_add(1, Ordering::Relaxed);
             let Ok(port) = u16::try_from(LOW + step % SPAN) else {
                 continue;
             };

@@ -58,27 +58,82 @@ fn a_short_lightning_campaign_against_real_processes_passes_every_checker() {
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
+/// A disk loss the plant shows at once: one device loses its disk mid-workload and
+/// restarts at once on an empty data directory, while it is still a leader of the newest
+/// version, under a read-mostly workload that reads it soon after.
+#[cfg(feature = "plant")]
+const QUICK_DISK_LOSS: &str = r#"
+name = "quick-disk-loss"
+description = "One device loses its disk and restarts at once on an empty data directory, under a read-mostly workload."
+
+[topology]
+devices = 3
+repositories = 1
+
+[workload]
+clients = 2
+duration_s = 60
+think_ms = { min = 200, max = 600 }
+push_weight = 1
+read_weight = 3
+
+[faults]
+window_s = { min = 10, max = 20 }
+
+[faults.disk_losses]
+count = 1
+down_s = { min = 0, max = 0 }
+"#;
+
 /// The second loss once seen by hand (a device restarted on an empty `data_dir` trusted
-/// its empty copy), restored by the plant `trust-empty-working-copy`: the `disk-loss`
-/// scenario's seed 1 (a device loses its disk mid-workload and restarts on an empty one)
-/// against real processes must show acknowledged pushes lost or stale reads.
+/// its empty copy), restored by the plant `trust-empty-working-copy`: the same short
+/// disk-loss campaign passes against today's daemon and is caught (a stale read, or an
+/// acknowledged push lost) against the daemon with the fix taken out.
 #[cfg(feature = "plant")]
 #[test]
 fn a_short_disk_loss_campaign_catches_the_daemon_trusting_an_empty_working_copy() {
-    let Some(report) = campaign(
+    let Ok(dir) = tempfile::tempdir() else {
+        panic!("no temporary directory");
+    };
+    let scenario = dir.path().join("quick-disk-loss.toml");
+    if let Err(e) = std::fs::write(&scenario, QUICK_DISK_LOSS) {
+        panic!("{}: {e}", scenario.display());
+    }
+    let scenario = scenario.display().to_string();
+    let Some(fixed) = campaign("chaos_disk_loss", &scenario, 1, None) else {
+        return;
+    };
+    assert!(fixed.faults > 0, "the disk loss was carried out");
+    let failed: Vec<String> = fixed
+        .verdicts
+        .iter()
+        .filter(|v| !v.passed())
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "without the plant: {}",
+        failed.join("\n")
+    );
+
+    let Some(planted) = campaign(
         "chaos_disk_loss_plant",
-        "disk-loss",
+        &scenario,
         1,
         Some("trust-empty-working-copy"),
     ) else {
         return;
     };
-    let caught: Vec<String> = report
+    let caught: Vec<String> = planted
         .verdicts
         .iter()
         .filter(|v| !v.passed())
         .map(|v| v.checker.name().to_owned())
         .collect();
+    if planted.kept {
+        // Kept because it failed, as it must: nobody needs it after this test.
+        let _ = std::fs::remove_dir_all(&planted.dir);
+    }
     assert!(
         caught
             .iter()
