@@ -62,7 +62,7 @@ impl Cluster {
     /// Starts the database, registers devices and repositories, routes the links and
     /// starts the nodes.
     pub fn start(spec: &ClusterSpec, registry: &Arc<Registry>) -> Result<Cluster> {
-        let ports = Ports::default();
+        let ports = Ports;
         let pg_dir = spec.dir.join("pg");
         let primary = Postgres::start_primary(
             &spec.primary,
