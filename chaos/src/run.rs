@@ -472,3 +472,59 @@ fn campaign(
         operator,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stormcell_harness::runner::{self, RunSpec};
+
+    /// The runner must strike where and when the simulator would for the same seed: the
+    /// topology and the schedule come from the simulator's streams, unscaled at 1.0.
+    #[test]
+    fn a_seed_draws_what_the_simulator_draws() {
+        for (name, seed) in [("lightning", 3), ("partition", 5), ("db-promote", 2)] {
+            let scenario = match load_scenario(name) {
+                Ok(s) => s,
+                Err(e) => panic!("{name}: {e}"),
+            };
+            let simulated = runner::run(&RunSpec {
+                scenario: scenario.clone(),
+                seed,
+                profile: stormcell_model::config::Profile::Stormcell,
+                plant: None,
+                keep_trace: false,
+            });
+            let drawn = draw(&scenario, seed, 1.0);
+            assert_eq!(drawn.devices, simulated.drawn.devices, "{name}");
+            assert_eq!(drawn.repos, simulated.drawn.repositories, "{name}");
+            assert_eq!(drawn.schedule, simulated.drawn.schedule, "{name}");
+            let halved = draw(&scenario, seed, 0.5);
+            let times = |d: &Drawn| d.schedule.iter().map(|p| p.at_ms).collect::<Vec<_>>();
+            let expected: Vec<u64> = times(&drawn).iter().map(|t| scale(*t, 0.5)).collect();
+            assert_eq!(times(&halved), expected, "{name}: times are scaled");
+        }
+    }
+
+    #[test]
+    fn skipped_kinds_are_named() {
+        let scenario = match load_scenario("fsync-failure") {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let drawn = draw(&scenario, 1, 1.0);
+        let skipped = skipped(&scenario, &drawn);
+        assert!(
+            skipped.iter().any(|s| s.contains("fsync_failures")),
+            "{skipped:?}"
+        );
+        let lightning = match load_scenario("lightning") {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(skipped_empty(&lightning));
+    }
+
+    fn skipped_empty(scenario: &Scenario) -> bool {
+        skipped(scenario, &draw(scenario, 1, 1.0)).is_empty()
+    }
+}
