@@ -137,3 +137,39 @@ impl Events for LoggedEvents {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_failpoint_armed_by_a_file_holds_only_at_the_point_it_names() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("no temporary directory");
+        };
+        let (arm, marker) = (dir.path().join("arm"), dir.path().join("hit"));
+        let hold = HoldAt::new(None, Some(marker.clone())).armed_by(Some(arm.clone()));
+        let repo = RepoId::new("R1");
+        let short = Duration::from_millis(300);
+        let passes = |point| {
+            let hold = hold.clone();
+            let repo = repo.clone();
+            async move {
+                tokio::time::timeout(short, hold.hit(point, &repo))
+                    .await
+                    .is_ok()
+            }
+        };
+        assert!(passes(WritePoint::AfterRefsWritten).await, "not armed");
+        assert!(std::fs::write(&arm, "after-refs-written").is_ok());
+        assert!(passes(WritePoint::AfterAck).await, "another point");
+        assert!(!passes(WritePoint::AfterRefsWritten).await, "held there");
+        assert_eq!(
+            std::fs::read_to_string(&marker).ok().as_deref(),
+            Some("after-refs-written")
+        );
+        assert!(std::fs::remove_file(&arm).is_ok());
+        assert!(passes(WritePoint::AfterRefsWritten).await, "disarmed");
+    }
+}
