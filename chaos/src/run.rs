@@ -192,6 +192,12 @@ pub fn plan(opts: &Options) -> Result<(Scenario, Drawn, Vec<String>)> {
             drawn.replicas.join(",")
         }
     );
+    if opts.time_scale != 1.0 && !drawn.schedule.is_empty() {
+        eprintln!(
+            "  (times scaled by {}; the labels keep the scenario's own durations)",
+            opts.time_scale
+        );
+    }
     for p in &drawn.schedule {
         let mark = if driver::unsupported(&p.action).is_some() {
             "SKIP"
