@@ -44,7 +44,9 @@ pub use crate::db::DB_PORT;
 const TCP_CAPACITY: usize = 4096;
 
 /// Random streams, one per purpose, so adding draws in one place shifts nothing else.
-mod streams {
+/// Public for the real-process runner (`stormcell-chaos`), which draws the topology, the
+/// schedule and the clients' choices from the same streams.
+pub mod streams {
     pub const TOPOLOGY: u64 = 1;
     pub const NEMESIS: u64 = 2;
     pub const CRASH: u64 = 3;

@@ -360,12 +360,18 @@ impl UserConfig {
 }
 
 /// A failpoint: the write path stops for good when it reaches `point` (the process is
-/// meant to be killed there); `marker` is created when it is reached.
+/// meant to be killed there); `marker` is created when it is reached. With `armed_by`
+/// it holds only while that file exists, at the point the file names (or at `point`
+/// when the file is empty), so a fault injector can arm it on a running node.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailpointConfig {
     /// `after-writing-set`, `after-refs-written`, `after-version-bump` or `after-ack`.
-    pub point: WritePoint,
+    #[serde(default)]
+    pub point: Option<WritePoint>,
+    /// A file that arms the failpoint while it exists; its content may name the point.
+    #[serde(default)]
+    pub armed_by: Option<PathBuf>,
     /// A file created when the point is reached, so a test knows when to strike.
     #[serde(default)]
     pub marker: Option<PathBuf>,

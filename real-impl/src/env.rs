@@ -43,19 +43,54 @@ impl Random for OsRandom {
 pub struct HoldAt {
     point: Option<WritePoint>,
     marker: Option<PathBuf>,
+    armed_by: Option<PathBuf>,
 }
 
 impl HoldAt {
     /// Holds every write at `point`; `None` never holds.
     pub fn new(point: Option<WritePoint>, marker: Option<PathBuf>) -> Self {
-        HoldAt { point, marker }
+        HoldAt {
+            point,
+            marker,
+            armed_by: None,
+        }
+    }
+
+    /// Holds only while the file `armed_by` exists, at the point it names (at the
+    /// configured point when it is empty).
+    pub fn armed_by(mut self, armed_by: Option<PathBuf>) -> Self {
+        self.armed_by = armed_by;
+        self
+    }
+
+    /// The point writes are held at now.
+    async fn armed_point(&self) -> Option<WritePoint> {
+        let Some(file) = &self.armed_by else {
+            return self.point;
+        };
+        let text = tokio::fs::read_to_string(file).await.ok()?;
+        let named = text.trim();
+        if named.is_empty() {
+            return self.point;
+        }
+        [
+            WritePoint::AfterWritingSet,
+            WritePoint::AfterRefsWritten,
+            WritePoint::AfterVersionBump,
+            WritePoint::AfterAck,
+        ]
+        .into_iter()
+        .find(|p| p.name() == named)
     }
 }
 
 #[async_trait]
 impl Failpoints for HoldAt {
     async fn hit(&self, point: WritePoint, repo: &RepoId) {
-        if self.point != Some(point) {
+        if self.point.is_none() && self.armed_by.is_none() {
+            return;
+        }
+        if self.armed_point().await != Some(point) {
             return;
         }
         tracing::warn!(point = point.name(), repo = %repo, "failpoint reached: holding this write");
@@ -100,5 +135,41 @@ impl Events for LoggedEvents {
             }
             _ => tracing::info!(device = %self.device, event = %json, "protocol event"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_failpoint_armed_by_a_file_holds_only_at_the_point_it_names() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("no temporary directory");
+        };
+        let (arm, marker) = (dir.path().join("arm"), dir.path().join("hit"));
+        let hold = HoldAt::new(None, Some(marker.clone())).armed_by(Some(arm.clone()));
+        let repo = RepoId::new("R1");
+        let short = Duration::from_millis(300);
+        let passes = |point| {
+            let hold = hold.clone();
+            let repo = repo.clone();
+            async move {
+                tokio::time::timeout(short, hold.hit(point, &repo))
+                    .await
+                    .is_ok()
+            }
+        };
+        assert!(passes(WritePoint::AfterRefsWritten).await, "not armed");
+        assert!(std::fs::write(&arm, "after-refs-written").is_ok());
+        assert!(passes(WritePoint::AfterAck).await, "another point");
+        assert!(!passes(WritePoint::AfterRefsWritten).await, "held there");
+        assert_eq!(
+            std::fs::read_to_string(&marker).ok().as_deref(),
+            Some("after-refs-written")
+        );
+        assert!(std::fs::remove_file(&arm).is_ok());
+        assert!(passes(WritePoint::AfterRefsWritten).await, "disarmed");
     }
 }

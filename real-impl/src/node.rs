@@ -107,7 +107,7 @@ pub async fn run(config: NodeConfig, path: Option<PathBuf>) -> Result<(), NodeEr
         git.clone(),
     )));
     let failpoints = match &config.failpoint {
-        Some(f) => HoldAt::new(Some(f.point), f.marker.clone()),
+        Some(f) => HoldAt::new(f.point, f.marker.clone()).armed_by(f.armed_by.clone()),
         None => HoldAt::new(None, None),
     };
     let ports = Ports {

@@ -7,73 +7,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
 
 use stormcell_harness::history::{
-    ErrorKind, FaultEvent, FaultKind, FinalExpectation, FinalState, History, OpKind, Operation,
+    FaultEvent, FaultKind, FinalExpectation, FinalState, History, OpKind, Operation,
     OperatorAction, Outcome, Phase, RefUpdate, RepositoryStart,
 };
 use stormcell_model::admin::ThawOutcome;
 
 use super::Node;
 
-/// A Git command with no prompts and no credential helpers.
-pub fn git(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.arg("-C")
-        .arg(dir)
-        .args(["-c", "credential.helper=", "-c", "protocol.version=2"])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env_remove("GIT_DIR");
-    c
-}
-
-/// Turns what `git` printed into an outcome.
-pub fn classify(ok: bool, stderr: &str) -> Outcome {
-    if ok {
-        return Outcome::Ok {
-            refs: None,
-            possibly_stale: false,
-        };
-    }
-    let message = stderr.trim().to_owned();
-    if let Some(pos) = stderr.find("stormcell: ") {
-        let code = stderr[pos + 11..].split(':').next().unwrap_or("").trim();
-        let error = match code {
-            "write-interruption" => ErrorKind::WriteInterruption,
-            "leader-lost" => ErrorKind::LeaderLost,
-            "ambiguous-leader" => ErrorKind::AmbiguousLeader,
-            "not-bound" => ErrorKind::NotBound,
-            "lock-timeout" => ErrorKind::LockTimeout,
-            "rejected" => ErrorKind::Rejected,
-            "database-unavailable" => ErrorKind::DatabaseUnavailable,
-            "maintenance" => ErrorKind::Maintenance,
-            "read-only" => ErrorKind::ReadOnly,
-            // As the simulator's clients record them.
-            "not-found" | "internal" => ErrorKind::Other,
-            // The write may have reached the disk: nobody knows.
-            _ => return Outcome::Unknown { reason: message },
-        };
-        return Outcome::Refused { error, message };
-    }
-    let rejected = [
-        "[rejected]",
-        "stale info",
-        "fetch first",
-        "non-fast-forward",
-        "failed to update ref",
-    ];
-    if rejected.iter().any(|r| stderr.contains(r)) {
-        return Outcome::Refused {
-            error: ErrorKind::Rejected,
-            message,
-        };
-    }
-    if stderr.contains("Failed to connect") || stderr.contains("Couldn't connect") {
-        return Outcome::Refused {
-            error: ErrorKind::Unreachable,
-            message,
-        };
-    }
-    Outcome::Unknown { reason: message }
-}
+// The chaos runner's client drives `git` and reads its answers the same way.
+pub use stormcell_chaos::workload::{classify, git};
 
 /// A push still running in the background.
 pub struct PendingPush {
