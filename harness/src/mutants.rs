@@ -150,6 +150,12 @@ pub const MATRIX: [Mutant; Bug::ALL.len()] = [
         seeds: 100,
         caught_by: &[Durability],
     },
+    Mutant {
+        bug: Bug::ClaimsSurviveDemote,
+        scenario: "demote-then-promote",
+        seeds: 100,
+        caught_by: &[Durability, StaleRead, Linearizable],
+    },
 ];
 
 /// The matrix row of `bug`.

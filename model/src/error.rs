@@ -265,6 +265,18 @@ pub enum ClusterError {
         /// This device.
         device: DeviceId,
     },
+    /// **[stormcell]** PROTOCOL.md 12: a demote gave up this device's copy and it has not
+    /// been synchronized since, so it is no leader's copy to hand to a peer.
+    #[error(
+        "Device \"{device}\" was demoted in repository \"{repo}\" and holds no version of it \
+         until it is synchronized; copy from a leader instead."
+    )]
+    Demoted {
+        /// The repository.
+        repo: RepoId,
+        /// This device.
+        device: DeviceId,
+    },
     /// **[stormcell]** PROTOCOL.md 12: this device's row says it holds the newest version,
     /// but its working copy is not that version (a lost, wiped or restored disk), and no
     /// other device holding it could be copied.
@@ -331,7 +343,7 @@ impl ClusterError {
             ClusterError::MayNotBeRecorded { .. }
             | ClusterError::Fenced { .. }
             | ClusterError::NotDurable { .. } => ErrorCode::MayNotBeRecorded,
-            ClusterError::NotIntact { .. } => ErrorCode::LeaderLost,
+            ClusterError::NotIntact { .. } | ClusterError::Demoted { .. } => ErrorCode::LeaderLost,
             ClusterError::ReadOnly { .. } => ErrorCode::ReadOnly,
             ClusterError::Stranded { .. } => ErrorCode::DatabaseUnavailable,
             ClusterError::Unverified { .. } => ErrorCode::LeaderLost,

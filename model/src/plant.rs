@@ -55,11 +55,15 @@ pub enum Bug {
     /// A thaw's demote deletes the rows whatever happened to them since its plan read
     /// them.
     UnconditionalDemote,
+    /// A demote leaves the demoted device's durable local version counting as a claim
+    /// with its peers (no demote count, no notice to the device), so what the demote
+    /// discarded comes back with a read-only read or the first sync after a promotion.
+    ClaimsSurviveDemote,
 }
 
 impl Bug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [Bug; 20] = [
+    pub const ALL: [Bug; 21] = [
         Bug::SkipReadSync,
         Bug::AckBeforeVersionBump,
         Bug::ReleaseLockBeforeClearWriting,
@@ -80,6 +84,7 @@ impl Bug {
         Bug::UnmarkedStaleRead,
         Bug::DiscardWithoutSalvage,
         Bug::UnconditionalDemote,
+        Bug::ClaimsSurviveDemote,
     ];
 
     /// The bug's name on the command line.
@@ -105,6 +110,7 @@ impl Bug {
             Bug::UnmarkedStaleRead => "unmarked-stale-read",
             Bug::DiscardWithoutSalvage => "discard-without-salvage",
             Bug::UnconditionalDemote => "unconditional-demote",
+            Bug::ClaimsSurviveDemote => "claims-survive-demote",
         }
     }
 
@@ -153,6 +159,10 @@ impl Bug {
             }
             Bug::UnconditionalDemote => {
                 "demote even though the rows changed after the thaw's plan read them"
+            }
+            Bug::ClaimsSurviveDemote => {
+                "let a demoted device's old local version count with its peers, bringing back \
+                 what the demote discarded"
             }
         }
     }

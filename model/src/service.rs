@@ -101,6 +101,13 @@ async fn handle(engine: Arc<Engine>, mut conn: BoxConn) {
             };
             let _ = write_frame(&mut conn, &reply).await;
         }
+        Request::Demoted { repo, demotes } => {
+            let reply = match engine.note_demoted(&repo, demotes).await {
+                Ok(()) => Response::Notified,
+                Err(e) => error_response(&e),
+            };
+            let _ = write_frame(&mut conn, &reply).await;
+        }
         Request::Notify { repo, version: _ } => {
             engine.trigger_pull(repo);
             let _ = write_frame(&mut conn, &Response::Notified).await;

@@ -133,6 +133,9 @@ pub fn may_send(
         | Request::PeerFetch { repo, .. }
         | Request::PeerAncestry { repo, .. }
         | Request::RecoverProbe { repo, .. } => may_read(topology, device, repo),
+        // A thaw runs on a device bound to the repository's service; the demote count
+        // only ever makes this device claim less.
+        Request::Demoted { repo, .. } => may_read(topology, device, repo),
         // A bundle writes only to this device's own salvage directory, for an operator's
         // thaw, which runs on a device bound to the repository's service.
         Request::SalvageBundle { repo, .. } => may_read(topology, device, repo),
@@ -304,6 +307,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::PeerVersion { .. } => "peer-version",
         Request::PeerFetch { .. } => "peer-fetch",
         Request::Notify { .. } => "notify",
+        Request::Demoted { .. } => "demoted",
         Request::RecoverProbe { .. } => "recover-probe",
         Request::PeerAncestry { .. } => "peer-ancestry",
         Request::SalvageBundle { .. } => "salvage-bundle",

@@ -358,6 +358,23 @@ impl DbSession for SimDbSession {
         }
     }
 
+    async fn restore_demote(
+        &mut self,
+        repo: &RepoId,
+        device: &DeviceId,
+        demotes: u64,
+    ) -> Result<bool, DbError> {
+        let request = DbRequest::RestoreDemote {
+            repo: repo.clone(),
+            device: device.clone(),
+            demotes,
+        };
+        match self.call(request).await? {
+            DbResponse::Inserted(deleted) => Ok(deleted),
+            other => Err(unexpected("restore_demote", other)),
+        }
+    }
+
     async fn generation(&mut self) -> Result<Generation, DbError> {
         match self.call(DbRequest::Generation).await? {
             DbResponse::Generation(g) => Ok(g),

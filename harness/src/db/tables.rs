@@ -123,6 +123,19 @@ impl Tables {
         existed
     }
 
+    /// Applies again a demote the device counted as its `demotes`-th and this database
+    /// lost: deletes its row and raises its count, when the count is lower.
+    pub fn restore_demote(&mut self, repo: &RepoId, device: &DeviceId, demotes: u64) -> bool {
+        let key = (repo.clone(), device.clone());
+        let counted = self.demotions.get(&key).copied().unwrap_or(0);
+        if counted >= demotes {
+            return false;
+        }
+        let existed = self.rows.remove(&key).is_some();
+        self.demotions.insert(key, demotes);
+        existed
+    }
+
     /// How many times each device's row of `repo` was deleted, for devices demoted at
     /// least once.
     pub fn demotions(&self, repo: &RepoId) -> BTreeMap<DeviceId, u64> {

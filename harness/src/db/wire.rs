@@ -85,6 +85,15 @@ pub enum DbRequest {
         /// The repository.
         repo: RepoId,
     },
+    /// `restore_demote`.
+    RestoreDemote {
+        /// The repository.
+        repo: RepoId,
+        /// The device.
+        device: DeviceId,
+        /// The demotes it took note of.
+        demotes: u64,
+    },
     /// `insert_initial`.
     InsertInitial {
         /// The repository.
@@ -142,6 +151,7 @@ impl DbRequest {
             DbRequest::SetVersion { .. } => "set_version",
             DbRequest::Generation => "generation",
             DbRequest::Demotions { .. } => "demotions",
+            DbRequest::RestoreDemote { .. } => "restore_demote",
             DbRequest::InsertInitial { .. } => "insert_initial",
             DbRequest::RecordPush { .. } => "record_push",
             DbRequest::NewestPushId { .. } => "newest_push_id",
@@ -172,6 +182,7 @@ impl DbRequest {
             DbRequest::BeginWrite { .. }
             | DbRequest::FinishWrite { .. }
             | DbRequest::SetVersion { .. }
+            | DbRequest::RestoreDemote { .. }
             | DbRequest::InsertInitial { .. }
             | DbRequest::RecordPush { .. }
             | DbRequest::RecordSync { .. } => true,
@@ -279,6 +290,11 @@ pub fn execute(tables: &mut Tables, session: SessionId, req: &DbRequest) -> DbRe
         }
         DbRequest::Generation => DbResponse::Generation(tables.generation().clone()),
         DbRequest::Demotions { repo } => DbResponse::Demotions(tables.demotions(repo)),
+        DbRequest::RestoreDemote {
+            repo,
+            device,
+            demotes,
+        } => DbResponse::Inserted(tables.restore_demote(repo, device, *demotes)),
         DbRequest::InsertInitial {
             repo,
             device,

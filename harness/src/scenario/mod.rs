@@ -600,6 +600,10 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/demote-all-promote.toml"),
     ),
     (
+        "demote-then-promote",
+        include_str!("../../../scenarios/demote-then-promote.toml"),
+    ),
+    (
         "demote-during-read-sync",
         include_str!("../../../scenarios/demote-during-read-sync.toml"),
     ),

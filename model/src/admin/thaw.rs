@@ -342,10 +342,23 @@ impl Admin {
                         session.record_salvage(record).await?;
                         outcome.bundles.push(record.clone());
                     }
+                    // [stormcell] The counts before the demote, to tell each demoted
+                    // device its new count (PROTOCOL.md 12).
+                    let tell = resolved.kind == ThawKind::Demote
+                        && self.config.rules().demote_invalidates_claim
+                        && !self.plants.has(Bug::ClaimsSurviveDemote);
+                    let before = if tell {
+                        session.demotions(&p.repo).await?
+                    } else {
+                        BTreeMap::new()
+                    };
                     if self
                         .apply(session.as_mut(), p, resolved.kind, &mut outcome)
                         .await?
                     {
+                        if tell {
+                            self.tell_demoted(&topology, p, &before).await;
+                        }
                         break;
                     }
                     if !replan || round >= REPLAN_ROUNDS {
@@ -823,6 +836,36 @@ impl Admin {
             outcome.applied.push((p.repo.clone(), device.clone(), kind));
         }
         Ok(true)
+    }
+
+    /// **[stormcell]** Tells each device whose row the demote deleted that it was demoted
+    /// (PROTOCOL.md 12), so it forgets its version at once: the demote then holds even if
+    /// the primary is lost before a replica has it. Best effort: a device that cannot be
+    /// told meets the demote in the database on its next sync.
+    async fn tell_demoted(
+        &self,
+        topology: &Topology,
+        p: &Prepared,
+        before: &BTreeMap<DeviceId, u64>,
+    ) {
+        for device in p
+            .devices
+            .iter()
+            .filter(|d| p.rows.iter().any(|r| &r.device == *d))
+        {
+            let request = Request::Demoted {
+                repo: p.repo.clone(),
+                demotes: before.get(device).copied().unwrap_or(0) + 1,
+            };
+            let limit = self.config.timing.peer_request;
+            if let Err(e) = self.call(topology, device, &request, limit).await {
+                self.emit(format!(
+                    "thaw: could not tell {device} it was demoted for {} ({e}); it will learn \
+                     it from the database",
+                    p.repo
+                ));
+            }
+        }
     }
 
     /// **[stormcell]** Writes the discarded refs each readable device held under

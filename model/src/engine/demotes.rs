@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use super::Engine;
 use crate::error::ClusterError;
 use crate::ids::{DeviceId, RepoId};
+use crate::plant::Bug;
 use crate::ports::{DbSession, Event};
 
 /// What a peer's answer is worth against the asker's count of its demotes.
@@ -33,9 +34,9 @@ pub(crate) enum ClaimStanding {
 }
 
 impl Engine {
-    /// Whether demotes invalidate claims here.
+    /// Whether demotes invalidate claims here (the rule, unless the planted bug is in).
     pub(crate) fn tracks_demotes(&self) -> bool {
-        self.config.rules().demote_invalidates_claim
+        self.config.rules().demote_invalidates_claim && !self.plants.has(Bug::ClaimsSurviveDemote)
     }
 
     /// The demote counts of `repo` on this session, empty when demotes are not tracked.
@@ -76,18 +77,62 @@ impl Engine {
         Ok(counted)
     }
 
+    /// **[stormcell]** A thaw says this device was just demoted in `repo`, as its
+    /// `demotes`-th demote there: the local version is forgotten at once, so the demote
+    /// holds even where the database that recorded it is lost before a replica has it.
+    pub async fn note_demoted(&self, repo: &RepoId, demotes: u64) -> Result<(), ClusterError> {
+        let counts = BTreeMap::from([(self.device.clone(), demotes)]);
+        self.note_demotes(repo, &counts).await.map(|_| ())
+    }
+
     /// Reads the demote counts and takes note of this device's (see
-    /// [`Engine::note_demotes`]), where demotes are tracked.
+    /// [`Engine::note_demotes`]), where demotes are tracked; applies again a demote the
+    /// database lost. Returns whether that changed the rows.
     pub(crate) async fn meet_demotes(
         &self,
         session: &mut dyn DbSession,
         repo: &RepoId,
-    ) -> Result<(), ClusterError> {
-        if self.tracks_demotes() {
-            let counts = self.demotions(session, repo).await?;
-            self.note_demotes(repo, &counts).await?;
+    ) -> Result<bool, ClusterError> {
+        if !self.tracks_demotes() {
+            return Ok(false);
         }
-        Ok(())
+        let counts = self.demotions(session, repo).await?;
+        let seen = self.note_demotes(repo, &counts).await?;
+        self.restore_lost_demote(session, repo, &counts, seen).await
+    }
+
+    /// A database that counts fewer demotes of this device than it took note of lost
+    /// them (a replica promoted before it received the demote): its row there is the one
+    /// the demote deleted, and would make the discarded copy a leader again. The device
+    /// deletes it again. Returns whether it did (the rows changed).
+    pub(crate) async fn restore_lost_demote(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        counts: &BTreeMap<DeviceId, u64>,
+        seen: u64,
+    ) -> Result<bool, ClusterError> {
+        if self.standing(counts, &self.device, seen, true) != ClaimStanding::RowOutdated {
+            return Ok(false);
+        }
+        let deleted = session.restore_demote(repo, &self.device, seen).await?;
+        if deleted {
+            self.emit(Event::Note {
+                text: format!(
+                    "{repo}: the database lost a demote of this device; its row is deleted again"
+                ),
+            });
+        }
+        Ok(deleted)
+    }
+
+    /// Whether this device's copy of `repo` was given up by a demote: its local version
+    /// forgotten for one, and nothing synchronized since.
+    pub(crate) async fn gave_up_by_demote(&self, repo: &RepoId) -> Result<bool, ClusterError> {
+        if !self.tracks_demotes() || self.ports.store.local_version(repo).await?.is_some() {
+            return Ok(false);
+        }
+        Ok(self.ports.store.demotes_seen(repo).await? > 0)
     }
 
     /// What `device`'s answer counting `seen` demotes is worth, given the asker's counts

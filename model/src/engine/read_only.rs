@@ -204,7 +204,12 @@ impl Engine {
         let demotions = self.demotions(session, repo).await?;
         let own_seen = self.note_demotes(repo, &demotions).await?;
         if self.standing(&demotions, &self.device, own_seen, false) == ClaimStanding::RowOutdated {
-            // This database lost a demote of this device: its row here predates it.
+            // This database lost a demote of this device: its row here predates it, and
+            // (where the database takes writes) is deleted again.
+            if !read_only {
+                self.restore_lost_demote(session, repo, &demotions, own_seen)
+                    .await?;
+            }
             rows.retain(|r| r.device != self.device);
         }
         let mut claims = Claims {

@@ -298,12 +298,13 @@ impl Engine {
         // (PROTOCOL.md 12), so its local version never claims that data again.
         if self.tracks_demotes() {
             let local = self.ports.store.local_version(repo).await?;
+            // A row without a local version may be one a lost database kept past a demote.
             let may_be_demoted = match mine {
                 None => true,
-                Some(row) => local.is_some_and(|l| l > row.version),
+                Some(row) => local.is_none_or(|l| l > row.version),
             };
-            if may_be_demoted {
-                self.meet_demotes(session, repo).await?;
+            if may_be_demoted && self.meet_demotes(session, repo).await? {
+                return Ok(None);
             }
         }
         if !leaders.needs_sync(&rows, &self.device) {
@@ -875,6 +876,15 @@ impl Engine {
         repo: &RepoId,
         unrecorded: bool,
     ) -> Result<Snapshot, ClusterError> {
+        // [stormcell] A copy a demote gave up (its version forgotten, nothing synchronized
+        // since) is no leader's, whatever a database that lost the demote says
+        // (PROTOCOL.md 12); only an operator's plan reads it.
+        if !unrecorded && self.gave_up_by_demote(repo).await? {
+            return Err(ClusterError::Demoted {
+                repo: repo.clone(),
+                device: self.device.clone(),
+            });
+        }
         let deadline = tokio::time::Instant::now() + self.config.timing.peer_request;
         loop {
             let guard = self.local.shared(repo).await;

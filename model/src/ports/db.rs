@@ -95,6 +95,16 @@ pub trait DbSession: Send {
     /// count lives in the database beside the rows and changes in the same transaction as
     /// the deletion, so a host that lacks a demote lacks its count too.
     async fn demotions(&mut self, repo: &RepoId) -> Result<BTreeMap<DeviceId, u64>, DbError>;
+    /// **[stormcell]** Applies again a demote of `device` this database lost (a replica
+    /// promoted before it received the demote), which the device itself took note of as
+    /// its `demotes`-th: when the database counts fewer, the device's row is deleted and
+    /// the count raised to `demotes`, in one change. Returns whether a row was deleted.
+    async fn restore_demote(
+        &mut self,
+        repo: &RepoId,
+        device: &DeviceId,
+        demotes: u64,
+    ) -> Result<bool, DbError>;
     /// Repositories actively bound to `device` on which it has no row or is below `max`.
     async fn out_of_sync(&mut self, device: &DeviceId) -> Result<Vec<RepoId>, DbError>;
     /// Step 4 of a write: upsert the device's row with `writing = true`, `write_props` and

@@ -29,6 +29,15 @@ pub enum Request {
         /// Send progress lines before the answer.
         progress: bool,
     },
+    /// **[stormcell]** A thaw tells a device it was just demoted in `repo`, as its
+    /// `demotes`-th demote there (PROTOCOL.md 12): the device forgets its local version
+    /// at once, so the demote holds even if the primary is lost before a replica has it.
+    Demoted {
+        /// The repository.
+        repo: RepoId,
+        /// The device's demote count after this demote.
+        demotes: u64,
+    },
     /// A peer asks for this device's durable local version.
     PeerVersion {
         /// The repository.

@@ -701,6 +701,37 @@ impl DbSession for PgSession {
             .collect()
     }
 
+    async fn restore_demote(
+        &mut self,
+        repo: &RepoId,
+        device: &DeviceId,
+        demotes: u64,
+    ) -> Result<bool, DbError> {
+        // The deletion's trigger counts one demote; the count then takes the device's.
+        let demotes = demotes as i64;
+        let row = self
+            .timed(self.client()?.query_one(
+                "WITH counted AS (
+                     SELECT COALESCE((SELECT count FROM demotions
+                                       WHERE repo = $1 AND device = $2), 0) AS n
+                 ), gone AS (
+                     DELETE FROM versions
+                      WHERE repo = $1 AND device = $2 AND (SELECT n FROM counted) < $3
+                     RETURNING device
+                 )
+                 SELECT count(*) FROM gone",
+                &[&repo.as_str(), &device.as_str(), &demotes],
+            ))
+            .await?;
+        let deleted: i64 = row.try_get(0).map_err(query_error)?;
+        self.timed(self.client()?.execute(
+            "UPDATE demotions SET count = $3 WHERE repo = $1 AND device = $2 AND count < $3",
+            &[&repo.as_str(), &device.as_str(), &demotes],
+        ))
+        .await?;
+        Ok(deleted > 0)
+    }
+
     async fn out_of_sync(&mut self, device: &DeviceId) -> Result<Vec<RepoId>, DbError> {
         // Mirrors the port's definition: repositories actively bound to the device that
         // have some row, where the device has none or is below the largest version.

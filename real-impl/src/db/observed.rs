@@ -103,6 +103,15 @@ impl DbSession for ObservedSession {
         self.inner.demotions(repo).await
     }
 
+    async fn restore_demote(
+        &mut self,
+        repo: &RepoId,
+        device: &DeviceId,
+        demotes: u64,
+    ) -> Result<bool, DbError> {
+        self.inner.restore_demote(repo, device, demotes).await
+    }
+
     async fn out_of_sync(&mut self, device: &DeviceId) -> Result<Vec<RepoId>, DbError> {
         self.inner.out_of_sync(device).await
     }

@@ -517,6 +517,15 @@ pub(crate) async fn admin_edits_and_demotes<E: DbEnv>(env: E) -> Checked {
         vec![(dev(1), 2), (dev(2), 1)]
     );
     assert!(admin.demotions(&RepoId::new("R2")).await?.is_empty());
+    // A device applies again a demote the database lost: only where the database counts
+    // fewer demotes than the device, deleting its row and taking its count.
+    assert!(admin.set_version(&r1(), &dev(1), 4, None, None).await?);
+    assert!(!admin.restore_demote(&r1(), &dev(1), 2).await?);
+    assert_eq!(admin.rows(&r1()).await?.len(), 1);
+    assert!(admin.restore_demote(&r1(), &dev(1), 5).await?);
+    assert!(admin.rows(&r1()).await?.is_empty());
+    assert_eq!(admin.demotions(&r1()).await?.get(&dev(1)), Some(&5));
+    assert!(!admin.restore_demote(&r1(), &dev(1), 5).await?);
     Ok(())
 }
 
