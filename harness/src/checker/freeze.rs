@@ -403,7 +403,8 @@ fn can_lose_leaders(f: &Fault, device: &str, history: &History) -> bool {
         // write was left `writing` there.
         FaultKind::DiskFailing => f.involves(device) || on_a_device,
         FaultKind::Hold => {
-            f.involves(device) || (on_a_device && f.end_ms - f.start_ms >= SESSION_EXPIRING_HOLD_MS)
+            f.involves(device)
+                || (on_a_device && f.end_ms.saturating_sub(f.start_ms) >= SESSION_EXPIRING_HOLD_MS)
         }
         _ => false,
     }
@@ -489,7 +490,7 @@ fn interrupted_pushes<'h>(
             for f in timeline.faults_of(&op.device) {
                 if f.kind == FaultKind::Hold
                     && f.involves(db)
-                    && f.end_ms - f.start_ms >= SESSION_EXPIRING_HOLD_MS
+                    && f.end_ms.saturating_sub(f.start_ms) >= SESSION_EXPIRING_HOLD_MS
                     && f.start_ms <= until
                     && from < f.end_ms
                 {

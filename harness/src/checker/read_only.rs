@@ -175,7 +175,9 @@ pub(crate) fn check(history: &History) -> Verdict {
         // needs as long again to notice it.
         let severed = covers(out, from, until)
             && span_at(out, from).is_some_and(|(s, _)| {
-                from >= s.max(up_since(&timeline, &op.device, from)) + SEVER_MS
+                from >= s
+                    .max(up_since(&timeline, &op.device, from))
+                    .saturating_add(SEVER_MS)
             });
         if severed && is_push {
             counted.0 += 1;
@@ -253,7 +255,7 @@ pub(crate) fn check(history: &History) -> Verdict {
                 .min()
         };
         let Some(due) = due else { continue };
-        if from < due + RECOVER_MS {
+        if from < due.saturating_add(RECOVER_MS) {
             continue;
         }
         counted.2 += 1;
