@@ -2,25 +2,35 @@
 //! since the last one ended), every operation is served.
 //!
 //! An operation that was not served needs a cause, like the freezes do (checker 4 judges
-//! the freezes themselves, checker 5 read-only refusals, and `rejected` is the answer of a
-//! compare-and-swap, not a failure to serve). A cause is a fault active while the
-//! operation ran, or ended less than [`RECOVERY_MS`] before it was invoked, on a host or
-//! link that can cause that kind of failure, or an operator action running in the same
-//! window (an operator takes locks and changes rows). A repository the operator
-//! clusterizes is not known to the cluster before that: failures on it that end before
-//! the clusterizing action does are caused by it.
+//! the freezes themselves, and `rejected` is the answer of a compare-and-swap, not a
+//! failure to serve). A cause is a fault active while the operation ran, or ended less
+//! than [`RECOVERY_MS`] before it was invoked, on a host or link that can cause that kind
+//! of failure, or an operator action running in the same window (an operator takes locks
+//! and changes rows). A repository the operator clusterizes is not known to the cluster
+//! before that: failures on it that end before the clusterizing action does are caused by
+//! it.
 //!
 //! - `unreachable`: a fault on the operation's device or one of its links;
 //! - `database-unavailable`: a fault on a database host, on the operation's device or one
 //!   of its links, or a promotion of a replica;
-//! - `lock-timeout`: a fault on any host or link (whoever held the lock may be the one
-//!   struck or cut off), or a promotion;
+//! - `lock-timeout`: a fault on a device or one of its links (whoever held the lock may be
+//!   the one struck or cut off), on a host that was the primary database (which keeps the
+//!   locks), or a promotion; a fault that touches only replicas holds no lock;
+//! - `read-only`: the history shows the device read-only then (checker 5's view: the
+//!   primary unreachable from it, until [`super::read_only::RECOVER_MS`] after it is back;
+//!   under phabricator until the device restarts; after a promotion while a peer cannot be
+//!   asked). Checker 5 judges promptness and recovery on top of this;
+//! - `maintenance` and `not-bound`: an operator action that began before (a maintenance
+//!   lock, a contract or a removal lasts until someone acts again), or a fault on the
+//!   device;
 //! - `other`, and outcomes the client could not learn (unknown): any fault or promotion.
 //!
 //! The violation names the kind of failure and the window in which nothing could cause it;
 //! the notes name the first causes found for the failures that had one.
 
-use super::timeline::{Fault, Timeline};
+use std::collections::BTreeMap;
+
+use super::timeline::{overlaps, Fault, Spans, Timeline};
 use super::{describe_outcome, op_kind_name, secs, CheckerId, Verdict, Violation};
 use crate::history::{ErrorKind, FaultKind, History, Operation, Outcome};
 
@@ -34,9 +44,15 @@ fn judged(op: &Operation) -> Option<(&'static str, Scope)> {
         Outcome::Refused { error, .. } => match error {
             ErrorKind::Unreachable => Some(("unreachable", Scope::Device)),
             ErrorKind::DatabaseUnavailable => Some(("database-unavailable", Scope::Database)),
-            ErrorKind::LockTimeout => Some(("lock-timeout", Scope::Anywhere)),
+            ErrorKind::LockTimeout => Some(("lock-timeout", Scope::Lock)),
+            ErrorKind::ReadOnly => Some(("read-only", Scope::ReadOnly)),
+            ErrorKind::Maintenance => Some(("maintenance", Scope::Operator)),
+            ErrorKind::NotBound => Some(("not-bound", Scope::Operator)),
             ErrorKind::Other => Some(("other", Scope::Anywhere)),
-            _ => None,
+            ErrorKind::WriteInterruption
+            | ErrorKind::LeaderLost
+            | ErrorKind::AmbiguousLeader
+            | ErrorKind::Rejected => None,
         },
         Outcome::Unknown { .. } => Some(("unknown outcome", Scope::Anywhere)),
         Outcome::Ok { .. } => None,
@@ -50,18 +66,48 @@ enum Scope {
     Device,
     /// On a database host, or the operation's device or its links.
     Database,
+    /// On any device or its links, or on a host that was the primary database.
+    Lock,
+    /// The device read-only as the history shows it; faults alone are no cause (except,
+    /// in a history without replicas, a database fault as for [`Scope::Database`]).
+    ReadOnly,
+    /// An earlier operator action, or a fault on the device or its links.
+    Operator,
     /// Anywhere.
     Anywhere,
 }
 
+/// What the scopes need to know about the history's hosts.
+struct Hosts<'h> {
+    devices: &'h [String],
+    /// Every host that was the primary database at some point (every database host when
+    /// the history does not say which).
+    primaries: Vec<String>,
+}
+
 impl Scope {
-    fn allows(self, fault: &Fault, device: &str, timeline: &Timeline) -> bool {
+    fn allows(self, fault: &Fault, device: &str, timeline: &Timeline, hosts: &Hosts) -> bool {
         match self {
             Scope::Anywhere => true,
-            Scope::Device => fault.involves(device),
-            Scope::Database => {
+            Scope::Device | Scope::Operator => fault.involves(device),
+            Scope::Database | Scope::ReadOnly => {
                 fault.involves(device) || fault.hosts.iter().any(|h| timeline.is_database_host(h))
             }
+            Scope::Lock => fault.hosts.iter().any(|h| {
+                hosts.devices.iter().any(|d| d == h) || hosts.primaries.iter().any(|p| p == h)
+            }),
+        }
+    }
+
+    /// Where a cause must be, for explanations.
+    fn describe(self, device: &str) -> String {
+        match self {
+            Scope::Device => format!("a fault on {device} or its links"),
+            Scope::Database => format!("a fault on a database host or on {device} or its links"),
+            Scope::Lock => "a fault on a device or its links or on the primary database".to_owned(),
+            Scope::ReadOnly => format!("the primary database unreachable from {device}"),
+            Scope::Operator => format!("an earlier operator action or a fault on {device}"),
+            Scope::Anywhere => "a fault anywhere".to_owned(),
         }
     }
 }
@@ -77,6 +123,26 @@ pub(crate) fn check(history: &History) -> Verdict {
         .filter(|f| f.kind == FaultKind::Promote)
         .map(|f| f.at_ms)
         .collect();
+    let primaries = match &history.database {
+        Some(db) => {
+            let mut hosts = vec![db.primary.clone()];
+            hosts.extend(
+                history
+                    .faults
+                    .iter()
+                    .filter(|f| f.kind == FaultKind::Promote)
+                    .flat_map(|f| f.hosts.iter().cloned()),
+            );
+            hosts
+        }
+        None => timeline.database_hosts().to_vec(),
+    };
+    let hosts = Hosts {
+        devices: &history.devices,
+        primaries,
+    };
+    let read_only: Option<BTreeMap<String, Spans>> =
+        super::read_only::possibly_read_only(history, &timeline);
     let mut judged_count = 0usize;
     let mut causes: Vec<String> = Vec::new();
     for op in &history.ops {
@@ -87,11 +153,26 @@ pub(crate) fn check(history: &History) -> Verdict {
         let (from, until) = (op.invoked_ms, op.completed_ms.max(op.invoked_ms));
         let in_window =
             |start: u64, end: u64| start <= until && end.saturating_add(RECOVERY_MS) > from;
-        let fault = faults
-            .iter()
-            .find(|f| in_window(f.start_ms, f.end_ms) && scope.allows(f, &op.device, &timeline))
-            .map(Fault::describe);
-        let promotion = (scope != Scope::Device)
+        let fault = match (scope, &read_only) {
+            // The read-only spans already carry their own recovery bound.
+            (Scope::ReadOnly, Some(spans)) => spans
+                .get(op.device.as_str())
+                .filter(|spans| overlaps(spans, from, until))
+                .map(|_| format!("{} read-only (primary database unreachable)", op.device)),
+            _ => faults
+                .iter()
+                .find(|f| {
+                    in_window(f.start_ms, f.end_ms)
+                        && scope.allows(f, &op.device, &timeline, &hosts)
+                })
+                .map(Fault::describe),
+        };
+        let earlier_action = (scope == Scope::Operator)
+            .then(|| history.operator.iter().find(|a| a.started_ms <= until))
+            .flatten()
+            .map(|a| format!("`{}` at {}", a.command, secs(a.started_ms)));
+        let fault = fault.or(earlier_action);
+        let promotion = matches!(scope, Scope::Database | Scope::Lock | Scope::Anywhere)
             .then(|| promotions.iter().find(|&&t| in_window(t, t)))
             .flatten()
             .map(|t| format!("promotion of a replica at {}", secs(*t)));
@@ -117,26 +198,22 @@ pub(crate) fn check(history: &History) -> Verdict {
             }
             continue;
         }
-        let where_ = match scope {
-            Scope::Device => format!("on {} or its links", op.device),
-            Scope::Database => format!("on a database host or on {} or its links", op.device),
-            Scope::Anywhere => "anywhere".to_owned(),
-        };
+        let where_ = scope.describe(&op.device);
         verdict.violations.push(Violation::of_op(
             CheckerId::Availability,
             op,
             op.completed_ms,
             format!(
-                "served, or a fault {where_} active during {}..{} or ended less than {}s before",
+                "served, or a cause: {where_} during {}..{} or ended less than {}s before",
                 secs(from),
                 secs(until),
                 RECOVERY_MS / 1000
             ),
             describe_outcome(&op.outcome),
             format!(
-                "{} op {} on {} for {} ended as {label} at {}, but no fault {where_}, no \
-                 promotion and no operator action was active then or in the {}s before: with \
-                 the cluster healthy every operation must be served",
+                "{} op {} on {} for {} ended as {label} at {}, but there was no {where_}, \
+                 no promotion and no operator action then or in the {}s before: with the \
+                 cluster healthy every operation must be served",
                 op_kind_name(op),
                 op.id,
                 op.device,
@@ -233,6 +310,87 @@ mod tests {
         let v = check(&b.build());
         let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
         assert_eq!(ops, [Some(wrong)], "{v}");
+    }
+
+    #[test]
+    fn read_only_maintenance_and_not_bound_refusals_need_a_cause() {
+        let mut b = HistoryBuilder::new();
+        let push = b.push(
+            "R1",
+            100,
+            200,
+            &[(MAIN, Some("c0"), "c1")],
+            refused(ErrorKind::ReadOnly),
+        );
+        let read = b.read("R2", 300, 400, refused(ErrorKind::ReadOnly));
+        let maintenance = b.read("R1", 500, 600, refused(ErrorKind::Maintenance));
+        let unbound = b.read("R2", 700, 800, refused(ErrorKind::NotBound));
+        let v = check(&b.build());
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(
+            ops,
+            [Some(push), Some(read), Some(maintenance), Some(unbound)],
+            "{v}"
+        );
+
+        // Read-only while the primary is cut off from the device (and for the recovery
+        // bound after), not on a device that can reach it, nor long after.
+        let mut b = HistoryBuilder::new();
+        b.with_replica();
+        b.fault(1_000, FaultKind::Partition, &["R1", "db"]);
+        b.fault(60_000, FaultKind::Repair, &["R1", "db"]);
+        b.read("R1", 30_000, 30_100, refused(ErrorKind::ReadOnly));
+        b.read("R1", 70_000, 70_100, refused(ErrorKind::ReadOnly));
+        let elsewhere = b.read("R2", 30_000, 30_100, refused(ErrorKind::ReadOnly));
+        let late = b.read("R1", 200_000, 200_100, refused(ErrorKind::ReadOnly));
+        let v = check(&b.build());
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(ops, [Some(elsewhere), Some(late)], "{v}");
+
+        // Maintenance and an unbound device follow from an operator action, and last
+        // until someone acts again.
+        let mut b = HistoryBuilder::new();
+        b.read("R1", 90_000, 90_100, refused(ErrorKind::Maintenance));
+        b.read("R2", 95_000, 95_100, refused(ErrorKind::NotBound));
+        let mut h = b.build();
+        h.operator.push(crate::history::OperatorAction {
+            applied_ms: None,
+            started_ms: 5_000,
+            completed_ms: 5_100,
+            command: "stormcell repository maintenance repo1 --config R1.toml".to_owned(),
+            ok: true,
+            result: "ok".to_owned(),
+            demoted: Vec::new(),
+            promoted: Vec::new(),
+            plan: None,
+        });
+        let v = check(&h);
+        assert!(v.passed(), "{v}");
+    }
+
+    #[test]
+    fn lock_timeout_needs_a_fault_that_can_hold_a_lock() {
+        // Only a replica was disturbed: no lock holder was struck, cut off or slowed.
+        let mut b = HistoryBuilder::new();
+        b.with_replica();
+        b.fault(1_000, FaultKind::Strike, &["db-r1"]);
+        b.fault(2_000, FaultKind::Restart, &["db-r1"]);
+        b.fault(1_000, FaultKind::Lag, &["db-r1"]);
+        b.fault(9_000, FaultKind::LagEnd, &["db-r1"]);
+        let timeout = b.push(
+            "R1",
+            1_500,
+            31_500,
+            &[(MAIN, Some("c0"), "c1")],
+            refused(ErrorKind::LockTimeout),
+        );
+        let v = check(&b.build());
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(ops, [Some(timeout)], "{v}");
+        // A strike of another device (perhaps the lock holder) is a cause.
+        b.fault(1_200, FaultKind::Strike, &["R2"]);
+        let v = check(&b.build());
+        assert!(v.passed(), "{v}");
     }
 
     #[test]

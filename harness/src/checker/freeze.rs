@@ -10,8 +10,10 @@
 //!   interruption, leader lost, rejected), is a violation. Conversely an ambiguous-leader
 //!   refusal on any other repository is unjustified.
 //! - (c) Leader lost needs a cause that can make this device unable to fetch from a
-//!   leader: any fault on this device or one of its links, a strike or partition of
-//!   another device (a leader down or cut off), or a hold on another device long enough to
+//!   leader: any fault on this device or one of its links, a strike of another device
+//!   (a leader down), a partition between another device and a database host (a leader
+//!   whose copy cannot be vouched for; a cut between two other devices leaves this device
+//!   free to fetch from both), or a hold on another device long enough to
 //!   expire its database session ([`SESSION_EXPIRING_HOLD_MS`]), active while the
 //!   operation ran or ended less than
 //!   [`LEADER_LOST_GRACE_MS`] before it was invoked (devices take a while to catch up after
@@ -242,9 +244,9 @@ pub(crate) fn check(history: &History) -> Verdict {
                         op,
                         op.completed_ms,
                         format!(
-                            "a fault on {} or its links, or a strike or partition of \
-                             another device, active during {}..{} or ended less than {}s \
-                             before",
+                            "a fault on {} or its links, or a strike of another device or \
+                             a cut between it and the database, active during {}..{} or \
+                             ended less than {}s before",
                             op.device,
                             secs(op.invoked_ms),
                             secs(op.completed_ms),
@@ -377,21 +379,32 @@ fn unresolved_disk_loss(history: &History, op: &Operation) -> Option<String> {
 }
 
 /// Whether fault `f` can keep `device` from fetching from a leader: anything on `device`
-/// itself or its links; a leader (another device) down or cut off (a leader whose own
-/// push cannot be recorded refuses to serve it); a slow link elsewhere only when it lasts
-/// long enough to expire a leader's database session.
+/// itself or its links; a leader (another device) down, or cut off from the database (a
+/// leader whose own push cannot be recorded refuses to serve it); a slow link elsewhere
+/// only when it lasts long enough to expire a leader's database session. A cut between
+/// two other devices is no cause: `device` still reaches both.
 fn can_lose_leaders(f: &Fault, device: &str, history: &History) -> bool {
     let on_a_device = f
         .hosts
         .iter()
         .any(|h| history.devices.iter().any(|d| d == h));
     match f.kind {
-        FaultKind::Strike | FaultKind::Partition => f.involves(device) || on_a_device,
+        FaultKind::Strike => f.involves(device) || on_a_device,
+        // A cut between two other devices leaves `device` free to fetch from either; a
+        // leader cut off from the database cannot have its copy vouched for.
+        FaultKind::Partition => {
+            let off_devices = f
+                .hosts
+                .iter()
+                .any(|h| !history.devices.iter().any(|d| d == h));
+            f.involves(device) || (on_a_device && off_devices)
+        }
         // A disk that cannot sync fails the copy on the device, and a leader whose own
         // write was left `writing` there.
         FaultKind::DiskFailing => f.involves(device) || on_a_device,
         FaultKind::Hold => {
-            f.involves(device) || (on_a_device && f.end_ms - f.start_ms >= SESSION_EXPIRING_HOLD_MS)
+            f.involves(device)
+                || (on_a_device && f.end_ms.saturating_sub(f.start_ms) >= SESSION_EXPIRING_HOLD_MS)
         }
         _ => false,
     }
@@ -477,7 +490,7 @@ fn interrupted_pushes<'h>(
             for f in timeline.faults_of(&op.device) {
                 if f.kind == FaultKind::Hold
                     && f.involves(db)
-                    && f.end_ms - f.start_ms >= SESSION_EXPIRING_HOLD_MS
+                    && f.end_ms.saturating_sub(f.start_ms) >= SESSION_EXPIRING_HOLD_MS
                     && f.start_ms <= until
                     && from < f.end_ms
                 {
@@ -750,6 +763,31 @@ mod tests {
         let v = check(&h3);
         assert!(v.passed(), "{v}");
         assert!(v.notes.iter().any(|n| n.contains("strike of R3")), "{v}");
+    }
+
+    #[test]
+    fn a_partition_between_two_other_devices_does_not_justify_leader_lost() {
+        // R1 can still reach both R2 and R3 (and the database) while they cannot reach
+        // each other: nothing keeps R1 from its leaders.
+        let mut b = HistoryBuilder::new();
+        b.history.devices.push("R3".to_owned());
+        b.fault(1_000, FaultKind::Partition, &["R2", "R3"]);
+        b.fault(1_500, FaultKind::Repair, &["R2", "R3"]);
+        let lost = b.read("R1", 1_200, 1_300, refused(ErrorKind::LeaderLost));
+        let v = run(&b);
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(ops, [Some(lost)], "{v}");
+        // A leader cut off from the database (its copy cannot be vouched for) is a cause,
+        // and so is a cut between R1 and a leader.
+        for (a, c) in [("R3", "db"), ("R1", "R3")] {
+            let mut b = HistoryBuilder::new();
+            b.history.devices.push("R3".to_owned());
+            b.fault(1_000, FaultKind::Partition, &[a, c]);
+            b.fault(1_500, FaultKind::Repair, &[a, c]);
+            b.read("R1", 1_200, 1_300, refused(ErrorKind::LeaderLost));
+            let v = run(&b);
+            assert!(v.passed(), "{a}|{c}: {v}");
+        }
     }
 
     #[test]

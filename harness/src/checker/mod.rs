@@ -477,6 +477,144 @@ mod tests {
     }
 
     #[test]
+    fn random_odd_histories_never_panic() {
+        // Well-formed JSON, nonsense content: times at the edges of u64 and backwards,
+        // unknown hosts, devices and repositories, fault ends without starts, link events
+        // naming one or three hosts, operator actions that end before they begin. Every
+        // checker must judge them (pass or fail), never panic or overflow.
+        use crate::history::{
+            ErrorKind as E, FaultKind as F, OpKind, OperatorAction, Phase, PlannedDiscard,
+            RepoDevice,
+        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+        fn time(rng: &mut rand_chacha::ChaCha8Rng) -> u64 {
+            match rng.random_range(0..6) {
+                0 => 0,
+                1 => u64::MAX,
+                2 => u64::MAX - rng.random_range(0..100_000),
+                _ => rng.random_range(0..200_000),
+            }
+        }
+        let hosts = ["R1", "R2", "R3", "db", "db-r1", "elsewhere"];
+        let commits = ["c0", "c1", "c2", "c3"];
+        let faults = [
+            F::Strike,
+            F::Restart,
+            F::Partition,
+            F::Repair,
+            F::Hold,
+            F::Release,
+            F::Promote,
+            F::Lag,
+            F::LagEnd,
+            F::DiskFailing,
+            F::DiskRecovered,
+            F::DiskLost,
+        ];
+        let errors = [
+            E::WriteInterruption,
+            E::LeaderLost,
+            E::AmbiguousLeader,
+            E::NotBound,
+            E::LockTimeout,
+            E::Rejected,
+            E::DatabaseUnavailable,
+            E::Maintenance,
+            E::ReadOnly,
+            E::Unreachable,
+            E::Other,
+        ];
+        for case in 0..300 {
+            let mut b = HistoryBuilder::new();
+            if rng.random_bool(0.5) {
+                b.with_replica();
+            }
+            b.history.profile = if case % 3 == 0 {
+                "phabricator"
+            } else {
+                "stormcell"
+            }
+            .to_owned();
+            b.has_rows(rng.random_bool(0.7));
+            for _ in 0..rng.random_range(0..12) {
+                let n = rng.random_range(0..4);
+                let on: Vec<&str> = (0..n)
+                    .map(|_| hosts[rng.random_range(0..hosts.len())])
+                    .collect();
+                let kind = faults[rng.random_range(0..faults.len())];
+                b.fault_with(time(&mut rng), kind, &on, "finish_write repo1/R1");
+            }
+            for _ in 0..rng.random_range(0..3) {
+                if let Some(db) = &mut b.history.database {
+                    db.health_flips.push(crate::history::HealthFlip {
+                        at_ms: time(&mut rng),
+                        device: hosts[rng.random_range(0..3)].to_owned(),
+                        host: "db".to_owned(),
+                        healthy: rng.random_bool(0.5),
+                    });
+                }
+            }
+            for _ in 0..rng.random_range(0..15) {
+                let device = hosts[rng.random_range(0..hosts.len())];
+                let repo = if rng.random_bool(0.9) {
+                    "repo1"
+                } else {
+                    "other"
+                };
+                let c =
+                    |rng: &mut rand_chacha::ChaCha8Rng| commits[rng.random_range(0..commits.len())];
+                let kind = if rng.random_bool(0.5) {
+                    let (old, new) = (c(&mut rng), c(&mut rng));
+                    push_kind(&[("refs/heads/main", rng.random_bool(0.8).then_some(old), new)])
+                } else {
+                    OpKind::Read
+                };
+                let outcome = match rng.random_range(0..4) {
+                    0 => unknown(),
+                    1 => refused(errors[rng.random_range(0..errors.len())]),
+                    2 => stale_refs(&[("refs/heads/main", c(&mut rng))]),
+                    _ => ok_refs(&[("refs/heads/main", c(&mut rng))]),
+                };
+                let phase = if rng.random_bool(0.8) {
+                    Phase::Workload
+                } else {
+                    Phase::Final
+                };
+                let times = (time(&mut rng), time(&mut rng));
+                b.op_full(repo, device, phase, times, kind, outcome);
+            }
+            if rng.random_bool(0.3) {
+                let rd = || RepoDevice {
+                    repo: "repo1".to_owned(),
+                    device: "R1".to_owned(),
+                };
+                b.history.operator.push(OperatorAction {
+                    started_ms: time(&mut rng),
+                    completed_ms: time(&mut rng),
+                    command: "stormcell repository thaw repo1 --demote R1".to_owned(),
+                    ok: rng.random_bool(0.8),
+                    result: String::new(),
+                    demoted: vec![rd()],
+                    promoted: vec![rd()],
+                    plan: Some(vec![PlannedDiscard {
+                        repo: "repo1".to_owned(),
+                        device: "R1".to_owned(),
+                        name: "refs/heads/main".to_owned(),
+                        commit: "c1".to_owned(),
+                        salvageable: true,
+                        bundled: rng.random_bool(0.5),
+                    }]),
+                    applied_ms: rng.random_bool(0.5).then(|| time(&mut rng)),
+                });
+            }
+            let h = b.build();
+            let verdicts = check_all(&h);
+            assert_eq!(verdicts.len(), CheckerId::ALL.len(), "case {case}");
+        }
+    }
+
+    #[test]
     fn malformed_history_does_not_panic() {
         let mut b = HistoryBuilder::new();
         // A push whose new commit names itself as parent, reads of an unknown repository,

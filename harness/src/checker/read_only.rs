@@ -75,12 +75,16 @@ fn primary_outages(timeline: &Timeline, primaries: &[(u64, String)], device: &st
 /// possibly stale): from the moment the primary became unreachable from it until
 /// [`RECOVER_MS`] after it was back (under phabricator, until the device restarts after
 /// that), and after a promotion while some peer device could not be asked (plus the same
-/// bound). `None` when the run had no database replicas: no device can be read-only then.
+/// bound). `None` when the run had no database replicas (no database section, or one
+/// that lists none): with nothing to read from, no device can be read-only then.
 pub(crate) fn possibly_read_only(
     history: &History,
     timeline: &Timeline,
 ) -> Option<BTreeMap<String, Spans>> {
-    let db = history.database.as_ref()?;
+    let db = history
+        .database
+        .as_ref()
+        .filter(|db| !db.replicas.is_empty())?;
     let primaries = primaries(history, &db.primary);
     let stormcell = history.profile == "stormcell";
     let promotions: Vec<u64> = primaries.iter().skip(1).map(|(t, _)| *t).collect();
@@ -137,7 +141,11 @@ fn refused_as(op: &Operation, kinds: &[ErrorKind]) -> bool {
 /// Runs checker 5.
 pub(crate) fn check(history: &History) -> Verdict {
     let mut verdict = Verdict::new(CheckerId::ReadOnly);
-    let Some(db) = &history.database else {
+    let Some(db) = history
+        .database
+        .as_ref()
+        .filter(|db| !db.replicas.is_empty())
+    else {
         verdict
             .notes
             .push("skipped: the run had no database replicas".to_owned());
@@ -167,7 +175,9 @@ pub(crate) fn check(history: &History) -> Verdict {
         // needs as long again to notice it.
         let severed = covers(out, from, until)
             && span_at(out, from).is_some_and(|(s, _)| {
-                from >= s.max(up_since(&timeline, &op.device, from)) + SEVER_MS
+                from >= s
+                    .max(up_since(&timeline, &op.device, from))
+                    .saturating_add(SEVER_MS)
             });
         if severed && is_push {
             counted.0 += 1;
@@ -245,7 +255,7 @@ pub(crate) fn check(history: &History) -> Verdict {
                 .min()
         };
         let Some(due) = due else { continue };
-        if from < due + RECOVER_MS {
+        if from < due.saturating_add(RECOVER_MS) {
             continue;
         }
         counted.2 += 1;

@@ -474,6 +474,27 @@ mod tests {
     }
 
     #[test]
+    fn possibly_stale_marks_need_a_replica_to_read_from() {
+        // A database section without replicas: with the primary down there is nothing a
+        // device could serve from in read-only mode.
+        let mut b = HistoryBuilder::new();
+        b.with_replica();
+        if let Some(db) = &mut b.history.database {
+            db.replicas.clear();
+        }
+        b.fault(50, FaultKind::Strike, &["db"]);
+        b.fault(90_000, FaultKind::Restart, &["db"]);
+        b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], ok());
+        let stale = b.read("R2", 300, 400, stale_refs(&[(MAIN, "c0")]));
+        let v = run(&b);
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(ops, [Some(stale)], "{v}");
+        let v = crate::checker::check(crate::checker::CheckerId::Linearizable, &b.build());
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(ops, [Some(stale)], "{v}");
+    }
+
+    #[test]
     fn an_observed_write_of_unknown_outcome_must_not_vanish() {
         let mut b = HistoryBuilder::new();
         b.push("R1", 100, 200, &[(MAIN, Some("c0"), "c1")], unknown());

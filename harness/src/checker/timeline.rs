@@ -120,7 +120,10 @@ impl Timeline {
         for ((family, (a, b)), spans) in closed {
             // Zero-length faults (down and up at the same instant) still happened: keep them
             // one millisecond long so that "was it down at t" can see them.
-            let spans: Spans = spans.into_iter().map(|(s, e)| (s, e.max(s + 1))).collect();
+            let spans: Spans = spans
+                .into_iter()
+                .map(|(s, e)| (s, e.max(s.saturating_add(1))))
+                .collect();
             let spans = merge(spans);
             match family {
                 Family::Down => {
