@@ -600,16 +600,16 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/demote-all-promote.toml"),
     ),
     (
-        "demote-then-promote",
-        include_str!("../../../scenarios/demote-then-promote.toml"),
-    ),
-    (
         "demote-during-read-sync",
         include_str!("../../../scenarios/demote-during-read-sync.toml"),
     ),
     (
         "demote-during-write",
         include_str!("../../../scenarios/demote-during-write.toml"),
+    ),
+    (
+        "demote-then-promote",
+        include_str!("../../../scenarios/demote-then-promote.toml"),
     ),
     (
         "demote-under-load",
