@@ -24,6 +24,9 @@ use stormcell_model::config::Profile;
 /// cores; 500 take about 35 s).
 const DEFAULT_CASES: u32 = 200;
 
+/// The seed of the cases the every-kind property test draws.
+const EVERY_KIND_RNG_SEED: u64 = 20261207;
+
 fn scenario_text(
     devices: u32,
     strikes: u32,
@@ -222,6 +225,15 @@ fn every_kind_case(devices: u32, kinds: &[Kind], seed: u64) -> Result<(), TestCa
 fn every_kind_config(cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases,
+        // The same cases on every run, so CI is reproducible; `PROPTEST_RNG_SEED=N` draws
+        // others (seed 84683 of scenarios/open/leader-moved-during-fetch.toml came from a
+        // random draw).
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            std::env::var("PROPTEST_RNG_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(EVERY_KIND_RNG_SEED),
+        ),
         // Shrinking reruns whole simulations: keep it bounded.
         max_shrink_iters: 64,
         ..ProptestConfig::default()
