@@ -353,17 +353,11 @@ mod tests {
         b.read("R1", 90_000, 90_100, refused(ErrorKind::Maintenance));
         b.read("R2", 95_000, 95_100, refused(ErrorKind::NotBound));
         let mut h = b.build();
-        h.operator.push(crate::history::OperatorAction {
-            applied_ms: None,
-            started_ms: 5_000,
-            completed_ms: 5_100,
-            command: "stormcell repository maintenance repo1 --config R1.toml".to_owned(),
-            ok: true,
-            result: "ok".to_owned(),
-            demoted: Vec::new(),
-            promoted: Vec::new(),
-            plan: None,
-        });
+        h.operator.push(operator_action(
+            5_000,
+            5_100,
+            "stormcell repository maintenance repo1 --config R1.toml",
+        ));
         let v = check(&h);
         assert!(v.passed(), "{v}");
     }
@@ -399,17 +393,11 @@ mod tests {
         b.read("R1", 100, 200, refused(ErrorKind::Other));
         let after = b.read("R1", 90_000, 90_100, refused(ErrorKind::Other));
         let mut h = b.build();
-        h.operator.push(crate::history::OperatorAction {
-            applied_ms: None,
-            started_ms: 5_000,
-            completed_ms: 5_100,
-            command: "stormcell repository clusterize repo1 --service svc".to_owned(),
-            ok: true,
-            result: "ok".to_owned(),
-            demoted: Vec::new(),
-            promoted: Vec::new(),
-            plan: None,
-        });
+        h.operator.push(operator_action(
+            5_000,
+            5_100,
+            "stormcell repository clusterize repo1 --service svc",
+        ));
         let v = check(&h);
         let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
         assert_eq!(ops, [Some(after)], "{v}");

@@ -325,6 +325,25 @@ impl HistoryBuilder {
 }
 
 /// A push op kind from `(name, old, new)` updates.
+/// An operator action that succeeded and changed no rows (maintenance, clusterize, ...).
+pub(crate) fn operator_action(
+    started_ms: u64,
+    completed_ms: u64,
+    command: &str,
+) -> crate::history::OperatorAction {
+    crate::history::OperatorAction {
+        applied_ms: None,
+        started_ms,
+        completed_ms,
+        command: command.to_owned(),
+        ok: true,
+        result: "ok".to_owned(),
+        demoted: Vec::new(),
+        promoted: Vec::new(),
+        plan: None,
+    }
+}
+
 pub(crate) fn push_kind(updates: &[(&str, Option<&str>, &str)]) -> OpKind {
     OpKind::Push {
         updates: updates
