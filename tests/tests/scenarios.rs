@@ -587,3 +587,31 @@ fn seeds_that_once_failed_pass() {
         "kept swarm seed 7 failed: an interrupted write served while read-only"
     );
 }
+
+/// Scenarios a random schedule once made fail, each at the seed that failed
+/// (`scenarios/regressions/`, which says what each found).
+#[test]
+fn scenarios_found_by_random_schedules_pass() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/regressions");
+    for (file, seed) in [("leader-moved-during-fetch.toml", 84683)] {
+        let path = dir.join(file);
+        let s = scenario::load_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let r = run(&RunSpec {
+            scenario: s,
+            seed,
+            profile: Profile::Stormcell,
+            plant: None,
+            keep_trace: false,
+        });
+        let violations: Vec<String> = r
+            .verdicts
+            .iter()
+            .flat_map(|v| v.violations.iter().map(ToString::to_string))
+            .collect();
+        assert!(
+            r.passed(),
+            "{file} seed {seed} failed:\n{}",
+            violations.join("\n")
+        );
+    }
+}

@@ -51,6 +51,34 @@ struct Claims {
     refuse_unproven: bool,
 }
 
+/// How many passes a verified sync makes while the holders' copies keep moving on.
+const VERIFIED_SYNC_PASSES: u32 = 8;
+
+/// What one pass of the verified sync came to.
+enum Pass {
+    Done(SyncOutcome),
+    /// A holder's copy was not what the pass learned; ask again, unless the next pass
+    /// learns the same.
+    Again(Look),
+}
+
+/// What a pass of the verified sync learned about the holders: if a second pass learns the
+/// same, a holder whose refs were not as expected was not moving on.
+#[derive(Debug, PartialEq, Eq)]
+struct Look {
+    versions: BTreeMap<DeviceId, Version>,
+    answered_digests: BTreeMap<DeviceId, Digest>,
+}
+
+impl Look {
+    fn of(claims: &Claims) -> Self {
+        Self {
+            versions: claims.versions.clone(),
+            answered_digests: claims.answered_digests.clone(),
+        }
+    }
+}
+
 impl Engine {
     /// The read-only view of a session, `None` when it is on the primary.
     pub(crate) fn view(&self, link: &DbLink) -> Option<ReadOnlyView> {
@@ -182,6 +210,52 @@ impl Engine {
         refuse_unproven: bool,
         read_only: bool,
     ) -> Result<SyncOutcome, ClusterError> {
+        let mut last_look = None;
+        for _ in 0..VERIFIED_SYNC_PASSES {
+            match self
+                .verified_sync_pass(
+                    session,
+                    repo,
+                    progress,
+                    refuse_unproven,
+                    read_only,
+                    &last_look,
+                )
+                .await?
+            {
+                Pass::Done(outcome) => return Ok(outcome),
+                Pass::Again(look) => {
+                    progress
+                        .say("A device's copy moved on while synchronizing from it; asking again.");
+                    last_look = Some(look);
+                }
+            }
+        }
+        Err(ClusterError::LeaderLost {
+            repo: repo.clone(),
+            device: self.device.clone(),
+            leaders: Vec::new(),
+            last_error: Some(format!(
+                "the devices' copies moved on under {VERIFIED_SYNC_PASSES} synchronizations in a \
+                 row"
+            )),
+        })
+    }
+
+    /// One pass of the verified sync. A holder whose refs are not at the digest it was
+    /// copied for may have recorded a newer write since it was asked (the rows of a replica
+    /// or a new primary do not show it yet): the pass asks again (`Pass::Again`) unless
+    /// what it learned is what the previous pass learned (`last_look`), which means the
+    /// holder's copy really is lost or replaced.
+    async fn verified_sync_pass(
+        &self,
+        session: &mut dyn DbSession,
+        repo: &RepoId,
+        progress: &Progress,
+        refuse_unproven: bool,
+        read_only: bool,
+        last_look: &Option<Look>,
+    ) -> Result<Pass, ClusterError> {
         let verify = self.verifies();
         // [stormcell] A write running here (or one that could not be made durable) shows
         // in the copy before it is recorded. On the primary its read lock keeps reads
@@ -292,10 +366,10 @@ impl Engine {
                     devices: active,
                 });
             }
-            return self.unproven(repo, &claims, 0, None);
+            return self.unproven(repo, &claims, 0, None).map(Pass::Done);
         };
         if mine.is_some_and(|v| v >= target) {
-            return self.unproven(repo, &claims, target, None);
+            return self.unproven(repo, &claims, target, None).map(Pass::Done);
         }
         // The write's base version may live only in this copy (nobody claims it or more,
         // and every peer said so): the copy is adopted, not copied again from nobody.
@@ -309,7 +383,7 @@ impl Engine {
                     .adopt_unmarked_write(session, repo, row, base, claims.refuse_unproven)
                     .await?
                 {
-                    return self.unproven(repo, &claims, version, None);
+                    return self.unproven(repo, &claims, version, None).map(Pass::Done);
                 }
             }
             // A marked copy whose base nobody else holds must not be copied over: that
@@ -330,6 +404,7 @@ impl Engine {
             .collect();
         shuffle(self.ports.rng.as_ref(), &mut holders);
         let mut last_error = None;
+        let mut unexpected_refs = false;
         for holder in &holders {
             progress.say(format!(
                 "Synchronizing this device (\"{}\") from device \"{holder}\".",
@@ -352,17 +427,24 @@ impl Engine {
                         from: holder.clone(),
                         version: target,
                     });
-                    return self.unproven(repo, &claims, target, Some(holder.clone()));
+                    return self
+                        .unproven(repo, &claims, target, Some(holder.clone()))
+                        .map(Pass::Done);
                 }
-                Err((reason, _)) => {
+                Err(failed) => {
                     self.emit(Event::SyncFailed {
                         repo: repo.clone(),
                         from: holder.clone(),
-                        reason: reason.clone(),
+                        reason: failed.reason.clone(),
                     });
-                    last_error = Some(reason);
+                    unexpected_refs |= failed.unexpected_refs;
+                    last_error = Some(failed.reason);
                 }
             }
+        }
+        let look = Look::of(&claims);
+        if unexpected_refs && last_look.as_ref() != Some(&look) {
+            return Ok(Pass::Again(look));
         }
         Err(ClusterError::LeaderLost {
             repo: repo.clone(),

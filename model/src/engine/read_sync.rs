@@ -43,6 +43,28 @@ pub struct ReadReceipt {
     pub possibly_stale: bool,
 }
 
+/// Why a copy from a leader did not land.
+pub(crate) struct FetchFailed {
+    /// What went wrong, for the sync log and the freeze message.
+    pub reason: String,
+    /// How the sync event is recorded.
+    pub result: SyncResult,
+    /// The leader answered with refs that are not at the digest the sync expected: its
+    /// copy was lost or replaced, or it recorded a newer write since the rows (or its own
+    /// answer) were read. Only a fresh look at the cluster tells the two apart.
+    pub unexpected_refs: bool,
+}
+
+impl FetchFailed {
+    fn new(reason: String, result: SyncResult) -> Self {
+        Self {
+            reason,
+            result,
+            unexpected_refs: false,
+        }
+    }
+}
+
 /// A copy from a leader that landed in the working copy.
 pub(crate) struct Fetched {
     /// What the leader sent.
@@ -410,10 +432,14 @@ impl Engine {
                         possibly_stale: false,
                     }));
                 }
-                Err((reason, result)) => {
+                Err(FetchFailed {
+                    reason,
+                    result,
+                    unexpected_refs,
+                }) => {
                     // A leader whose refs moved on since the rows were read wrote a newer
                     // version meanwhile: start over from the new rows.
-                    if expected.is_some()
+                    if unexpected_refs
                         && row_versions(&session.rows(repo).await?) != row_versions(&rows)
                     {
                         return Ok(None);
@@ -728,9 +754,9 @@ impl Engine {
         repo: &RepoId,
         leader: &DeviceId,
         expected: Option<Digest>,
-    ) -> Result<Fetched, (String, SyncResult)> {
+    ) -> Result<Fetched, FetchFailed> {
         let addr = topology.address_of(leader).ok_or_else(|| {
-            (
+            FetchFailed::new(
                 format!("device \"{leader}\" has no address"),
                 SyncResult::Error,
             )
@@ -750,31 +776,34 @@ impl Engine {
                 } else {
                     SyncResult::Error
                 };
-                (e.to_string(), kind)
+                FetchFailed::new(e.to_string(), kind)
             })?;
         let Response::Snapshot { snapshot } = answer else {
-            return Err((
+            return Err(FetchFailed::new(
                 format!("device \"{leader}\" answered a fetch with {answer:?}"),
                 SyncResult::Error,
             ));
         };
         if let Some(expected) = expected {
             if snapshot.digest() != expected {
-                return Err((
-                    format!(
-                        "device \"{leader}\" holds refs (digest {}) that are not the version its \
-                         row claims (digest {expected}): its working copy was lost or replaced",
+                return Err(FetchFailed {
+                    reason: format!(
+                        "device \"{leader}\" holds refs (digest {}) that are not the version \
+                         it claimed (digest {expected}): its working copy was lost or \
+                         replaced, or it recorded a newer write",
                         snapshot.digest()
                     ),
-                    SyncResult::Error,
-                ));
+                    result: SyncResult::Error,
+                    unexpected_refs: true,
+                });
             }
         }
         // The object transfer gets what is left of the copy limit; past it the transfer is
         // dropped (a real store kills its fetch), and the refs stay as they were.
         let spent = Duration::from_millis(self.ports.clock.now_ms().saturating_sub(started_ms));
         let left = timing.copy_limit.saturating_sub(spent);
-        let store_err = |e: crate::error::StoreError| (e.to_string(), SyncResult::Error);
+        let store_err =
+            |e: crate::error::StoreError| FetchFailed::new(e.to_string(), SyncResult::Error);
         let copy = async {
             let _guard = self.local.exclusive(repo).await;
             let before = self.ports.store.refs(repo).await.map_err(store_err)?;
@@ -789,7 +818,7 @@ impl Engine {
         let (before, moves) = match tokio::time::timeout(left, copy).await {
             Ok(copied) => copied?,
             Err(_) => {
-                return Err((
+                return Err(FetchFailed::new(
                     format!(
                         "copying from device \"{leader}\" took longer than the copy limit \
                          ({:?})",
