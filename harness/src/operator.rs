@@ -133,8 +133,22 @@ pub struct OperatorRun {
     pub trace: Trace,
     /// Where actions are recorded.
     pub actions: Arc<Mutex<Vec<OperatorAction>>>,
-    /// When the workload ends: conditions are given up then.
+    /// When the workload ends: conditions are given up then, unless the cluster's
+    /// status could not be read at the last look.
     pub workload_ms: u64,
+    /// When the final probes start: a condition that could not be looked at (the cluster
+    /// database down) is given up then at the latest.
+    pub final_start_ms: u64,
+}
+
+/// What one look at a repository's newest copies found.
+enum IntactLook {
+    /// Some device at the newest version holds it (or the repository has no rows).
+    Intact,
+    /// Every device at the newest version is up and none holds it: the first of them.
+    Lost(String),
+    /// None that is up holds it, and one of them is down: nothing can be said yet.
+    HolderDown,
 }
 
 /// The operator's own state between steps.
@@ -272,58 +286,80 @@ impl OperatorRun {
         let Some(condition) = &step.when else {
             return true;
         };
-        let give_up = step.give_up_s.map_or(self.workload_ms, |s| s * 1000);
+        // A person who cannot read the cluster's status at the end of the workload (its
+        // database is down) keeps looking until the final probes, rather than give up on a
+        // condition nobody could check; an explicit `give_up_s` is kept to the second.
+        let (give_up, unseen_give_up) = match step.give_up_s {
+            Some(s) => (s * 1000, s * 1000),
+            None => (self.workload_ms, self.final_start_ms.max(self.workload_ms)),
+        };
         loop {
-            if self.holds(condition, state).await {
+            let look = self.holds(condition, state).await;
+            if look == Some(true) {
                 return true;
             }
-            if sim_now_ms() >= give_up {
+            let now = sim_now_ms();
+            let limit = if look.is_some() {
+                give_up
+            } else {
+                unseen_give_up
+            };
+            if now >= limit {
                 return false;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
-    async fn holds(&self, condition: &Condition, state: &mut State) -> bool {
+    /// Whether `condition` holds; `None` when the status it needs could not be read.
+    async fn holds(&self, condition: &Condition, state: &mut State) -> Option<bool> {
         match condition {
             Condition::Frozen(repo) => match self.admin.write_frozen(&RepoId::new(repo)).await {
                 Ok(Some(row)) => {
                     state.writing = Some(row.device.to_string());
-                    true
+                    Some(true)
                 }
-                _ => false,
+                Ok(None) => Some(false),
+                Err(_) => None,
             },
-            Condition::Synchronized => match self.admin.service_status(&self.service).await {
-                Ok(s) => {
+            Condition::Synchronized => {
+                let s = self.admin.service_status(&self.service).await.ok()?;
+                Some(
                     s.sync == stormcell_model::status::ServiceSync::Synchronized
-                        && s.writing.is_empty()
-                }
-                Err(_) => false,
-            },
-            Condition::Ambiguous(repo) => self
-                .admin
-                .repository_status(&RepoId::new(repo))
-                .await
-                .is_ok_and(|s| s.lines.is_empty()),
+                        && s.writing.is_empty(),
+                )
+            }
+            Condition::Ambiguous(repo) => {
+                let s = self
+                    .admin
+                    .repository_status(&RepoId::new(repo))
+                    .await
+                    .ok()?;
+                Some(s.lines.is_empty())
+            }
             Condition::LeadersDown(repo) => {
-                let Ok(s) = self.admin.repository_status(&RepoId::new(repo)).await else {
-                    return false;
-                };
+                let s = self
+                    .admin
+                    .repository_status(&RepoId::new(repo))
+                    .await
+                    .ok()?;
                 let Some(max) = s.lines.iter().map(|l| l.version).max() else {
-                    return false;
+                    return Some(false);
                 };
                 let board = lock_board(&self.board);
-                s.lines
-                    .iter()
-                    .filter(|l| l.version == max)
-                    .all(|l| board.down.contains(l.device.as_str()))
+                Some(
+                    s.lines
+                        .iter()
+                        .filter(|l| l.version == max)
+                        .all(|l| board.down.contains(l.device.as_str())),
+                )
             }
             Condition::NotIntact(name) => {
                 // `@any` looks at every repository of the service, in name order.
                 let repos = if name == crate::scenario::ANY_REPOSITORY {
                     match self.admin.service_status(&self.service).await {
                         Ok(s) => s.repos.into_iter().map(|(r, _)| r).collect(),
-                        Err(_) => return false,
+                        Err(_) => return None,
                     }
                 } else {
                     vec![RepoId::new(name)]
@@ -341,14 +377,22 @@ impl OperatorRun {
                     (board.down.clone(), board.struck.len())
                 };
                 let seen = board_now();
+                // A repository whose newest copies are on a device that is down says
+                // nothing yet: the person waits for the device to come back.
+                let mut unseen = false;
                 for repo in repos {
                     // A status that cannot be read now says nothing: the person looks again
                     // later rather than give up only what the readable ones showed.
-                    let Ok(lost) = self.not_intact(&repo, &seen.0).await else {
-                        return false;
+                    let Ok(look) = self.not_intact(&repo, &seen.0).await else {
+                        return None;
                     };
-                    let Some(device) = lost else {
-                        continue;
+                    let device = match look {
+                        IntactLook::Lost(device) => device,
+                        IntactLook::Intact => continue,
+                        IntactLook::HolderDown => {
+                            unseen = true;
+                            continue;
+                        }
                     };
                     match &mut found {
                         None => found = Some((device, vec![repo.to_string()])),
@@ -357,33 +401,35 @@ impl OperatorRun {
                     }
                 }
                 if board_now() != seen {
-                    return false;
+                    return None;
                 }
                 match found {
                     Some((device, held)) => {
                         state.not_intact = Some(device);
                         state.not_intact_repos = held;
-                        true
+                        Some(true)
                     }
-                    None => false,
+                    None if unseen => None,
+                    None => Some(false),
                 }
             }
         }
     }
 
-    /// The first device at `repo`'s largest version whose working copy is not the version
-    /// its row claims, when every such device is up and none is intact; an error when the
-    /// repository's status could not be read. `down` is the devices known to be down.
+    /// Whether some device at `repo`'s largest version holds the version its row claims:
+    /// the first that does not, when every such device is up and none does; an error when
+    /// the repository's status could not be read. `down` is the devices known to be down.
     async fn not_intact(
         &self,
         repo: &RepoId,
         down: &BTreeSet<String>,
-    ) -> Result<Option<String>, AdminError> {
+    ) -> Result<IntactLook, AdminError> {
         let s = self.admin.repository_status(repo).await?;
         let Some(max) = s.lines.iter().map(|l| l.version).max() else {
-            return Ok(None);
+            return Ok(IntactLook::Intact);
         };
         let mut lost = Vec::new();
+        let mut holder_down = false;
         for line in s.lines.iter().filter(|l| l.version == max) {
             let device = line.device.as_str();
             let (on_disk, local) = match self.stores.get(device) {
@@ -399,12 +445,20 @@ impl OperatorRun {
             } else {
                 line.digest.is_none() || on_disk == line.digest
             };
-            if intact || down.contains(device) {
-                return Ok(None);
+            if intact {
+                return Ok(IntactLook::Intact);
             }
-            lost.push(device.to_owned());
+            if down.contains(device) {
+                holder_down = true;
+            } else {
+                lost.push(device.to_owned());
+            }
         }
-        Ok(lost.into_iter().next())
+        Ok(match lost.into_iter().next() {
+            _ if holder_down => IntactLook::HolderDown,
+            Some(device) => IntactLook::Lost(device),
+            None => IntactLook::Intact,
+        })
     }
 
     /// The device a name stands for (`@struck`, `@cut`, `@writing` or itself).

@@ -531,6 +531,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
             trace: trace.clone(),
             actions: Arc::clone(&actions),
             workload_ms,
+            final_start_ms,
         };
         let every = Duration::from_secs(scenario.operator.sampling_s());
         let samples = Arc::clone(&samples);

@@ -9,8 +9,7 @@
 //!   partition during a hang, a lost disk during a failing one). This is the false-alarm
 //!   test of the checkers' fault timeline: whatever overlaps, correct code yields no
 //!   violation. CI runs [`DEFAULT_CASES`] cases; `cargo test -p stormcell-tests --test
-//!   schedules -- --ignored` runs 500 (`SCHEDULE_CASES` to change). A lost disk is drawn
-//!   with device faults only for now (see [`kinds`]: a known open failure).
+//!   schedules -- --ignored` runs 500 (`SCHEDULE_CASES` to change).
 //!
 //! A failure shrinks to a smaller schedule (fewer kinds, fewer and shorter faults), and
 //! proptest records it under `tests/proptest-regressions/`, which is committed.
@@ -159,21 +158,7 @@ fn kinds() -> impl Strategy<Value = Vec<Kind>> {
         .iter()
         .map(|&name| one(name))
         .collect::<Vec<_>>()
-        .prop_map(|drawn| {
-            let mut drawn: Vec<Kind> = drawn.into_iter().flatten().collect();
-            // Known open failure: a lost disk during a database outage can leave the
-            // device without the repository at the end (an acknowledged push lost, e.g.
-            // seed 81102 of two devices with strikes, database link drops, a 12 s strike
-            // of the primary, hangs, lag and flaps). Until it is fixed a lost disk is drawn
-            // with device faults only.
-            if drawn
-                .iter()
-                .any(|k| k.name.starts_with("db_") && k.name != "db_link_drops")
-            {
-                drawn.retain(|k| k.name != "disk_losses");
-            }
-            drawn
-        })
+        .prop_map(|drawn| drawn.into_iter().flatten().collect())
 }
 
 fn every_kind_text(devices: u32, kinds: &[Kind]) -> String {
@@ -226,7 +211,7 @@ fn every_kind_config(cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases,
         // The same cases on every run, so CI is reproducible; `PROPTEST_RNG_SEED=N` draws
-        // others (seed 84683 of scenarios/open/leader-moved-during-fetch.toml came from a
+        // others (seed 84683 of scenarios/regressions/leader-moved-during-fetch.toml came from a
         // random draw).
         rng_seed: proptest::test_runner::RngSeed::Fixed(
             std::env::var("PROPTEST_RNG_SEED")
