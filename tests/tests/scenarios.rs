@@ -593,7 +593,11 @@ fn seeds_that_once_failed_pass() {
 #[test]
 fn scenarios_found_by_random_schedules_pass() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/regressions");
-    for (file, seed) in [("leader-moved-during-fetch.toml", 84683)] {
+    for (file, seed) in [
+        ("leader-moved-during-fetch.toml", 84683),
+        ("disk-loss-during-db-outage.toml", 81102),
+        ("disk-loss-while-down.toml", 6927),
+    ] {
         let path = dir.join(file);
         let s = scenario::load_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let r = run(&RunSpec {
