@@ -98,7 +98,7 @@ pub const MATRIX: [Mutant; Bug::ALL.len()] = [
     },
     Mutant {
         bug: Bug::EpochInMemory,
-        scenario: "db-promote-missed-rows",
+        scenario: "db-promote-cold-restart",
         seeds: 300,
         caught_by: &[StaleRead, Durability],
     },

@@ -351,6 +351,22 @@ fn plan_database(
                     },
                 });
             }
+            if let Some(behind) = &p.replicas_behind_s {
+                let behind_ms = secs(behind.draw(rng));
+                for replica in replicas {
+                    out.push(Planned {
+                        at_ms: at_ms.saturating_sub(behind_ms),
+                        label: format!(
+                            "{replica} stops receiving {:.1}s before the primary is lost",
+                            behind_ms as f64 / 1000.0
+                        ),
+                        action: Action::Strike {
+                            device: replica.clone(),
+                            down_ms: behind_ms + 1000,
+                        },
+                    });
+                }
+            }
             if let Some(after) = &p.promote_after_s {
                 let at_ms = at_ms + secs(after.draw(rng));
                 out.push(Planned {
@@ -360,9 +376,18 @@ fn plan_database(
                 });
             }
             if let Some(r) = &p.device_restarts {
-                for _ in 0..r.count.draw(rng) {
+                let first = if r.every_device {
+                    rng.random_range(0..devices.len())
+                } else {
+                    0
+                };
+                for k in 0..r.count.draw(rng) {
                     let at_ms = at_ms + secs(r.after_s.draw(rng)) + rng.random_range(0..1000);
-                    let device = devices[rng.random_range(0..devices.len())].clone();
+                    let device = if r.every_device {
+                        devices[(first + k as usize) % devices.len()].clone()
+                    } else {
+                        devices[rng.random_range(0..devices.len())].clone()
+                    };
                     let down_ms = secs(r.down_s.draw(rng));
                     out.push(Planned {
                         at_ms,

@@ -47,6 +47,7 @@ macro_rules! scenario_tests {
 scenario_tests! {
     steady => "steady",
     busy_repository => "busy-repository",
+    db_promote_cold_restart => "db-promote-cold-restart",
     db_promote_restart => "db-promote-restart",
     db_promote_missed_rows => "db-promote-missed-rows",
     db_primary_hang => "db-primary-hang",
@@ -331,6 +332,17 @@ fn db_promote_restart_loses_or_hides_an_acknowledged_push_only_under_phabricator
     anomaly_only_under_phabricator(
         "db-promote-restart",
         20,
+        &["a stale read", "the acknowledged push was lost"],
+    );
+}
+
+#[test]
+fn db_promote_cold_restart_loses_or_hides_an_acknowledged_push_only_under_phabricator() {
+    // No process saw the promotion: each trusts the promoted rows, which lack the newest
+    // acknowledged versions.
+    anomaly_only_under_phabricator(
+        "db-promote-cold-restart",
+        40,
         &["a stale read", "the acknowledged push was lost"],
     );
 }

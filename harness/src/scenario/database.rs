@@ -53,6 +53,11 @@ pub struct PrimaryStrikes {
     /// promotion), so a process that starts after a change of primary is tested too.
     #[serde(default)]
     pub device_restarts: Option<DeviceRestarts>,
+    /// The replicas stop receiving this many seconds before the primary is lost (each is
+    /// struck then, and is back a second after the loss), so they miss every commit of
+    /// that time, acknowledged pushes' versions among them: a promotion then loses rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_behind_s: Option<Range<u64>>,
 }
 
 /// Restarts of devices relative to the loss of the primary.
@@ -65,6 +70,12 @@ pub struct DeviceRestarts {
     pub after_s: Range<u64>,
     /// Seconds it stays down.
     pub down_s: Range<u64>,
+    /// The restarts go to every device in turn, from a drawn one on, instead of to a
+    /// random device each: with `count` at least the number of devices, every process runs
+    /// on after the change of primary without having seen it (as after restarting the
+    /// whole cluster).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub every_device: bool,
 }
 
 /// A hung primary: it accepts connections and never answers (every link to it holds its

@@ -580,6 +580,10 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/db-promote.toml"),
     ),
     (
+        "db-promote-cold-restart",
+        include_str!("../../../scenarios/db-promote-cold-restart.toml"),
+    ),
+    (
         "db-promote-missed-rows",
         include_str!("../../../scenarios/db-promote-missed-rows.toml"),
     ),

@@ -524,3 +524,56 @@ fn a_bad_schedule_entry_names_its_field() {
     let e = error_of(&entry("action = \"meteor\""));
     assert!(e.message.contains("meteor"), "{e}");
 }
+
+#[test]
+fn replicas_behind_needs_a_replica_and_a_timed_strike() {
+    let strike = "[faults.db_primary_strikes]\ncount = 1\ndown_s = 1\nrestart = false\n";
+    assert_error(
+        &format!("{MINIMAL}{strike}replicas_behind_s = 5\n"),
+        9,
+        "faults.db_primary_strikes.replicas_behind_s",
+        "replica",
+    );
+    assert_error(
+        &format!(
+            "{MINIMAL}[database]\nreplicas = 1\n{strike}replicas_behind_s = 5\n\
+             at_write_point = \"after-ack\"\n"
+        ),
+        11,
+        "faults.db_primary_strikes.replicas_behind_s",
+        "write point",
+    );
+}
+
+#[test]
+fn cold_restart_stops_the_replica_first_and_restarts_every_device_after_the_promotion() {
+    let s = builtin_named("db-promote-cold-restart").unwrap();
+    let devices: Vec<String> = ["repo001", "repo002", "repo003"].map(String::from).to_vec();
+    let replicas = vec!["db-r1".to_owned()];
+    for seed in 0..20 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let plan = crate::nemesis::plan(&s.faults, &devices, &replicas, &mut rng);
+        let at = |what: &dyn Fn(&crate::nemesis::Action) -> bool| {
+            plan.iter()
+                .filter(|p| what(&p.action))
+                .map(|p| p.at_ms)
+                .collect::<Vec<_>>()
+        };
+        use crate::nemesis::Action;
+        let lost = at(&|a| matches!(a, Action::Lose { .. }));
+        let promoted = at(&|a| matches!(a, Action::Promote));
+        let replica = at(&|a| matches!(a, Action::Strike { device, .. } if device == "db-r1"));
+        assert_eq!((lost.len(), promoted.len(), replica.len()), (1, 1, 1));
+        assert!(replica[0] + 3000 <= lost[0], "seed {seed}: {plan:?}");
+        let mut restarted = std::collections::BTreeSet::new();
+        for p in &plan {
+            if let Action::Strike { device, down_ms } = &p.action {
+                if device.starts_with("repo") {
+                    assert!(p.at_ms + down_ms > promoted[0], "seed {seed}: {p:?}");
+                    restarted.insert(device.clone());
+                }
+            }
+        }
+        assert_eq!(restarted.len(), devices.len(), "seed {seed}: {plan:?}");
+    }
+}

@@ -271,6 +271,17 @@ fn check_database(scenario: &Scenario) -> Checked {
                 );
             }
         }
+        if let Some(b) = &s.replicas_behind_s {
+            ordered("faults.db_primary_strikes.replicas_behind_s", b)?;
+            needs_replica("faults.db_primary_strikes.replicas_behind_s")?;
+            if s.at_write_point.is_some() {
+                return invalid(
+                    "faults.db_primary_strikes.replicas_behind_s",
+                    "cannot precede a strike armed at a write point (at_write_point): the \
+                     strike's time is not known in advance",
+                );
+            }
+        }
         if let Some(r) = &s.device_restarts {
             ordered("faults.db_primary_strikes.device_restarts.count", &r.count)?;
             ordered(
