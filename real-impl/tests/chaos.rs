@@ -141,3 +141,97 @@ fn a_short_disk_loss_campaign_catches_the_daemon_trusting_an_empty_working_copy(
         "the checkers missed the loss; failing checkers: {caught:?}"
     );
 }
+
+/// The first loss once seen by hand (a lagging replica promoted, then devices restarted),
+/// shortened: the replica stops receiving before the primary is lost for good, and every
+/// device goes down with it and comes back after the promotion.
+#[cfg(feature = "plant")]
+const QUICK_COLD_RESTART: &str = r#"
+name = "quick-cold-restart"
+description = "The replica stops receiving, the primary is lost for good, every device restarts after the promotion."
+
+[topology]
+devices = 3
+repositories = 1
+
+[database]
+replicas = 1
+replica_delay_ms = { min = 50, max = 500 }
+
+[workload]
+clients = 3
+duration_s = 40
+settle_s = 30
+client_timeout_s = 60
+
+[faults]
+window_s = { min = 12, max = 14 }
+
+[faults.db_primary_strikes]
+count = 1
+down_s = 1
+restart = false
+promote_after_s = { min = 4, max = 6 }
+replicas_behind_s = { min = 6, max = 8 }
+device_restarts = { count = 3, after_s = { min = 0, max = 1 }, down_s = { min = 9, max = 11 }, every_device = true }
+"#;
+
+/// The first loss restored by the plant `epoch-in-memory` (a process that did not see the
+/// promotion trusts the promoted rows): the short cold-restart campaign passes against
+/// today's daemon and is caught against the daemon with the fix taken out (an
+/// acknowledged push lost or frozen out of reach, or a stale read).
+#[cfg(feature = "plant")]
+#[test]
+fn a_short_cold_restart_campaign_catches_the_daemon_keeping_the_promotion_in_memory() {
+    let Ok(dir) = tempfile::tempdir() else {
+        panic!("no temporary directory");
+    };
+    let scenario = dir.path().join("quick-cold-restart.toml");
+    if let Err(e) = std::fs::write(&scenario, QUICK_COLD_RESTART) {
+        panic!("{}: {e}", scenario.display());
+    }
+    let scenario = scenario.display().to_string();
+    let Some(fixed) = campaign("chaos_cold_restart", &scenario, 1, None) else {
+        return;
+    };
+    assert!(fixed.skipped.is_empty(), "{:?}", fixed.skipped);
+    assert!(
+        fixed.faults >= 5,
+        "the loss, the promotion and the restarts were carried out"
+    );
+    let failed: Vec<String> = fixed
+        .verdicts
+        .iter()
+        .filter(|v| !v.passed())
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "without the plant: {}",
+        failed.join("\n")
+    );
+
+    let Some(planted) = campaign(
+        "chaos_cold_restart_plant",
+        &scenario,
+        1,
+        Some("epoch-in-memory"),
+    ) else {
+        return;
+    };
+    let caught: Vec<String> = planted
+        .verdicts
+        .iter()
+        .filter(|v| !v.passed())
+        .map(|v| v.checker.name().to_owned())
+        .collect();
+    if planted.kept {
+        let _ = std::fs::remove_dir_all(&planted.dir);
+    }
+    assert!(
+        caught
+            .iter()
+            .any(|c| c == "durability" || c == "stale-read" || c == "convergence"),
+        "the checkers missed the loss; failing checkers: {caught:?}"
+    );
+}
