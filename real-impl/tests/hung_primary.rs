@@ -237,6 +237,10 @@ fn with_the_primary_hung_reads_go_on_and_writes_are_refused_without_hanging() {
             Phase::Workload,
         );
         if o.is_ok() {
+            eprintln!(
+                "the primary answers again: the first push accepted after {:?}",
+                start.elapsed()
+            );
             break;
         }
         assert!(

@@ -15,7 +15,7 @@ use super::{
 use crate::config::Profile;
 use crate::error::{ClusterError, DbError};
 use crate::plant::{Bug, Plants};
-use crate::ports::{ClusterDb, DbSession, Event, Events};
+use crate::ports::{ClusterDb, DbSession, Event, Events, ReplicationState};
 
 /// What a request needs the database for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,8 @@ struct HostHealth {
     /// The last health check could not reach the host (no answer in time, or no link),
     /// and nothing has reached it since.
     unanswered: bool,
+    /// When a check or an attempt last found it not answering.
+    quiet_at: Option<Instant>,
     delay: Option<Duration>,
     streaming: Option<bool>,
 }
@@ -179,10 +181,23 @@ impl Failover {
     }
 
     fn set_unanswered(&self, host: &str, unanswered: bool) {
-        lock(&self.health)
-            .entry(host.to_owned())
-            .or_default()
-            .unanswered = unanswered;
+        let mut health = lock(&self.health);
+        let h = health.entry(host.to_owned()).or_default();
+        h.unanswered = unanswered;
+        h.quiet_at = unanswered.then(Instant::now);
+    }
+
+    /// **[stormcell]** Whether `host` was found not answering less than a check interval
+    /// ago: a request then does not try it as its primary at all (each try would cost the
+    /// short connect timeout, and a push or a read makes several), and the health checks,
+    /// due every interval and at once when a wait is suspected, find when it answers
+    /// again. A replica is still tried: it is what serves reads then.
+    fn found_quiet_lately(&self, host: &str) -> bool {
+        self.went_quiet(host)
+            && lock(&self.health)
+                .get(host)
+                .and_then(|h| h.quiet_at)
+                .is_some_and(|at| Instant::now().duration_since(at) < self.timing.check_interval)
     }
 
     /// Connects to `host` with the policy its health calls for: a healthy host gets
@@ -244,6 +259,15 @@ impl Failover {
         };
         if config.is_clustered() && !self.is_healthy(&primary.name) {
             return Err((ReadOnlyReason::Severed, None));
+        }
+        if self.found_quiet_lately(&primary.name) {
+            let e = DbError::Connection(format!(
+                "{}: not answering (found so less than {}s ago; not tried again until a \
+                 health check reaches it)",
+                primary.name,
+                self.timing.check_interval.as_secs()
+            ));
+            return Err((ReadOnlyReason::Unreachable, Some(e)));
         }
         match self.open(primary).await {
             Ok(s) => Ok((s, primary.name.clone())),
@@ -356,29 +380,7 @@ impl Failover {
                 h.record.take_check(Instant::now(), &self.timing)
             })
             .collect();
-        let checks = due.iter().map(|&host| async move {
-            let limit = self.timing.unhealthy_connect;
-            let check = async {
-                let mut s = self.connector.connect(host, limit).await?;
-                s.ping().await?;
-                s.replication().await
-            };
-            let result = match tokio::time::timeout(limit, check).await {
-                Ok(result) => result,
-                Err(_) => Err(DbError::Connection(format!(
-                    "{}: no answer to the health check within {limit:?}",
-                    host.name
-                ))),
-            };
-            // Not reached (no answer in time, or the link failed), as opposed to an
-            // answer that was an error: whatever else waits on the host waits in vain.
-            let unanswered = result.as_ref().is_err_and(DbError::is_connection);
-            self.set_unanswered(&host.name, unanswered);
-            if unanswered {
-                self.connector.not_answering(host);
-            }
-            result
-        });
+        let checks = due.iter().map(|&host| self.check_host(host));
         let results = futures_util::future::join_all(checks).await;
         for (host, result) in due.into_iter().zip(results) {
             match result {
@@ -401,6 +403,60 @@ impl Failover {
                     self.set_mode(None);
                 }
             }
+        }
+    }
+
+    /// One health check of `host`: a short connection, a ping and for a replica a look at
+    /// its replication, all within the short connect timeout. A host not reached tells
+    /// the connector, so that sessions waiting on it give up too.
+    async fn check_host(&self, host: &DbHostConfig) -> Result<ReplicationState, DbError> {
+        let limit = self.timing.unhealthy_connect;
+        let check = async {
+            let mut s = self.connector.connect(host, limit).await?;
+            s.ping().await?;
+            s.replication().await
+        };
+        let result = match tokio::time::timeout(limit, check).await {
+            Ok(result) => result,
+            Err(_) => Err(DbError::Connection(format!(
+                "{}: no answer to the health check within {limit:?}",
+                host.name
+            ))),
+        };
+        // Not reached (no answer in time, or the link failed), as opposed to an answer
+        // that was an error: whatever else waits on the host waits in vain.
+        let unanswered = result.as_ref().is_err_and(DbError::is_connection);
+        self.set_unanswered(&host.name, unanswered);
+        if unanswered {
+            self.connector.not_answering(host);
+        }
+        result
+    }
+
+    /// **[stormcell]** Checks the host at `address` now, out of turn: a session has waited
+    /// on it past a round trip (PROTOCOL.md 9.3). Only a host not reached counts; its
+    /// health record takes the result as a due check would, if one is due.
+    pub async fn check_suspect(&self, address: &str) {
+        if !self.profile.rules().bounded_database_waits {
+            return;
+        }
+        let config = self.config();
+        let Some(host) = config
+            .hosts
+            .iter()
+            .find(|h| h.enabled && h.address == address)
+        else {
+            return;
+        };
+        // Already found not answering: its waits ended then, and its due checks go on.
+        if lock(&self.health)
+            .get(&host.name)
+            .is_some_and(|h| h.unanswered)
+        {
+            return;
+        }
+        if self.check_host(host).await.is_err() {
+            self.record(&host.name, false);
         }
     }
 
@@ -428,10 +484,15 @@ impl Failover {
     }
 }
 
-/// Runs the health checks forever, looking for due checks every second.
+/// Runs the health checks forever, looking for due checks every second, and checking a
+/// host at once when a session suspects it of not answering.
 pub async fn monitor(failover: Arc<Failover>) {
     loop {
         failover.check_due().await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            biased;
+            address = failover.connector.suspected() => failover.check_suspect(&address).await,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }

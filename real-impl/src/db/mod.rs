@@ -33,7 +33,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
-use silence::{silenced, Silences};
+use silence::{silenced, Silences, SUSPECT_AFTER};
 
 pub use stormcell_model::error::DbError;
 
@@ -118,6 +118,7 @@ impl PgClusterDb {
             self.query_timeout,
             None,
             None,
+            None,
         ))
     }
 }
@@ -187,12 +188,17 @@ impl ClusterDb for PgConnector {
             ))
         };
         let check_limit = self.round_trip_limit.map_or(timeout, |l| l.min(timeout));
+        let watchdog = Watchdog {
+            silences: Arc::clone(&self.silences),
+            address: host.address.clone(),
+        };
         while let Some(client) = self.pool.take(&host.address) {
             // An idle session may have died with its server or its link since it was
             // pooled, without the client noticing yet: it is handed out only after a round
             // trip within the connect timeout, as a new connection would have to make.
             let checked = tokio::select! {
                 biased;
+                never = Watchdog::bark_after_a_while(Some(&watchdog)) => match never {},
                 answer = tokio::time::timeout(check_limit, client.simple_query("")) => answer,
                 () = silenced(Some(&silence)) => {
                     self.pool.clear(&host.address);
@@ -206,6 +212,7 @@ impl ClusterDb for PgConnector {
                         self.query_timeout,
                         home,
                         Some(silence),
+                        Some(watchdog),
                     )))
                 }
                 // Closed under us: dropped, and the next one is tried.
@@ -226,6 +233,7 @@ impl ClusterDb for PgConnector {
         let db = self.host(host, timeout)?;
         let client = tokio::select! {
             biased;
+            never = Watchdog::bark_after_a_while(Some(&watchdog)) => match never {},
             client = db.client() => client?,
             () = silenced(Some(&silence)) => return Err(gone("no answer to a new connection")),
         };
@@ -234,13 +242,36 @@ impl ClusterDb for PgConnector {
             self.query_timeout,
             home,
             Some(silence),
+            Some(watchdog),
         )))
+    }
+
+    async fn suspected(&self) -> String {
+        self.silences.next_suspect().await
     }
 
     fn not_answering(&self, host: &DbHostConfig) {
         tracing::warn!(host = %host.name, "database host not answering: waits on it end now");
         self.pool.clear(&host.address);
         self.silences.raise(&host.address);
+    }
+}
+
+/// A session's way to report its host as suspected of not answering.
+#[derive(Debug, Clone)]
+struct Watchdog {
+    silences: Arc<Silences>,
+    address: String,
+}
+
+impl Watchdog {
+    /// Reports the host once a wait has gone on for [`SUSPECT_AFTER`]; never returns.
+    async fn bark_after_a_while(watchdog: Option<&Watchdog>) -> std::convert::Infallible {
+        if let Some(w) = watchdog {
+            tokio::time::sleep(SUSPECT_AFTER).await;
+            w.silences.suspect(&w.address);
+        }
+        std::future::pending().await
     }
 }
 
@@ -265,6 +296,9 @@ pub struct PgSession {
     /// Raised when a health check finds this session's host not answering: a query
     /// waiting on it fails then rather than at the query timeout.
     silence: Option<watch::Receiver<u64>>,
+    /// Where a query that waits past a round trip reports its host as suspected, so a
+    /// health check looks at it at once (pooled sessions of a connector only).
+    watchdog: Option<Watchdog>,
     /// Set when the link failed or an answer did not come in time: every later call fails
     /// at once with this reason. A late answer could otherwise be taken for the next
     /// query's, and a link that missed one answer is not trusted with another.
@@ -383,6 +417,7 @@ impl PgSession {
                 broken: &self.broken,
                 in_flight: &self.in_flight,
                 silence: self.silence.as_ref(),
+                watchdog: self.watchdog.as_ref(),
             },
             update,
         )
@@ -394,6 +429,7 @@ impl PgSession {
         query_timeout: Duration,
         home: Option<(Arc<pool::SessionPool>, String)>,
         silence: Option<watch::Receiver<u64>>,
+        watchdog: Option<Watchdog>,
     ) -> Self {
         PgSession {
             client: Some(client),
@@ -403,6 +439,7 @@ impl PgSession {
             suspect: AtomicBool::new(false),
             in_flight: AtomicBool::new(false),
             silence,
+            watchdog,
             broken: Default::default(),
         }
     }
@@ -414,7 +451,13 @@ impl PgSession {
         query: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, DbError> {
         self.in_flight.store(true, Ordering::Relaxed);
-        let result = answer_within(self.query_timeout, self.silence.as_ref(), query).await;
+        let result = answer_within(
+            self.query_timeout,
+            self.silence.as_ref(),
+            self.watchdog.as_ref(),
+            query,
+        )
+        .await;
         self.in_flight.store(false, Ordering::Relaxed);
         if let Err(e) = &result {
             self.suspect.store(true, Ordering::Relaxed);
@@ -436,14 +479,17 @@ impl PgSession {
     }
 }
 
-/// Waits for `query` within `limit`, or until `silence` reports its host not answering.
+/// Waits for `query` within `limit`, or until `silence` reports its host not answering;
+/// a wait past [`SUSPECT_AFTER`] reports the host to `watchdog`.
 async fn answer_within<T>(
     limit: Duration,
     silence: Option<&watch::Receiver<u64>>,
+    watchdog: Option<&Watchdog>,
     query: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, DbError> {
     tokio::select! {
         biased;
+        never = Watchdog::bark_after_a_while(watchdog) => match never {},
         answer = tokio::time::timeout(limit, query) => match answer {
             Ok(r) => r.map_err(query_error),
             Err(_) => Err(DbError::Connection(format!(
@@ -464,6 +510,7 @@ struct TxGuard<'a> {
     broken: &'a std::sync::OnceLock<String>,
     in_flight: &'a AtomicBool,
     silence: Option<&'a watch::Receiver<u64>>,
+    watchdog: Option<&'a Watchdog>,
 }
 
 /// Runs a transaction of a session within its query time limit. A transaction that failed
@@ -479,9 +526,10 @@ async fn in_transaction<T>(
         broken,
         in_flight,
         silence,
+        watchdog,
     } = guard;
     in_flight.store(true, Ordering::Relaxed);
-    let result = answer_within(query_timeout, silence, tx).await;
+    let result = answer_within(query_timeout, silence, watchdog, tx).await;
     in_flight.store(false, Ordering::Relaxed);
     if let Err(e) = &result {
         *home = None;
@@ -632,6 +680,7 @@ impl DbSession for PgSession {
                 broken: &self.broken,
                 in_flight: &self.in_flight,
                 silence: self.silence.as_ref(),
+                watchdog: self.watchdog.as_ref(),
             },
             wait,
         )
