@@ -473,6 +473,15 @@ fn seeds_that_once_failed_pass() {
             40,
             "a copy whose version was never recorded froze the survivor",
         ),
+        // The promoted database kept a `writing` mark of an old write of this device,
+        // while its copy, past that version, held a newer push that no database recorded
+        // (its primary was lost mid-push): the mark was taken for that push's, so the copy
+        // was served and recorded after the promotion, and reads went backwards.
+        (
+            "db-promote-cold-restart",
+            599,
+            "an unrecorded push served under a stale writing mark",
+        ),
         // False alarms: a thaw retried after its plan changed was judged from the first
         // attempt's start; a listed value had reached the demoted device by a sync.
         (

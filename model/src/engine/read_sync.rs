@@ -700,9 +700,9 @@ impl Engine {
     /// **[stormcell]** Whether the working copy holds a write that no version records,
     /// known by its durable write marker (PROTOCOL.md 12) after a crash or a lost primary
     /// took the memory of it: marked, no write running here, no row of its own saying
-    /// `writing` (fenced recovery's case), and neither the pre-write
-    /// digest (nothing was written) nor the digest `own_row` records (the write was
-    /// recorded or adopted). A marker found settled is cleared.
+    /// `writing` at the copy's version or above (fenced recovery's case), and neither the
+    /// pre-write digest (nothing was written) nor the digest `own_row` records (the write
+    /// was recorded or adopted). A marker found settled is cleared.
     pub(crate) async fn unrecorded_in_copy(
         &self,
         repo: &RepoId,
@@ -714,13 +714,22 @@ impl Engine {
             || self.plants.has(Bug::TrustEmptyWorkingCopy)
             || self.local.any_running(repo).is_some()
             || self.local.shows_unrecorded(repo)
-            || own_row.is_some_and(|r| r.writing)
         {
             return Ok(false);
         }
         let Some(pre) = self.ports.store.write_marker(repo).await? else {
             return Ok(false);
         };
+        // A `writing` row is the business of fenced recovery only while the copy is at
+        // the row's version, where that write started. A copy already past it (the mark
+        // outlived its write on a primary since lost) holds another write under the
+        // marker, which no row describes.
+        if let Some(row) = own_row.filter(|r| r.writing) {
+            let local = self.ports.store.local_version(repo).await?;
+            if local.is_none_or(|l| l <= row.version) {
+                return Ok(false);
+            }
+        }
         let digest = self.ports.store.digest(repo).await?;
         if digest == pre || own_row.and_then(|r| r.digest) == Some(digest) {
             if let Err(e) = self.ports.store.set_write_marker(repo, None).await {
