@@ -474,6 +474,7 @@ fn campaign(
             health_flips: Vec::new(),
         }),
         expect: scenario.expect.stormcell,
+        availability: scenario.expect.availability.clone(),
         final_state,
         operator,
     })

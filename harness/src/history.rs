@@ -160,6 +160,9 @@ pub struct History {
     pub database: Option<DatabaseHosts>,
     /// What the run expected the cluster to end as (from the scenario and profile).
     pub expect: FinalExpectation,
+    /// What the scenario expects of availability (checker 7); the defaults when absent.
+    #[serde(default, skip_serializing_if = "Availability::is_default")]
+    pub availability: Availability,
     /// The state of every device's working copies after the final phase.
     pub final_state: FinalState,
     /// What the operator did, in order (histories without an operator have none).
@@ -367,6 +370,45 @@ impl Outcome {
     /// Whether the client cannot tell if the operation took effect.
     pub fn is_unknown(&self) -> bool {
         matches!(self, Outcome::Unknown { .. })
+    }
+}
+
+/// What a scenario expects of availability (checker 7): how soon after a fault every
+/// operation is served again, and which refusals it expects even with no fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Availability {
+    /// A failure invoked more than this many seconds after every fault that could cause it
+    /// ended has no cause.
+    #[serde(default = "default_recovery_s")]
+    pub recovery_s: u64,
+    /// Refusals expected with the cluster healthy (for example `lock-timeout` where the
+    /// workload queues more writers on one repository than a lock budget lets through).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_refuse: Vec<ErrorKind>,
+}
+
+/// The recovery window when a scenario states none: a health window and a database
+/// session's expiry, with slack for the requests then in flight.
+pub const DEFAULT_RECOVERY_S: u64 = 60;
+
+fn default_recovery_s() -> u64 {
+    DEFAULT_RECOVERY_S
+}
+
+impl Default for Availability {
+    fn default() -> Self {
+        Availability {
+            recovery_s: DEFAULT_RECOVERY_S,
+            may_refuse: Vec::new(),
+        }
+    }
+}
+
+impl Availability {
+    /// Whether nothing differs from the defaults (then a history leaves it out).
+    pub fn is_default(&self) -> bool {
+        *self == Availability::default()
     }
 }
 

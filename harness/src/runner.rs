@@ -684,6 +684,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         }
     }
     let history = History {
+        availability: scenario.expect.availability.clone(),
         scenario: scenario.name.clone(),
         seed,
         profile: spec.profile.name().to_owned(),

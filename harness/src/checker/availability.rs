@@ -4,7 +4,8 @@
 //! An operation that was not served needs a cause, like the freezes do (checker 4 judges
 //! the freezes themselves, and `rejected` is the answer of a compare-and-swap, not a
 //! failure to serve). A cause is a fault active while the operation ran, or ended less
-//! than [`RECOVERY_MS`] before it was invoked, on a host or link that can cause that kind
+//! than the scenario's recovery window (`[expect.availability] recovery_s`, 60 s unless
+//! stated) before it was invoked, on a host or link that can cause that kind
 //! of failure, or an operator action running in the same window (an operator takes locks
 //! and changes rows). A repository the operator clusterizes is not known to the cluster
 //! before that: failures on it that end before the clusterizing action does are caused by
@@ -25,18 +26,17 @@
 //!   device;
 //! - `other`, and outcomes the client could not learn (unknown): any fault or promotion.
 //!
+//! - a refusal the scenario lists in `[expect.availability] may_refuse` needs no cause.
+//!
 //! The violation names the kind of failure and the window in which nothing could cause it;
-//! the notes name the first causes found for the failures that had one.
+//! the notes name the first causes found for the failures that had one, and how long after
+//! its cause ended the latest failure came (what a scenario's `recovery_s` must allow).
 
 use std::collections::BTreeMap;
 
 use super::timeline::{overlaps, Fault, Spans, Timeline};
 use super::{describe_outcome, op_kind_name, secs, CheckerId, Verdict, Violation};
 use crate::history::{ErrorKind, FaultKind, History, Operation, Outcome};
-
-/// How long after a fault ended failures are still blamed on it: the health window and a
-/// database session's expiry, with slack for the requests then in flight.
-pub const RECOVERY_MS: u64 = 60_000;
 
 /// The failures this checker judges, and the label it gives them.
 fn judged(op: &Operation) -> Option<(&'static str, Scope)> {
@@ -143,16 +143,26 @@ pub(crate) fn check(history: &History) -> Verdict {
     };
     let read_only: Option<BTreeMap<String, Spans>> =
         super::read_only::possibly_read_only(history, &timeline);
+    let recovery_ms = history.availability.recovery_s.saturating_mul(1000);
     let mut judged_count = 0usize;
+    let mut expected = 0usize;
     let mut causes: Vec<String> = Vec::new();
+    // The latest a failure came after the fault that caused it ended.
+    let mut latest: Option<(u64, u64)> = None;
     for op in &history.ops {
         let Some((label, scope)) = judged(op) else {
             continue;
         };
         judged_count += 1;
+        if matches!(&op.outcome, Outcome::Refused { error, .. }
+            if history.availability.may_refuse.contains(error))
+        {
+            expected += 1;
+            continue;
+        }
         let (from, until) = (op.invoked_ms, op.completed_ms.max(op.invoked_ms));
         let in_window =
-            |start: u64, end: u64| start <= until && end.saturating_add(RECOVERY_MS) > from;
+            |start: u64, end: u64| start <= until && end.saturating_add(recovery_ms) > from;
         let fault = match (scope, &read_only) {
             // The read-only spans already carry their own recovery bound.
             (Scope::ReadOnly, Some(spans)) => spans
@@ -164,6 +174,12 @@ pub(crate) fn check(history: &History) -> Verdict {
                 .find(|f| {
                     in_window(f.start_ms, f.end_ms)
                         && scope.allows(f, &op.device, &timeline, &hosts)
+                })
+                .inspect(|f| {
+                    let late = from.saturating_sub(f.end_ms);
+                    if latest.is_none_or(|(l, _)| late > l) {
+                        latest = Some((late, op.id));
+                    }
                 })
                 .map(Fault::describe),
         };
@@ -207,7 +223,7 @@ pub(crate) fn check(history: &History) -> Verdict {
                 "served, or a cause: {where_} during {}..{} or ended less than {}s before",
                 secs(from),
                 secs(until),
-                RECOVERY_MS / 1000
+                history.availability.recovery_s
             ),
             describe_outcome(&op.outcome),
             format!(
@@ -219,14 +235,22 @@ pub(crate) fn check(history: &History) -> Verdict {
                 op.device,
                 op.repo,
                 secs(op.completed_ms),
-                RECOVERY_MS / 1000
+                history.availability.recovery_s
             ),
         ));
     }
     verdict.notes.push(format!(
-        "judged {judged_count} operations that were not served ({} without a cause)",
+        "judged {judged_count} operations that were not served ({} without a cause, \
+         {expected} refusals the scenario expects)",
         verdict.violations.len()
     ));
+    if let Some((late, id)) = latest {
+        verdict.notes.push(format!(
+            "latest failure after its cause ended: op {id}, {} later (recovery window {}s)",
+            secs(late),
+            history.availability.recovery_s
+        ));
+    }
     if !causes.is_empty() {
         verdict
             .notes
@@ -298,6 +322,53 @@ mod tests {
         let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
         assert_eq!(ops, [Some(late)], "{v}");
         assert!(v.notes.iter().any(|n| n.contains("strike of db")), "{v}");
+    }
+
+    #[test]
+    fn a_scenario_states_its_recovery_window_and_the_refusals_it_expects() {
+        let mut b = HistoryBuilder::new();
+        b.with_replica();
+        b.fault(1_000, FaultKind::Strike, &["db"]);
+        b.fault(10_000, FaultKind::Restart, &["db"]);
+        let late = b.read(
+            "R1",
+            40_000,
+            40_100,
+            refused(ErrorKind::DatabaseUnavailable),
+        );
+        let busy = b.push(
+            "R2",
+            75_000,
+            105_000,
+            &[(MAIN, Some("c0"), "c1")],
+            refused(ErrorKind::LockTimeout),
+        );
+        // The default window blames the late refusal on the strike; a lock-timeout with no
+        // fault in reach has no cause.
+        let v = check(&b.build());
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(ops, [Some(busy)], "{v}");
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains(&format!("op {late}, 30.000s later"))),
+            "{v}"
+        );
+        // A scenario that recovers within 20 s, and expects its lock waits to time out.
+        b.availability(crate::history::Availability {
+            recovery_s: 20,
+            may_refuse: vec![ErrorKind::LockTimeout],
+        });
+        let v = check(&b.build());
+        let ops: Vec<Option<u64>> = v.violations.iter().map(|x| x.op).collect();
+        assert_eq!(ops, [Some(late)], "{v}");
+        assert!(v.violations[0].expected.contains("20s"), "{v}");
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("1 refusals the scenario expects")),
+            "{v}"
+        );
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl HistoryBuilder {
                 faults: Vec::new(),
                 database: None,
                 expect: FinalExpectation::Converged,
+                availability: Default::default(),
                 final_state: FinalState {
                     active_devices: devices,
                     refs: final_refs,
@@ -110,6 +111,12 @@ impl HistoryBuilder {
     }
 
     /// Sets the final expectation.
+    /// The availability the history's scenario expects.
+    pub(crate) fn availability(&mut self, availability: crate::history::Availability) -> &mut Self {
+        self.history.availability = availability;
+        self
+    }
+
     pub(crate) fn expect(&mut self, expect: FinalExpectation) -> &mut Self {
         self.history.expect = expect;
         self

@@ -388,7 +388,7 @@ pub struct SlowLinks {
     pub hold_ms: Range<u64>,
 }
 
-/// The final state each protocol profile must reach.
+/// The final state each protocol profile must reach, and the availability expected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
@@ -398,6 +398,12 @@ pub struct Expect {
     /// Under the `phabricator` profile.
     #[serde(default = "converged")]
     pub phabricator: FinalExpectation,
+    /// What availability the scenario expects under either profile (checker 7).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::history::Availability::is_default"
+    )]
+    pub availability: crate::history::Availability,
 }
 
 impl Default for Expect {
@@ -405,6 +411,7 @@ impl Default for Expect {
         Expect {
             stormcell: FinalExpectation::Converged,
             phabricator: FinalExpectation::Converged,
+            availability: crate::history::Availability::default(),
         }
     }
 }

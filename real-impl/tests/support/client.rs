@@ -62,6 +62,7 @@ impl Recorder {
                 database: None,
                 operator: Vec::new(),
                 expect: FinalExpectation::Converged,
+                availability: Default::default(),
                 final_state: FinalState::default(),
             },
         }
