@@ -116,9 +116,10 @@ impl BenchReport {
         for f in &self.figures {
             let base = baseline.and_then(|b| b.figures.iter().find(|g| g.key == f.key));
             let (base_s, ratio_s) = match base {
-                Some(b) if b.median > 0.0 => {
-                    (format!("{:.1}", b.median), format!("{:.2}x", f.median / b.median))
-                }
+                Some(b) if b.median > 0.0 => (
+                    format!("{:.1}", b.median),
+                    format!("{:.2}x", f.median / b.median),
+                ),
                 Some(b) => (format!("{:.1}", b.median), "-".to_owned()),
                 None => ("-".to_owned(), "-".to_owned()),
             };
@@ -187,11 +188,17 @@ fn sample(specs: &[RunSpec], jobs: usize) -> Sample {
 }
 
 /// Measures every figure; `progress` is called with each figure's name before it starts.
-pub fn measure(cfg: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport, scenario::ScenarioError> {
+pub fn measure(
+    cfg: &BenchConfig,
+    progress: &dyn Fn(&str),
+) -> Result<BenchReport, scenario::ScenarioError> {
     let steady = specs(&[scenario::builtin_named("steady")?], cfg.steady_seeds);
     let builtin = specs(&scenario::builtin(), cfg.builtin_seeds);
     let every_fault = specs(
-        &[scenario::parse("harness/bench/every-fault.toml", EVERY_FAULT)?],
+        &[scenario::parse(
+            "harness/bench/every-fault.toml",
+            EVERY_FAULT,
+        )?],
         cfg.every_fault_seeds,
     );
     let reps = cfg.reps.max(1);
@@ -307,7 +314,10 @@ mod tests {
     #[test]
     fn every_fault_cluster_parses_with_every_kind() {
         let s = scenario::parse("every-fault.toml", EVERY_FAULT).expect("parses");
-        assert_eq!(s.topology.devices.draw(&mut crate::env::stream_rng(0, 1)), 6);
+        assert_eq!(
+            s.topology.devices.draw(&mut crate::env::stream_rng(0, 1)),
+            6
+        );
         assert_eq!(s.workload.clients, 10);
     }
 
@@ -327,7 +337,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("stormcell-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("base.json");
-        std::fs::write(&path, serde_json::to_string(&report(1000.0)).expect("json")).expect("write");
+        std::fs::write(&path, serde_json::to_string(&report(1000.0)).expect("json"))
+            .expect("write");
         let base = BenchReport::load(&path).expect("loads");
         assert_eq!(base, report(1000.0));
         let table = report(2500.0).render(Some(&base));

@@ -689,7 +689,11 @@ fn bench(args: BenchArgs) -> anyhow::Result<i32> {
         Some(path) => Some(bench::BenchReport::load(path)?),
         None => None,
     };
-    if args.reps == 0 || args.steady_seeds == 0 || args.builtin_seeds == 0 || args.every_fault_seeds == 0 {
+    if args.reps == 0
+        || args.steady_seeds == 0
+        || args.builtin_seeds == 0
+        || args.every_fault_seeds == 0
+    {
         anyhow::bail!("--reps and every --*-seeds must be at least 1");
     }
     let cfg = bench::BenchConfig {
