@@ -442,10 +442,10 @@ pub fn run(spec: &RunSpec) -> RunResult {
         trace: trace.clone(),
         timeout: client_timeout,
     };
-    // Every workload client and the final prober run as tasks of one simulated host: a
-    // host costs a runtime tick every step whether it has work or not, and clients are
-    // never struck or cut off (faults hit devices, the database and their links), so
-    // separate hosts bought nothing. Each client still records under its own name.
+    // Every workload client, the final prober and the operator run as tasks of one
+    // simulated host: a host costs a runtime tick every step whether it has work or not,
+    // and none of them is ever struck or cut off (faults hit devices, the database and
+    // their links), so separate hosts bought nothing. Each still records under its own name.
     let w = &scenario.workload;
     let mut clients = Vec::new();
     for c in 0..w.clients {
@@ -502,21 +502,11 @@ pub fn run(spec: &RunSpec) -> RunResult {
             }
         }
     };
-    sim.client("clients", async move {
-        let mut tasks: Vec<tokio::task::JoinHandle<()>> =
-            clients.into_iter().map(tokio::task::spawn_local).collect();
-        tasks.push(tokio::task::spawn_local(prober));
-        for task in tasks {
-            task.await?;
-        }
-        Ok(())
-    });
-
     // The operator.
     let operator_board = Arc::new(Mutex::new(OperatorBoard::default()));
     let actions = Arc::new(Mutex::new(Vec::new()));
     let samples = Arc::new(Mutex::new(Vec::new()));
-    if scenario.operator.is_active() {
+    let operator = scenario.operator.is_active().then(|| {
         let run = OperatorRun {
             admin: Arc::new(stormcell_model::admin::Admin::new(
                 config.clone(),
@@ -546,7 +536,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         };
         let every = Duration::from_secs(scenario.operator.sampling_s());
         let samples = Arc::clone(&samples);
-        sim.client("operator", async move {
+        async move {
             if !every.is_zero() {
                 tokio::task::spawn_local(status_sampler::run(
                     Arc::clone(&run.admin),
@@ -557,14 +547,21 @@ pub fn run(spec: &RunSpec) -> RunResult {
                 ));
             }
             run.run().await;
-            // Keep the host (and the sampler) alive until the final phase.
-            let now = crate::trace::sim_now_ms();
-            if now < final_start_ms {
-                tokio::time::sleep(Duration::from_millis(final_start_ms - now)).await;
-            }
-            Ok(())
-        });
-    }
+        }
+    });
+
+    // The clients, the prober and the operator share one host (see above); the simulation
+    // ends when all of them are done.
+    sim.client("clients", async move {
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> =
+            clients.into_iter().map(tokio::task::spawn_local).collect();
+        tasks.push(tokio::task::spawn_local(prober));
+        tasks.extend(operator.map(tokio::task::spawn_local));
+        for task in tasks {
+            task.await?;
+        }
+        Ok(())
+    });
 
     // Drive.
     let mut crash_rng = stream_rng(seed, streams::CRASH);
