@@ -111,10 +111,33 @@ pub fn run_stream(
     limit: Option<Duration>,
     jobs: usize,
 ) -> Outcome {
+    run_keeping(spec_at, len, limit, jobs, true)
+}
+
+/// Runs every spec on `jobs` threads keeping only each run's verdicts, counts and reached
+/// states, failing runs too (no histories): for campaigns that only tally verdicts, such
+/// as the kill matrix, where most runs fail.
+pub fn run_all_verdicts(specs: &[RunSpec], jobs: usize) -> Outcome {
+    run_keeping(
+        &|n| usize::try_from(n).ok().and_then(|i| specs.get(i)).cloned(),
+        Some(specs.len()),
+        None,
+        jobs,
+        false,
+    )
+}
+
+fn run_keeping(
+    spec_at: &(dyn Fn(u64) -> Option<RunSpec> + Sync),
+    len: Option<usize>,
+    limit: Option<Duration>,
+    jobs: usize,
+    keep_failing: bool,
+) -> Outcome {
     let (done, total_wall) = pool(spec_at, len, limit, jobs, &|spec| {
         let mut result = runner::run(&spec);
         let tally = Tally::of(&result);
-        if result.passed() {
+        if result.passed() || !keep_failing {
             result.history.ops = Vec::new();
             result.status = Vec::new();
         }

@@ -613,7 +613,7 @@ fn mutants(args: MutantsArgs) -> anyhow::Result<i32> {
         spans.push(specs.len()..specs.len() + mine.len());
         specs.extend(mine);
     }
-    let outcome = campaign::run_all(&specs, jobs(args.jobs));
+    let outcome = campaign::run_all_verdicts(&specs, jobs(args.jobs));
     let kills: Vec<mutants::Kills> = rows
         .iter()
         .zip(spans)
