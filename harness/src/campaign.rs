@@ -101,10 +101,9 @@ pub fn run_all(specs: &[RunSpec], jobs: usize) -> Outcome {
 
 /// Runs `spec_at(0)`, `spec_at(1)`, ... on `jobs` threads until it returns `None` or, with
 /// a `limit`, until that much wall time has passed (runs under way then finish). `len`
-/// is how many there are, when known (for the progress bar). Passing runs keep their
-/// verdicts, counts and reached states but not their operations or status samples, so
-/// that memory does not grow with the number of seeds (failing runs keep everything for
-/// their reports).
+/// is how many there are, when known (for the progress bar). Passing runs keep only
+/// what the summary reads (see `slim`), so that memory hardly grows with the number of
+/// seeds (failing runs keep everything for their reports).
 pub fn run_stream(
     spec_at: &(dyn Fn(u64) -> Option<RunSpec> + Sync),
     len: Option<usize>,
@@ -138,8 +137,7 @@ fn run_keeping(
         let mut result = runner::run(&spec);
         let tally = Tally::of(&result);
         if result.passed() || !keep_failing {
-            result.history.ops = Vec::new();
-            result.status = Vec::new();
+            slim(&mut result);
         }
         (result, tally)
     });
@@ -148,6 +146,25 @@ fn run_keeping(
         results,
         wall,
         total_wall,
+    }
+}
+
+/// Drops what only a run's own report needs (the history's operations, faults, operator
+/// actions and final refs, the status samples, the drawn schedule, the checkers' notes),
+/// keeping what summaries, coverage and the kill matrix read: verdicts, counts, reached
+/// states, the final outcome and the trace hash.
+fn slim(r: &mut RunResult) {
+    let h = &mut r.history;
+    h.ops = Vec::new();
+    h.faults = Vec::new();
+    h.operator = Vec::new();
+    h.repositories = Vec::new();
+    h.database = None;
+    h.final_state.refs = Default::default();
+    r.status = Vec::new();
+    r.drawn.schedule = Vec::new();
+    for v in &mut r.verdicts {
+        v.notes = Vec::new();
     }
 }
 
