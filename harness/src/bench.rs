@@ -174,7 +174,7 @@ struct Sample {
 
 fn sample(specs: &[RunSpec], jobs: usize) -> Sample {
     let cpu_before = process_cpu_s();
-    let outcome = campaign::run_all(specs, jobs);
+    let outcome = campaign::run_all_keeping(specs, jobs, campaign::Keep::FailingRuns);
     let cpu = (process_cpu_s() - cpu_before).max(1e-9);
     let virtual_s: f64 = outcome
         .results

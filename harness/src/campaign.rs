@@ -89,41 +89,47 @@ fn stopwatch() -> ProgressBar {
     ProgressBar::hidden()
 }
 
-/// Runs every spec on `jobs` threads.
+/// What a campaign keeps of each run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Every result whole.
+    Everything,
+    /// Failing runs whole; of passing runs only what summaries read (see `slim`), so that
+    /// memory hardly grows with the number of seeds.
+    FailingRuns,
+    /// Of every run only what summaries read, failing ones too: for campaigns that only
+    /// tally verdicts, such as the kill matrix, where most runs fail.
+    Verdicts,
+}
+
+/// Runs every spec on `jobs` threads, keeping every result whole.
 pub fn run_all(specs: &[RunSpec], jobs: usize) -> Outcome {
-    run_stream(
+    run_all_keeping(specs, jobs, Keep::Everything)
+}
+
+/// Runs every spec on `jobs` threads, keeping of each run what `keep` says.
+pub fn run_all_keeping(specs: &[RunSpec], jobs: usize, keep: Keep) -> Outcome {
+    run_keeping(
         &|n| usize::try_from(n).ok().and_then(|i| specs.get(i)).cloned(),
         Some(specs.len()),
         None,
         jobs,
+        keep,
     )
 }
 
 /// Runs `spec_at(0)`, `spec_at(1)`, ... on `jobs` threads until it returns `None` or, with
 /// a `limit`, until that much wall time has passed (runs under way then finish). `len`
-/// is how many there are, when known (for the progress bar). Passing runs keep only
-/// what the summary reads (see `slim`), so that memory hardly grows with the number of
-/// seeds (failing runs keep everything for their reports).
+/// is how many there are, when known (for the progress bar). Keeps failing runs whole and
+/// of passing runs what summaries read ([`Keep::FailingRuns`]), so that hours of runs fit
+/// in memory.
 pub fn run_stream(
     spec_at: &(dyn Fn(u64) -> Option<RunSpec> + Sync),
     len: Option<usize>,
     limit: Option<Duration>,
     jobs: usize,
 ) -> Outcome {
-    run_keeping(spec_at, len, limit, jobs, true)
-}
-
-/// Runs every spec on `jobs` threads keeping only each run's verdicts, counts and reached
-/// states, failing runs too (no histories): for campaigns that only tally verdicts, such
-/// as the kill matrix, where most runs fail.
-pub fn run_all_verdicts(specs: &[RunSpec], jobs: usize) -> Outcome {
-    run_keeping(
-        &|n| usize::try_from(n).ok().and_then(|i| specs.get(i)).cloned(),
-        Some(specs.len()),
-        None,
-        jobs,
-        false,
-    )
+    run_keeping(spec_at, len, limit, jobs, Keep::FailingRuns)
 }
 
 fn run_keeping(
@@ -131,12 +137,17 @@ fn run_keeping(
     len: Option<usize>,
     limit: Option<Duration>,
     jobs: usize,
-    keep_failing: bool,
+    keep: Keep,
 ) -> Outcome {
     let (done, total_wall) = pool(spec_at, len, limit, jobs, &|spec| {
         let mut result = runner::run(&spec);
         let tally = Tally::of(&result);
-        if result.passed() || !keep_failing {
+        let lean = match keep {
+            Keep::Everything => false,
+            Keep::FailingRuns => result.passed(),
+            Keep::Verdicts => true,
+        };
+        if lean {
             slim(&mut result);
         }
         (result, tally)

@@ -364,7 +364,7 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
                 .filter(|&(offset, position)| shard.is_none_or(|s| s.contains(offset, position)))
                 .map(|(offset, position)| spec_of(offset, position))
                 .collect();
-            campaign::run_all(&specs, jobs(args.jobs))
+            campaign::run_all_keeping(&specs, jobs(args.jobs), campaign::Keep::FailingRuns)
         }
     };
     let table = summary::Summary::of(&scenarios, &outcome);
@@ -613,7 +613,7 @@ fn mutants(args: MutantsArgs) -> anyhow::Result<i32> {
         spans.push(specs.len()..specs.len() + mine.len());
         specs.extend(mine);
     }
-    let outcome = campaign::run_all_verdicts(&specs, jobs(args.jobs));
+    let outcome = campaign::run_all_keeping(&specs, jobs(args.jobs), campaign::Keep::Verdicts);
     let kills: Vec<mutants::Kills> = rows
         .iter()
         .zip(spans)
