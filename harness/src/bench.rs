@@ -76,7 +76,7 @@ pub struct BenchReport {
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
     /// The file could not be read.
-    #[error("cannot read baseline {path}: {source}")]
+    #[error("cannot read baseline {path}")]
     Read {
         /// The file.
         path: String,
@@ -84,7 +84,7 @@ pub enum BaselineError {
         source: std::io::Error,
     },
     /// The file is not a bench report.
-    #[error("baseline {path} is not a `stormcell-sim bench --out` file: {source}")]
+    #[error("baseline {path} is not a `stormcell-sim bench --out` file")]
     Parse {
         /// The file.
         path: String,
@@ -344,8 +344,13 @@ mod tests {
         let table = report(2500.0).render(Some(&base));
         assert!(table.contains("2.50x"), "{table}");
         std::fs::write(&path, "{\"jobs\": 2, \"reps\": \"five\"}").expect("write");
-        let err = BenchReport::load(&path).expect_err("bad file").to_string();
-        assert!(err.contains("reps"), "{err}");
+        let err = BenchReport::load(&path).expect_err("bad file");
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(err.to_string().contains("base.json"), "{err}");
+        assert!(
+            source.as_deref().is_some_and(|s| s.contains("reps")),
+            "{source:?}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
