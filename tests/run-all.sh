@@ -40,13 +40,13 @@ echo "== lints"
 cargo clippy --workspace --all-targets --features stormcell-node/plant --quiet -- -D warnings
 echo "== tests"
 cargo test --workspace --features stormcell-node/plant
-# A short campaign over every built-in scenario (4 seeds each, about 130 runs): every run
+# A short campaign over every built-in scenario (6 seeds each, about 200 runs): every run
 # must pass and every state a scenario declares with `reach` must be reached. Its JUnit
 # report is what CI publishes (see .ci/run); the reports of failing runs land beside it.
 echo "== campaign"
 rm -rf target/campaign
 cargo run --release --quiet -p stormcell-harness --bin stormcell-sim -- \
-    run --seeds 4 --report target/campaign --junit target/campaign/junit.xml
+    run --seeds 6 --report target/campaign --junit target/campaign/junit.xml
 # The kill matrix: every planted bug must be caught by its own checkers on the scenario
 # made to show it (each plant's seed budget, from harness/src/mutants.rs).
 echo "== kill matrix"

@@ -1,6 +1,7 @@
 //! The stormcell simulator: the protocol of `stormcell-model` run as a whole cluster inside
 //! one deterministic turmoil simulation, struck by faults drawn from a seed, and checked.
 
+pub mod bench;
 pub mod campaign;
 pub mod checker;
 pub mod coverage;

@@ -442,7 +442,12 @@ pub fn run(spec: &RunSpec) -> RunResult {
         trace: trace.clone(),
         timeout: client_timeout,
     };
+    // Every workload client, the final prober and the operator run as tasks of one
+    // simulated host: a host costs a runtime tick every step whether it has work or not,
+    // and none of them is ever struck or cut off (faults hit devices, the database and
+    // their links), so separate hosts bought nothing. Each still records under its own name.
     let w = &scenario.workload;
+    let mut clients = Vec::new();
     for c in 0..w.clients {
         let client = Client::new(
             client_setup(format!("client{}", c + 1)),
@@ -452,12 +457,11 @@ pub fn run(spec: &RunSpec) -> RunResult {
         let (pw, rw) = (w.push_weight, w.read_weight);
         let think = (w.think_ms.min, w.think_ms.max);
         let rpp = (w.refs_per_push.min, w.refs_per_push.max);
-        sim.client(format!("client{}", c + 1), async move {
+        clients.push(async move {
             client.run(workload_ms, pw, rw, think, rpp).await;
-            Ok(())
         });
     }
-    {
+    let prober = {
         let mut prober = Client::new(
             client_setup("prober".to_owned()),
             stream_rng(seed, streams::CLIENTS + 99),
@@ -472,7 +476,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
             .collect();
         let ask_database = scenario.operator.is_active();
         let repos = setup.repos.clone();
-        sim.client("prober", async move {
+        async move {
             tokio::time::sleep(Duration::from_millis(final_start_ms)).await;
             // After an operator changed bindings, probe the devices active at the end.
             let devices = if ask_database {
@@ -496,15 +500,13 @@ pub fn run(spec: &RunSpec) -> RunResult {
                     prober.read(repo, Phase::Final, Some(device)).await;
                 }
             }
-            Ok(())
-        });
-    }
-
+        }
+    };
     // The operator.
     let operator_board = Arc::new(Mutex::new(OperatorBoard::default()));
     let actions = Arc::new(Mutex::new(Vec::new()));
     let samples = Arc::new(Mutex::new(Vec::new()));
-    if scenario.operator.is_active() {
+    let operator = scenario.operator.is_active().then(|| {
         let run = OperatorRun {
             admin: Arc::new(stormcell_model::admin::Admin::new(
                 config.clone(),
@@ -535,7 +537,7 @@ pub fn run(spec: &RunSpec) -> RunResult {
         };
         let every = Duration::from_secs(scenario.operator.sampling_s());
         let samples = Arc::clone(&samples);
-        sim.client("operator", async move {
+        async move {
             if !every.is_zero() {
                 tokio::task::spawn_local(status_sampler::run(
                     Arc::clone(&run.admin),
@@ -546,14 +548,21 @@ pub fn run(spec: &RunSpec) -> RunResult {
                 ));
             }
             run.run().await;
-            // Keep the host (and the sampler) alive until the final phase.
-            let now = crate::trace::sim_now_ms();
-            if now < final_start_ms {
-                tokio::time::sleep(Duration::from_millis(final_start_ms - now)).await;
-            }
-            Ok(())
-        });
-    }
+        }
+    });
+
+    // The clients, the prober and the operator share one host (see above); the simulation
+    // ends when all of them are done.
+    sim.client("clients", async move {
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> =
+            clients.into_iter().map(tokio::task::spawn_local).collect();
+        tasks.push(tokio::task::spawn_local(prober));
+        tasks.extend(operator.map(tokio::task::spawn_local));
+        for task in tasks {
+            task.await?;
+        }
+        Ok(())
+    });
 
     // Drive.
     let mut crash_rng = stream_rng(seed, streams::CRASH);

@@ -8,7 +8,7 @@ use stormcell_harness::report as summary;
 use stormcell_harness::runner::{self, RunSpec};
 use stormcell_harness::scenario::{self, Scenario};
 use stormcell_harness::shard::{self, ShardArg};
-use stormcell_harness::{campaign, checker, junit, mutants};
+use stormcell_harness::{bench, campaign, checker, junit, mutants};
 use stormcell_model::config::Profile;
 use stormcell_model::plant::Bug;
 
@@ -54,6 +54,34 @@ enum Command {
     /// into one: summary.json, JUnit XML, coverage and the failing runs' reports (exit 1 if
     /// any run failed or a declared state was never reached).
     Merge(MergeArgs),
+    /// Measure the simulator's speed and memory (median of several repetitions), beside an
+    /// earlier build's figures when given its `--out` file.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Repetitions of each figure (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Parallel runs (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Seeds of `steady` per repetition.
+    #[arg(long, default_value_t = 10)]
+    steady_seeds: u64,
+    /// Seeds of each built-in scenario per repetition.
+    #[arg(long, default_value_t = 1)]
+    builtin_seeds: u64,
+    /// Seeds of the every-fault cluster (harness/bench/every-fault.toml) per repetition.
+    #[arg(long, default_value_t = 4)]
+    every_fault_seeds: u64,
+    /// Write the figures here as JSON (for a later `--baseline`).
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
+    /// Print an earlier build's figures (its `--out` file) beside these, with the ratios.
+    #[arg(long, value_name = "FILE.json")]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +269,7 @@ pub fn main() -> i32 {
         Command::Mutants(args) => mutants(args),
         Command::Shrink(args) => shrink(args),
         Command::Merge(args) => merge(args),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(code) => code,
@@ -335,7 +364,7 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
                 .filter(|&(offset, position)| shard.is_none_or(|s| s.contains(offset, position)))
                 .map(|(offset, position)| spec_of(offset, position))
                 .collect();
-            campaign::run_all(&specs, jobs(args.jobs))
+            campaign::run_all_keeping(&specs, jobs(args.jobs), campaign::Keep::FailingRuns)
         }
     };
     let table = summary::Summary::of(&scenarios, &outcome);
@@ -584,7 +613,7 @@ fn mutants(args: MutantsArgs) -> anyhow::Result<i32> {
         spans.push(specs.len()..specs.len() + mine.len());
         specs.extend(mine);
     }
-    let outcome = campaign::run_all(&specs, jobs(args.jobs));
+    let outcome = campaign::run_all_keeping(&specs, jobs(args.jobs), campaign::Keep::Verdicts);
     let kills: Vec<mutants::Kills> = rows
         .iter()
         .zip(spans)
@@ -651,6 +680,37 @@ fn shrink(args: ShrinkArgs) -> anyhow::Result<i32> {
         replay.push_str(&format!(" --plant {bug}"));
     }
     println!("replay: {replay}");
+    Ok(EXIT_PASS)
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<i32> {
+    // Read the baseline first: a bad file is reported before minutes of measuring.
+    let baseline = match &args.baseline {
+        Some(path) => Some(bench::BenchReport::load(path)?),
+        None => None,
+    };
+    if args.reps == 0
+        || args.steady_seeds == 0
+        || args.builtin_seeds == 0
+        || args.every_fault_seeds == 0
+    {
+        anyhow::bail!("--reps and every --*-seeds must be at least 1");
+    }
+    let cfg = bench::BenchConfig {
+        reps: args.reps,
+        jobs: jobs(args.jobs),
+        steady_seeds: args.steady_seeds,
+        builtin_seeds: args.builtin_seeds,
+        every_fault_seeds: args.every_fault_seeds,
+    };
+    let report = bench::measure(&cfg, &|name| eprintln!("measuring {name} ..."))?;
+    print!("{}", report.render(baseline.as_ref()));
+    if let Some(path) = &args.out {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
     Ok(EXIT_PASS)
 }
 

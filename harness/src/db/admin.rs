@@ -14,7 +14,7 @@ use super::wire::{DbRequest, DbResponse};
 
 /// An administrative request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "admin", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub enum AdminRequest {
     /// `edit`.
     Edit {

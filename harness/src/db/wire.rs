@@ -14,9 +14,11 @@ use stormcell_model::rows::{
 use super::replication::LogEntry;
 use super::tables::{SessionId, Tables};
 
-/// A request from a client session.
+/// A request from a client session. Externally tagged (`{"try-lock": {...}}`): an
+/// internally tagged enum is buffered whole before it is decoded, and every query of a
+/// run crosses this wire twice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub enum DbRequest {
     /// `try_lock`.
     TryLock {
