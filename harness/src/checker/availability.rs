@@ -163,52 +163,65 @@ pub(crate) fn check(history: &History) -> Verdict {
         let (from, until) = (op.invoked_ms, op.completed_ms.max(op.invoked_ms));
         let in_window =
             |start: u64, end: u64| start <= until && end.saturating_add(recovery_ms) > from;
+        // Each possible cause, with how long after it ended the failure was invoked.
+        let late = |end: u64| from.saturating_sub(end);
         let fault = match (scope, &read_only) {
             // The read-only spans already carry their own recovery bound.
             (Scope::ReadOnly, Some(spans)) => spans
                 .get(op.device.as_str())
                 .filter(|spans| overlaps(spans, from, until))
-                .map(|_| format!("{} read-only (primary database unreachable)", op.device)),
+                .map(|_| {
+                    let cause = format!("{} read-only (primary database unreachable)", op.device);
+                    (cause, 0)
+                }),
             _ => faults
                 .iter()
-                .find(|f| {
+                .filter(|f| {
                     in_window(f.start_ms, f.end_ms)
                         && scope.allows(f, &op.device, &timeline, &hosts)
                 })
-                .inspect(|f| {
-                    let late = from.saturating_sub(f.end_ms);
-                    if latest.is_none_or(|(l, _)| late > l) {
-                        latest = Some((late, op.id));
-                    }
-                })
-                .map(Fault::describe),
+                .max_by_key(|f| f.end_ms)
+                .map(|f| (f.describe(), late(f.end_ms))),
         };
+        // A maintenance lock, a contract or a removal lasts until someone acts again.
         let earlier_action = (scope == Scope::Operator)
             .then(|| history.operator.iter().find(|a| a.started_ms <= until))
             .flatten()
-            .map(|a| format!("`{}` at {}", a.command, secs(a.started_ms)));
-        let fault = fault.or(earlier_action);
+            .map(|a| (format!("`{}` at {}", a.command, secs(a.started_ms)), 0));
         let promotion = matches!(scope, Scope::Database | Scope::Lock | Scope::Anywhere)
-            .then(|| promotions.iter().find(|&&t| in_window(t, t)))
+            .then(|| promotions.iter().rfind(|&&t| in_window(t, t)))
             .flatten()
-            .map(|t| format!("promotion of a replica at {}", secs(*t)));
+            .map(|t| (format!("promotion of a replica at {}", secs(*t)), late(*t)));
         let action = history
             .operator
             .iter()
-            .find(|a| in_window(a.started_ms, a.completed_ms.max(a.started_ms)))
-            .map(|a| format!("`{}` at {}", a.command, secs(a.started_ms)));
+            .filter(|a| in_window(a.started_ms, a.completed_ms.max(a.started_ms)))
+            .max_by_key(|a| a.completed_ms)
+            .map(|a| {
+                let cause = format!("`{}` at {}", a.command, secs(a.started_ms));
+                (cause, late(a.completed_ms))
+            });
         let clusterize = history
             .operator
             .iter()
             .find(|a| a.ok && until <= a.completed_ms && clusterizes(&a.command, &op.repo))
             .map(|a| {
-                format!(
+                let cause = format!(
                     "`{}` (not clusterized before {})",
                     a.command,
                     secs(a.completed_ms)
-                )
+                );
+                (cause, 0)
             });
-        if let Some(cause) = fault.or(promotion).or(action).or(clusterize) {
+        // The closest cause explains the failure (ties keep the order above).
+        let closest = [fault, earlier_action, promotion, action, clusterize]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(_, late)| *late);
+        if let Some((cause, late)) = closest {
+            if latest.is_none_or(|(l, _)| late > l) {
+                latest = Some((late, op.id));
+            }
             if causes.len() < 5 {
                 causes.push(format!("op {} ({label}) by {cause}", op.id));
             }

@@ -577,3 +577,26 @@ fn cold_restart_stops_the_replica_first_and_restarts_every_device_after_the_prom
         assert_eq!(restarted.len(), devices.len(), "seed {seed}: {plan:?}");
     }
 }
+
+#[test]
+fn every_builtin_states_its_availability_expectations() {
+    for s in builtin() {
+        assert!(
+            s.expect.availability.recovery_s <= crate::history::DEFAULT_RECOVERY_S
+                && s.expect.availability.recovery_s > 0,
+            "{}: recovery_s {}",
+            s.name,
+            s.expect.availability.recovery_s
+        );
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    for s in builtin() {
+        let path = dir.join(format!("{}.toml", s.name));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("[expect.availability]"),
+            "{} states no availability expectations",
+            path.display()
+        );
+    }
+}
