@@ -156,6 +156,14 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// Every checker's violations, one line each, in checker order.
+    pub fn violation_lines(&self) -> Vec<String> {
+        self.verdicts
+            .iter()
+            .flat_map(|v| v.violations.iter().map(ToString::to_string))
+            .collect()
+    }
+
     /// Whether every checker passed and the simulation ran to the end.
     pub fn passed(&self) -> bool {
         self.sim_error.is_none() && self.verdicts.iter().all(Verdict::passed)

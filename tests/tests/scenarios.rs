@@ -16,17 +16,17 @@ fn all_pass(name: &str) {
 /// Runs `name` at `seed` under stormcell and fails with every violation unless it passed;
 /// `why` says what the seed once showed.
 fn assert_passes(name: &str, seed: u64, why: &str) {
-    let r = run_one(name, seed, Profile::Stormcell);
-    let violations: Vec<String> = r
-        .verdicts
-        .iter()
-        .flat_map(|v| v.violations.iter().map(ToString::to_string))
-        .collect();
+    assert_ran_clean(&run_one(name, seed, Profile::Stormcell), name, why);
+}
+
+/// Fails with every violation of `r` (a run of `what`) unless it passed.
+fn assert_ran_clean(r: &stormcell_harness::runner::RunResult, what: &str, why: &str) {
     assert!(
         r.passed(),
-        "{name} seed {seed} failed ({}) {why}:\n{}",
+        "{what} seed {} failed ({}) {why}:\n{}",
+        r.seed,
         r.replay_command(),
-        violations.join("\n")
+        r.violation_lines().join("\n")
     );
 }
 
@@ -628,15 +628,6 @@ fn scenarios_found_by_random_schedules_pass() {
             plant: None,
             keep_trace: false,
         });
-        let violations: Vec<String> = r
-            .verdicts
-            .iter()
-            .flat_map(|v| v.violations.iter().map(ToString::to_string))
-            .collect();
-        assert!(
-            r.passed(),
-            "{file} seed {seed} failed:\n{}",
-            violations.join("\n")
-        );
+        assert_ran_clean(&r, file, "");
     }
 }

@@ -69,7 +69,7 @@ proptest! {
         let text = scenario_text(devices, strikes, down_s, partitions, part_s, write_strikes);
         let s = scenario::parse("generated.toml", &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let r = run(&RunSpec { scenario: s, seed, profile: Profile::Stormcell, plant: None, keep_trace: false });
-        let violations: Vec<String> = r.verdicts.iter().flat_map(|v| v.violations.iter().map(ToString::to_string)).collect();
+        let violations = r.violation_lines();
         prop_assert!(r.passed(), "{}", violations.join("\n"));
     }
 }
@@ -194,11 +194,7 @@ fn every_kind_case(devices: u32, kinds: &[Kind], seed: u64) -> Result<(), TestCa
         plant: None,
         keep_trace: false,
     });
-    let violations: Vec<String> = r
-        .verdicts
-        .iter()
-        .flat_map(|v| v.violations.iter().map(ToString::to_string))
-        .collect();
+    let violations = r.violation_lines();
     prop_assert!(
         r.passed(),
         "{}\nseed {seed} of\n{text}",

@@ -434,8 +434,8 @@ impl Failover {
     }
 
     /// **[stormcell]** Checks the host at `address` now, out of turn: a session has waited
-    /// on it past a round trip (PROTOCOL.md 9.3). Only a host not reached counts; its
-    /// health record takes the result as a due check would, if one is due.
+    /// on it past a round trip (PROTOCOL.md 9.3). Only a host not reached counts: the
+    /// waits on it end; its health record is left to the due checks.
     pub async fn check_suspect(&self, address: &str) {
         if !self.profile.rules().bounded_database_waits {
             return;
@@ -455,9 +455,9 @@ impl Failover {
         {
             return;
         }
-        if self.check_host(host).await.is_err() {
-            self.record(&host.name, false);
-        }
+        // The health record is the due checks' (one result per interval): this check
+        // only ends the waits on a host that does not answer.
+        let _ = self.check_host(host).await;
     }
 
     /// The replication status of every configured host.
