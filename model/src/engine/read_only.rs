@@ -56,6 +56,7 @@ const VERIFIED_SYNC_PASSES: u32 = 8;
 
 /// What one pass of the verified sync came to.
 enum Pass {
+    /// The sync ended with this outcome.
     Done(SyncOutcome),
     /// A holder's copy was not what the pass learned; ask again, unless the next pass
     /// learns the same.
