@@ -582,35 +582,7 @@ fn with_the_primary_down_pushes_are_refused_as_read_only_and_clones_still_served
     let hosts = cluster.hosts();
     cluster.nodes[0].start(&hosts, "");
     client.fault(FaultKind::Restart, "repo001", "started");
-    let start = Instant::now();
-    loop {
-        let (o, text) = client.push(
-            cluster.node(1),
-            "R1",
-            "refs/heads/main",
-            Some(&c1),
-            &c2,
-            Phase::Workload,
-        );
-        if o.is_ok() {
-            break;
-        }
-        assert!(
-            matches!(
-                o,
-                Outcome::Refused {
-                    error: ErrorKind::ReadOnly,
-                    ..
-                }
-            ),
-            "only the read-only refusal while recovering: {text}"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "writes never came back: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    client.push_until_writable(cluster.node(1), "R1", "refs/heads/main", Some(&c1), &c2);
 
     let nodes: Vec<_> = cluster.nodes.iter().collect();
     client.final_phase(&nodes, "R1");

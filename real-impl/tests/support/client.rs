@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use stormcell_harness::history::{
-    FaultEvent, FaultKind, FinalExpectation, FinalState, History, OpKind, Operation,
+    ErrorKind, FaultEvent, FaultKind, FinalExpectation, FinalState, History, OpKind, Operation,
     OperatorAction, Outcome, Phase, RefUpdate, RepositoryStart,
 };
 use stormcell_model::admin::ThawOutcome;
@@ -132,6 +132,41 @@ impl Recorder {
                 old: old.map(str::to_owned),
                 new: new.to_owned(),
             }],
+        }
+    }
+
+    /// Pushes `new` to `name` on `node` every half second until it is acknowledged, while
+    /// the only refusal is read-only (the device recovering from a lost primary); fails
+    /// on any other outcome or after two minutes.
+    pub fn push_until_writable(
+        &mut self,
+        node: &Node,
+        repo: &str,
+        name: &str,
+        old: Option<&str>,
+        new: &str,
+    ) {
+        let start = Instant::now();
+        loop {
+            let (o, text) = self.push(node, repo, name, old, new, Phase::Workload);
+            if o.is_ok() {
+                return;
+            }
+            assert!(
+                matches!(
+                    o,
+                    Outcome::Refused {
+                        error: ErrorKind::ReadOnly,
+                        ..
+                    }
+                ),
+                "only the read-only refusal while recovering: {text}"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "writes never came back: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
 
